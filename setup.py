@@ -1,0 +1,32 @@
+"""The plain-Python distribution of panoptic_perception (pip). ROS builds use CMakeLists.txt."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "panoptic_perception"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Camera-based driving perception with swappable deep-learning backends, for ROS 2",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["weights/*.pth"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/launch", glob("launch/*")),
+    ],
+    install_requires=[
+        "torch>=2.1",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": [f"panoptic-perception = {PACKAGE}.cli:main"]},
+)

@@ -1,0 +1,80 @@
+"""The package layout and the one-way data flow between sub-packages."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import panoptic_perception
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "panoptic_perception"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of the package modules a file imports (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(REPO).with_suffix("").parts[:-1]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                names.add(f"{base}.{node.module}" if node.module else base)
+            else:
+                names.add(node.module)
+    return names
+
+
+def modules_under(*parts: str) -> list[Path]:
+    return sorted((PACKAGE.joinpath(*parts)).rglob("*.py"))
+
+
+def test_ros_package_manifest_matches_the_python_distribution():
+    manifest = ET.parse(REPO / "package.xml").getroot()
+    assert manifest.get("format") == "3"
+    assert manifest.findtext("name") == "panoptic_perception"
+    assert manifest.find("export/build_type").text == "ament_cmake"
+    setup_version = re.search(r'version="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
+    assert manifest.findtext("version") == setup_version == panoptic_perception.__version__
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert "project(panoptic_perception)" in cmake and "ament_python_install_package(${PROJECT_NAME})" in cmake
+    assert "rosidl_generate_interfaces" in cmake
+    for folder in ("launch", "config", "msg", "test", "resource"):
+        assert (REPO / folder).is_dir(), folder
+    assert (REPO / "resource" / "panoptic_perception").is_file()
+
+
+def test_core_has_no_network_code_and_nothing_but_ros_imports_ros():
+    for path in modules_under("core"):
+        for name in imported_modules(path):
+            assert not name.startswith(("panoptic_perception.backends", "panoptic_perception.nn")), f"{path}: {name}"
+    for path in PACKAGE.rglob("*.py"):
+        if "ros" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        assert not any(n.split(".")[0] in ("rclpy", "rosidl_runtime_py") for n in imported_modules(path)), path
+
+
+def test_runtime_never_imports_training():
+    runtime = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("training", "cli.py")]
+    for path in runtime:
+        assert not any(n.startswith("panoptic_perception.training") for n in imported_modules(path)), path
+    code = (
+        "import sys, panoptic_perception, panoptic_perception.backends, panoptic_perception.demo;"
+        "import panoptic_perception.cli;"
+        "bad = [m for m in sys.modules if m.startswith('panoptic_perception.training')];"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bundled_weights_are_small_and_packaged():
+    weights = PACKAGE / "weights" / "twinlitenet_synthetic.pth"
+    assert weights.is_file() and weights.stat().st_size < 3 * 1024 * 1024
+    assert '"weights/*.pth"' in (REPO / "setup.py").read_text()
