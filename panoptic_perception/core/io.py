@@ -1,0 +1,108 @@
+"""Reading frames from image files, folders and videos, reporting bad ones instead of stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .preprocess import InvalidImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+
+@dataclass
+class Frame:
+    """One input frame, or the reason it could not be read (``image`` is None then)."""
+
+    name: str  # unique output stem
+    source: str
+    image: np.ndarray | None = None
+    error: str | None = None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A BGR uint8 image, or InvalidImageError naming the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InvalidImageError(f"cannot decode image {path}")
+    return image
+
+
+def _expand(inputs: Sequence[str | Path]) -> list[Path]:
+    paths = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"input not found: {path}")
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _unique(name: str, seen: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in seen:
+        candidate, n = f"{name}_{n}", n + 1
+    seen.add(candidate)
+    return candidate
+
+
+class FrameSource:
+    """Frames of image files, folders (recursively) and videos, in order.
+
+    Missing inputs fail at construction; a file that cannot be decoded yields a :class:`Frame` with
+    ``error`` set, so a caller can report it and go on with the others.
+    """
+
+    def __init__(self, inputs: Sequence[str | Path]) -> None:
+        self.paths = _expand(inputs)
+
+    def __len__(self) -> int:
+        """Number of frames (video frame counts as the container reports them)."""
+        total = 0
+        for path in self.paths:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                capture = cv2.VideoCapture(str(path))
+                total += max(1, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+                capture.release()
+            else:
+                total += 1
+        return total
+
+    def __iter__(self) -> Iterator[Frame]:
+        seen: set[str] = set()
+        for path in self.paths:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                yield from self._video_frames(path, seen)
+                continue
+            name = _unique(path.stem, seen)
+            try:
+                yield Frame(name, str(path), image=read_image(path))
+            except InvalidImageError as error:
+                yield Frame(name, str(path), error=str(error))
+
+    @staticmethod
+    def _video_frames(path: Path, seen: set[str]) -> Iterator[Frame]:
+        capture = cv2.VideoCapture(str(path))
+        if not capture.isOpened():
+            yield Frame(_unique(path.stem, seen), str(path), error=f"cannot open video {path}")
+            return
+        index = 0
+        try:
+            while True:
+                ok, image = capture.read()
+                if not ok:
+                    break
+                yield Frame(_unique(f"{path.stem}_{index:06d}", seen), f"{path}#{index}", image=image)
+                index += 1
+        finally:
+            capture.release()
+        if index == 0:
+            yield Frame(_unique(path.stem, seen), str(path), error=f"no decodable frames in video {path}")

@@ -1,0 +1,43 @@
+"""Overlays for people: masks blended onto the frame, boxes and labels drawn."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .labels import DRIVING_MASKS, LabelMap
+from .types import PerceptionResult
+
+_DRIVABLE_BGR = DRIVING_MASKS.classes[0].color[::-1]
+_LANE_BGR = DRIVING_MASKS.classes[1].color[::-1]
+
+
+def blend(image: np.ndarray, mask: np.ndarray, color_bgr: tuple[int, int, int] | np.ndarray, alpha: float) -> None:
+    """Blend ``color`` (one colour, or an (H, W, 3) colour image) into ``image`` where ``mask``, in place."""
+    region = mask.astype(bool)
+    colors = color_bgr[region] if isinstance(color_bgr, np.ndarray) and color_bgr.ndim == 3 else np.asarray(color_bgr)
+    image[region] = ((1 - alpha) * image[region] + alpha * colors).astype(np.uint8)
+
+
+def draw_overlay(image: np.ndarray, result: PerceptionResult, label_map: LabelMap | None = None, alpha: float = 0.5) -> np.ndarray:
+    """A BGR copy of ``image`` with every output of ``result`` drawn on it."""
+    canvas = image.copy()
+    if result.semantic is not None and label_map is not None:
+        colors = label_map.color_table[result.semantic][..., ::-1]
+        blend(canvas, result.semantic > 0, colors, alpha)
+    if result.drivable_mask is not None:
+        blend(canvas, result.drivable_mask, _DRIVABLE_BGR, alpha)
+    if result.lane_mask is not None:
+        blend(canvas, result.lane_mask, _LANE_BGR, min(1.0, alpha + 0.3))
+    if result.detections is not None:
+        scale = max(image.shape[:2]) / 1280
+        thickness = max(1, round(2 * scale))
+        for box, score, class_id, name in zip(
+            result.detections.boxes, result.detections.scores, result.detections.class_ids, result.detections.class_names
+        ):
+            color = tuple(int(c) for c in label_map[class_id].color[::-1]) if label_map and class_id in label_map.ids else (0, 255, 255)
+            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+            cv2.putText(canvas, f"{name} {score:.2f}", (x1, max(0, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale + 0.2,
+                        color, thickness, cv2.LINE_AA)
+    return canvas

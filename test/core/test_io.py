@@ -1,0 +1,51 @@
+import cv2
+import numpy as np
+import pytest
+
+from panoptic_perception.core.io import FrameSource, read_image
+from panoptic_perception.core.preprocess import InvalidImageError
+
+
+def _write_image(path, value=100, size=(32, 24)):
+    cv2.imwrite(str(path), np.full((size[1], size[0], 3), value, np.uint8))
+
+
+def test_files_folders_and_videos_in_order_with_unique_names(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _write_image(tmp_path / "a" / "frame.png", 10)
+    _write_image(tmp_path / "b" / "frame.png", 20)
+    (tmp_path / "a" / "notes.txt").write_text("ignored in folders")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(3):
+        writer.write(np.full((24, 32, 3), 50 * i, np.uint8))
+    writer.release()
+
+    source = FrameSource([tmp_path / "a", tmp_path / "b", video])
+    frames = list(source)
+    assert len(source) == 5
+    assert [f.name for f in frames] == ["frame", "frame_2", "clip_000000", "clip_000001", "clip_000002"]
+    assert all(f.error is None and f.image.shape == (24, 32, 3) for f in frames)
+
+
+def test_undecodable_file_is_reported_not_raised(tmp_path):
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    _write_image(good)
+    bad.write_bytes(b"\xff\xd8 truncated jpeg")
+    frames = list(FrameSource([tmp_path]))
+    assert [f.name for f in frames] == ["bad", "good"]
+    assert frames[0].image is None and "cannot decode" in frames[0].error
+    assert frames[1].image is not None
+
+
+def test_missing_input_fails_immediately(tmp_path):
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        FrameSource([tmp_path / "missing.jpg"])
+
+
+def test_read_image_error_names_the_file(tmp_path):
+    bad = tmp_path / "x.png"
+    bad.write_bytes(b"nope")
+    with pytest.raises(InvalidImageError, match="x.png"):
+        read_image(bad)

@@ -1,0 +1,24 @@
+import numpy as np
+import pytest
+
+from panoptic_perception.core.labels import CITYSCAPES, DRIVING_MASKS, LabelClass, LabelMap
+
+
+def test_cityscapes_has_the_19_evaluation_classes_with_label_ids():
+    assert len(CITYSCAPES) == 19
+    assert CITYSCAPES.id_of("road") == 7 and CITYSCAPES.id_of("car") == 26 and CITYSCAPES.id_of("bicycle") == 33
+    assert CITYSCAPES.thing_ids == {24, 25, 26, 27, 28, 31, 32, 33}
+    assert 0 not in CITYSCAPES.ids, "0 stays free for void"
+
+
+def test_color_table_maps_ids_to_rgb():
+    table = CITYSCAPES.color_table
+    assert table.shape == (256, 3) and tuple(table[26]) == (0, 0, 142) and tuple(table[0]) == (0, 0, 0)
+
+
+def test_lookups_and_errors():
+    assert DRIVING_MASKS.name_of(2) == "lane_line"
+    with pytest.raises(KeyError, match="not in label map"):
+        CITYSCAPES[99]
+    with pytest.raises(ValueError, match="repeats"):
+        LabelMap("bad", (LabelClass(1, "a", (0, 0, 0)), LabelClass(1, "b", (0, 0, 0))))

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from panoptic_perception.core.postprocess import binary_masks
+from panoptic_perception.core.preprocess import Geometry, InvalidImageError, ResizeMode, network_input_size, prepare_batch, validate_image
+
+
+def test_batch_is_rgb_in_unit_range_nchw():
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[..., 0] = 255  # blue in BGR
+    batch, geometries = prepare_batch([image], (6, 4))
+    assert batch.shape == (1, 3, 4, 6) and batch.dtype == torch.float32
+    assert torch.all(batch[0, 2] == 1.0) and torch.all(batch[0, :2] == 0.0), "channel 2 of RGB is blue"
+    assert geometries[0] == Geometry((6, 4), (6, 4), (6, 4), (0, 0))
+
+
+def test_letterbox_of_a_720p_frame_matches_the_official_yolopv2_geometry():
+    g = Geometry.letterbox((1280, 720), (640, 384))
+    assert g.content_size == (640, 360) and g.pad == (0, 12) and g.scale == (0.5, 0.5)
+
+
+def test_letterbox_pads_with_the_pad_value_and_keeps_content():
+    image = np.full((480, 640, 3), 7, np.uint8)
+    batch, (g,) = prepare_batch([image], (640, 384), ResizeMode.LETTERBOX, pad_value=114)
+    assert g.content_size == (512, 384) and g.pad == (64, 0)
+    assert torch.allclose(batch[0, :, :, :64], torch.tensor(114 / 255))
+    assert torch.allclose(batch[0, :, :, 64:576], torch.tensor(7 / 255))
+
+
+@pytest.mark.parametrize("source", [(1280, 720), (640, 480), (333, 777), (1920, 1080)])
+def test_box_mapping_round_trips_exactly(source):
+    g = Geometry.letterbox(source, (640, 384))
+    boxes = np.array([[0, 0, source[0], source[1]], [10.5, 20.25, 100, 200]], np.float32)
+    assert np.allclose(g.boxes_to_source(g.boxes_to_network(boxes)), boxes, atol=1e-3)
+    # The content area maps onto the whole image.
+    left, top = g.pad
+    cw, ch = g.content_size
+    assert np.allclose(g.boxes_to_source([[left, top, left + cw, top + ch]]), [[0, 0, *source]], atol=1e-3)
+
+
+def test_boxes_are_clipped_to_the_image():
+    g = Geometry.letterbox((1280, 720), (640, 384))
+    assert np.allclose(g.boxes_to_source([[-10, 0, 700, 400]]), [[0, 0, 1280, 720]])
+
+
+def test_masks_come_back_at_input_resolution_without_padding():
+    # A network-size logit map whose positive region is the right half of the content area.
+    g = Geometry.letterbox((200, 100), (64, 64))  # content 64x32, pad top 16
+    logits = torch.zeros(1, 2, 64, 64)
+    logits[0, 1, :, 32:] = 5.0
+    logits[0, 1, :16] = 5.0  # padding rows must be cropped away, not stretched into the image
+    logits[0, 0] = 1.0
+    mask = binary_masks(logits, [g])[0]
+    assert mask.shape == (100, 200) and mask.dtype == np.uint8
+    assert mask[:, 110:].all() and not mask[:, :90].any()
+
+
+def test_binary_masks_equal_argmax_of_interpolated_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 23, 37)
+    g = Geometry.resize((91, 53), (37, 23))
+    upsampled = torch.nn.functional.interpolate(logits, size=(53, 91), mode="bilinear", align_corners=False)
+    expected = upsampled.argmax(1)[0].numpy()
+    assert (binary_masks(logits, [g])[0] == expected).mean() > 0.999
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ("not an image", "numpy array"),
+        (np.zeros((4, 4, 3), np.float32), "uint8"),
+        (np.zeros((4, 4), np.uint8), "(H, W, 3)"),
+        (np.zeros((4, 4, 4), np.uint8), "(H, W, 3)"),
+        (np.zeros((0, 4, 3), np.uint8), "zero size"),
+    ],
+)
+def test_bad_images_are_rejected_with_a_clear_reason(image, message):
+    with pytest.raises(InvalidImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_image(image)
+
+
+def test_network_size_must_be_a_multiple():
+    assert network_input_size((640, 360), 8) == (640, 360)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        network_input_size((641, 360), 8)
