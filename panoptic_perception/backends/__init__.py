@@ -1,0 +1,18 @@
+"""Backends, one module per paper, behind one interface (:class:`~.base.Backend`)."""
+
+from . import twinlitenet  # noqa: F401  (registers the backend)
+from .base import Backend
+from .registry import backend_class, create_backend, list_backends, register_backend
+from .weights import WeightsError, WeightsInfo, read_checkpoint, save_checkpoint
+
+__all__ = [
+    "Backend",
+    "WeightsError",
+    "WeightsInfo",
+    "backend_class",
+    "create_backend",
+    "list_backends",
+    "read_checkpoint",
+    "register_backend",
+    "save_checkpoint",
+]

@@ -1,0 +1,176 @@
+"""The interface every backend implements: BGR image(s) in, :class:`PerceptionResult` (s) out.
+
+A backend is built from a checkpoint (or its bundled default weights), holds one network in eval
+mode, and runs pre-processing → network → post-processing, timing each stage. Subclasses say what the
+network is (:meth:`Backend.build_network`), how to speed it up for inference
+(:meth:`Backend.optimize_network`) and how to turn its outputs into results (:meth:`Backend.postprocess`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import logging
+import time
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.labels import LabelMap
+from ..core.preprocess import Geometry, ResizeMode, network_input_size, prepare_batch
+from ..core.types import Capability, PerceptionResult, StageTimings
+from .weights import Checkpoint, WeightsError, WeightsInfo, bundled_weights_path, load_state_dict_strictly, read_checkpoint, sha256_of
+
+log = logging.getLogger("panoptic_perception")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available on this machine")
+    return device
+
+
+def build_config(config_type: type, values: dict[str, Any]) -> Any:
+    """Instantiate a config dataclass, naming unknown keys instead of failing with a TypeError."""
+    names = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {config_type.__name__} options: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return config_type(**values)
+
+
+class Backend(abc.ABC):
+    """Base class of all backends.
+
+    Args:
+        weights: path of a checkpoint; ``None`` uses the backend's bundled default weights if it has
+            them, otherwise random weights when ``allow_random_weights`` is set, otherwise fails.
+        device: torch device string ("cpu", "cuda", "cuda:1").
+        input_size: network input (width, height); default from the checkpoint's config.
+        fast: use the inference-optimised network (see each backend); False runs it as trained.
+        allow_random_weights: permit running without any weights (tests, speed measurements only).
+        **config: architecture options of the backend's config dataclass.
+    """
+
+    name: ClassVar[str] = ""  # set by register_backend
+    capabilities: ClassVar[frozenset[Capability]]
+    label_map: ClassVar[LabelMap]
+    config_type: ClassVar[type]  # a dataclass with at least input_width and input_height
+    bundled_weights: ClassVar[str | None] = None  # file name under panoptic_perception/weights/
+    input_multiple: ClassVar[int] = 32
+    resize_mode: ClassVar[ResizeMode] = ResizeMode.LETTERBOX
+    pad_value: ClassVar[int] = 114
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        device: str = "cpu",
+        *,
+        input_size: tuple[int, int] | None = None,
+        fast: bool = True,
+        allow_random_weights: bool = False,
+        **config: Any,
+    ) -> None:
+        self.log = log.getChild(self.name)
+        self.device = resolve_device(device)
+        checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
+        self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
+        network = self.build_network(self.config)
+        if checkpoint is not None:
+            load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
+        network.eval().requires_grad_(False)
+        self.metadata = checkpoint.metadata if checkpoint else {}
+        self.fast = fast
+        self.network = (self.optimize_network(network) if fast else network).to(self.device)
+        # Channels-last makes the CPU convolutions of these networks markedly faster (see benchmark).
+        self.channels_last = fast
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        default_size = (self.config.input_width, self.config.input_height)
+        self.input_size = network_input_size(input_size or default_size, self.input_multiple)
+
+    def _resolve_weights(self, weights: str | None, allow_random: bool) -> tuple[Checkpoint | None, WeightsInfo]:
+        if weights is None and self.bundled_weights:
+            path = bundled_weights_path(self.bundled_weights)
+            self.log.warning(
+                "%s: using the bundled weights %s, trained on synthetic scenes only; they do not know real "
+                "roads. Pass weights=PATH (e.g. the official checkpoint) for real cameras.",
+                self.name,
+                path.name,
+            )
+            source = "bundled"
+        elif weights is None:
+            if not allow_random:
+                raise WeightsError(
+                    f"backend {self.name} needs weights: pass weights=PATH "
+                    "(allow_random_weights=True runs untrained weights, for tests only)"
+                )
+            self.log.warning("!" * 72)
+            self.log.warning("%s: RANDOM WEIGHTS - outputs are meaningless (allow_random_weights=True)", self.name)
+            self.log.warning("!" * 72)
+            return None, WeightsInfo("random")
+        else:
+            path, source = weights, "file"
+        checkpoint = read_checkpoint(path)
+        if checkpoint.backend is not None and checkpoint.backend != self.name:
+            raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {self.name!r}")
+        return checkpoint, WeightsInfo(source, str(path), sha256_of(path))
+
+    # -- what subclasses define -------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_network(self, config: Any) -> nn.Module:
+        """The untrained network described by ``config``."""
+
+    def optimize_network(self, network: nn.Module) -> nn.Module:
+        """An equivalent network that is faster at inference (``fast=True``); identity by default."""
+        return network
+
+    def forward(self, batch: torch.Tensor) -> Any:
+        return self.network(batch)
+
+    @abc.abstractmethod
+    def postprocess(self, outputs: Any, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
+        """Network outputs → one result per image, at each image's own resolution."""
+
+    # -- running ------------------------------------------------------------------------------------
+    def __call__(self, images: np.ndarray | Sequence[np.ndarray]) -> PerceptionResult | list[PerceptionResult]:
+        """One BGR uint8 (H, W, 3) image → a result; a sequence (or (N, H, W, 3) array) → a list."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            return self.process([images])[0]
+        return self.process(list(images))
+
+    def process(self, images: Sequence[np.ndarray]) -> list[PerceptionResult]:
+        """Run a batch; images may differ in size. Raises InvalidImageError for a malformed image."""
+        start = time.perf_counter()
+        batch, geometries = prepare_batch(
+            images, self.input_size, self.resize_mode, self.pad_value, self.device, self.channels_last
+        )
+        preprocessed = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.forward(batch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        inferred = time.perf_counter()
+        results = self.postprocess(outputs, geometries)
+        done = time.perf_counter()
+        n = len(images)
+        for result in results:
+            result.timings = StageTimings(
+                (preprocessed - start) * 1e3 / n, (inferred - preprocessed) * 1e3 / n, (done - inferred) * 1e3 / n, n
+            )
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        """What this backend is, for logs, reports and JSON outputs."""
+        return {
+            "backend": self.name,
+            "capabilities": sorted(c.value for c in self.capabilities),
+            "device": str(self.device),
+            "input_size": list(self.input_size),
+            "fast": self.fast,
+            "weights": self.weights_info.to_dict(),
+        }
+

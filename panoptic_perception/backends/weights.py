@@ -1,0 +1,150 @@
+"""Reading and writing weights safely.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only: tensors and plain containers,
+never arbitrary pickled objects. Accepted layouts: a plain state dict (optionally saved from
+``DataParallel``, keys prefixed ``module.``), a ``{"state_dict": ...}`` / ``{"model": ...}`` training
+checkpoint, and this project's format (:func:`save_checkpoint`), which also records the backend name,
+its architecture config and metadata such as validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = "panoptic_perception.checkpoint/1"
+MODULE_PREFIX = "module."
+_LISTED = 8  # keys named per category in an error message
+
+
+class WeightsError(RuntimeError):
+    """Weights that are missing, unreadable, or do not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a backend's weights came from."""
+
+    source: str  # "file", "bundled" or "random"
+    path: str | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "path": self.path, "sha256": self.sha256}
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    backend: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundled_weights_path(name: str) -> Path:
+    """Path of a checkpoint shipped inside the package (``panoptic_perception/weights/``)."""
+    path = Path(str(resources.files("panoptic_perception") / "weights" / name))
+    if not path.is_file():
+        raise WeightsError(f"bundled weights {name} are not installed (expected {path})")
+    return path
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if all(k.startswith(MODULE_PREFIX) for k in state_dict):
+        return {k[len(MODULE_PREFIX) :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a weights-only checkpoint; raise :class:`WeightsError` with a clear reason otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise WeightsError(f"weights path is not a file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for foreign or unsafe files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: {reason}") from error
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return Checkpoint(
+            _strip_module_prefix(obj["state_dict"]),
+            obj.get("backend"),
+            dict(obj.get("config", {})),
+            dict(obj.get("metadata", {})),
+        )
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and _is_state_dict(obj.get(key)):
+            return Checkpoint(_strip_module_prefix(obj[key]))
+    if _is_state_dict(obj):
+        return Checkpoint(_strip_module_prefix(obj))
+    raise WeightsError(f"{path} does not contain a state dict (found {type(obj).__name__})")
+
+
+def save_checkpoint(
+    path: str | Path,
+    backend: str,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write weights in this project's format, loadable by :func:`read_checkpoint`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "backend": backend,
+        "config": dict(config),
+        "metadata": dict(metadata or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def load_state_dict_strictly(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state_dict`` into ``module``; every key must exist and fit, or the error names those that do not."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    misshaped = [
+        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in sorted(expected.keys() & state_dict.keys())
+        if state_dict[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped keys: {_listing(misshaped)}")
+    if problems:
+        raise WeightsError(f"weights {source} do not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state_dict)

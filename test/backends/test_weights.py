@@ -1,0 +1,84 @@
+"""Loading weights: weights-only, clear errors, no silent random weights."""
+
+import logging
+
+import pytest
+import torch
+
+from panoptic_perception.backends import WeightsError, create_backend, read_checkpoint, save_checkpoint
+from panoptic_perception.backends.twinlitenet import TwinLiteNet
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="weights file not found"):
+        create_backend("twinlitenet", str(tmp_path / "nope.pth"))
+
+
+def test_non_checkpoint_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read .* as a weights-only PyTorch checkpoint"):
+        read_checkpoint(path)
+
+
+class Payload:
+    """An arbitrary object: unpickling it could run code, so loading must refuse it."""
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "pickle.pth"
+    torch.save({"model": Payload()}, path)
+    with pytest.raises(WeightsError, match="weights-only"):
+        read_checkpoint(path)
+
+
+def test_mismatched_checkpoint_names_missing_unexpected_and_misshaped_keys(tmp_path):
+    state = TwinLiteNet().state_dict()
+    del state["encoder.level1.conv.weight"]
+    state["encoder.extra.weight"] = torch.zeros(1)
+    state["up_1_1.deconv.weight"] = torch.zeros(32, 8, 2, 2)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as error:
+        create_backend("twinlitenet", str(path))
+    message = str(error.value)
+    assert "1 missing keys: encoder.level1.conv.weight" in message
+    assert "1 unexpected keys: encoder.extra.weight" in message
+    assert "up_1_1.deconv.weight (checkpoint (32, 8, 2, 2), model (32, 16, 2, 2))" in message
+
+
+def test_dataparallel_prefix_and_project_format_load(tmp_path):
+    torch.manual_seed(3)
+    net = TwinLiteNet()
+    plain = tmp_path / "dp.pth"
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, plain)
+    project = save_checkpoint(tmp_path / "own.pth", "twinlitenet", net.state_dict(), {"input_width": 320, "input_height": 184}, {"note": 1})
+    for path, size in ((plain, (640, 360)), (project, (320, 184))):
+        backend = create_backend("twinlitenet", str(path), fast=False)
+        assert backend.input_size == size
+        assert torch.equal(backend.network.encoder.level1.conv.weight, net.encoder.level1.conv.weight)
+        assert backend.weights_info.source == "file" and len(backend.weights_info.sha256) == 64
+
+
+def test_checkpoint_of_another_backend_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "other.pth", "yolopv2", TwinLiteNet().state_dict(), {})
+    with pytest.raises(WeightsError, match="holds weights of backend 'yolopv2'"):
+        create_backend("twinlitenet", str(path))
+
+
+def test_random_weights_only_when_asked_and_loudly(monkeypatch, caplog):
+    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+
+    monkeypatch.setattr(TwinLiteNetBackend, "bundled_weights", None)
+    with pytest.raises(WeightsError, match="needs weights"):
+        create_backend("twinlitenet")
+    with caplog.at_level(logging.WARNING):
+        backend = create_backend("twinlitenet", allow_random_weights=True)
+    assert backend.weights_info.source == "random"
+    assert "RANDOM WEIGHTS" in caplog.text
+
+
+def test_unknown_config_option_is_named(tmp_path):
+    path = save_checkpoint(tmp_path / "own.pth", "twinlitenet", TwinLiteNet().state_dict(), {})
+    with pytest.raises(ValueError, match="unknown TwinLiteNetConfig options: width_mult"):
+        create_backend("twinlitenet", str(path), width_mult=2)
