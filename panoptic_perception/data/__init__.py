@@ -1,0 +1,1 @@
+"""Data the project owns or reads: synthetic scenes and dataset folders."""
