@@ -1,0 +1,66 @@
+"""TwinLiteNet's losses (paper §III-B): focal loss + Tversky loss, per segmentation head.
+
+Focal loss, eq. (1): ``-1/N Σ_c Σ_i p_i(c) (1 - p̂_i(c))^γ log p̂_i(c)`` over the N pixels of the batch
+(no class weighting α: the paper has none).
+
+Tversky loss, eq. (2), summed over both classes: ``Σ_c 1 - TP_c / (TP_c + α FN_c + β FP_c)`` with soft
+counts over the batch (TP = Σ p̂·p, FN = Σ (1-p̂)·p, FP = Σ p̂·(1-p)). The paper's equation prints the
+denominator with minus signs, a typo: with them the ratio is not bounded. Choices where the paper is
+silent: α = 0.7 weights false negatives, β = 0.3 false positives (missing a thin lane line costs more
+than a few extra pixels), γ = 2 (the focal-loss paper's default), and a smoothing of 1 pixel in the
+Tversky ratio so that a class absent from the batch and predicted absent costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Mean focal loss of (N, C, H, W) logits against (N, H, W) class indices."""
+    log_probs = F.log_softmax(logits, dim=1)
+    log_p = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # log p̂ of the true class
+    return -((1 - log_p.exp()) ** gamma * log_p).mean()
+
+
+def tversky_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.7, beta: float = 0.3, smooth: float = 1.0
+) -> torch.Tensor:
+    """Tversky loss of (N, C, H, W) logits against (N, H, W) class indices, summed over classes."""
+    probs = F.softmax(logits, dim=1)
+    one_hot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    tp = (probs * one_hot).sum(dims)
+    fn = ((1 - probs) * one_hot).sum(dims)
+    fp = (probs * (1 - one_hot)).sum(dims)
+    return (1 - (tp + smooth) / (tp + alpha * fn + beta * fp + smooth)).sum()
+
+
+@dataclass(frozen=True)
+class TwinLiteNetLossWeights:
+    focal_gamma: float = 2.0
+    tversky_alpha: float = 0.7
+    tversky_beta: float = 0.3
+
+
+class TwinLiteNetLoss(nn.Module):
+    """``Loss_total = Loss_focal + Loss_tversky`` (eq. 3) for each head, summed over the two heads."""
+
+    def __init__(self, weights: TwinLiteNetLossWeights = TwinLiteNetLossWeights()) -> None:
+        super().__init__()
+        self.weights = weights
+
+    def head_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        w = self.weights
+        return focal_loss(logits, target, w.focal_gamma) + tversky_loss(logits, target, w.tversky_alpha, w.tversky_beta)
+
+    def forward(
+        self, outputs: tuple[torch.Tensor, torch.Tensor], drivable: torch.Tensor, lane: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        drivable_loss = self.head_loss(outputs[0], drivable)
+        lane_loss = self.head_loss(outputs[1], lane)
+        return {"loss": drivable_loss + lane_loss, "drivable": drivable_loss.detach(), "lane": lane_loss.detach()}
