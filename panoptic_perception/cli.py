@@ -1,0 +1,233 @@
+"""The ``panoptic-perception`` command line: infer, benchmark, train, demo, backends.
+
+Errors (a missing file, an unknown backend, unreadable weights or images) print one line and exit
+with status 2. In ``infer``, a frame that cannot be read is reported and skipped; the others are
+still processed, and the exit status is 1 if any frame failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+
+from .backends import WeightsError, backend_class, create_backend, list_backends
+from .backends.registry import UnknownBackendError
+from .core.preprocess import InvalidImageError
+
+log = logging.getLogger("panoptic_perception")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="twinlitenet", help="backend name (see `backends`)")
+    parser.add_argument("--weights", help="checkpoint path (default: the backend's bundled weights)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    options = {}
+    if getattr(args, "input_size", None):
+        options["input_size"] = args.input_size
+    return options
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+# -- infer --------------------------------------------------------------------------------------------
+def cmd_infer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.io import FrameSource
+    from .core.visualize import draw_overlay
+
+    _set_threads(args)
+    frames = FrameSource(args.inputs)
+    backend = create_backend(args.backend, args.weights, args.device, fast=not args.plain, **_backend_options(args))
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    info = backend.describe()
+    processed, failed = 0, []
+    for frame in tqdm(frames, total=len(frames), desc="infer", disable=args.quiet):
+        if frame.image is None:
+            failed.append({"source": frame.source, "error": frame.error})
+            tqdm.write(f"skipped {frame.source}: {frame.error}", file=sys.stderr)
+            continue
+        try:
+            result = backend(frame.image)
+        except InvalidImageError as error:
+            failed.append({"source": frame.source, "error": str(error)})
+            tqdm.write(f"skipped {frame.source}: {error}", file=sys.stderr)
+            continue
+        stem = output / frame.name
+        if result.drivable_mask is not None:
+            cv2.imwrite(f"{stem}_drivable.png", result.drivable_mask * 255)
+        if result.lane_mask is not None:
+            cv2.imwrite(f"{stem}_lane.png", result.lane_mask * 255)
+        cv2.imwrite(f"{stem}_overlay.jpg", draw_overlay(frame.image, result, backend.label_map))
+        record = {
+            "source": frame.source,
+            "image_size": list(result.image_size),
+            **info,
+            "timings": result.timings.to_dict(),
+            "detections": result.detections.to_list() if result.detections is not None else None,
+            "drivable_pixels": int(result.drivable_mask.sum()) if result.drivable_mask is not None else None,
+            "lane_pixels": int(result.lane_mask.sum()) if result.lane_mask is not None else None,
+        }
+        Path(f"{stem}.json").write_text(json.dumps(record, indent=2))
+        processed += 1
+    summary = {**info, "processed": processed, "failed": failed, "output": str(output)}
+    (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"{processed} frames written to {output}" + (f", {len(failed)} skipped" if failed else ""))
+    return 1 if failed else 0
+
+
+# -- benchmark ----------------------------------------------------------------------------------------
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    import torch
+
+    from .core.io import read_image
+    from .data.synthetic import generate_scene
+    from .evaluation.latency import STAGES, measure_latency
+
+    _set_threads(args)
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    if not paths or set(paths) - {"fast", "plain"}:
+        raise ValueError(f"--paths takes fast and/or plain, got {args.paths!r}")
+    size = args.size
+    backends = {
+        path: create_backend(args.backend, args.weights, args.device, fast=path == "fast", input_size=size)
+        for path in paths
+    }
+    first = next(iter(backends.values()))
+    image = read_image(args.image) if args.image else generate_scene(0, *first.input_size).image
+    results = measure_latency(backends, image, runs=args.runs, warmup=args.warmup)
+    report = {
+        **first.describe(),
+        "image_size": [image.shape[1], image.shape[0]],
+        "threads": torch.get_num_threads(),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "paths": results,
+    }
+    if "fast" in results and "plain" in results:
+        report["speedup_total"] = results["plain"]["total_ms"]["median"] / results["fast"]["total_ms"]["median"]
+        report["speedup_inference"] = results["plain"]["inference_ms"]["median"] / results["fast"]["inference_ms"]["median"]
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width, height = first.input_size
+    print(f"{args.backend}: network input {width}x{height}, image {report['image_size'][0]}x{report['image_size'][1]}, "
+          f"{report['threads']} threads, {args.runs} runs after {args.warmup} warm-up, weights {first.weights_info.source}")
+    print(f"{'path':<6} {'stage':<12} {'median ms':>10} {'p90 ms':>10} {'FPS':>8}")
+    for path, stats in results.items():
+        for stage in STAGES:
+            fps = 1000 / stats[stage]["median"] if stats[stage]["median"] > 0 else float("inf")
+            print(f"{path:<6} {stage[:-3]:<12} {stats[stage]['median']:>10.2f} {stats[stage]['p90']:>10.2f} {fps:>8.1f}")
+    if "speedup_total" in report:
+        print(f"fast path speed-up over plain (median): total {report['speedup_total']:.2f}x, "
+              f"inference {report['speedup_inference']:.2f}x")
+    return 0
+
+
+# -- train / demo / backends ----------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train_from_config
+
+    summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet)
+    best = next((r for r in reversed(summary["history"]) if "val_drivable_miou" in r), {})
+    print(json.dumps({k: v for k, v in summary.items() if k != "history"} | {"last_validation": best}, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _set_threads(args)
+    summary = run_demo(args.output, args.backend, args.weights, args.frames, args.size, progress=not args.quiet)
+    print((Path(args.output) / "summary.md").read_text())
+    print(f"overlays and summary written to {args.output}")
+    return 0 if summary else 1
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    for name in list_backends():
+        cls = backend_class(name)
+        print(f"{name:<20} {', '.join(sorted(c.value for c in cls.capabilities))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panoptic-perception", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    infer = commands.add_parser("infer", help="run a backend on images, folders or videos")
+    _add_backend_arguments(infer)
+    infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or videos")
+    infer.add_argument("--output", required=True, help="output folder")
+    infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
+    infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
+    infer.set_defaults(func=cmd_infer)
+
+    bench = commands.add_parser("benchmark", help="per-stage latency of the fast and plain paths")
+    _add_backend_arguments(bench)
+    bench.add_argument("--size", type=_size, help="network input WxH (default from the weights)")
+    bench.add_argument("--image", help="image to time on (default: a synthetic frame of the network size)")
+    bench.add_argument("--runs", type=int, default=30)
+    bench.add_argument("--warmup", type=int, default=5)
+    bench.add_argument("--paths", default="fast,plain", help="comma-separated: fast, plain")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.set_defaults(func=cmd_benchmark)
+
+    train = commands.add_parser("train", help="train a backend from a YAML config")
+    train.add_argument("--config", required=True)
+    train.add_argument("--output-dir", help="override the config's output_dir")
+    train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
+    train.set_defaults(func=cmd_train)
+
+    demo = commands.add_parser("demo", help="run a backend on generated synthetic frames; overlays + summary")
+    _add_backend_arguments(demo)
+    demo.add_argument("--frames", type=int, default=8)
+    demo.add_argument("--size", type=_size, default=(1280, 720), help="frame WxH")
+    demo.add_argument("--output", default="demo_output")
+    demo.set_defaults(func=cmd_demo)
+
+    backends = commands.add_parser("backends", help="list backends and what they produce")
+    backends.set_defaults(func=cmd_backends)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, WeightsError, UnknownBackendError, InvalidImageError, ValueError) as error:
+        print(f"panoptic-perception: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

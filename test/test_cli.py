@@ -1,0 +1,98 @@
+"""The command line: outputs, errors (one clear line, non-zero exit), bad frames skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from panoptic_perception.backends import save_checkpoint
+from panoptic_perception.backends.twinlitenet import TwinLiteNet
+from panoptic_perception.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    """A TwinLiteNet checkpoint with a small network input, so CLI tests run fast."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
+    return str(save_checkpoint(path, "twinlitenet", TwinLiteNet().state_dict(), {"input_width": 96, "input_height": 56}))
+
+
+def test_infer_writes_masks_overlay_and_json_and_skips_a_bad_frame(tmp_path, small_weights, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, size in enumerate([(160, 90), (200, 120)]):
+        cv2.imwrite(str(frames / f"f{i}.jpg"), np.random.default_rng(i).integers(0, 255, (size[1], size[0], 3), np.uint8))
+    (frames / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    status = main(["-q", "infer", "--weights", small_weights, str(frames), "--output", str(out)])
+    assert status == 1, "a skipped frame makes the exit status 1"
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "corrupt.jpg" in captured.err
+    for stem, (w, h) in (("f0", (160, 90)), ("f1", (200, 120))):
+        drivable = cv2.imread(str(out / f"{stem}_drivable.png"), cv2.IMREAD_UNCHANGED)
+        lane = cv2.imread(str(out / f"{stem}_lane.png"), cv2.IMREAD_UNCHANGED)
+        assert drivable.shape == lane.shape == (h, w)
+        assert set(np.unique(drivable)) <= {0, 255} and set(np.unique(lane)) <= {0, 255}
+        assert cv2.imread(str(out / f"{stem}_overlay.jpg")).shape == (h, w, 3)
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["backend"] == "twinlitenet" and record["image_size"] == [w, h]
+        assert record["weights"]["sha256"] and len(record["weights"]["sha256"]) == 64
+        assert record["timings"]["inference_ms"] > 0 and record["detections"] is None
+        assert record["drivable_pixels"] == int((drivable > 0).sum())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 2 and summary["failed"][0]["source"].endswith("corrupt.jpg")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["infer", "/nonexistent/x.jpg", "--output", "OUT"], "input not found: /nonexistent/x.jpg"),
+        (["infer", "--backend", "nope", "IMG", "--output", "OUT"], "unknown backend 'nope'"),
+        (["infer", "--weights", "/nonexistent.pth", "IMG", "--output", "OUT"], "weights file not found"),
+        (["train", "--config", "/nonexistent.yaml"], "config file not found"),
+    ],
+)
+def test_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+    argv = [str(image) if a == "IMG" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(["-q", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("panoptic-perception: error:") and message in err[-1]
+
+
+def test_benchmark_json_reports_both_paths_and_their_ratio(small_weights, capsys):
+    assert main(["benchmark", "--weights", small_weights, "--runs", "3", "--warmup", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["input_size"] == [96, 56] and report["runs"] == 3
+    for path in ("fast", "plain"):
+        stats = report["paths"][path]
+        assert stats["total_ms"]["median"] >= stats["inference_ms"]["median"] > 0
+        assert stats["total_ms"]["p90"] >= stats["total_ms"]["median"]
+        assert stats["fps"]["median"] == pytest.approx(1000 / stats["total_ms"]["median"])
+    assert report["speedup_total"] == pytest.approx(
+        report["paths"]["plain"]["total_ms"]["median"] / report["paths"]["fast"]["total_ms"]["median"]
+    )
+
+
+def test_benchmark_table(small_weights, capsys):
+    assert main(["benchmark", "--weights", small_weights, "--runs", "2", "--warmup", "0", "--paths", "fast", "--size", "64x48"]) == 0
+    out = capsys.readouterr().out
+    assert "network input 64x48" in out and "fast   inference" in out and "speed-up" not in out
+
+
+def test_backends_lists_capabilities(capsys):
+    assert main(["backends"]) == 0
+    assert "twinlitenet" in capsys.readouterr().out
+
+
+def test_console_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "panoptic_perception.cli", "backends"], capture_output=True, text=True, check=True)
+    assert "drivable_area, lane_lines" in out.stdout
