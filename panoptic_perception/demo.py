@@ -7,6 +7,7 @@ numbers in the summary measure generalisation to new synthetic scenes.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .backends import create_backend
-from .core.types import Capability, PerceptionResult
+from .core.labels import CITYSCAPES
+from .core.types import Capability
 from .core.visualize import draw_overlay
 from .data.synthetic import SyntheticScenes
 from .evaluation.segmentation import DrivingSegmentationMetrics
@@ -47,12 +49,8 @@ def run_demo(
     for index, scene in enumerate(tqdm(SyntheticScenes(frames, *size, first_seed=DEMO_FIRST_SEED), disable=not progress, desc="demo")):
         result = backend(scene.image)
         latencies.append(result.timings.total_ms)
-        truth = PerceptionResult(
-            result.image_size, "ground truth", drivable_mask=scene.drivable_mask, lane_mask=scene.lane_mask,
-            detections=scene.detections, semantic=scene.semantic,
-        )
         panel = np.vstack([
-            _caption(draw_overlay(scene.image, truth), "ground truth"),
+            _caption(draw_overlay(scene.image, replace(scene.to_result(), semantic=None), CITYSCAPES), "ground truth"),
             _caption(draw_overlay(scene.image, result, backend.label_map), f"{backend.name} ({backend.weights_info.source} weights)"),
         ])
         cv2.imwrite(str(output / f"frame_{index:03d}.jpg"), panel)

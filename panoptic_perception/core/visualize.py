@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .labels import DRIVING_MASKS, LabelMap
-from .types import PerceptionResult
+from .types import PANOPTIC_LABEL_DIVISOR, PerceptionResult
 
 _DRIVABLE_BGR = DRIVING_MASKS.classes[0].color[::-1]
 _LANE_BGR = DRIVING_MASKS.classes[1].color[::-1]
@@ -19,12 +19,29 @@ def blend(image: np.ndarray, mask: np.ndarray, color_bgr: tuple[int, int, int] |
     image[region] = ((1 - alpha) * image[region] + alpha * colors).astype(np.uint8)
 
 
+def colorize_semantic(semantic: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    """Class ids → a BGR image in the label map's colours (unknown ids black)."""
+    return label_map.color_table[semantic][..., ::-1].copy()
+
+
+def colorize_panoptic(panoptic: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    """Panoptic ids → BGR: stuff in its class colour, each thing instance in its own shade of it."""
+    ids, inverse = np.unique(panoptic, return_inverse=True)
+    colors = np.zeros((len(ids), 3), np.uint8)
+    for i, segment_id in enumerate(ids):
+        class_id, instance = divmod(int(segment_id), PANOPTIC_LABEL_DIVISOR)
+        color = label_map.color_table[class_id].astype(np.int64)
+        if instance:  # a fixed shade per segment id, so colours are stable across frames
+            color = np.clip(color + np.random.default_rng(int(segment_id)).integers(-80, 81, 3), 0, 255)
+        colors[i] = color[::-1]
+    return colors[inverse.reshape(panoptic.shape)]
+
+
 def draw_overlay(image: np.ndarray, result: PerceptionResult, label_map: LabelMap | None = None, alpha: float = 0.5) -> np.ndarray:
     """A BGR copy of ``image`` with every output of ``result`` drawn on it."""
     canvas = image.copy()
     if result.semantic is not None and label_map is not None:
-        colors = label_map.color_table[result.semantic][..., ::-1]
-        blend(canvas, result.semantic > 0, colors, alpha)
+        blend(canvas, result.semantic > 0, colorize_semantic(result.semantic, label_map), alpha)
     if result.drivable_mask is not None:
         blend(canvas, result.drivable_mask, _DRIVABLE_BGR, alpha)
     if result.lane_mask is not None:

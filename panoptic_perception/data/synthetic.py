@@ -63,14 +63,15 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from panoptic_perception.core.labels import CITYSCAPES
-from panoptic_perception.core.types import PANOPTIC_LABEL_DIVISOR, Detections, SegmentInfo
+from ..core.labels import CITYSCAPES
+from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
+from ..core.visualize import colorize_panoptic, colorize_semantic, draw_overlay
 
 # Cityscapes label ids used by the generator.
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, TERRAIN, SKY = 7, 8, 11, 17, 21, 22, 23
@@ -190,6 +191,13 @@ class SyntheticScene:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.image.shape[1], self.image.shape[0]
+
+    def to_result(self) -> PerceptionResult:
+        """The ground truth as a :class:`PerceptionResult`, e.g. to draw or to score like a prediction."""
+        return PerceptionResult(
+            self.size, "ground truth", drivable_mask=self.drivable_mask, lane_mask=self.lane_mask,
+            detections=self.detections, semantic=self.semantic, panoptic=self.panoptic, segments=self.segments,
+        )
 
 
 def generate_scene(seed: int, width: int = 640, height: int = 360, config: SyntheticConfig | None = None) -> SyntheticScene:
@@ -1230,39 +1238,6 @@ class _Renderer:
 # ------------------------------------------------------------------------------------ viewing / CLI
 
 
-def colorize_semantic(semantic: np.ndarray) -> np.ndarray:
-    """Cityscapes label ids → BGR colour image."""
-    return CITYSCAPES.color_table[semantic][..., ::-1].copy()
-
-
-def colorize_panoptic(panoptic: np.ndarray) -> np.ndarray:
-    """Panoptic ids → BGR: stuff in its class colour, each thing instance in its own shade."""
-    ids, inverse = np.unique(panoptic, return_inverse=True)
-    colors = np.zeros((len(ids), 3), np.uint8)
-    for i, pid in enumerate(ids):
-        cls, inst = divmod(int(pid), PANOPTIC_LABEL_DIVISOR)
-        base = CITYSCAPES.color_table[cls].astype(np.int64)
-        if inst:
-            r = np.random.default_rng(int(pid)).integers(-80, 81, 3)
-            base = np.clip(base + r, 0, 255)
-        colors[i] = base[::-1]
-    return colors[inverse.reshape(panoptic.shape)]
-
-
-def overlay_driving(scene: SyntheticScene) -> np.ndarray:
-    """The image with the drivable area (green), lane lines (red) and detection boxes."""
-    out = scene.image.copy()
-    green = np.zeros_like(out)
-    green[:] = (80, 200, 0)
-    drive = scene.drivable_mask.astype(bool)
-    out[drive] = (0.55 * out[drive] + 0.45 * green[drive]).astype(np.uint8)
-    out[scene.lane_mask.astype(bool)] = (40, 40, 255)
-    for (x1, y1, x2, y2), name in zip(scene.detections.boxes, scene.detections.class_names):
-        color = (255, 255, 0) if name == "person" else (0, 215, 255)
-        cv2.rectangle(out, (int(x1), int(y1)), (int(x2) - 1, int(y2) - 1), color, 1)
-    return out
-
-
 def save_scene(scene: SyntheticScene, directory: str | Path) -> list[Path]:
     """Write image, semantic / panoptic colour maps, the driving overlay and a 2x2 panel."""
     directory = Path(directory)
@@ -1270,9 +1245,9 @@ def save_scene(scene: SyntheticScene, directory: str | Path) -> list[Path]:
     stem = f"synthetic_{scene.seed:05d}"
     parts = {
         "image": scene.image,
-        "semantic": colorize_semantic(scene.semantic),
-        "panoptic": colorize_panoptic(scene.panoptic),
-        "driving": overlay_driving(scene),
+        "semantic": colorize_semantic(scene.semantic, CITYSCAPES),
+        "panoptic": colorize_panoptic(scene.panoptic, CITYSCAPES),
+        "driving": draw_overlay(scene.image, replace(scene.to_result(), semantic=None), CITYSCAPES, alpha=0.45),
     }
     paths = []
     for name, arr in parts.items():

@@ -25,3 +25,16 @@ def test_boxes_are_drawn():
     detections = Detections(np.array([[10, 10, 60, 60]], np.float32), np.array([0.9], np.float32), np.array([26]), ["car"])
     overlay = draw_overlay(image, PerceptionResult((100, 100), "t", detections=detections), CITYSCAPES)
     assert overlay[35, 10].any() and not overlay[35, 35].any()
+
+
+def test_colorize_semantic_and_panoptic():
+    from panoptic_perception.core.visualize import colorize_panoptic, colorize_semantic
+
+    semantic = np.array([[7, 26], [0, 26]], np.uint8)
+    colors = colorize_semantic(semantic, CITYSCAPES)
+    assert tuple(colors[0, 0]) == (128, 64, 128)[::-1] and tuple(colors[1, 0]) == (0, 0, 0)
+    panoptic = np.array([[7000, 26001], [0, 26002]], np.int32)
+    shades = colorize_panoptic(panoptic, CITYSCAPES)
+    assert tuple(shades[0, 0]) == (128, 64, 128)[::-1], "stuff keeps its class colour"
+    assert tuple(shades[0, 1]) != tuple(shades[1, 1]), "two car instances get different shades"
+    assert np.array_equal(colorize_panoptic(panoptic, CITYSCAPES), shades), "shades are stable"

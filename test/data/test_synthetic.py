@@ -300,3 +300,11 @@ def test_command_line_saves_pictures_and_benchmarks(tmp_path, capsys):
     assert "frames/s" in out
     fps = float(out.split("frames/s")[0].split()[-1])
     assert fps > 0
+
+
+def test_ground_truth_as_a_result():
+    scene = generate_scene(4, 160, 90)
+    result = scene.to_result()
+    assert result.image_size == (160, 90)
+    assert result.drivable_mask is scene.drivable_mask and result.panoptic is scene.panoptic
+    assert result.segments == scene.segments and len(result.detections) == len(scene.detections)
