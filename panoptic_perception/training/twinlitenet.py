@@ -139,8 +139,8 @@ def train_twinlitenet(config: TwinLiteNetTrainConfig, resume: bool = False, prog
             losses["loss"].backward()
             optimizer.step()
             for name in totals:
-                totals[name] += float(losses[name])
-            bar.set_postfix(loss=f"{float(losses['loss']):.3f}", lr=f"{lr:.2e}")
+                totals[name] += losses[name].item()
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - started, 1)}
         record.update({f"train_{k}": v / max(1, len(loader)) for k, v in totals.items()})
         if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:

@@ -39,14 +39,18 @@ def test_tversky_loss_hand_computed():
     assert tversky_loss(logits, target, alpha, beta, smooth).item() == pytest.approx(expected, rel=1e-9)
 
 
-def test_tversky_weights_false_negatives_with_alpha():
-    # Same errors, once as a miss (FN of class 1), once as a false alarm (FP of class 1).
-    miss = tversky_loss(logits_for([0.1, 0.1]), torch.tensor([[[1, 0]]]), 0.7, 0.3, smooth=0.0)
-    false_alarm = tversky_loss(logits_for([0.9, 0.9]), torch.tensor([[[1, 0]]]), 0.7, 0.3, smooth=0.0)
-    assert miss.item() == pytest.approx(false_alarm.item())  # symmetric over both classes...
-    one_class_miss = tversky_loss(logits_for([0.1]), torch.tensor([[[1]]]), 0.7, 0.3, smooth=0.0)
-    one_class_alarm = tversky_loss(logits_for([0.9]), torch.tensor([[[0]]]), 0.7, 0.3, smooth=0.0)
-    assert one_class_miss > one_class_alarm  # ...but a missed positive costs more than a false one
+def test_tversky_makes_a_missed_rare_positive_cost_more_than_a_false_alarm():
+    def hard_logits(prediction: list[int]) -> torch.Tensor:
+        p = torch.tensor(prediction, dtype=torch.float64) * 100.0
+        return torch.stack([100.0 - p, p])[None, :, None, :]
+
+    target = torch.tensor([[[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]]])
+    miss = tversky_loss(hard_logits([1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), target, 0.7, 0.3, smooth=0.0)
+    false_alarm = tversky_loss(hard_logits([1, 1, 1, 0, 0, 0, 0, 0, 0, 0]), target, 0.7, 0.3, smooth=0.0)
+    # miss: class 1 TP=1 FN=1, class 0 TP=8 FP=1; false alarm: class 1 TP=2 FP=1, class 0 TP=7 FN=1
+    assert miss.item() == pytest.approx((1 - 1 / 1.7) + (1 - 8 / 8.3))
+    assert false_alarm.item() == pytest.approx((1 - 2 / 2.3) + (1 - 7 / 7.7))
+    assert miss > false_alarm
 
 
 def test_perfect_prediction_costs_almost_nothing():
