@@ -1,0 +1,51 @@
+"""The bundled synthetic-scene TwinLiteNet: what it reaches on held-out scenes, and its fast path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from panoptic_perception.backends import create_backend
+from panoptic_perception.core.preprocess import prepare_batch
+from panoptic_perception.data.synthetic import SyntheticScenes
+from panoptic_perception.evaluation import DrivingSegmentationMetrics
+
+HELD_OUT_SEED = 5_000_000  # disjoint from training (0..) and validation (1,000,000..) seeds
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return list(SyntheticScenes(12, 320, 184, first_seed=HELD_OUT_SEED))
+
+
+def test_bundled_weights_carry_their_input_size_and_validation(scenes):
+    backend = create_backend("twinlitenet")
+    assert backend.weights_info.source == "bundled"
+    assert backend.input_size == (320, 184)
+    validation = backend.metadata["validation"]
+    assert validation["drivable_miou"] >= 0.90 and validation["lane_iou"] >= 0.5
+
+
+def test_bundled_weights_segment_held_out_scenes(scenes):
+    backend = create_backend("twinlitenet")
+    metrics = DrivingSegmentationMetrics()
+    for scene in scenes:
+        result = backend(scene.image)
+        metrics.update(result.drivable_mask, scene.drivable_mask, result.lane_mask, scene.lane_mask)
+    values = metrics.compute()
+    # A small sample of new scenes; the 200-scene validation numbers are in the checkpoint.
+    assert values["drivable_miou"] > 0.88
+    assert values["lane_iou"] > 0.4
+
+
+def test_fast_path_equals_plain_path_on_bundled_weights(scenes):
+    plain = create_backend("twinlitenet", fast=False)
+    fast = create_backend("twinlitenet", fast=True)
+    for scene in scenes[:4]:
+        a, b = plain(scene.image), fast(scene.image)
+        assert (a.drivable_mask == b.drivable_mask).mean() >= 0.9999
+        assert (a.lane_mask == b.lane_mask).mean() >= 0.9999
+    images, _ = prepare_batch([s.image for s in scenes[:2]], plain.input_size)
+    with torch.inference_mode():
+        for x, y in zip(plain.network(images), fast.network(images.contiguous(memory_format=torch.channels_last))):
+            assert (x - y).abs().max() < 1e-3
