@@ -176,12 +176,14 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panoptic-perception", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    # -v / -q are accepted before or after the command (SUPPRESS: a subcommand does not reset them).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log INFO messages")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    parser = argparse.ArgumentParser(prog="panoptic-perception", description=__doc__.splitlines()[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    infer = commands.add_parser("infer", help="run a backend on images, folders or videos")
+    infer = commands.add_parser("infer", parents=[common], help="run a backend on images, folders or videos")
     _add_backend_arguments(infer)
     infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or videos")
     infer.add_argument("--output", required=True, help="output folder")
@@ -189,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
     infer.set_defaults(func=cmd_infer)
 
-    bench = commands.add_parser("benchmark", help="per-stage latency of the fast and plain paths")
+    bench = commands.add_parser("benchmark", parents=[common], help="per-stage latency of the fast and plain paths")
     _add_backend_arguments(bench)
     bench.add_argument("--size", type=_size, help="network input WxH (default from the weights)")
     bench.add_argument("--image", help="image to time on (default: a synthetic frame of the network size)")
@@ -199,26 +201,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.set_defaults(func=cmd_benchmark)
 
-    train = commands.add_parser("train", help="train a backend from a YAML config")
+    train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")
     train.add_argument("--config", required=True)
     train.add_argument("--output-dir", help="override the config's output_dir")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
     train.set_defaults(func=cmd_train)
 
-    demo = commands.add_parser("demo", help="run a backend on generated synthetic frames; overlays + summary")
+    demo = commands.add_parser("demo", parents=[common], help="run a backend on generated synthetic frames; overlays + summary")
     _add_backend_arguments(demo)
     demo.add_argument("--frames", type=int, default=8)
     demo.add_argument("--size", type=_size, default=(1280, 720), help="frame WxH")
     demo.add_argument("--output", default="demo_output")
     demo.set_defaults(func=cmd_demo)
 
-    backends = commands.add_parser("backends", help="list backends and what they produce")
+    backends = commands.add_parser("backends", parents=[common], help="list backends and what they produce")
     backends.set_defaults(func=cmd_backends)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -96,3 +96,11 @@ def test_backends_lists_capabilities(capsys):
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "panoptic_perception.cli", "backends"], capture_output=True, text=True, check=True)
     assert "drivable_area, lane_lines" in out.stdout
+
+
+@pytest.mark.parametrize("argv", [["-q", "backends"], ["backends", "-q"], ["backends"]])
+def test_global_options_go_before_or_after_the_command(argv):
+    from panoptic_perception.cli import parse_args
+
+    args = parse_args(argv)
+    assert args.quiet == ("-q" in argv) and args.verbose is False
