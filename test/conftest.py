@@ -23,3 +23,26 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def official_twinlitenet_weights(reference_dir: Path) -> Path:
     return reference_dir / "twinlitenet" / "best.pth"
+
+
+@pytest.fixture
+def make_bdd100k_folder():
+    """Builds a tiny BDD100K folder in the YOLOP layout: images, drivable and lane PNGs (0/255)."""
+    import cv2
+    import numpy as np
+
+    def make(root: Path, split: str = "val", names=("a", "b"), size=(128, 72)) -> Path:
+        width, height = size
+        for folder in ("images", "da_seg_annotations", "ll_seg_annotations"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            cv2.imwrite(str(root / "images" / split / f"{name}.jpg"), np.full((height, width, 3), 90, np.uint8))
+            drivable = np.zeros((height, width), np.uint8)
+            drivable[height // 2 :] = 255
+            lane = np.zeros((height, width), np.uint8)
+            lane[:, width // 2 - 4 : width // 2 - 2] = 255
+            cv2.imwrite(str(root / "da_seg_annotations" / split / f"{name}.png"), drivable)
+            cv2.imwrite(str(root / "ll_seg_annotations" / split / f"{name}.png"), lane)
+        return root
+
+    return make

@@ -37,6 +37,17 @@ def test_training_writes_a_checkpoint_the_backend_loads(tmp_path):
     assert json.loads((tmp_path / "run" / "history.json").read_text()) == history
 
 
+def test_training_on_a_bdd100k_folder(tmp_path, make_bdd100k_folder):
+    root = make_bdd100k_folder(tmp_path / "bdd", "train", names=("a", "b", "c"))
+    make_bdd100k_folder(root, "val", names=("d",))
+    config = dataclasses.replace(
+        tiny_config(tmp_path, epochs=1), data=DataConfig(source="bdd100k", root=str(root))
+    )
+    summary = train_twinlitenet(config, progress=False)
+    assert summary["history"][0]["val_images"] == 1
+    assert read_checkpoint(summary["best_checkpoint"]).config["input_width"] == 64
+
+
 def test_resume_continues_exactly_where_training_stopped(tmp_path):
     straight = train_twinlitenet(tiny_config(tmp_path / "a", epochs=2), progress=False)
     # An interrupted run: the first epoch of the same schedule (the learning rate of epoch 1 does not
