@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -42,6 +43,24 @@ def build_config(config_type: type, values: dict[str, Any]) -> Any:
     return config_type(**values)
 
 
+@dataclass
+class Thresholds:
+    """Post-processing thresholds a backend applies to the outputs it produces; adjustable at runtime."""
+
+    score: float = 0.3  # minimum detection confidence
+    iou: float = 0.45  # non-maximum suppression IoU
+    max_detections: int = 300
+    mask: float = 0.5  # probability above which a binary-mask pixel is set (0.5: argmax)
+
+    def __post_init__(self) -> None:
+        for name in ("score", "iou", "mask"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} threshold must be in [0, 1], got {value}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
+
+
 class Backend(abc.ABC):
     """Base class of all backends.
 
@@ -51,6 +70,7 @@ class Backend(abc.ABC):
         device: torch device string ("cpu", "cuda", "cuda:1").
         input_size: network input (width, height); default from the checkpoint's config.
         fast: use the inference-optimised network (see each backend); False runs it as trained.
+        thresholds: post-processing thresholds (default: :class:`Thresholds`); see :meth:`set_thresholds`.
         allow_random_weights: permit running without any weights (tests, speed measurements only).
         **config: architecture options of the backend's config dataclass.
     """
@@ -71,10 +91,12 @@ class Backend(abc.ABC):
         *,
         input_size: tuple[int, int] | None = None,
         fast: bool = True,
+        thresholds: Thresholds | None = None,
         allow_random_weights: bool = False,
         **config: Any,
     ) -> None:
         self.log = log.getChild(self.name)
+        self.thresholds = thresholds or Thresholds()
         self.device = resolve_device(device)
         checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
         self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
@@ -118,6 +140,10 @@ class Backend(abc.ABC):
         if checkpoint.backend is not None and checkpoint.backend != self.name:
             raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {self.name!r}")
         return checkpoint, WeightsInfo(source, str(path), sha256_of(path))
+
+    def set_thresholds(self, **values: float) -> None:
+        """Change thresholds (score, iou, max_detections, mask) for the next frames; invalid values raise."""
+        self.thresholds = replace(self.thresholds, **values)
 
     # -- what subclasses define -------------------------------------------------------------------
     @abc.abstractmethod
@@ -171,6 +197,7 @@ class Backend(abc.ABC):
             "device": str(self.device),
             "input_size": list(self.input_size),
             "fast": self.fast,
+            "thresholds": dataclasses.asdict(self.thresholds),
             "weights": self.weights_info.to_dict(),
         }
 

@@ -343,6 +343,8 @@ class TwinLiteNetBackend(Backend):
         return [
             PerceptionResult(g.source_size, self.name, drivable_mask=drivable, lane_mask=lane)
             for g, drivable, lane in zip(
-                geometries, binary_masks(drivable_logits, geometries), binary_masks(lane_logits, geometries)
+                geometries,
+                binary_masks(drivable_logits, geometries, self.thresholds.mask),
+                binary_masks(lane_logits, geometries, self.thresholds.mask),
             )
         ]

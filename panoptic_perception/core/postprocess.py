@@ -6,6 +6,7 @@ the argmax, so mask edges are as sharp as the input allows.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -24,13 +25,24 @@ def _to_source(maps: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     return F.interpolate(maps[None], size=(height, width), mode="bilinear", align_corners=False)[0]
 
 
-def binary_masks(logits: torch.Tensor, geometries: Sequence[Geometry]) -> list[np.ndarray]:
+def binary_masks(logits: torch.Tensor, geometries: Sequence[Geometry], threshold: float = 0.5) -> list[np.ndarray]:
     """(N, 2, h, w) background/positive logits → per image an (H, W) uint8 0/1 mask.
 
-    Interpolation is linear, so the argmax of the interpolated pair equals the sign of the interpolated
-    difference ``positive - background``: one channel is interpolated instead of two. A tie goes to
-    background, as with argmax.
+    A pixel is set where the softmax probability of the positive class exceeds ``threshold``; 0.5 is
+    the argmax of the official code (a tie goes to background, as with argmax). With two classes
+    ``p > t`` is ``positive - background > log(t / (1 - t))``, and interpolation is linear, so only
+    the difference channel is interpolated: one channel instead of two.
     """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"mask threshold must be in [0, 1], got {threshold}")
+    if threshold <= 0.0:
+        logit_threshold = -math.inf
+    elif threshold >= 1.0:
+        logit_threshold = math.inf
+    else:
+        logit_threshold = math.log(threshold / (1 - threshold))
     difference = logits[:, 1:2] - logits[:, 0:1]
-    return [(_to_source(d, g)[0] > 0).to(torch.uint8).cpu().numpy() for d, g in zip(difference, geometries)]
+    return [
+        (_to_source(d, g)[0] > logit_threshold).to(torch.uint8).cpu().numpy() for d, g in zip(difference, geometries)
+    ]
 

@@ -14,9 +14,14 @@ _LANE_BGR = DRIVING_MASKS.classes[1].color[::-1]
 
 def blend(image: np.ndarray, mask: np.ndarray, color_bgr: tuple[int, int, int] | np.ndarray, alpha: float) -> None:
     """Blend ``color`` (one colour, or an (H, W, 3) colour image) into ``image`` where ``mask``, in place."""
-    region = mask.astype(bool)
-    colors = color_bgr[region] if isinstance(color_bgr, np.ndarray) and color_bgr.ndim == 3 else np.asarray(color_bgr)
-    image[region] = ((1 - alpha) * image[region] + alpha * colors).astype(np.uint8)
+    if isinstance(color_bgr, np.ndarray) and color_bgr.ndim == 3:
+        layer = color_bgr
+    else:
+        layer = np.empty_like(image)
+        layer[:] = color_bgr
+    # Blend everywhere in OpenCV, then copy only the masked pixels: far faster than boolean indexing.
+    blended = cv2.addWeighted(image, 1 - alpha, layer, alpha, 0)
+    cv2.copyTo(blended, mask.astype(np.uint8, copy=False), image)
 
 
 def colorize_semantic(semantic: np.ndarray, label_map: LabelMap) -> np.ndarray:

@@ -32,3 +32,15 @@ def test_bad_frame_is_rejected_and_backend_goes_on():
     with pytest.raises(InvalidImageError):
         backend(np.zeros((10, 10), np.uint8))
     assert backend(np.zeros((40, 40, 3), np.uint8)).lane_mask.shape == (40, 40)
+
+
+def test_thresholds_change_at_runtime_and_are_validated():
+    backend = create_backend("twinlitenet")
+    image = np.random.default_rng(0).integers(0, 255, (60, 80, 3), np.uint8)
+    backend.set_thresholds(mask=0.0)
+    assert backend(image).drivable_mask.all()
+    backend.set_thresholds(mask=1.0)
+    assert not backend(image).drivable_mask.any()
+    with pytest.raises(ValueError, match="score threshold must be in"):
+        backend.set_thresholds(score=2.0)
+    assert backend.thresholds.mask == 1.0, "a rejected change leaves the thresholds as they were"

@@ -84,3 +84,16 @@ def test_network_size_must_be_a_multiple():
     assert network_input_size((640, 360), 8) == (640, 360)
     with pytest.raises(ValueError, match="multiples of 8"):
         network_input_size((641, 360), 8)
+
+
+def test_mask_threshold_is_a_probability_threshold():
+    # positive - background = log(p / (1 - p)) for p = 0.2, 0.5, 0.7, 0.95
+    p = torch.tensor([0.2, 0.5, 0.7, 0.95])
+    logits = torch.stack([torch.zeros(4), torch.log(p / (1 - p))])[None, :, None, :]
+    g = Geometry.resize((4, 1), (4, 1))
+    assert binary_masks(logits, [g])[0].tolist() == [[0, 0, 1, 1]], "0.5: argmax, a tie is background"
+    assert binary_masks(logits, [g], threshold=0.8)[0].tolist() == [[0, 0, 0, 1]]
+    assert binary_masks(logits, [g], threshold=0.1)[0].tolist() == [[1, 1, 1, 1]]
+    assert binary_masks(logits, [g], threshold=1.0)[0].tolist() == [[0, 0, 0, 0]]
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        binary_masks(logits, [g], threshold=1.5)
