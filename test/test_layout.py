@@ -44,8 +44,10 @@ def test_ros_package_manifest_matches_the_python_distribution():
     setup_version = re.search(r'version="([^"]+)"', (REPO / "setup.py").read_text()).group(1)
     assert manifest.findtext("version") == setup_version == panoptic_perception.__version__
     cmake = (REPO / "CMakeLists.txt").read_text()
-    assert "project(panoptic_perception)" in cmake and "ament_python_install_package(${PROJECT_NAME})" in cmake
-    assert "rosidl_generate_interfaces" in cmake
+    assert "project(panoptic_perception)" in cmake and "install(DIRECTORY ${PROJECT_NAME}/" in cmake
+    assert "install(PROGRAMS scripts/perception_node" in cmake
+    for message in sorted((REPO / "msg").glob("*.msg")):  # every interface is generated
+        assert f"msg/{message.name}" in cmake, message.name
     for folder in ("launch", "config", "msg", "test", "resource"):
         assert (REPO / folder).is_dir(), folder
     assert (REPO / "resource" / "panoptic_perception").is_file()

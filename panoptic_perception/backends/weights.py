@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,11 +55,18 @@ def sha256_of(path: str | Path) -> str:
 
 
 def bundled_weights_path(name: str) -> Path:
-    """Path of a checkpoint shipped inside the package (``panoptic_perception/weights/``)."""
-    path = Path(str(resources.files("panoptic_perception") / "weights" / name))
-    if not path.is_file():
-        raise WeightsError(f"bundled weights {name} are not installed (expected {path})")
-    return path
+    """Path of a checkpoint shipped inside the package (``panoptic_perception/weights/``).
+
+    The package may span several folders (the generated ROS interfaces installed beside a pip
+    install): every one of them is searched.
+    """
+    import panoptic_perception
+
+    candidates = [Path(folder) / "weights" / name for folder in panoptic_perception.__path__]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise WeightsError(f"bundled weights {name} are not installed (looked in {', '.join(map(str, candidates))})")
 
 
 def _is_state_dict(obj: object) -> bool:
