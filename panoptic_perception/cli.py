@@ -175,6 +175,24 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from .ros.node import main as node_main
+
+    return node_main(["panoptic-perception-node", *args.passed_arguments])
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from .ros.camera import publish
+
+    return publish(args.passed_arguments)
+
+
+def cmd_node_benchmark(args: argparse.Namespace) -> int:
+    from .ros.benchmark import main as benchmark_main
+
+    return benchmark_main(args.passed_arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # -v / -q are accepted before or after the command (SUPPRESS: a subcommand does not reset them).
     common = argparse.ArgumentParser(add_help=False)
@@ -214,13 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo_output")
     demo.set_defaults(func=cmd_demo)
 
+    node = commands.add_parser("node", help="run the ROS 2 perception node (needs ROS 2)",
+                               description="Run the ROS 2 perception node, e.g. `panoptic-perception node --ros-args "
+                               "--params-file config/twinlitenet.yaml -r image:=/camera/image_raw`.")
+    node.set_defaults(func=cmd_node, passes_arguments=True)
+
+    camera = commands.add_parser("camera", add_help=False,
+                                 help="publish synthetic scenes, images or a video as a ROS 2 camera topic")
+    camera.set_defaults(func=cmd_camera, passes_arguments=True)
+
+    node_benchmark = commands.add_parser("node-benchmark", add_help=False,
+                                         help="node overhead: end-to-end latency across processes minus backend time")
+    node_benchmark.set_defaults(func=cmd_node_benchmark, passes_arguments=True)
+
     backends = commands.add_parser("backends", parents=[common], help="list backends and what they produce")
     backends.set_defaults(func=cmd_backends)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `node` and `camera` hand their arguments (ROS arguments, the camera's options) on unparsed.
+    if getattr(args, "passes_arguments", False):
+        args.passed_arguments = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.verbose = getattr(args, "verbose", False)
     args.quiet = getattr(args, "quiet", False)
     return args

@@ -1,0 +1,177 @@
+"""Conversions between ROS 2 messages and numpy images / perception results (no cv_bridge).
+
+Image data is moved as ``array.array('B')`` built from the numpy buffer: the generated message
+classes accept that without a per-byte Python check, which for a 720p image would cost more than the
+inference of a small network.
+"""
+
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+from vision_msgs.msg import (
+    BoundingBox2D,
+    Detection2D,
+    Detection2DArray,
+    LabelInfo,
+    ObjectHypothesisWithPose,
+    VisionClass,
+)
+
+from ..core.labels import LabelMap
+from ..core.preprocess import InvalidImageError
+from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
+from ..msg import DrivingPerception, PanopticSegment, PanopticSegmentation
+
+#: Input encodings: channels and the OpenCV conversion to BGR (None: already BGR).
+INPUT_ENCODINGS = {
+    "bgr8": (3, None),
+    "rgb8": (3, cv2.COLOR_RGB2BGR),
+    "bgra8": (4, cv2.COLOR_BGRA2BGR),
+    "rgba8": (4, cv2.COLOR_RGBA2BGR),
+    "mono8": (1, cv2.COLOR_GRAY2BGR),
+}
+
+
+class RejectedImage(InvalidImageError):
+    """An input message that cannot be turned into an image; ``cause`` names the kind of problem."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(f"{cause}: {detail}")
+        self.cause = cause
+
+
+def _byte_array(data: np.ndarray) -> array.array:
+    values = array.array("B")
+    values.frombytes(np.ascontiguousarray(data).view(np.uint8).data)
+    return values
+
+
+def image_to_bgr(msg: Image) -> np.ndarray:
+    """A sensor_msgs/Image (bgr8, rgb8, bgra8, rgba8, mono8; rows may be padded) → BGR uint8 (H, W, 3)."""
+    if msg.encoding not in INPUT_ENCODINGS:
+        raise RejectedImage("unsupported encoding", f"{msg.encoding!r} (supported: {', '.join(INPUT_ENCODINGS)})")
+    channels, conversion = INPUT_ENCODINGS[msg.encoding]
+    height, width, step = msg.height, msg.width, msg.step
+    if height == 0 or width == 0:
+        raise RejectedImage("zero size", f"{width}x{height}")
+    if step < width * channels:
+        raise RejectedImage("bad step", f"step {step} < width {width} x {channels} channels")
+    if len(msg.data) < step * height:
+        raise RejectedImage("data too short", f"{len(msg.data)} bytes < step {step} x height {height}")
+    rows = np.frombuffer(msg.data, np.uint8, count=step * height).reshape(height, step)
+    image = rows[:, : width * channels].reshape(height, width, channels)
+    if conversion is None:
+        return np.ascontiguousarray(image)
+    return cv2.cvtColor(image, conversion)
+
+
+def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
+    """A sensor_msgs/CompressedImage (jpeg or png) → BGR uint8 (H, W, 3)."""
+    kind = msg.format.lower()
+    if "jpeg" not in kind and "jpg" not in kind and "png" not in kind:
+        raise RejectedImage("unsupported format", f"{msg.format!r} (supported: jpeg, png)")
+    if len(msg.data) == 0:
+        raise RejectedImage("zero size", "no compressed data")
+    image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise RejectedImage("corrupt data", f"cannot decode {len(msg.data)} bytes of {msg.format}")
+    return image
+
+
+def numpy_to_image(data: np.ndarray, encoding: str, header: Header) -> Image:
+    """An (H, W) or (H, W, C) array → sensor_msgs/Image with unpadded rows (little-endian)."""
+    msg = Image(header=header, height=data.shape[0], width=data.shape[1], encoding=encoding, is_bigendian=0)
+    msg.step = data.shape[1] * (data.shape[2] if data.ndim == 3 else 1) * data.dtype.itemsize
+    msg.data = _byte_array(data)
+    return msg
+
+
+def bgr_to_image(image: np.ndarray, header: Header) -> Image:
+    return numpy_to_image(image, "bgr8", header)
+
+
+def mask_to_image(mask: np.ndarray, header: Header) -> Image:
+    """A 0/1 (or class id) uint8 map → mono8 Image."""
+    return numpy_to_image(mask.astype(np.uint8, copy=False), "mono8", header)
+
+
+def detections_to_msg(detections: Detections, header: Header) -> Detection2DArray:
+    """Boxes in input-image pixels; ``class_id`` is the numeric class id as a string."""
+    msg = Detection2DArray(header=header)
+    for box, score, class_id in zip(detections.boxes, detections.scores, detections.class_ids):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        detection = Detection2D(header=header)
+        detection.bbox = BoundingBox2D(size_x=x2 - x1, size_y=y2 - y1)
+        detection.bbox.center.position.x = (x1 + x2) / 2
+        detection.bbox.center.position.y = (y1 + y2) / 2
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = str(int(class_id))
+        hypothesis.hypothesis.score = float(score)
+        detection.results.append(hypothesis)
+        msg.detections.append(detection)
+    return msg
+
+
+def segment_to_msg(segment: SegmentInfo) -> PanopticSegment:
+    x, y, w, h = segment.bbox
+    return PanopticSegment(
+        id=int(segment.id),
+        category_id=int(segment.category_id),
+        is_thing=bool(segment.is_thing),
+        area=int(segment.area),
+        bbox=RegionOfInterest(x_offset=int(x), y_offset=int(y), width=int(w), height=int(h)),
+        score=float(segment.score),
+    )
+
+
+def panoptic_to_msg(panoptic: np.ndarray, segments: list[SegmentInfo], header: Header) -> PanopticSegmentation:
+    return PanopticSegmentation(
+        header=header,
+        panoptic=numpy_to_image(panoptic.astype("<i4", copy=False), "32SC1", header),
+        label_divisor=PANOPTIC_LABEL_DIVISOR,
+        segments=[segment_to_msg(s) for s in segments],
+    )
+
+
+def label_info_msg(label_map: LabelMap, threshold: float, header: Header) -> LabelInfo:
+    return LabelInfo(
+        header=header,
+        class_map=[VisionClass(class_id=c.id, class_name=c.name) for c in label_map.classes],
+        threshold=float(threshold),
+    )
+
+
+def result_to_msg(
+    result: PerceptionResult,
+    header: Header,
+    detections: Detection2DArray | None = None,
+    drivable: Image | None = None,
+    lane: Image | None = None,
+    semantic: Image | None = None,
+    panoptic: PanopticSegmentation | None = None,
+) -> DrivingPerception:
+    """The bundle of one frame; already-built parts are reused, missing outputs stay empty."""
+    msg = DrivingPerception(header=header, backend=result.backend)
+    if detections is None and result.detections is not None:
+        detections = detections_to_msg(result.detections, header)
+    msg.detections = detections or Detection2DArray(header=header)
+    for field, part, mask in (
+        ("drivable_area", drivable, result.drivable_mask),
+        ("lane_lines", lane, result.lane_mask),
+        ("semantic", semantic, result.semantic),
+    ):
+        if part is None and mask is not None:
+            part = mask_to_image(mask, header)
+        setattr(msg, field, part or Image(header=header))
+    if panoptic is None and result.panoptic is not None:
+        panoptic = panoptic_to_msg(result.panoptic, result.segments or [], header)
+    msg.panoptic = panoptic or PanopticSegmentation(header=header, label_divisor=PANOPTIC_LABEL_DIVISOR)
+    msg.preprocess_ms = float(result.timings.preprocess_ms)
+    msg.inference_ms = float(result.timings.inference_ms)
+    msg.postprocess_ms = float(result.timings.postprocess_ms)
+    return msg

@@ -1,0 +1,142 @@
+"""Message conversions with the real generated ROS 2 message classes (no DDS needed)."""
+
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
+pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
+
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from panoptic_perception.core.labels import DRIVING_MASKS  # noqa: E402
+from panoptic_perception.core.types import Detections, PerceptionResult, SegmentInfo, StageTimings  # noqa: E402
+from panoptic_perception.msg import DrivingPerception  # noqa: E402
+from panoptic_perception.ros.conversions import (  # noqa: E402
+    RejectedImage,
+    compressed_to_bgr,
+    detections_to_msg,
+    image_to_bgr,
+    label_info_msg,
+    mask_to_image,
+    panoptic_to_msg,
+    result_to_msg,
+)
+
+BGR = np.random.default_rng(0).integers(0, 255, (5, 7, 3), np.uint8)
+
+
+def make_image(data: np.ndarray, encoding: str, padding: int = 0) -> Image:
+    height, width = data.shape[:2]
+    row = data.reshape(height, -1)
+    padded = np.concatenate([row, np.full((height, padding), 77, np.uint8)], 1)
+    msg = Image(height=height, width=width, encoding=encoding, step=padded.shape[1])
+    msg.data = array.array("B", padded.tobytes())
+    return msg
+
+
+@pytest.mark.parametrize(
+    "encoding, data",
+    [
+        ("bgr8", BGR),
+        ("rgb8", BGR[..., ::-1]),
+        ("bgra8", np.dstack([BGR, np.full(BGR.shape[:2], 9, np.uint8)])),
+        ("rgba8", np.dstack([BGR[..., ::-1], np.full(BGR.shape[:2], 9, np.uint8)])),
+    ],
+)
+@pytest.mark.parametrize("padding", [0, 3])
+def test_colour_encodings_become_bgr_and_row_padding_is_honoured(encoding, data, padding):
+    assert np.array_equal(image_to_bgr(make_image(np.ascontiguousarray(data), encoding, padding)), BGR)
+
+
+def test_mono8_becomes_grey_bgr():
+    grey = BGR[..., 0].copy()
+    out = image_to_bgr(make_image(grey, "mono8", padding=1))
+    assert out.shape == (5, 7, 3) and np.array_equal(out[..., 2], grey)
+
+
+@pytest.mark.parametrize(
+    "change, cause",
+    [
+        ({"encoding": "16UC1"}, "unsupported encoding"),
+        ({"height": 0}, "zero size"),
+        ({"step": 5}, "bad step"),
+        ({"height": 6}, "data too short"),
+    ],
+)
+def test_bad_raw_images_are_rejected_with_a_cause(change, cause):
+    msg = make_image(BGR, "bgr8")
+    for key, value in change.items():
+        setattr(msg, key, value)
+    with pytest.raises(RejectedImage) as error:
+        image_to_bgr(msg)
+    assert error.value.cause == cause
+
+
+@pytest.mark.parametrize("fmt, ext", [("jpeg", ".jpg"), ("png", ".png"), ("bgr8; jpeg compressed bgr8", ".jpg")])
+def test_compressed_images_decode(fmt, ext):
+    big = cv2.resize(BGR, (70, 50), interpolation=cv2.INTER_NEAREST)
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", cv2.imencode(ext, big)[1].tobytes())
+    out = compressed_to_bgr(msg)
+    assert out.shape == (50, 70, 3)
+    if ext == ".png":
+        assert np.array_equal(out, big)
+
+
+def test_corrupt_and_unsupported_compressed_images_are_rejected():
+    corrupt = CompressedImage(format="jpeg")
+    corrupt.data = array.array("B", b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(RejectedImage, match="corrupt data"):
+        compressed_to_bgr(corrupt)
+    with pytest.raises(RejectedImage, match="unsupported format"):
+        compressed_to_bgr(CompressedImage(format="tiff"))
+
+
+def test_masks_and_panoptic_images_have_the_right_layout():
+    header = Header(frame_id="camera")
+    mask = np.zeros((3, 4), np.uint8)
+    mask[1, 2] = 1
+    msg = mask_to_image(mask, header)
+    assert (msg.encoding, msg.step, msg.width, msg.height, msg.header.frame_id) == ("mono8", 4, 4, 3, "camera")
+    assert np.array_equal(np.frombuffer(msg.data, np.uint8).reshape(3, 4), mask)
+    panoptic = np.array([[7000, 26001], [0, 26002]], np.int32)
+    segments = [SegmentInfo(26001, 26, True, 1, (1, 0, 1, 1), 0.9)]
+    pan = panoptic_to_msg(panoptic, segments, header)
+    assert pan.panoptic.encoding == "32SC1" and pan.panoptic.step == 8 and pan.label_divisor == 1000
+    assert np.array_equal(np.frombuffer(pan.panoptic.data, "<i4").reshape(2, 2), panoptic)
+    s = pan.segments[0]
+    assert (s.id, s.category_id, s.is_thing, s.area, s.bbox.x_offset, s.bbox.width) == (26001, 26, True, 1, 1, 1)
+    assert s.score == pytest.approx(0.9)
+
+
+def test_detections_use_centre_size_boxes_and_numeric_class_ids():
+    detections = Detections(np.array([[10, 20, 30, 60]], np.float32), np.array([0.75], np.float32), np.array([26]), ["car"])
+    msg = detections_to_msg(detections, Header(frame_id="cam"))
+    (d,) = msg.detections
+    assert (d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.size_x, d.bbox.size_y) == (20, 40, 20, 40)
+    assert d.results[0].hypothesis.class_id == "26" and d.results[0].hypothesis.score == pytest.approx(0.75)
+    assert d.header.frame_id == "cam"
+
+
+def test_label_info_lists_the_label_map():
+    msg = label_info_msg(DRIVING_MASKS, 0.5, Header())
+    assert [(c.class_id, c.class_name) for c in msg.class_map] == [(1, "drivable_area"), (2, "lane_line")]
+
+
+def test_result_bundle_leaves_missing_outputs_empty_and_survives_serialization():
+    mask = np.ones((4, 6), np.uint8)
+    result = PerceptionResult((6, 4), "twinlitenet", drivable_mask=mask, lane_mask=mask * 0,
+                              timings=StageTimings(1.0, 2.0, 3.0))
+    msg = result_to_msg(result, Header(frame_id="cam"))
+    back = deserialize_message(serialize_message(msg), DrivingPerception)
+    assert back.backend == "twinlitenet" and back.header.frame_id == "cam"
+    assert (back.drivable_area.width, back.drivable_area.height, back.drivable_area.encoding) == (6, 4, "mono8")
+    assert back.semantic.width == 0 and back.panoptic.panoptic.width == 0 and len(back.detections.detections) == 0
+    assert (back.preprocess_ms, back.inference_ms, back.postprocess_ms) == (1.0, 2.0, 3.0)

@@ -1,0 +1,174 @@
+"""The perception node against a real ROS 2 stack: node, camera and this test in separate processes."""
+
+from __future__ import annotations
+
+import array
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
+pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from vision_msgs.msg import LabelInfo  # noqa: E402
+
+from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
+from panoptic_perception.msg import DrivingPerception  # noqa: E402
+
+BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+FRAME = (1280, 720)
+
+
+def test_outputs_carry_the_input_header_and_have_the_right_format(start_node, start_camera, probe):
+    node = start_node()
+    probe.wait_for_node(node)
+    # A deep history: this test process shares two cores with the node and the camera, and must not
+    # lose camera frames itself while its executor waits for the CPU.
+    inputs = probe.record(Image, "/camera/image_raw", QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+    outputs = {topic: probe.record(Image, f"{NODE}/{topic}") for topic in ("drivable_area", "lane_lines", "overlay")}
+    results = probe.record(DrivingPerception, f"{NODE}/result")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    camera_start = probe.now_ns()
+    # Two readers of the camera: the node and this test's recorder.
+    camera = start_camera("--rate", "30", "--count", "90", "--wait-for-subscriber", "20", "--subscribers", "2")
+    assert camera.wait(60) == 0
+    camera_end = probe.now_ns()
+    time.sleep(1.0)
+
+    input_stamps = {stamp_ns(m.header): m.header.frame_id for _, m in inputs}
+    assert len(input_stamps) >= 60, "this process saw the camera"
+    for topic, encoding in (("drivable_area", "mono8"), ("lane_lines", "mono8"), ("overlay", "bgr8")):
+        messages = [m for _, m in outputs[topic]]
+        assert len(messages) >= 5, topic
+        # Every output carries a camera frame's header; where this process recorded that frame too, the
+        # stamp is exactly one of the camera's.
+        assert all(m.header.frame_id == "camera" and camera_start <= stamp_ns(m.header) <= camera_end for m in messages)
+        matched = sum(stamp_ns(m.header) in input_stamps for m in messages)
+        assert matched >= 0.6 * len(messages), (topic, matched, len(messages))
+        for msg in messages:
+            assert (msg.width, msg.height, msg.encoding) == (*FRAME, encoding), topic
+            channels = 3 if encoding == "bgr8" else 1
+            assert msg.step == FRAME[0] * channels and len(msg.data) == msg.step * msg.height
+        if encoding == "mono8":
+            values = set(np.unique(np.frombuffer(messages[-1].data, np.uint8)).tolist())
+            assert values <= {0, 1} and (topic == "lane_lines" or values == {0, 1}), (topic, values)
+    by_stamp = {stamp_ns(m.header): m for _, m in outputs["drivable_area"]}
+    bundles = [m for _, m in results]
+    assert len(bundles) >= 5
+    assert sum(stamp_ns(b.header) in input_stamps for b in bundles) >= 0.6 * len(bundles)
+    for bundle in bundles:
+        assert bundle.backend == "twinlitenet" and bundle.header.frame_id == "camera"
+        assert bundle.inference_ms > 0 and bundle.preprocess_ms > 0 and bundle.postprocess_ms > 0
+        assert (bundle.drivable_area.width, bundle.drivable_area.height) == FRAME
+        assert bundle.semantic.width == 0 and bundle.panoptic.panoptic.width == 0 and not bundle.detections.detections
+        if stamp_ns(bundle.header) in by_stamp:  # the same frame's mask, published twice, is identical
+            assert bytes(bundle.drivable_area.data) == bytes(by_stamp[stamp_ns(bundle.header)].data)
+
+    # Outputs the backend cannot produce are not advertised.
+    topics = probe.topics()
+    assert {f"{NODE}/{t}" for t in ("drivable_area", "lane_lines", "overlay", "result", "label_info")} <= topics
+    assert not {f"{NODE}/{t}" for t in ("detections", "semantic", "panoptic")} & topics
+
+    # Diagnostics: the node saw (nearly) every frame (best effort, 720p, across processes) and reports on it.
+    level, message, values = diagnostic_values(diagnostics[-1][1])
+    assert int(values["received"]) >= 0.9 * 90, values
+    assert int(values["processed"]) >= 5 and int(values["rejected_bad"]) == 0
+    for key in ("input_rate_hz", "output_rate_hz", "latency_median_ms", "latency_p95_ms", "inference_median_ms",
+                "preprocess_median_ms", "postprocess_median_ms", "dropped_stale", "dropped_superseded"):
+        assert key in values, key
+    assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
+    assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
+    # While frames flow (before the camera starts the node rightly warns that no input arrives).
+    during = [diagnostic_values(m) for _, m in diagnostics[:-2] if int(diagnostic_values(m)[2]["received"]) > 0]
+    assert any(float(v["input_rate_hz"]) > 20 for _, _, v in during), "30 Hz input"
+    assert all(level == 0 for level, _, _ in during), [(level, message) for level, message, _ in during]
+
+
+def test_late_subscriber_receives_label_info(start_node, probe):
+    node = start_node()
+    probe.wait_for_node(node)
+    time.sleep(1.0)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
+    probe.wait_for(lambda: label_info, 10, "LabelInfo")
+    classes = [(c.class_id, c.class_name) for c in label_info[0][1].class_map]
+    assert classes == [(1, "drivable_area"), (2, "lane_line")]
+
+
+def _bad_image(**fields) -> Image:
+    msg = Image(height=4, width=4, encoding="bgr8", step=12)
+    msg.data = array.array("B", bytes(48))
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+def _good_image(stamp_sec: int) -> Image:
+    msg = Image(height=90, width=160, encoding="rgb8", step=160 * 3 + 4)  # padded rows
+    msg.data = array.array("B", np.random.default_rng(0).integers(0, 255, 90 * (160 * 3 + 4), np.uint8).tobytes())
+    msg.header = Header(frame_id="camera")
+    msg.header.stamp.sec = stamp_sec
+    return msg
+
+
+def test_bad_frames_are_rejected_counted_logged_once_and_the_node_goes_on(start_node, probe):
+    node = start_node(max_frame_age_ms=0.0)  # hand-made stamps: do not drop them as stale
+    probe.wait_for_node(node)
+    drivable = probe.record(Image, f"{NODE}/drivable_area")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    publisher = probe.node.create_publisher(Image, "/camera/image_raw", BEST_EFFORT)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 20, "the node's subscription")
+    time.sleep(0.5)  # matched is not yet ready: best-effort samples right after matching can be lost
+    bad = [
+        _bad_image(encoding="yuv422"),
+        _bad_image(encoding="yuv422"),
+        _bad_image(height=5),  # data shorter than step * height
+        _bad_image(height=0, width=0, step=0),
+        _bad_image(step=4),
+    ]
+    for msg in bad:
+        publisher.publish(msg)
+        time.sleep(0.3)  # one at a time: the node keeps only the newest frame
+    publisher.publish(_good_image(stamp_sec=42))
+    probe.wait_for(lambda: any(m.header.stamp.sec == 42 for _, m in drivable), 20, "the good frame's output")
+    good = next(m for _, m in drivable if m.header.stamp.sec == 42)
+    assert (good.width, good.height, good.step) == (160, 90, 160)
+
+    probe.wait_for(lambda: diagnostics and int(diagnostic_values(diagnostics[-1][1])[2]["processed"]) >= 1, 5, "diagnostics")
+    time.sleep(1.2)
+    level, message, values = diagnostic_values(diagnostics[-1][1])
+    assert int(values["rejected_bad"]) == len(bad) and int(values["received"]) == len(bad) + 1
+    assert any("rejected" in diagnostic_values(m)[1] and diagnostic_values(m)[0] == 1 for _, m in diagnostics), "a WARN"
+    log = node.output()
+    for cause in ("unsupported encoding", "data too short", "zero size", "bad step"):
+        assert log.count(f"rejected a bad input frame ({cause}") == 1, cause
+    assert node.popen.poll() is None
+
+
+def test_compressed_input(start_node, start_camera, probe):
+    node = start_node(input_transport="compressed")
+    probe.wait_for_node(node)
+    lanes = probe.record(Image, f"{NODE}/lane_lines")
+    camera = start_camera("--compressed", "--rate", "15", "--count", "30", "--wait-for-subscriber", "20")
+    assert camera.wait(60) == 0
+    probe.wait_for(lambda: len(lanes) >= 3, 10, "outputs of compressed frames")
+    assert all((m.width, m.height) == FRAME and m.header.frame_id == "camera" for _, m in lanes)
+
+    publisher = probe.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", BEST_EFFORT)
+    probe.wait_for(lambda: publisher.get_subscription_count() > 0, 20, "the node's subscription")
+    time.sleep(0.5)  # matched is not yet ready: best-effort samples right after matching can be lost
+    corrupt = CompressedImage(format="jpeg")
+    corrupt.data = array.array("B", b"\xff\xd8\xff\xe0 this is not a JPEG")
+    for _ in range(3):  # logged once however often it comes
+        publisher.publish(corrupt)
+        time.sleep(0.3)
+    count = len(lanes)
+    camera = start_camera("--compressed", "--rate", "10", "--count", "10", "--wait-for-subscriber", "20")
+    assert camera.wait(60) == 0
+    probe.wait_for(lambda: len(lanes) > count, 10, "outputs after the corrupt frame")
+    assert node.output().count("rejected a bad input frame (corrupt data") == 1

@@ -1,0 +1,50 @@
+"""The node under load: a 30 Hz camera and a backend made slow (~5 Hz): latency stays bounded."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
+pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+
+from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
+from panoptic_perception.msg import DrivingPerception  # noqa: E402
+
+SECONDS = 10
+
+
+def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_camera, probe):
+    # The plain network on one thread at the official 640x360: a few frames per second on this CPU.
+    node = start_node(fast=False, threads=1, input_size="[640, 360]")
+    probe.wait_for_node(node)
+    results = probe.record(DrivingPerception, f"{NODE}/result")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    camera = start_camera("--rate", "30", "--count", str(30 * SECONDS), "--wait-for-subscriber", "20")
+    probe.wait_for(lambda: len(results) >= 2, 30, "the first results")
+    rss_start = node.rss_mb()
+    assert camera.wait(SECONDS + 30) == 0
+    rss_end = node.rss_mb()
+    time.sleep(1.5)
+
+    latencies = np.array([(arrival - stamp_ns(msg.header)) / 1e6 for arrival, msg in results])
+    backend_ms = np.array([msg.preprocess_ms + msg.inference_ms + msg.postprocess_ms for _, msg in results])
+    period = float(np.median(backend_ms))
+    p95 = float(np.percentile(latencies, 95))
+    print(f"\nslow backend: {len(results)} results, backend {period:.0f} ms/frame, latency median "
+          f"{np.median(latencies):.0f} ms, p95 {p95:.0f} ms ({p95 / period:.2f} periods), RSS {rss_start:.0f} -> {rss_end:.0f} MB")
+    assert period > 100, "the backend must really be slower than the 33 ms camera period"
+    assert p95 < 3 * period
+    # No queue: the second half of the run is not slower than the first.
+    half = len(latencies) // 2
+    assert np.median(latencies[half:]) < 1.5 * np.median(latencies[:half]) + 50
+    _, _, values = diagnostic_values(diagnostics[-1][1])
+    received, processed = int(values["received"]), int(values["processed"])
+    assert received >= 0.8 * 30 * SECONDS
+    assert int(values["dropped_superseded"]) >= received - processed - 5 > 0, values
+    assert processed <= SECONDS * 1000 / period * 1.5 + 5
+    assert rss_end - rss_start < 40, f"memory grew by {rss_end - rss_start:.0f} MB"
