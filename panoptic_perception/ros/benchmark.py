@@ -38,6 +38,7 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: float, seconds: float,
               parameters: Sequence[str]) -> dict:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..msg import DrivingPerception
@@ -68,6 +69,11 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
         DrivingPerception, "/panoptic_perception/result",
         lambda msg: arrivals.append((probe.get_clock().now().nanoseconds, msg)),
         QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    diagnostics: list[dict[str, str]] = []
+    probe.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda msg: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in msg.status), 10,
     )
     try:
         deadline = time.monotonic() + 120
@@ -112,6 +118,11 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
         "backend_in_node_ms": _stats(in_node),
         "end_to_end_ms": _stats(end_to_end),
         "node_overhead_ms": _stats([e - b for e, b in zip(end_to_end, in_node)]),
+        # The node's own view (its diagnostics, median over its last frames): time a frame waited for
+        # the worker, decoding, and building + publishing the outputs.
+        "node_stages_ms": {
+            stage: float(diagnostics[-1][f"{stage}_median_ms"]) for stage in ("queue_wait", "decode", "publish")
+        } if diagnostics else {},
         "logs": str(log_dir),
     }
 
@@ -137,4 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'':28} {'median ms':>10} {'p95 ms':>10}")
     for name in ("backend_in_process_ms", "backend_in_node_ms", "end_to_end_ms", "node_overhead_ms"):
         print(f"{name[:-3].replace('_', ' '):28} {report[name]['median']:>10.2f} {report[name]['p95']:>10.2f}")
+    stages = ", ".join(f"{k.replace('_', ' ')} {v:.2f} ms" for k, v in report["node_stages_ms"].items())
+    print(f"inside the node (median): {stages}")
     return 0

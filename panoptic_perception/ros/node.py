@@ -45,7 +45,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from ..backends import Backend, create_backend
 from ..backends.registry import list_backends
-from ..core.streaming import FrameCounters, LatestFrameSlot, RateMeter, RollingSamples
+from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability
 from ..core.visualize import draw_overlay
 from ..msg import DrivingPerception, PanopticSegmentation
@@ -116,7 +116,9 @@ class PerceptionNode(LifecycleNode):
         self.settings: dict[str, Any] = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
         self._check_choices(self.settings)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._apply_threads(self.settings["threads"])
+        # Every torch computation (building, warming up, inference) runs on this one thread.
+        self._worker: WorkerThread[tuple[Any, Time]] = WorkerThread(self._process_item, name="inference")
+        self._worker.call(self._apply_threads, self.settings["threads"])
 
         self.backend: Backend | None = None
         self.backend_error: str | None = None
@@ -125,8 +127,6 @@ class PerceptionNode(LifecycleNode):
         self._label_info_publisher = None
         self._subscription = None
         self._active = False
-        self._slot: LatestFrameSlot[tuple[Any, Time]] = LatestFrameSlot()
-        self._worker: threading.Thread | None = None
         self._logged_causes: set[str] = set()
         self._last_backend_error = ""
         self._last_input = time.monotonic()
@@ -138,6 +138,8 @@ class PerceptionNode(LifecycleNode):
         self._latency = RollingSamples()
         self._overhead = RollingSamples()
         self._stages = {name: RollingSamples() for name in ("preprocess_ms", "inference_ms", "postprocess_ms")}
+        # The node's own stages around the backend: waiting for the worker, decoding, publishing.
+        self._node_stages = {name: RollingSamples() for name in ("queue_wait_ms", "decode_ms", "publish_ms")}
 
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -161,8 +163,7 @@ class PerceptionNode(LifecycleNode):
             self._check_choices(changes)
             thresholds = {THRESHOLD_PARAMETERS[k]: v for k, v in changes.items() if k in THRESHOLD_PARAMETERS}
             if self.backend is not None and RELOAD_PARAMETERS & changes.keys():
-                new_settings = {**self.settings, **changes}
-                backend = self._build_backend(new_settings)
+                backend = self._worker.call(self._build_backend, {**self.settings, **changes})
                 self._swap_backend(backend)
             elif self.backend is not None and thresholds:
                 self.backend.set_thresholds(**thresholds)
@@ -172,7 +173,7 @@ class PerceptionNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=reason)
         self.settings.update(changes)
         if "threads" in changes:
-            self._apply_threads(changes["threads"])
+            self._worker.call(self._apply_threads, changes["threads"])
         if RELOAD_PARAMETERS & changes.keys() and self.backend is not None:
             self.get_logger().info(f"reloaded backend: {self.backend.describe()}")
         return SetParametersResult(successful=True)
@@ -264,7 +265,7 @@ class PerceptionNode(LifecycleNode):
     # -- lifecycle ---------------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
-            self.backend = self._build_backend(self.settings)
+            self.backend = self._worker.call(self._build_backend, self.settings)
         except Exception as error:
             self.backend_error = f"{type(error).__name__}: {error}"
             self.get_logger().error(f"cannot load the backend: {self.backend_error}")
@@ -287,11 +288,9 @@ class PerceptionNode(LifecycleNode):
             qos,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._incompatible_input_qos),
         )
-        self._slot.reopen()
         self._active = True
         self._last_input = time.monotonic()
-        self._worker = threading.Thread(target=self._run_worker, name="inference", daemon=True)
-        self._worker.start()
+        self._worker.enable_frames(True)
         self.get_logger().info(f"active: subscribed to {self._subscription.topic_name}")
         return super().on_activate(state)
 
@@ -310,13 +309,14 @@ class PerceptionNode(LifecycleNode):
         self._release_backend()
         return TransitionCallbackReturn.SUCCESS
 
+    def close(self) -> None:
+        """Stop processing and the worker thread (before destroying the node)."""
+        self._stop()
+        self._worker.stop()
+
     def _stop(self) -> None:
         self._active = False
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30)
-            self._worker = None
-        self._slot.clear()
+        self._worker.enable_frames(False)  # a frame in progress finishes; its outputs may still go out
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
@@ -333,14 +333,11 @@ class PerceptionNode(LifecycleNode):
         self.counters.received += 1
         self._input_rate.tick()
         self._last_input = time.monotonic()
-        if self._slot.put((msg, self.get_clock().now())):
+        if self._worker.slot.put((msg, self.get_clock().now())):
             self.counters.dropped_superseded += 1
 
-    def _run_worker(self) -> None:
-        while self._active:
-            item = self._slot.take(timeout=0.5)
-            if item is not None and self._active:
-                self._process(*item)
+    def _process_item(self, item: tuple[Any, Time]) -> None:
+        self._process(*item)
 
     def _age_ms(self, header: Header, received: Time) -> float:
         stamp = Time.from_msg(header.stamp, clock_type=received.clock_type)
@@ -348,6 +345,8 @@ class PerceptionNode(LifecycleNode):
         return (self.get_clock().now() - reference).nanoseconds / 1e6
 
     def _process(self, msg, received: Time) -> None:
+        started = time.perf_counter()
+        self._node_stages["queue_wait_ms"].add((self.get_clock().now() - received).nanoseconds / 1e6)
         max_age = self.settings["max_frame_age_ms"]
         if max_age > 0 and self._age_ms(msg.header, received) > max_age:
             self.counters.dropped_stale += 1
@@ -360,6 +359,8 @@ class PerceptionNode(LifecycleNode):
                 self._logged_causes.add(error.cause)
                 self.get_logger().warning(f"rejected a bad input frame ({error}); further frames with this problem are only counted")
             return
+        decoded = time.perf_counter()
+        self._node_stages["decode_ms"].add((decoded - started) * 1e3)
         with self._backend_lock:
             backend = self.backend
         if backend is None:
@@ -371,7 +372,9 @@ class PerceptionNode(LifecycleNode):
             self._last_backend_error = f"{type(error).__name__}: {error}"
             self.get_logger().error(f"backend failed on a frame: {self._last_backend_error}", throttle_duration_sec=5.0)
             return
+        published = time.perf_counter()
         self._publish(msg.header, image, result, backend)
+        self._node_stages["publish_ms"].add((time.perf_counter() - published) * 1e3)
         self.counters.processed += 1
         self._output_rate.tick()
         latency = self._age_ms(msg.header, received)
@@ -430,6 +433,7 @@ class PerceptionNode(LifecycleNode):
             "latency_p95_ms": f"{self._latency.percentile(95):.2f}",
             "node_overhead_median_ms": f"{self._overhead.median():.2f}",
             **{f"{name[:-3]}_median_ms": f"{samples.median():.2f}" for name, samples in self._stages.items()},
+            **{f"{name[:-3]}_median_ms": f"{samples.median():.2f}" for name, samples in self._node_stages.items()},
             **{name: str(value) for name, value in now.items()},
         }
         status = DiagnosticStatus(
@@ -503,7 +507,7 @@ def main(args: list[str] | None = None) -> int:
         pass
     finally:
         node.get_logger().info(f"frames: {node.counters.snapshot()}")
-        node._stop()
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

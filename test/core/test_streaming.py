@@ -65,3 +65,28 @@ def test_rate_meter_counts_events_in_the_window_and_falls_to_zero():
 def test_counters_snapshot():
     counters = FrameCounters(received=3, rejected_bad=1)
     assert counters.snapshot()["received"] == 3 and counters.snapshot()["dropped_stale"] == 0
+
+
+def test_worker_thread_runs_jobs_and_frames_on_one_thread():
+    from panoptic_perception.core.streaming import WorkerThread
+
+    seen = []
+    worker = WorkerThread(lambda frame: seen.append((frame, threading.current_thread().name)), name="torch")
+    try:
+        assert worker.call(lambda: threading.current_thread().name) == "torch"
+        with pytest.raises(ZeroDivisionError):
+            worker.call(lambda: 1 / 0)
+        worker.slot.put("ignored while disabled")
+        time.sleep(0.1)
+        assert seen == []
+        worker.enable_frames(True)
+        worker.slot.put("frame")
+        deadline = time.monotonic() + 2
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [("frame", "torch")], "the waiting frame was dropped when disabled; the new one processed"
+        assert worker.call(lambda: worker.call(lambda: 7)) == 7, "a job may call back into the worker"
+    finally:
+        worker.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.call(lambda: None)
