@@ -80,3 +80,26 @@ def test_bundled_weights_are_small_and_packaged():
     weights = PACKAGE / "weights" / "twinlitenet_synthetic.pth"
     assert weights.is_file() and weights.stat().st_size < 3 * 1024 * 1024
     assert '"weights/*.pth"' in (REPO / "setup.py").read_text()
+
+
+def test_package_xml_declares_what_the_node_imports():
+    manifest = ET.parse(REPO / "package.xml").getroot()
+    declared = {element.text for element in manifest if element.tag.endswith("depend")}
+    needed = {"rclpy", "std_msgs", "sensor_msgs", "vision_msgs", "diagnostic_msgs", "lifecycle_msgs", "rcl_interfaces",
+              "rosidl_default_generators", "rosidl_default_runtime", "ament_cmake", "ament_cmake_python",
+              "python3-numpy", "python3-opencv", "python3-torch", "python3-yaml", "python3-tqdm"}
+    assert needed <= declared, needed - declared
+    ros_modules = set()
+    for path in (PACKAGE / "ros").glob("*.py"):
+        ros_modules |= {n.split(".")[0] for n in imported_modules(path) if n.split(".")[0].endswith("_msgs") or n.split(".")[0] in ("rclpy", "rcl_interfaces")}
+    assert ros_modules <= declared, ros_modules - declared
+
+
+def test_readme_documents_every_node_parameter_and_topic():
+    from panoptic_perception.ros.parameters import OUTPUT_TOPICS, PARAMETERS
+
+    readme = (REPO / "README.md").read_text()
+    for spec in PARAMETERS:
+        assert f"| `{spec.name}` |" in readme, spec.name
+    for topic in OUTPUT_TOPICS:
+        assert f"| `~/{topic}` |" in readme, topic

@@ -26,17 +26,21 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     camera = start_camera("--rate", "30", "--count", str(30 * SECONDS), "--wait-for-subscriber", "20")
     probe.wait_for(lambda: len(results) >= 2, 30, "the first results")
-    rss_start = node.rss_mb()
-    assert camera.wait(SECONDS + 30) == 0
-    rss_end = node.rss_mb()
+    rss = []  # sampled throughout: the allocator's working set swings by tens of MB from frame to frame
+    while camera.popen.poll() is None:
+        rss.append(node.rss_mb())
+        time.sleep(0.25)
+    assert camera.wait(30) == 0
     time.sleep(1.5)
+    third = max(1, len(rss) // 3)
+    rss_start, rss_end = float(np.median(rss[:third])), float(np.median(rss[-third:]))
 
     latencies = np.array([(arrival - stamp_ns(msg.header)) / 1e6 for arrival, msg in results])
     backend_ms = np.array([msg.preprocess_ms + msg.inference_ms + msg.postprocess_ms for _, msg in results])
     period = float(np.median(backend_ms))
     p95 = float(np.percentile(latencies, 95))
     print(f"\nslow backend: {len(results)} results, backend {period:.0f} ms/frame, latency median "
-          f"{np.median(latencies):.0f} ms, p95 {p95:.0f} ms ({p95 / period:.2f} periods), RSS {rss_start:.0f} -> {rss_end:.0f} MB")
+          f"{np.median(latencies):.0f} ms, p95 {p95:.0f} ms ({p95 / period:.2f} periods), RSS median {rss_start:.0f} -> {rss_end:.0f} MB (max {max(rss):.0f})")
     assert period > 100, "the backend must really be slower than the 33 ms camera period"
     assert p95 < 3 * period
     # No queue: the second half of the run is not slower than the first.
@@ -47,4 +51,4 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     assert received >= 0.8 * 30 * SECONDS
     assert int(values["dropped_superseded"]) >= received - processed - 5 > 0, values
     assert processed <= SECONDS * 1000 / period * 1.5 + 5
-    assert rss_end - rss_start < 40, f"memory grew by {rss_end - rss_start:.0f} MB"
+    assert rss_end - rss_start < 30, f"memory grew by {rss_end - rss_start:.0f} MB"
