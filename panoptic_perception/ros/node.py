@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -506,7 +507,11 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.get_logger().info(f"frames: {node.counters.snapshot()}")
+        summary = f"frames: {node.counters.snapshot()}"
+        if node.context.ok():
+            node.get_logger().info(summary)
+        else:  # after Ctrl-C the context is gone and /rosout with it
+            print(f"[{NODE_NAME}] {summary}", file=sys.stderr)
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()
