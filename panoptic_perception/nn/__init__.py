@@ -1,13 +1,24 @@
 """Building blocks and ops shared by the backends (plain torch; no torchvision)."""
 
+import torch
 from torch import nn
 
 from .batchnorm_folding import batchnorm_affine, fold_batchnorm
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters, as papers count them."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Parameters, as papers count them (frozen inference copies included)."""
+    return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["batchnorm_affine", "count_parameters", "fold_batchnorm"]
+def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass (a multiply-add counts as 2), as PyTorch's flop
+    counter sees them: convolutions and matrix products, which dominate these networks."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+__all__ = ["batchnorm_affine", "count_flops", "count_parameters", "fold_batchnorm"]
