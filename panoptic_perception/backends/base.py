@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import logging
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
@@ -22,7 +23,16 @@ from torch import nn
 from ..core.labels import LabelMap
 from ..core.preprocess import Geometry, ResizeMode, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
-from .weights import Checkpoint, WeightsError, WeightsInfo, bundled_weights_path, load_state_dict_strictly, read_checkpoint, sha256_of
+from .weights import (
+    Checkpoint,
+    WeightsError,
+    WeightsInfo,
+    bundled_weights_path,
+    is_torchscript_archive,
+    load_state_dict_strictly,
+    read_checkpoint,
+    sha256_of,
+)
 
 log = logging.getLogger("panoptic_perception")
 
@@ -77,12 +87,13 @@ class Backend(abc.ABC):
 
     name: ClassVar[str] = ""  # set by register_backend
     capabilities: ClassVar[frozenset[Capability]]
-    label_map: ClassVar[LabelMap]
+    label_map: LabelMap  # a class attribute, or set per instance from the config
     config_type: ClassVar[type]  # a dataclass with at least input_width and input_height
     bundled_weights: ClassVar[str | None] = None  # file name under panoptic_perception/weights/
     input_multiple: ClassVar[int] = 32
     resize_mode: ClassVar[ResizeMode] = ResizeMode.LETTERBOX
     pad_value: ClassVar[int] = 114
+    accepts_torchscript: ClassVar[bool] = False  # may ``weights`` be a TorchScript file of the whole network?
 
     def __init__(
         self,
@@ -98,21 +109,40 @@ class Backend(abc.ABC):
         self.log = log.getChild(self.name)
         self.thresholds = thresholds or Thresholds()
         self.device = resolve_device(device)
-        checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
-        self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
-        network = self.build_network(self.config)
-        if checkpoint is not None:
-            load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
-        network.eval().requires_grad_(False)
-        self.metadata = checkpoint.metadata if checkpoint else {}
         self.fast = fast
-        self.network = (self.optimize_network(network) if fast else network).to(self.device)
-        # Channels-last makes the CPU convolutions of these networks markedly faster (see benchmark).
-        self.channels_last = fast
-        if self.channels_last:
-            self.network = self.network.to(memory_format=torch.channels_last)
+        if weights is not None and is_torchscript_archive(weights):
+            self._load_torchscript(str(weights), config)
+        else:
+            checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
+            self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
+            network = self.build_network(self.config)
+            if checkpoint is not None:
+                load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
+            network.eval().requires_grad_(False)
+            self.metadata = checkpoint.metadata if checkpoint else {}
+            self.network = (self.optimize_network(network) if fast else network).to(self.device)
+            # Channels-last makes the CPU convolutions of these networks markedly faster (see benchmark).
+            self.channels_last = fast
+            if self.channels_last:
+                self.network = self.network.to(memory_format=torch.channels_last)
         default_size = (self.config.input_width, self.config.input_height)
         self.input_size = network_input_size(input_size or default_size, self.input_multiple)
+
+    def _load_torchscript(self, path: str, config: dict[str, Any]) -> None:
+        """Run a TorchScript file as the network (already traced for inference: no further optimisation)."""
+        if not self.accepts_torchscript:
+            raise WeightsError(f"{path} is a TorchScript file; backend {self.name} needs a state dict checkpoint")
+        try:
+            with warnings.catch_warnings():  # torch deprecates TorchScript, but it is the official release format
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.network = torch.jit.load(path, map_location=self.device).eval()
+        except Exception as error:  # a damaged archive
+            raise WeightsError(f"cannot load TorchScript file {path}: {str(error).strip().splitlines()[0]}") from error
+        self.config = build_config(self.config_type, config)
+        self.metadata = {}
+        self.channels_last = False
+        self.weights_info = WeightsInfo("torchscript", path, sha256_of(path))
+        self.log.info("%s: running the TorchScript file %s as the network", self.name, path)
 
     def _resolve_weights(self, weights: str | None, allow_random: bool) -> tuple[Checkpoint | None, WeightsInfo]:
         if weights is None and self.bundled_weights:

@@ -10,6 +10,7 @@ its architecture config and metadata such as validation metrics.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +31,7 @@ class WeightsError(RuntimeError):
 class WeightsInfo:
     """Where a backend's weights came from."""
 
-    source: str  # "file", "bundled" or "random"
+    source: str  # "file", "bundled", "torchscript" or "random"
     path: str | None = None
     sha256: str | None = None
 
@@ -67,6 +68,19 @@ def bundled_weights_path(name: str) -> Path:
         if path.is_file():
             return path
     raise WeightsError(f"bundled weights {name} are not installed (looked in {', '.join(map(str, candidates))})")
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``): a zip with ``code/`` and ``constants.pkl``.
+
+    ``torch.save`` zips hold ``data.pkl`` but no ``code/`` folder, so the two never match.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any("/code/" in name for name in names) and any(name.endswith("constants.pkl") for name in names)
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -46,3 +46,10 @@ def binary_masks(logits: torch.Tensor, geometries: Sequence[Geometry], threshold
         (_to_source(d, g)[0] > logit_threshold).to(torch.uint8).cpu().numpy() for d, g in zip(difference, geometries)
     ]
 
+
+
+def probability_masks(probabilities: torch.Tensor, geometries: Sequence[Geometry], threshold: float = 0.5) -> list[np.ndarray]:
+    """(N, 1, h, w) probabilities → per image an (H, W) uint8 0/1 mask of ``p > threshold`` (interpolated first)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"mask threshold must be in [0, 1], got {threshold}")
+    return [(_to_source(p, g)[0] > threshold).to(torch.uint8).cpu().numpy() for p, g in zip(probabilities, geometries)]

@@ -1,0 +1,137 @@
+"""YOLOPv2: the network's size and official interface, the TorchScript path, decoding and detection selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_perception.backends import WeightsError, create_backend, save_checkpoint
+from panoptic_perception.backends.yolopv2 import ANCHORS, YOLOPv2, decode_predictions, select_detections
+
+from support import randomized_yolopv2 as randomized
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.nn import count_parameters
+
+SMALL = {"width": 0.25, "depth": 0.33}
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(yolopv2_small_checkpoint):
+    return yolopv2_small_checkpoint
+
+
+def test_full_network_has_the_papers_parameter_count():
+    network = YOLOPv2()
+    trained, fused = count_parameters(network), count_parameters(network.reparameterized()[0])
+    for count in (trained, fused):
+        assert abs(count / 38.9e6 - 1) < 0.03, count
+    assert any(m.groups == 2 for m in network.stage4.modules() if isinstance(m, torch.nn.Conv2d)), "E-ELAN group conv"
+
+
+def test_export_mode_returns_the_official_interface():
+    network = YOLOPv2(**SMALL).eval()
+    network.export = True
+    with torch.no_grad():
+        (pred, anchor_grid), seg, ll = network(torch.rand(2, 3, 384, 640))
+    assert [tuple(p.shape) for p in pred] == [(2, 255, 48, 80), (2, 255, 24, 40), (2, 255, 12, 20)]
+    assert [tuple(a.shape) for a in anchor_grid] == [(1, 3, 1, 1, 2)] * 3
+    assert torch.equal(torch.stack(anchor_grid).flatten(), torch.tensor(ANCHORS, dtype=torch.float32).flatten())
+    assert seg.shape == (2, 2, 384, 640) and ll.shape == (2, 1, 384, 640)
+    assert 0 <= ll.min() and ll.max() <= 1, "lane output is a probability"
+
+
+def test_training_mode_returns_per_level_predictions():
+    network = YOLOPv2(num_classes=3, **SMALL)
+    out = network(torch.rand(1, 3, 128, 192))
+    assert [tuple(d.shape) for d in out.detection] == [(1, 3, 16, 24, 8), (1, 3, 8, 12, 8), (1, 3, 4, 6, 8)]
+    assert out.drivable.shape == (1, 2, 128, 192) and out.lane.shape == (1, 1, 128, 192)
+
+
+def test_reparameterized_network_computes_the_same():
+    network = randomized(YOLOPv2(**SMALL))
+    network.export = True
+    fused, changes = network.reparameterized()
+    assert "merged 3 RepConvs" in changes
+    x = torch.rand(1, 3, 128, 192)
+    with torch.no_grad():
+        (pred, _), seg, ll = network(x)
+        (fpred, _), fseg, fll = fused(x)
+    for a, b in zip([*pred, seg, ll], [*fpred, fseg, fll]):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_decode_follows_the_official_formula():
+    raw = torch.zeros(1, 255, 2, 3)  # sigmoid(0) = 0.5 everywhere
+    raw[0, 0, 1, 2] = 2.0  # x of anchor 0 in row 1, column 2
+    anchors = [torch.tensor(ANCHORS[0], dtype=torch.float32).view(1, 3, 1, 1, 2)]
+    rows = decode_predictions([raw], anchors, input_height=16).view(1, 3, 2, 3, 85)
+    stride = 8
+    cell = rows[0, 0, 1, 2]
+    assert cell[0].item() == pytest.approx((2 * torch.sigmoid(torch.tensor(2.0)).item() - 0.5 + 2) * stride)
+    assert cell[1].item() == pytest.approx((2 * 0.5 - 0.5 + 1) * stride)
+    assert cell[2:4].tolist() == [12.0, 16.0], "wh = (2 * 0.5)^2 * anchor"
+    assert rows[0, 2, 0, 0, 2:4].tolist() == [40.0, 28.0]
+    assert cell[4].item() == pytest.approx(0.5)
+
+
+def test_selection_filters_by_objectness_and_score_and_keeps_overlaps_of_other_classes():
+    def row(cx, obj, class_probs):
+        return [cx, 50.0, 20.0, 20.0, obj, *class_probs]
+
+    rows = torch.tensor([
+        row(50, 0.9, [0.9, 0.1]),  # kept: class 0, score 0.81
+        row(52, 0.9, [0.8, 0.1]),  # suppressed by the first (same class, IoU 0.82)
+        row(51, 0.9, [0.1, 0.7]),  # kept: class 1 overlaps class 0, NMS is per class
+        row(150, 0.2, [1.0, 0.0]),  # objectness below 0.3
+        row(250, 0.5, [0.5, 0.0]),  # score 0.25 below 0.3
+    ])
+    kept = select_detections(rows, 0.3, 0.45, 300)
+    assert kept[:, 5].tolist() == [0.0, 1.0]
+    assert kept[:, 4].tolist() == pytest.approx([0.81, 0.63])
+    assert kept[0, :4].tolist() == [40.0, 40.0, 60.0, 60.0]
+    assert select_detections(rows, 0.3, 0.45, max_detections=1).shape == (1, 6)
+    assert select_detections(rows[:0], 0.3, 0.45, 300).shape == (0, 6)
+
+
+def test_backend_maps_boxes_and_masks_back_to_any_input_size(small_checkpoint):
+    path, _ = small_checkpoint
+    backend = create_backend("yolopv2", path)
+    backend.set_thresholds(score=0.2)
+    image = np.ascontiguousarray(generate_scene(3, 800, 600).image)  # 4:3: letterboxed left and right
+    result = backend(image)
+    assert result.drivable_mask.shape == result.lane_mask.shape == (600, 800)
+    boxes = result.detections.boxes
+    assert len(boxes) > 0 and (boxes[:, [0, 2]] <= 800).all() and (boxes[:, [1, 3]] <= 600).all() and (boxes >= 0).all()
+    assert set(result.detections.class_names) <= {"vehicle"} | {f"class_{i}" for i in range(1, 80)}
+    assert result.detections.scores.min() > 0.2 and len(boxes) <= backend.thresholds.max_detections
+
+
+def test_torchscript_file_runs_like_the_eager_network(small_checkpoint, tmp_path):
+    path, network = small_checkpoint
+    exported = randomized(YOLOPv2(**SMALL))
+    exported.load_state_dict(network.state_dict())
+    exported.export = True
+    traced = torch.jit.trace(exported, torch.rand(1, 3, 384, 640), strict=False)
+    script = tmp_path / "yolopv2.pt"
+    torch.jit.save(traced, str(script))
+
+    from_script = create_backend("yolopv2", str(script))
+    eager = create_backend("yolopv2", path, fast=False)
+    assert from_script.weights_info.source == "torchscript" and from_script.input_size == (640, 384)
+    for backend in (from_script, eager):
+        backend.set_thresholds(score=0.2)
+    image = generate_scene(5, 1280, 720).image
+    a, b = from_script(image), eager(image)
+    assert len(a.detections) == len(b.detections) > 0
+    assert np.allclose(a.detections.boxes, b.detections.boxes, atol=1e-2)
+    assert np.allclose(a.detections.scores, b.detections.scores, atol=1e-4)
+    assert np.array_equal(a.detections.class_ids, b.detections.class_ids)
+    assert (a.drivable_mask == b.drivable_mask).mean() > 0.9999 and (a.lane_mask == b.lane_mask).mean() > 0.9999
+
+
+def test_torchscript_is_refused_where_a_state_dict_is_needed(small_checkpoint, tmp_path):
+    script = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(script))
+    with pytest.raises(WeightsError, match="TorchScript file; backend twinlitenet needs a state dict"):
+        create_backend("twinlitenet", str(script))
