@@ -45,6 +45,19 @@ def _backend_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _options(pairs: Sequence[str]) -> dict:
+    """``key=value`` backend options; values are read as YAML (``width=0.25`` → 0.25)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
 def _set_threads(args: argparse.Namespace) -> None:
     if args.threads:
         import torch
@@ -105,21 +118,29 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     import torch
 
     from .core.io import read_image
+    from .core.preprocess import prepare_batch
     from .data.synthetic import generate_scene
     from .evaluation.latency import STAGES, measure_latency
+    from .nn import count_flops, count_parameters
 
     _set_threads(args)
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - {"fast", "plain"}:
         raise ValueError(f"--paths takes fast and/or plain, got {args.paths!r}")
-    size = args.size
     backends = {
-        path: create_backend(args.backend, args.weights, args.device, fast=path == "fast", input_size=size)
+        path: create_backend(
+            args.backend, args.weights, args.device, fast=path == "fast", input_size=args.size,
+            allow_random_weights=args.random_weights, **_options(args.option),
+        )
         for path in paths
     }
     first = next(iter(backends.values()))
     image = read_image(args.image) if args.image else generate_scene(0, *first.input_size).image
     results = measure_latency(backends, image, runs=args.runs, warmup=args.warmup)
+    for path, backend in backends.items():
+        batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, channels_last=backend.channels_last)
+        results[path]["parameters"] = count_parameters(backend.network)
+        results[path]["gflops"] = count_flops(backend.network, batch) / 1e9
     report = {
         **first.describe(),
         "image_size": [image.shape[1], image.shape[0]],
@@ -137,6 +158,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     width, height = first.input_size
     print(f"{args.backend}: network input {width}x{height}, image {report['image_size'][0]}x{report['image_size'][1]}, "
           f"{report['threads']} threads, {args.runs} runs after {args.warmup} warm-up, weights {first.weights_info.source}")
+    for path, stats in results.items():
+        print(f"{path}: {stats['parameters'] / 1e6:.3f} M parameters, {stats['gflops']:.2f} GFLOPs per frame")
     print(f"{'path':<6} {'stage':<12} {'median ms':>10} {'p90 ms':>10} {'FPS':>8}")
     for path, stats in results.items():
         for stage in STAGES:
@@ -217,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--paths", default="fast,plain", help="comma-separated: fast, plain")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    bench.add_argument("--random-weights", action="store_true", help="time untrained weights (speed only)")
+    bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend architecture option, e.g. width=0.25 (repeatable)")
     bench.set_defaults(func=cmd_benchmark)
 
     train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")

@@ -104,3 +104,37 @@ def test_global_options_go_before_or_after_the_command(argv):
 
     args = parse_args(argv)
     assert args.quiet == ("-q" in argv) and args.verbose is False
+
+
+def test_infer_with_yolopv2_writes_detections(tmp_path, yolopv2_small_checkpoint, capsys):
+    from panoptic_perception.data.synthetic import generate_scene
+
+    path, _ = yolopv2_small_checkpoint
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), generate_scene(2, 640, 360).image)
+    out = tmp_path / "out"
+    assert main(["-q", "infer", "--backend", "yolopv2", "--weights", path, str(image), "--output", str(out)]) == 0
+    record = json.loads((out / "frame.json").read_text())
+    assert record["backend"] == "yolopv2" and len(record["detections"]) > 0
+    for detection in record["detections"]:
+        x1, y1, x2, y2 = detection["box"]
+        assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360
+        assert detection["score"] > 0.3 and detection["class_name"] == "vehicle" and detection["class_id"] == 0
+    assert cv2.imread(str(out / "frame_drivable.png"), cv2.IMREAD_UNCHANGED).shape == (360, 640)
+    assert cv2.imread(str(out / "frame_overlay.jpg")).shape == (360, 640, 3)
+
+
+def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
+    argv = ["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width=0.25", "--option", "depth=0.33",
+            "--size", "320x192", "--runs", "2", "--warmup", "1", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["weights"]["source"] == "random" and report["input_size"] == [320, 192]
+    fast, plain = report["paths"]["fast"], report["paths"]["plain"]
+    assert 2.0e6 < fast["parameters"] < plain["parameters"] < 2.5e6, "folding removes BatchNorm parameters"
+    assert 1.0 < fast["gflops"] < 3.0 and plain["gflops"] >= fast["gflops"]
+
+
+def test_options_must_be_key_value(capsys):
+    assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width"]) == 2
+    assert "--option takes KEY=VALUE" in capsys.readouterr().err

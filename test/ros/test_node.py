@@ -172,3 +172,36 @@ def test_compressed_input(start_node, start_camera, probe):
     assert camera.wait(60) == 0
     probe.wait_for(lambda: len(lanes) > count, 10, "outputs after the corrupt frame")
     assert node.output().count("rejected a bad input frame (corrupt data") == 1
+
+
+def test_yolopv2_publishes_detections(start_node, start_camera, probe, yolopv2_small_checkpoint):
+    from vision_msgs.msg import Detection2DArray
+
+    path, _ = yolopv2_small_checkpoint
+    node = start_node(backend="yolopv2", weights=path, max_detections=20)
+    probe.wait_for_node(node)
+    detections = probe.record(Detection2DArray, f"{NODE}/detections")
+    results = probe.record(DrivingPerception, f"{NODE}/result")
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
+    camera_start = probe.now_ns()
+    camera = start_camera("--rate", "5", "--count", "15", "--wait-for-subscriber", "30")
+    assert camera.wait(60) == 0
+    probe.wait_for(lambda: len(detections) >= 3 and len(results) >= 3, 20, "detections")
+
+    for _, msg in detections:
+        assert msg.header.frame_id == "camera" and stamp_ns(msg.header) >= camera_start
+        assert 0 < len(msg.detections) <= 20
+        for detection in msg.detections:
+            box = detection.bbox
+            x, y = box.center.position.x, box.center.position.y
+            assert -1e-3 <= x - box.size_x / 2 < x + box.size_x / 2 <= FRAME[0] + 1e-3, "inside the input image"
+            assert -1e-3 <= y - box.size_y / 2 < y + box.size_y / 2 <= FRAME[1] + 1e-3
+            (hypothesis,) = detection.results
+            assert hypothesis.hypothesis.class_id == "0" and hypothesis.hypothesis.score >= 0.3
+    bundle = results[-1][1]
+    assert bundle.backend == "yolopv2" and len(bundle.detections.detections) > 0
+    assert (bundle.drivable_area.width, bundle.lane_lines.width) == (FRAME[0], FRAME[0])
+    assert [(c.class_id, c.class_name) for c in label_info[0][1].class_map] == [(0, "vehicle")]
+    topics = probe.topics()
+    assert f"{NODE}/detections" in topics and f"{NODE}/semantic" not in topics and f"{NODE}/panoptic" not in topics
