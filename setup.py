@@ -20,13 +20,17 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
         (f"share/{PACKAGE}/launch", glob("launch/*")),
     ],
+    # The node needs torch, numpy, OpenCV and PyYAML; evaluation adds pycocotools and matplotlib, bag tools rosbags.
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
+        "pycocotools>=2.0.8",
         "PyYAML>=6",
+        "matplotlib>=3.7",
+        "rosbags>=0.10",
         "tqdm>=4.60",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["cityscapesscripts>=2.2", "pytest>=7"]},
     entry_points={"console_scripts": [f"panoptic-perception = {PACKAGE}.cli:main"]},
 )

@@ -1,5 +1,17 @@
-"""Metrics with the papers' definitions, and latency measurement."""
+"""Metrics with the papers' definitions, the evaluator that applies them to a backend, latency and reports."""
 
+from .detection import DetectionMetrics
+from .evaluator import Evaluator
+from .panoptic import PanopticQuality
 from .segmentation import DrivingSegmentationMetrics, confusion_matrix, iou_per_class
+from .semantic import SemanticSegmentationMetrics
 
-__all__ = ["DrivingSegmentationMetrics", "confusion_matrix", "iou_per_class"]
+__all__ = [
+    "DetectionMetrics",
+    "DrivingSegmentationMetrics",
+    "Evaluator",
+    "PanopticQuality",
+    "SemanticSegmentationMetrics",
+    "confusion_matrix",
+    "iou_per_class",
+]

@@ -53,8 +53,11 @@ def recall_per_class(confusion: np.ndarray) -> np.ndarray:
 
 
 def _metrics(drivable: np.ndarray, lane: np.ndarray) -> dict[str, float]:
+    drivable_iou = iou_per_class(drivable)
     return {
-        "drivable_miou": float(iou_per_class(drivable).mean()),
+        "drivable_miou": float(drivable_iou.mean()),
+        "drivable_iou": float(drivable_iou[1]),
+        "drivable_background_iou": float(drivable_iou[0]),
         "drivable_accuracy": pixel_accuracy(drivable),
         "lane_iou": float(iou_per_class(lane)[1]),
         "lane_accuracy": pixel_accuracy(lane),

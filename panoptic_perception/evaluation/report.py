@@ -1,0 +1,187 @@
+"""Evaluation reports a person reads at a glance: Markdown, plots, JSON and CSV.
+
+:func:`write_report` takes one or more runs (a backend, or one backend with different weights, each
+with its :class:`~panoptic_perception.evaluation.evaluator.Evaluator` summary and per-frame records)
+and writes to the output folder:
+
+- ``metrics.json`` (everything) and ``metrics.csv`` (one row per metric, one column per run),
+- ``frames_<run>.csv`` (per-frame results),
+- ``pr_curve.png`` (precision-recall at IoU 0.5), ``per_class_iou.png`` (IoU bars per class),
+  ``latency.png`` (latency histogram) where the runs have the data,
+- ``report.md``: the data, a side-by-side table of the key metrics, the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+#: (section, key, label, percent?) of the side-by-side table.
+KEY_METRICS = (
+    ("driving", "drivable_miou", "drivable mIoU", True),
+    ("driving", "lane_iou", "lane IoU", True),
+    ("driving", "lane_accuracy", "lane accuracy (pixel)", True),
+    ("driving", "lane_recall", "lane recall (YOLOP accuracy)", True),
+    ("driving", "global_drivable_miou", "drivable mIoU (dataset-wide)", True),
+    ("driving", "global_lane_iou", "lane IoU (dataset-wide)", True),
+    ("detection", "map50", "mAP50 (YOLOP)", True),
+    ("detection", "recall", "recall (YOLOP)", True),
+    ("detection", "AP", "AP 0.5:0.95 (COCO)", True),
+    ("detection", "AP50", "AP50 (COCO)", True),
+    ("semantic", "miou", "semantic mIoU", True),
+    ("panoptic", "pq", "PQ", True),
+    ("latency_ms", "median", "latency median (ms)", False),
+    ("latency_ms", "p95", "latency p95 (ms)", False),
+    ("", "throughput_fps", "throughput (frames/s)", False),
+    ("", "drop_rate", "drop rate", True),
+)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _flatten(summary: dict, prefix: str = "") -> dict[str, float]:
+    """Scalar metrics as ``section.key`` → value (curves and per-class tables left out)."""
+    flat = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def _value(summary: dict, section: str, key: str):
+    return (summary.get(section) or {}).get(key) if section else summary.get(key)
+
+
+def _format(value, percent: bool) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.2f}" if percent else f"{value:.2f}"
+
+
+def _plots(runs: list[dict], output: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves = [(r["name"], r["summary"]["detection"]) for r in runs if "detection" in r["summary"]]
+    if curves:
+        figure, axis = plt.subplots(figsize=(6, 4.5))
+        for name, detection in curves:
+            recall, precision = np.asarray(detection["pr_recall"]), np.asarray(detection["pr_precision"])
+            axis.plot(recall, precision, label=f"{name} (mAP50 {100 * detection['map50']:.1f})")
+        axis.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall at IoU 0.5")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower left")
+        figure.tight_layout()
+        figure.savefig(output / "pr_curve.png", dpi=110)
+        plt.close(figure)
+        written.append("pr_curve.png")
+
+    bars = [(r["name"], _class_ious(r)) for r in runs]
+    bars = [(name, ious) for name, ious in bars if ious]
+    if bars:
+        classes = list(dict.fromkeys(c for _, ious in bars for c in ious))
+        figure, axis = plt.subplots(figsize=(max(6, 0.55 * len(classes) * len(bars) + 2), 4.5))
+        width = 0.8 / len(bars)
+        for i, (name, ious) in enumerate(bars):
+            values = [100 * ious.get(c, math.nan) for c in classes]
+            axis.bar(np.arange(len(classes)) + i * width, values, width, label=name)
+        axis.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=30, ha="right")
+        axis.set(ylabel="IoU (%)", ylim=(0, 100), title="IoU per class")
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(output / "per_class_iou.png", dpi=110)
+        plt.close(figure)
+        written.append("per_class_iou.png")
+
+    latencies = [(r["name"], [f["latency_ms"] for f in r["frames"] if "latency_ms" in f]) for r in runs]
+    latencies = [(name, values) for name, values in latencies if values]
+    if latencies:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for name, values in latencies:
+            axis.hist(values, bins=min(40, max(5, len(values) // 3)), alpha=0.6, label=f"{name} (median {np.median(values):.1f} ms)")
+        axis.set(xlabel="latency per frame (ms)", ylabel="frames", title="Latency")
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(output / "latency.png", dpi=110)
+        plt.close(figure)
+        written.append("latency.png")
+    return written
+
+
+def _class_ious(run: dict) -> dict[str, float]:
+    """IoU per class name: the semantic classes, or background / drivable / lane for the driving masks."""
+    summary = run["summary"]
+    if "semantic" in summary:
+        names = run.get("class_names", {})
+        return {names.get(int(k), str(k)): v for k, v in summary["semantic"]["per_class_iou"].items()
+                if v is not None and not math.isnan(v)}
+    if "driving" in summary:
+        driving = summary["driving"]
+        return {"drivable area": driving["global_drivable_iou"], "not drivable": driving["global_drivable_background_iou"],
+                "lane lines": driving["global_lane_iou"]}
+    return {}
+
+
+def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
+    """Write the report of ``runs`` ({name, summary, frames, backend, class_names}) into ``output``."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "metrics.json").write_text(json.dumps(_json_safe({"data": data, "runs": runs}), indent=2))
+    flats = [_flatten(r["summary"]) for r in runs]
+    keys = sorted(set().union(*flats))
+    with open(output / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", *(r["name"] for r in runs)])
+        for key in keys:
+            writer.writerow([key, *("" if key not in flat else f"{flat[key]:.6g}" for flat in flats)])
+    for run in runs:
+        columns = list(dict.fromkeys(k for frame in run["frames"] for k in frame))
+        with open(output / f"frames_{run['name']}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(run["frames"])
+    plots = _plots(runs, output)
+
+    lines = [f"# Evaluation on {data}", ""]
+    for run in runs:
+        backend = run.get("backend", {})
+        weights = backend.get("weights", {})
+        lines.append(f"- **{run['name']}**: backend `{backend.get('backend', '?')}`, weights {weights.get('source', '?')} "
+                     f"`{weights.get('path') or ''}`, input {'x'.join(map(str, backend.get('input_size', [])))}, "
+                     f"{run['summary']['frames']} frames" + (f", {len(run['skipped'])} skipped" if run.get("skipped") else ""))
+    lines += ["", "| metric | " + " | ".join(r["name"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
+    for section, key, label, percent in KEY_METRICS:
+        values = [_value(r["summary"], section, key) for r in runs]
+        if any(v is not None for v in values):
+            lines.append(f"| {label}{' (%)' if percent else ''} | " + " | ".join(_format(v, percent) for v in values) + " |")
+    lines += ["", "Official TwinLiteNet/YOLOP form: a confusion matrix per frame, averaged over frames; "
+              "dataset-wide: one confusion matrix over all frames. Detection: see `metrics.json` for all COCO numbers.", ""]
+    lines += [f"![{plot}]({plot})" for plot in plots]
+    skipped = [s for r in runs for s in r.get("skipped", [])]
+    if skipped:
+        lines += ["", "## Skipped frames", ""] + [f"- {s['frame']}: {s['error']}" for s in skipped[:50]]
+    (output / "report.md").write_text("\n".join(lines) + "\n")
+    return output / "report.md"
