@@ -1,0 +1,166 @@
+"""rosbag2 bags (sqlite3 or MCAP) as evaluation data, read with ``rosbags`` (pure Python, no ROS needed).
+
+A bag holds camera frames on one image topic (``sensor_msgs/Image`` or ``CompressedImage``) and,
+optionally, ground truth on the topics of :data:`GROUND_TRUTH_TOPICS`, stamped like the frame it
+labels (``panoptic-perception make-bag`` writes bags of this form). Each frame becomes a
+:class:`~panoptic_perception.data.sample.Sample` whose truth holds what the bag labels.
+
+``vision_msgs`` and this package's messages are not in rosbags' type store; their definitions are
+read from the ``.msg`` files of the installed packages (``<prefix>/share/<package>/msg``, the ROS
+install or the project's virtual environment) or of this repository.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+from ..core.messages import RejectedImage, compressed_to_bgr, image_to_bgr, result_from_messages
+from .sample import Sample
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+GROUND_TRUTH_PREFIX = "/ground_truth"
+#: Ground-truth topics and types; each labels the camera frame with the same header stamp.
+GROUND_TRUTH_TOPICS = {
+    "drivable_area": ("sensor_msgs/msg/Image", "mono8 0/1"),
+    "lane_lines": ("sensor_msgs/msg/Image", "mono8 0/1"),
+    "semantic": ("sensor_msgs/msg/Image", "mono8 class ids"),
+    "panoptic": ("panoptic_perception/msg/PanopticSegmentation", "32SC1 class * 1000 + instance"),
+    "detections": ("vision_msgs/msg/Detection2DArray", "boxes, class_id as the numeric id"),
+    "label_info": ("vision_msgs/msg/LabelInfo", "class names of the ids, once"),
+}
+CUSTOM_PACKAGES = ("vision_msgs", "panoptic_perception")
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def message_definition_dir(package: str) -> Path:
+    """The ``msg/`` folder of ``package``: installed share folders first, then this repository."""
+    prefixes = [Path(sys.prefix), *(Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p)]
+    candidates = [prefix / "share" / package / "msg" for prefix in prefixes]
+    candidates += [_REPO / "msg"] if package == "panoptic_perception" else [_REPO / ".ci" / package / "msg"]
+    for folder in candidates:
+        if any(folder.glob("*.msg")):
+            return folder
+    raise FileNotFoundError(f"no message definitions of {package} (looked in {', '.join(map(str, candidates))})")
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """rosbags' ROS 2 Jazzy type store plus ``vision_msgs`` and this package's messages."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    for package in CUSTOM_PACKAGES:
+        for path in sorted(message_definition_dir(package).glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+@dataclass
+class BagFrame:
+    """One camera frame of a bag: the decoded sample, and the raw message to copy it into another bag."""
+
+    sample: Sample
+    topic: str
+    msgtype: str
+    raw: bytes
+    log_time_ns: int
+
+
+class BagDataset:
+    """The camera frames of a bag, in recording order, with their ground truth.
+
+    ``image_topic``: default the bag's only image topic outside ``/ground_truth``.
+    """
+
+    def __init__(self, path: str | Path, image_topic: str | None = None) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"bag not found: {self.path}")
+        self._reader_type = Reader
+        with Reader(self.path) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            counts = {c.topic: c.msgcount for c in reader.connections}
+        images = sorted(t for t, m in topics.items() if m in IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX + "/"))
+        if image_topic is None:
+            if len(images) != 1:
+                raise ValueError(f"{self.path}: choose the image topic among {images or 'none'}")
+            image_topic = images[0]
+        if topics.get(image_topic) not in IMAGE_TYPES:
+            raise ValueError(f"{self.path}: {image_topic} is not an image topic (image topics: {images})")
+        self.image_topic = image_topic
+        self.ground_truth = {name: f"{GROUND_TRUTH_PREFIX}/{name}" for name in GROUND_TRUTH_TOPICS
+                             if f"{GROUND_TRUTH_PREFIX}/{name}" in topics}
+        self._length = counts[image_topic]
+        self.window_ns = 2_000_000_000
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (frame.sample for frame in self.frames())
+
+    def frames(self) -> Iterator[BagFrame]:
+        """Frames with their raw messages, streamed: a frame waits at most :attr:`window_ns` of log time
+        for ground truth with its header stamp (``make-bag`` writes both at the same log time)."""
+        store = typestore()
+        wanted = {self.image_topic, *self.ground_truth.values()}
+        names: dict[int, str] = {}
+        truth: dict[int, tuple[int, dict[str, object]]] = {}  # header stamp → (log time, messages)
+        waiting: deque[tuple[int, BagFrame, object]] = deque()
+        index = 0
+
+        def ready(now: int | None) -> Iterator[BagFrame]:
+            nonlocal index
+            while waiting and (now is None or waiting[0][1].log_time_ns < now - self.window_ns):
+                stamp, frame, msg = waiting.popleft()
+                frame.sample = self._sample(index, stamp, msg, truth.pop(stamp, (0, None))[1], names)
+                index += 1
+                yield frame
+            for stamp in [s for s, (t, _) in truth.items() if now is not None and t < now - 2 * self.window_ns]:
+                del truth[stamp]  # labels of frames the bag does not hold
+
+        with self._reader_type(self.path) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            for connection, log_time, raw in reader.messages(connections=connections):
+                msg = store.deserialize_cdr(raw, connection.msgtype)
+                if connection.topic.endswith("/label_info"):
+                    names = {int(c.class_id): c.class_name for c in msg.class_map}
+                    continue
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                if connection.topic == self.image_topic:
+                    waiting.append((stamp, BagFrame(Sample("", None), connection.topic, connection.msgtype, bytes(raw), log_time), msg))
+                else:
+                    truth.setdefault(stamp, (log_time, {}))[1][connection.topic.rsplit("/", 1)[-1]] = msg
+                yield from ready(log_time)
+        yield from ready(None)
+
+    def _sample(self, index: int, stamp: int, msg, truth: dict | None, names: dict[int, str]) -> Sample:
+        name = f"frame_{index:06d}"
+        try:
+            image = compressed_to_bgr(msg) if hasattr(msg, "format") else image_to_bgr(msg)
+        except RejectedImage as error:
+            return Sample(name, None, stamp_ns=stamp, error=str(error), frame_id=msg.header.frame_id)
+        size = (image.shape[1], image.shape[0])
+        result = None
+        if truth:
+            result = result_from_messages(
+                size, "ground truth", truth.get("drivable_area"), truth.get("lane_lines"), truth.get("semantic"),
+                truth.get("panoptic"), truth.get("detections"), names,
+            )
+        return Sample(name, image, result, stamp_ns=stamp, frame_id=msg.header.frame_id)
+
+
+def is_bag(path: str | Path) -> bool:
+    """A rosbag2 folder (with metadata.yaml) or an .mcap / .db3 file."""
+    path = Path(path)
+    return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix in (".mcap", ".db3")
