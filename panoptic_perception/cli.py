@@ -191,6 +191,93 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary else 1
 
 
+def _runs(backends: list[str], weights: list[str]) -> list[tuple[str, str | None]]:
+    """Pair ``--backend`` and ``--weights`` options: one backend with several weights, or one each."""
+    weights = [None if w in ("", "-", "bundled") else w for w in weights]
+    if not weights:
+        return [(b, None) for b in backends]
+    if len(backends) == 1:
+        return [(backends[0], w) for w in weights]
+    if len(backends) == len(weights):
+        return list(zip(backends, weights))
+    raise ValueError("give one --backend per --weights, or one --backend for several --weights")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data.sources import open_dataset
+    from .evaluation.evaluator import Evaluator
+    from .evaluation.report import write_report
+
+    _set_threads(args)
+    pairs = _runs(args.backend or ["twinlitenet"], args.weights)
+    dataset = open_dataset(args.data, args.image_topic)
+    runs, names = [], set()
+    for backend_name, weights in pairs:
+        backend = create_backend(backend_name, weights, args.device)
+        name = backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1 else f"{backend_name}_{Path(weights or 'bundled').stem}"
+        while name in names:
+            name += "_"
+        names.add(name)
+        evaluator = Evaluator(backend.label_map, backend.capabilities)
+        skipped = []
+        total = min(len(dataset), args.limit) if args.limit else len(dataset)
+        for index, sample in enumerate(tqdm(dataset, total=total, desc=name, disable=args.quiet)):
+            if args.limit and index >= args.limit:
+                break
+            if sample.image is None:
+                skipped.append({"frame": sample.name, "error": sample.error})
+                continue
+            try:
+                if not evaluator.frames:
+                    backend(sample.image)  # warm-up, untimed: the first call allocates and picks kernels
+                result = backend(sample.image)
+            except InvalidImageError as error:
+                skipped.append({"frame": sample.name, "error": str(error)})
+                continue
+            evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
+        for item in skipped:
+            tqdm.write(f"skipped {item['frame']}: {item['error']}", file=sys.stderr)
+        runs.append({"name": name, "backend": backend.describe(), "summary": evaluator.compute(), "frames": evaluator.frames,
+                     "skipped": skipped, "class_names": {c.id: c.name for c in backend.label_map.classes}})
+    report = write_report(runs, args.output, args.data)
+    print(report.read_text())
+    print(f"report, plots, metrics.json/csv and per-frame results written to {args.output}")
+    return 0
+
+
+def cmd_make_bag(args: argparse.Namespace) -> int:
+    from .ros.bags import main as make_bag_main
+
+    return make_bag_main(args.passed_arguments)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .ros.replay import replay_live, replay_offline
+
+    if args.live:
+        summary = replay_live(args.bag, args.output, args.rate, args.image_topic, args.publish_topic, args.reliable,
+                              progress=not args.quiet)
+    else:
+        _set_threads(args)
+        backend = create_backend(args.backend, args.weights, args.device)
+        summary = replay_offline(args.bag, backend, args.output, args.image_topic, args.overlay, progress=not args.quiet)
+    if args.report:
+        from .evaluation.report import write_report
+
+        frames = summary.pop("frames_detail", [])
+        write_report([{"name": "live" if args.live else args.backend, "summary": summary, "frames": frames}], args.report, str(args.bag))
+    print(json.dumps(_json_ready(summary), indent=2))
+    return 0
+
+
+def _json_ready(summary: dict) -> dict:
+    from .evaluation.report import _json_safe
+
+    return {k: v for k, v in _json_safe(summary).items() if k not in ("frames_detail",)}
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     for name in list_backends():
         cls = backend_class(name)
@@ -270,6 +357,33 @@ def build_parser() -> argparse.ArgumentParser:
     node_benchmark = commands.add_parser("node-benchmark", add_help=False,
                                          help="node overhead: end-to-end latency across processes minus backend time")
     node_benchmark.set_defaults(func=cmd_node_benchmark, passes_arguments=True)
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="score backends on a dataset, bag or synthetic:N")
+    evaluate.add_argument("--backend", action="append", help="backend (repeatable; default twinlitenet)")
+    evaluate.add_argument("--weights", action="append", default=[], help="checkpoint (repeatable; '-': bundled)")
+    evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH], images or video")
+    evaluate.add_argument("--output", required=True, help="report folder")
+    evaluate.add_argument("--image-topic", help="camera topic of a bag (default: its only image topic)")
+    evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--threads", type=int)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    make_bag = commands.add_parser("make-bag", add_help=False, help="write a rosbag2 bag from synthetic scenes, images or a video")
+    make_bag.set_defaults(func=cmd_make_bag, passes_arguments=True)
+
+    replay = commands.add_parser("replay", parents=[common], help="replay a bag through a backend (or --live into the node)")
+    _add_backend_arguments(replay)
+    replay.add_argument("bag")
+    replay.add_argument("--output", required=True, help="MCAP bag to write (a folder)")
+    replay.add_argument("--image-topic", help="camera topic of the bag (default: its only image topic)")
+    replay.add_argument("--overlay", action="store_true", help="also write ~/overlay (offline)")
+    replay.add_argument("--live", action="store_true", help="play into the running node and record what it publishes")
+    replay.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor")
+    replay.add_argument("--publish-topic", help="live: topic the node listens to (default: the bag's topic)")
+    replay.add_argument("--reliable", action="store_true", help="live: publish with reliable QoS")
+    replay.add_argument("--report", help="also write a report folder")
+    replay.set_defaults(func=cmd_replay)
 
     backends = commands.add_parser("backends", parents=[common], help="list backends and what they produce")
     backends.set_defaults(func=cmd_backends)

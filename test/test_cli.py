@@ -138,3 +138,25 @@ def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
 def test_options_must_be_key_value(capsys):
     assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width"]) == 2
     assert "--option takes KEY=VALUE" in capsys.readouterr().err
+
+
+def test_evaluate_two_weights_side_by_side(tmp_path, small_weights, capsys):
+    out = tmp_path / "report"
+    argv = ["-q", "evaluate", "--weights", "-", "--weights", small_weights, "--data", "synthetic:2@160x96", "--output", str(out)]
+    assert main(argv) == 0
+    text = (out / "report.md").read_text()
+    assert "| metric | twinlitenet_bundled | twinlitenet_tiny |" in text
+    metrics = json.loads((out / "metrics.json").read_text())
+    bundled, tiny = (run["summary"]["driving"]["drivable_miou"] for run in metrics["runs"])
+    assert bundled > 0.8 and bundled > tiny, "trained weights beat random ones"
+
+
+def test_evaluate_skips_frames_that_cannot_be_read(tmp_path, small_weights, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "good.png"), np.zeros((48, 64, 3), np.uint8))
+    (frames / "bad.jpg").write_bytes(b"not a jpeg")
+    assert main(["-q", "evaluate", "--weights", small_weights, "--data", str(frames), "--output", str(tmp_path / "r")]) == 0
+    assert "skipped bad" in capsys.readouterr().err
+    run = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]
+    assert run["summary"]["frames"] == 1 and run["skipped"][0]["frame"] == "bad"

@@ -25,9 +25,18 @@ class Frame:
     error: str | None = None
 
 
+def decode_file(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """``cv2.imread`` that also takes non-ASCII paths; None when the file is missing or undecodable."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, flags) if data.size else None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """A BGR uint8 image, or InvalidImageError naming the file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = decode_file(path)
     if image is None:
         raise InvalidImageError(f"cannot decode image {path}")
     return image

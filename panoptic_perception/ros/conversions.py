@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import array
 
-import cv2
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import Image, RegionOfInterest
 from std_msgs.msg import Header
 from vision_msgs.msg import (
     BoundingBox2D,
@@ -23,64 +22,14 @@ from vision_msgs.msg import (
 )
 
 from ..core.labels import LabelMap
-from ..core.preprocess import InvalidImageError
+from ..core.visualize import draw_overlay
 from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
 from ..msg import DrivingPerception, PanopticSegment, PanopticSegmentation
-
-#: Input encodings: channels and the OpenCV conversion to BGR (None: already BGR).
-INPUT_ENCODINGS = {
-    "bgr8": (3, None),
-    "rgb8": (3, cv2.COLOR_RGB2BGR),
-    "bgra8": (4, cv2.COLOR_BGRA2BGR),
-    "rgba8": (4, cv2.COLOR_RGBA2BGR),
-    "mono8": (1, cv2.COLOR_GRAY2BGR),
-}
-
-
-class RejectedImage(InvalidImageError):
-    """An input message that cannot be turned into an image; ``cause`` names the kind of problem."""
-
-    def __init__(self, cause: str, detail: str) -> None:
-        super().__init__(f"{cause}: {detail}")
-        self.cause = cause
-
 
 def _byte_array(data: np.ndarray) -> array.array:
     values = array.array("B")
     values.frombytes(np.ascontiguousarray(data).view(np.uint8).data)
     return values
-
-
-def image_to_bgr(msg: Image) -> np.ndarray:
-    """A sensor_msgs/Image (bgr8, rgb8, bgra8, rgba8, mono8; rows may be padded) → BGR uint8 (H, W, 3)."""
-    if msg.encoding not in INPUT_ENCODINGS:
-        raise RejectedImage("unsupported encoding", f"{msg.encoding!r} (supported: {', '.join(INPUT_ENCODINGS)})")
-    channels, conversion = INPUT_ENCODINGS[msg.encoding]
-    height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise RejectedImage("zero size", f"{width}x{height}")
-    if step < width * channels:
-        raise RejectedImage("bad step", f"step {step} < width {width} x {channels} channels")
-    if len(msg.data) < step * height:
-        raise RejectedImage("data too short", f"{len(msg.data)} bytes < step {step} x height {height}")
-    rows = np.frombuffer(msg.data, np.uint8, count=step * height).reshape(height, step)
-    image = rows[:, : width * channels].reshape(height, width, channels)
-    if conversion is None:
-        return np.ascontiguousarray(image)
-    return cv2.cvtColor(image, conversion)
-
-
-def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (jpeg or png) → BGR uint8 (H, W, 3)."""
-    kind = msg.format.lower()
-    if "jpeg" not in kind and "jpg" not in kind and "png" not in kind:
-        raise RejectedImage("unsupported format", f"{msg.format!r} (supported: jpeg, png)")
-    if len(msg.data) == 0:
-        raise RejectedImage("zero size", "no compressed data")
-    image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise RejectedImage("corrupt data", f"cannot decode {len(msg.data)} bytes of {msg.format}")
-    return image
 
 
 def numpy_to_image(data: np.ndarray, encoding: str, header: Header) -> Image:
@@ -175,3 +124,35 @@ def result_to_msg(
     msg.inference_ms = float(result.timings.inference_ms)
     msg.postprocess_ms = float(result.timings.postprocess_ms)
     return msg
+
+
+def perception_messages(
+    result: PerceptionResult,
+    header: Header,
+    image: np.ndarray,
+    label_map: LabelMap,
+    topics: set[str],
+    overlay_alpha: float = 0.5,
+) -> dict[str, object]:
+    """The node's output messages for one frame, for the requested topics (names as in ``~/<topic>``).
+
+    Topics whose output the result lacks are skipped; ``result`` and ``overlay`` are built from the
+    other parts, which are converted once.
+    """
+    builders = {
+        "detections": (result.detections, lambda: detections_to_msg(result.detections, header)),
+        "drivable_area": (result.drivable_mask, lambda: mask_to_image(result.drivable_mask, header)),
+        "lane_lines": (result.lane_mask, lambda: mask_to_image(result.lane_mask, header)),
+        "semantic": (result.semantic, lambda: mask_to_image(result.semantic, header)),
+        "panoptic": (result.panoptic, lambda: panoptic_to_msg(result.panoptic, result.segments or [], header)),
+    }
+    parts = {topic: build() for topic, (value, build) in builders.items() if value is not None and topic in topics}
+    messages = dict(parts)
+    if "result" in topics:
+        messages["result"] = result_to_msg(
+            result, header, parts.get("detections"), parts.get("drivable_area"), parts.get("lane_lines"),
+            parts.get("semantic"), parts.get("panoptic"),
+        )
+    if "overlay" in topics:
+        messages["overlay"] = bgr_to_image(draw_overlay(image, result, label_map, overlay_alpha), header)
+    return messages

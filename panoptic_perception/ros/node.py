@@ -48,19 +48,9 @@ from ..backends import Backend, create_backend
 from ..backends.registry import list_backends
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability
-from ..core.visualize import draw_overlay
 from ..msg import DrivingPerception, PanopticSegmentation
-from .conversions import (
-    RejectedImage,
-    bgr_to_image,
-    compressed_to_bgr,
-    detections_to_msg,
-    image_to_bgr,
-    label_info_msg,
-    mask_to_image,
-    panoptic_to_msg,
-    result_to_msg,
-)
+from ..core.messages import RejectedImage, compressed_to_bgr, image_to_bgr
+from .conversions import label_info_msg, perception_messages
 from .parameters import PARAMETERS, OnChange
 
 NODE_NAME = "panoptic_perception"
@@ -392,29 +382,10 @@ class PerceptionNode(LifecycleNode):
         return publisher
 
     def _publish(self, header: Header, image, result, backend: Backend) -> None:
-        parts: dict[str, Any] = {}
-        builders = {
-            "detections": lambda: detections_to_msg(result.detections, header),
-            "drivable_area": lambda: mask_to_image(result.drivable_mask, header),
-            "lane_lines": lambda: mask_to_image(result.lane_mask, header),
-            "semantic": lambda: mask_to_image(result.semantic, header),
-            "panoptic": lambda: panoptic_to_msg(result.panoptic, result.segments or [], header),
-        }
-        for topic, build in builders.items():
-            publisher = self._wanted(topic)
-            if publisher is not None:
-                parts[topic] = build()
-                publisher.publish(parts[topic])
-        publisher = self._wanted("result")
-        if publisher is not None:
-            publisher.publish(result_to_msg(
-                result, header, parts.get("detections"), parts.get("drivable_area"), parts.get("lane_lines"),
-                parts.get("semantic"), parts.get("panoptic"),
-            ))
-        publisher = self._wanted("overlay")
-        if publisher is not None:
-            overlay = draw_overlay(image, result, backend.label_map, self.settings["overlay_alpha"])
-            publisher.publish(bgr_to_image(overlay, header))
+        wanted = {topic for topic in self._output_publishers if self._wanted(topic) is not None}
+        messages = perception_messages(result, header, image, backend.label_map, wanted, self.settings["overlay_alpha"])
+        for topic, message in messages.items():
+            self._output_publishers[topic].publish(message)
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -18,11 +18,9 @@ from std_msgs.msg import Header  # noqa: E402
 from panoptic_perception.core.labels import DRIVING_MASKS  # noqa: E402
 from panoptic_perception.core.types import Detections, PerceptionResult, SegmentInfo, StageTimings  # noqa: E402
 from panoptic_perception.msg import DrivingPerception  # noqa: E402
+from panoptic_perception.core.messages import RejectedImage, compressed_to_bgr, image_to_bgr  # noqa: E402
 from panoptic_perception.ros.conversions import (  # noqa: E402
-    RejectedImage,
-    compressed_to_bgr,
     detections_to_msg,
-    image_to_bgr,
     label_info_msg,
     mask_to_image,
     panoptic_to_msg,

@@ -1,0 +1,199 @@
+"""Replaying recorded drives: offline through a backend, or live into the running node.
+
+Offline (:func:`replay_offline`): every frame of the bag, in order, through the backend, as fast as it
+runs; the output MCAP bag holds the input frames as recorded and every perception topic the node
+would publish (same message types, same names under ``/panoptic_perception``, the frame's original
+header and log time), so it plays back in RViz or Foxglove. Deterministic.
+
+Live (:func:`replay_live`): the frames are published to the running node at the recorded rate (times
+``rate``), re-stamped with the time of publishing — a node drops frames older than
+``max_frame_age_ms``, so the original stamps would all be stale — and the node's outputs are recorded,
+matched to the frames by stamp, timed (end-to-end latency: result received minus publish stamp) and
+scored against the bag's ground truth. Frames the node never answers count as dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from rclpy.serialization import deserialize_message
+from tqdm import tqdm
+
+from ..backends.base import Backend
+from ..core.messages import result_from_messages
+from ..core.types import Capability
+from ..data.rosbag import BagDataset
+from ..evaluation.evaluator import Evaluator
+from .bags import BagWriter, stamp_header
+from .conversions import label_info_msg, perception_messages
+
+NODE = "/panoptic_perception"
+OUTPUT_TOPICS = {Capability.DETECTION: "detections", Capability.DRIVABLE_AREA: "drivable_area",
+                 Capability.LANE_LINES: "lane_lines", Capability.SEMANTIC: "semantic", Capability.PANOPTIC: "panoptic"}
+
+
+def replay_offline(
+    bag: str | Path, backend: Backend, output: str | Path, image_topic: str | None = None, overlay: bool = False,
+    progress: bool = True, on_frame: Callable[[str, str], None] | None = None,
+) -> dict:
+    """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation."""
+    dataset = BagDataset(bag, image_topic)
+    topics = {OUTPUT_TOPICS[c] for c in backend.capabilities if c in OUTPUT_TOPICS} | {"result"} | ({"overlay"} if overlay else set())
+    evaluator = Evaluator(backend.label_map, backend.capabilities)
+    skipped = []
+    with BagWriter(output, "mcap") as writer:
+        for index, frame in enumerate(tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="replay")):
+            writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
+            sample = frame.sample
+            header = stamp_header(sample.stamp_ns, sample.frame_id)
+            if index == 0:
+                writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.thresholds.score, header))
+            if sample.image is None:
+                skipped.append({"frame": sample.name, "error": sample.error})
+                if on_frame:
+                    on_frame(sample.name, sample.error)
+                continue
+            if not evaluator.frames:
+                backend(sample.image)  # warm-up, untimed
+            result = backend(sample.image)
+            for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items():
+                writer.write(f"{NODE}/{topic}", frame.log_time_ns, msg)
+            evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
+    return {"bag": str(bag), "output": str(output), "skipped": skipped, "messages_written": writer.messages,
+            **evaluator.compute(), "frames_detail": evaluator.frames}
+
+
+class _LiveRecorder:
+    """Receives the node's outputs (on the executor's thread) and scores them as they come."""
+
+    def __init__(self, node, writer: BagWriter, evaluator: Evaluator, capabilities: set[Capability]) -> None:
+        from panoptic_perception.msg import DrivingPerception
+
+        self.node, self.writer, self.evaluator = node, writer, evaluator
+        self.capabilities = capabilities
+        self.lock = threading.Lock()
+        self.pending: dict[int, tuple[str, object, float]] = {}  # publish stamp → (frame, truth, publish time)
+        self.latencies: list[float] = []
+        self.answered = 0
+        node.create_subscription(DrivingPerception, f"{NODE}/result", self.on_result, 10)
+
+    def expect(self, stamp_ns: int, name: str, truth) -> None:
+        with self.lock:
+            self.pending[stamp_ns] = (name, truth, time.monotonic())
+
+    def on_result(self, msg) -> None:
+        received = self.node.get_clock().now().nanoseconds
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            self.writer.write(f"{NODE}/result", received, msg)
+            frame = self.pending.pop(stamp, None)
+        if frame is None:
+            return
+        name, truth, _ = frame
+        width = msg.drivable_area.width or msg.lane_lines.width or msg.semantic.width or msg.panoptic.panoptic.width
+        height = msg.drivable_area.height or msg.lane_lines.height or msg.semantic.height or msg.panoptic.panoptic.height
+        result = result_from_messages(
+            (width, height), msg.backend, msg.drivable_area, msg.lane_lines, msg.semantic, msg.panoptic,
+            msg.detections if Capability.DETECTION in self.capabilities else None,
+        )
+        latency = (received - stamp) / 1e6
+        self.latencies.append(latency)
+        self.answered += 1
+        self.evaluator.add(name, result, truth, latency)
+
+    def forget_older_than(self, seconds: float) -> None:
+        """Frames unanswered for ``seconds`` were dropped by the node (superseded or stale)."""
+        horizon = time.monotonic() - seconds
+        with self.lock:
+            for stamp in [s for s, (_, _, t) in self.pending.items() if t < horizon]:
+                del self.pending[stamp]
+
+
+def replay_live(
+    bag: str | Path, output: str | Path, rate: float = 1.0, image_topic: str | None = None, publish_topic: str | None = None,
+    reliable: bool = False, result_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0, progress: bool = True,
+) -> dict:
+    """Play ``bag`` into the running node; record its outputs to ``output``; report latency, drops, accuracy."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import LabelInfo
+
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    dataset = BagDataset(bag, image_topic)
+    publish_topic = publish_topic or dataset.image_topic
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("panoptic_perception_replay", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + discovery_timeout_s
+        while node.count_publishers(f"{NODE}/result") == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {NODE} node found (no publisher of {NODE}/result): start the node first")
+            time.sleep(0.1)
+        capabilities = {c for c, topic in OUTPUT_TOPICS.items() if node.count_publishers(f"{NODE}/{topic}") > 0}
+        label_map = _label_map(node, LabelInfo, deadline)
+        evaluator = Evaluator(label_map, capabilities)
+        reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+        with BagWriter(output, "mcap") as writer:
+            recorder = _LiveRecorder(node, writer, evaluator, capabilities)
+            publisher = None
+            sent, first_log, started = 0, None, time.monotonic()
+            for frame in tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="live replay"):
+                msg_type = CompressedImage if frame.msgtype.endswith("CompressedImage") else Image
+                if publisher is None:
+                    publisher = node.create_publisher(msg_type, publish_topic, QoSProfile(depth=10, reliability=reliability))
+                    while publisher.get_subscription_count() == 0:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"nobody subscribes to {publish_topic}: is the node listening there?")
+                        time.sleep(0.05)
+                    time.sleep(0.5)  # matched is not yet ready: the first best-effort frames could be lost
+                    first_log, started = frame.log_time_ns, time.monotonic()
+                time.sleep(max(0.0, started + (frame.log_time_ns - first_log) / 1e9 / rate - time.monotonic()))
+                msg = deserialize_message(frame.raw, msg_type)
+                stamp = node.get_clock().now().nanoseconds
+                msg.header.stamp = stamp_header(stamp, msg.header.frame_id).stamp
+                recorder.expect(stamp, frame.sample.name, frame.sample.truth)
+                with recorder.lock:
+                    writer.write(publish_topic, stamp, msg)
+                publisher.publish(msg)
+                sent += 1
+                recorder.forget_older_than(result_timeout_s)
+            end = time.monotonic() + result_timeout_s
+            while recorder.pending and time.monotonic() < end:
+                time.sleep(0.05)
+        metrics = evaluator.compute() if recorder.answered else {}
+        return {
+            "bag": str(bag), "output": str(output), "frames_sent": sent, "frames_answered": recorder.answered,
+            "drop_rate": 1 - recorder.answered / sent if sent else 0.0, **metrics, "frames_detail": evaluator.frames,
+        }
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def _label_map(node, label_info_type, deadline: float):
+    """The node's label map, from its transient-local ``~/label_info``."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    from ..core.labels import LabelClass, LabelMap
+
+    received = []
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    subscription = node.create_subscription(label_info_type, f"{NODE}/label_info", received.append, qos)
+    while not received:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {NODE}/label_info received")
+        time.sleep(0.05)
+    node.destroy_subscription(subscription)
+    return LabelMap("node", tuple(LabelClass(c.class_id, c.class_name, (255, 255, 0)) for c in received[0].class_map))
