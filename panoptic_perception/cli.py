@@ -263,19 +263,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _set_threads(args)
         backend = create_backend(args.backend, args.weights, args.device)
         summary = replay_offline(args.bag, backend, args.output, args.image_topic, args.overlay, progress=not args.quiet)
+    from .evaluation.report import json_safe, write_report
+
+    frames = summary.pop("frames_detail", [])
     if args.report:
-        from .evaluation.report import write_report
-
-        frames = summary.pop("frames_detail", [])
         write_report([{"name": "live" if args.live else args.backend, "summary": summary, "frames": frames}], args.report, str(args.bag))
-    print(json.dumps(_json_ready(summary), indent=2))
+    print(json.dumps(json_safe(summary), indent=2))
     return 0
-
-
-def _json_ready(summary: dict) -> dict:
-    from .evaluation.report import _json_safe
-
-    return {k: v for k, v in _json_safe(summary).items() if k not in ("frames_detail",)}
 
 
 def cmd_backends(args: argparse.Namespace) -> int:

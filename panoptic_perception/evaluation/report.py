@@ -41,13 +41,13 @@ KEY_METRICS = (
 )
 
 
-def _json_safe(value):
+def json_safe(value):
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (np.floating, float)):
         return None if math.isnan(value) or math.isinf(value) else float(value)
     if isinstance(value, np.integer):
@@ -149,7 +149,7 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
     """Write the report of ``runs`` ({name, summary, frames, backend, class_names}) into ``output``."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "metrics.json").write_text(json.dumps(_json_safe({"data": data, "runs": runs}), indent=2))
+    (output / "metrics.json").write_text(json.dumps(json_safe({"data": data, "runs": runs}), indent=2))
     flats = [_flatten(r["summary"]) for r in runs]
     keys = sorted(set().union(*flats))
     with open(output / "metrics.csv", "w", newline="") as f:
