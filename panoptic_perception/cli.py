@@ -17,6 +17,7 @@ from typing import Sequence
 import cv2
 
 from .backends import WeightsError, backend_class, create_backend, list_backends
+from .backends.base import Thresholds
 from .backends.registry import UnknownBackendError
 from .core.preprocess import InvalidImageError
 
@@ -38,8 +39,15 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
 
 
+def _add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Thresholds()
+    parser.add_argument("--score-threshold", type=float, default=defaults.score, help="minimum detection score (default %(default)s)")
+    parser.add_argument("--iou-threshold", type=float, default=defaults.iou, help="NMS IoU threshold (default %(default)s)")
+    parser.add_argument("--max-detections", type=int, default=defaults.max_detections, help="detections kept per frame (default %(default)s)")
+
+
 def _backend_options(args: argparse.Namespace) -> dict:
-    options = {}
+    options = {"thresholds": Thresholds(score=args.score_threshold, iou=args.iou_threshold, max_detections=args.max_detections)}
     if getattr(args, "input_size", None):
         options["input_size"] = args.input_size
     return options
@@ -130,7 +138,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     backends = {
         path: create_backend(
             args.backend, args.weights, args.device, fast=path == "fast", input_size=args.size,
-            allow_random_weights=args.random_weights, **_options(args.option),
+            allow_random_weights=args.random_weights, **_backend_options(args), **_options(args.option),
         )
         for path in paths
     }
@@ -165,6 +173,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         for stage in STAGES:
             fps = 1000 / stats[stage]["median"] if stats[stage]["median"] > 0 else float("inf")
             print(f"{path:<6} {stage[:-3]:<12} {stats[stage]['median']:>10.2f} {stats[stage]['p90']:>10.2f} {fps:>8.1f}")
+    for path, stats in results.items():
+        if "candidates" in stats:
+            print(f"{path}: post-processing {stats['postprocess_ms']['median']:.2f} ms median for {stats['candidates']['median']:.0f} "
+                  f"NMS candidates (max {stats['candidates']['max']:.0f}), next to {stats['inference_ms']['median']:.2f} ms in the network")
     if "speedup_total" in report:
         print(f"fast path speed-up over plain (median): total {report['speedup_total']:.2f}x, "
               f"inference {report['speedup_inference']:.2f}x")
@@ -311,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
+    _add_threshold_arguments(infer)
     infer.set_defaults(func=cmd_infer)
 
     bench = commands.add_parser("benchmark", parents=[common], help="per-stage latency of the fast and plain paths")
@@ -322,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--paths", default="fast,plain", help="comma-separated: fast, plain")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--random-weights", action="store_true", help="time untrained weights (speed only)")
+    _add_threshold_arguments(bench)
     bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend architecture option, e.g. width=0.25 (repeatable)")
     bench.set_defaults(func=cmd_benchmark)

@@ -135,6 +135,25 @@ def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
     assert 1.0 < fast["gflops"] < 3.0 and plain["gflops"] >= fast["gflops"]
 
 
+def test_benchmark_reports_nms_candidates_next_to_the_network_time(yolopv2_small_checkpoint, capsys):
+    """The randomized small checkpoint at 640x384: every one of the 15,120 anchors is a candidate."""
+    path, _ = yolopv2_small_checkpoint
+    argv = ["benchmark", "--backend", "yolopv2", "--weights", path, "--size", "640x384", "--runs", "2", "--warmup", "1",
+            "--paths", "fast"]
+    assert main([*argv, "--json"]) == 0
+    fast = json.loads(capsys.readouterr().out)["paths"]["fast"]
+    assert fast["candidates"] == {"median": 15120.0, "max": 15120.0}
+    assert fast["postprocess_ms"]["median"] > 0
+    assert main([*argv, "--score-threshold", "0.99", "--max-detections", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "ms median for 0 NMS candidates (max 0), next to" in out  # nothing passes a 0.99 score
+
+
+def test_threshold_options_are_checked(capsys):
+    assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--score-threshold", "1.5"]) == 2
+    assert "score threshold must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_options_must_be_key_value(capsys):
     assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width"]) == 2
     assert "--option takes KEY=VALUE" in capsys.readouterr().err

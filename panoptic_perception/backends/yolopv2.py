@@ -50,7 +50,7 @@ from ..core.postprocess import binary_masks, probability_masks
 from ..core.preprocess import Geometry, ResizeMode
 from ..core.types import Capability, Detections, PerceptionResult
 from ..nn.batchnorm_folding import batchnorm_affine, fold_batchnorm
-from ..nn.boxes import batched_nms, xywh_to_xyxy
+from ..nn.boxes import DEFAULT_MAX_CANDIDATES, batched_nms, xywh_to_xyxy
 from .base import Backend
 from .registry import register_backend
 
@@ -417,24 +417,23 @@ def decode_predictions(pred: list[torch.Tensor], anchor_grid: list[torch.Tensor]
 
 
 def select_detections(
-    predictions: torch.Tensor, score_threshold: float, iou_threshold: float, max_detections: int, max_candidates: int = 30000
-) -> torch.Tensor:
-    """The official NMS for one image: (K, 5 + C) decoded rows → (D, 6) ``x1, y1, x2, y2, score, class``.
+    predictions: torch.Tensor, score_threshold: float, iou_threshold: float, max_detections: int,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+) -> tuple[torch.Tensor, int]:
+    """The official NMS for one image: (K, 5 + C) decoded rows → ((D, 6) ``x1, y1, x2, y2, score,
+    class``, number of candidates).
 
     Objectness above the threshold; score = class probability · objectness of the best class, above the
-    threshold; at most ``max_candidates`` by score into class-aware NMS; the first ``max_detections``.
+    threshold; the ``max_candidates`` best of those (the candidates) into class-aware NMS, which stops at
+    ``max_detections`` kept boxes (:func:`~panoptic_perception.nn.boxes.batched_nms`).
     """
     rows = predictions[predictions[:, 4] > score_threshold]
-    if rows.shape[0] == 0:
-        return predictions.new_zeros((0, 6))
     scores, classes = (rows[:, 5:] * rows[:, 4:5]).max(1)
     keep = scores > score_threshold
     boxes, scores, classes = xywh_to_xyxy(rows[keep, :4]), scores[keep], classes[keep]
-    if scores.shape[0] > max_candidates:
-        top = scores.topk(max_candidates).indices
-        boxes, scores, classes = boxes[top], scores[top], classes[top]
-    kept = batched_nms(boxes, scores, classes, iou_threshold)[:max_detections]
-    return torch.cat([boxes[kept], scores[kept, None], classes[kept, None].float()], 1)
+    kept = batched_nms(boxes, scores, classes, iou_threshold, max_detections, max_candidates)
+    detections = torch.cat([boxes[kept], scores[kept, None], classes[kept, None].float()], 1)
+    return detections, min(scores.shape[0], max_candidates)
 
 
 @register_backend("yolopv2")
@@ -486,14 +485,15 @@ class YOLOPv2Backend(Backend):
         lanes = probability_masks(ll.float(), geometries, t.mask)
         results = []
         for rows, geometry, drivable_mask, lane_mask in zip(decoded, geometries, drivable, lanes):
-            kept = select_detections(rows, t.score, t.iou, t.max_detections).cpu()
+            kept, candidates = select_detections(rows, t.score, t.iou, t.max_detections)
+            kept = kept.cpu()
             results.append(PerceptionResult(
                 geometry.source_size, self.name, drivable_mask=drivable_mask, lane_mask=lane_mask,
-                detections=self._detections(kept, geometry),
+                detections=self._detections(kept, candidates, geometry),
             ))
         return results
 
-    def _detections(self, kept: torch.Tensor, geometry: Geometry) -> Detections:
+    def _detections(self, kept: torch.Tensor, candidates: int, geometry: Geometry) -> Detections:
         slots = kept[:, 5].long().tolist()
         ids, names = [], []
         for slot in slots:  # slots past the configured classes keep their slot number
@@ -505,4 +505,5 @@ class YOLOPv2Backend(Backend):
             kept[:, 4].numpy().astype(np.float32),
             np.asarray(ids, dtype=np.int64),
             names,
+            candidates,
         )

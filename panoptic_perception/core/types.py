@@ -23,12 +23,17 @@ class Capability(str, enum.Enum):
 
 @dataclass
 class Detections:
-    """Boxes ``(x1, y1, x2, y2)`` in input-image pixels, one row per object."""
+    """Boxes ``(x1, y1, x2, y2)`` in input-image pixels, one row per object.
+
+    ``candidates`` is how many boxes entered non-maximum suppression (after the score filter and the
+    pre-NMS cap), the figure post-processing time grows with; ``None`` where a backend does not say.
+    """
 
     boxes: np.ndarray  # (N, 4) float32
     scores: np.ndarray  # (N,) float32
     class_ids: np.ndarray  # (N,) int64
     class_names: list[str]
+    candidates: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.boxes)

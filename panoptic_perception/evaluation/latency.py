@@ -32,16 +32,27 @@ def summarize(samples: Mapping[str, list[float]]) -> dict[str, dict[str, float]]
 def measure_latency(
     backends: Mapping[str, Backend], image: np.ndarray, runs: int = 30, warmup: int = 5
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Time each backend on ``image`` ``runs`` times after ``warmup`` untimed calls, interleaved."""
+    """Time each backend on ``image`` ``runs`` times after ``warmup`` untimed calls, interleaved.
+
+    Per backend: :func:`summarize` of the stage timings, plus ``candidates`` (median, max: the boxes
+    that entered NMS, which post-processing time grows with) for backends that report them.
+    """
     if runs < 1:
         raise ValueError("runs must be at least 1")
     for _ in range(warmup):
         for backend in backends.values():
             backend(image)
     samples = {name: {stage: [] for stage in STAGES} for name in backends}
+    candidates: dict[str, list[int]] = {name: [] for name in backends}
     for _ in range(runs):
         for name, backend in backends.items():
-            timings = backend(image).timings
+            result = backend(image)
             for stage in STAGES:
-                samples[name][stage].append(getattr(timings, stage))
-    return {name: summarize(stage_samples) for name, stage_samples in samples.items()}
+                samples[name][stage].append(getattr(result.timings, stage))
+            if result.detections is not None and result.detections.candidates is not None:
+                candidates[name].append(result.detections.candidates)
+    summaries = {name: summarize(stage_samples) for name, stage_samples in samples.items()}
+    for name, counts in candidates.items():
+        if counts:
+            summaries[name]["candidates"] = {"median": float(np.median(counts)), "max": float(max(counts))}
+    return summaries

@@ -36,12 +36,14 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     larger than the union, so dividing by the union clamped to the dtype's smallest normal number is exact
     whenever the union is not empty and gives 0 when it is.
     """
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    size = (bottom_right - top_left).clamp(min=0)
-    inter = size[..., 0] * size[..., 1]
+    # Per axis rather than on (N, M, 2) views: contiguous (N, M) operations, twice as fast, same values.
+    ax1, ay1, ax2, ay2 = a[:, None].unbind(-1)
+    bx1, by1, bx2, by2 = b.unbind(-1)
+    inter_w = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    inter_h = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0)
+    inter = inter_w * inter_h
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
+    return inter / union.clamp_(min=torch.finfo(union.dtype).tiny)
 
 
 def complete_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -72,44 +74,107 @@ def complete_iou(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) ->
     return iou - centre_distance2 / diagonal2 - alpha * v
 
 
-@torch.no_grad()
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression of ``(N, 4)`` xyxy boxes; the kept indices, best first.
+#: Pre-NMS cap on candidates, by score: the YOLO family's ``max_nms`` (YOLOv5/v7 and YOLOP keep the best
+#: 30,000). It only binds for inputs larger than the released 640x384, whose three heads give 15,120 rows.
+DEFAULT_MAX_CANDIDATES = 30_000
 
-    Boxes are visited by descending score, equal scores lower index first (a stable sort). The best box
-    left is kept and every remaining box whose IoU with it is **greater than** ``iou_threshold`` is
-    dropped. The Python loop runs once per *kept* box and compares it with all the boxes still left in
-    one vectorised step, so memory stays O(N) and sparse scenes finish in a few iterations.
+#: Boxes resolved together per step of :func:`nms`; see there for the cost this bounds.
+NMS_BLOCK_SIZE = 128
+
+
+@torch.no_grad()
+def nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    iou_threshold: float,
+    max_detections: int | None = None,
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
+) -> torch.Tensor:
+    """Greedy non-maximum suppression of ``(N, 4)`` xyxy boxes; the kept indices (int64), best first.
+
+    The result is exactly greedy NMS: boxes are visited by descending score, equal scores lower index
+    first (a stable sort); a box is kept unless its IoU with a box kept before it is **greater than**
+    ``iou_threshold``. Only the ``max_candidates`` best boxes take part (``None``: all), and the search
+    stops as soon as ``max_detections`` boxes are kept (``None``: no limit), which gives the same indices
+    as truncating the full result.
+
+    Its cost does not depend on how the scores fall. The sorted boxes are resolved in blocks of
+    :data:`NMS_BLOCK_SIZE`: a block is first compared with all boxes kept so far (one (K, B) IoU
+    matrix), then the survivors' own (B, B) suppression matrix is resolved by
+    :func:`resolve_greedy_suppression`. Memory is O(B·(B + K)); Python steps are one per block.
+
+    Raises:
+        ValueError: ``boxes`` and ``scores`` differ in length.
     """
     if boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"{boxes.shape[0]} boxes but {scores.shape[0]} scores")
     order = torch.sort(scores, descending=True, stable=True).indices
-    remaining = boxes[order]
-    positions = torch.arange(order.numel(), device=boxes.device)  # positions in `order` still left
-    kept = []
-    while positions.numel():
-        best = positions[0]
-        kept.append(best)
-        overlap = box_iou(remaining[:1], remaining[1:])[0]
-        survivors = (overlap <= iou_threshold).nonzero().squeeze(1) + 1
-        remaining, positions = remaining.index_select(0, survivors), positions.index_select(0, survivors)
-    if not kept:
+    if max_candidates is not None:
+        order = order[:max_candidates]
+    limit = order.numel() if max_detections is None else min(max_detections, order.numel())
+    ranked = boxes[order]
+    kept_positions: list[torch.Tensor] = []  # positions in `order`, per block
+    kept_boxes = boxes.new_empty((0, 4))
+    for start in range(0, order.numel(), NMS_BLOCK_SIZE):
+        if kept_boxes.shape[0] >= limit:
+            break
+        block = ranked[start : start + NMS_BLOCK_SIZE]
+        if kept_boxes.shape[0]:
+            survivors = (box_iou(kept_boxes, block) <= iou_threshold).all(dim=0).nonzero().squeeze(1)
+            block = block[survivors]
+        else:
+            survivors = torch.arange(block.shape[0], device=boxes.device)
+        if not survivors.numel():
+            continue
+        keep = resolve_greedy_suppression(box_iou(block, block) > iou_threshold)
+        new = keep.nonzero().squeeze(1)[: limit - kept_boxes.shape[0]]
+        kept_positions.append(survivors[new] + start)
+        kept_boxes = torch.cat((kept_boxes, block[new]))
+    if not kept_positions:
         return order.new_empty(0)
-    return order[torch.stack(kept)]
+    return order[torch.cat(kept_positions)]
+
+
+def resolve_greedy_suppression(suppresses: torch.Tensor) -> torch.Tensor:
+    """Which of M boxes, in greedy order, greedy NMS keeps, from their (M, M) bool overlap matrix.
+
+    ``suppresses[i, j]`` says that box ``i`` would suppress box ``j`` if kept; only ``i < j`` counts.
+    Greedy NMS keeps ``j`` exactly when no kept ``i < j`` suppresses it. That recursion has one solution,
+    which the iteration ``keep ← no kept earlier box suppresses it`` (started from all kept) reaches: after
+    step t every box at suppression-chain depth below t is final, and a step that changes nothing has
+    reached the solution. Real detections need a handful of steps (matrix-vector products); a chain of M
+    boxes each overlapping only the next one is the worst case, M steps. (Cluster-NMS, Zheng et al. 2020,
+    is this iteration.)
+    """
+    upper = suppresses.triu(1).to(torch.float32)
+    keep = torch.ones(upper.shape[0], dtype=torch.float32, device=upper.device)
+    while True:
+        updated = (keep @ upper == 0).to(torch.float32)
+        if torch.equal(updated, keep):
+            return keep.bool()
+        keep = updated
 
 
 @torch.no_grad()
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    iou_threshold: float,
+    max_detections: int | None = None,
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
+) -> torch.Tensor:
     """Per-class :func:`nms` in one pass: boxes of different classes never suppress each other.
 
-    Each box is shifted by ``class * (span + 1)`` along both axes, ``span`` being the largest coordinate
-    minus the smallest, so that boxes of different classes end up disjoint (the YOLO trick, written with
-    the span rather than the largest coordinate so that negative coordinates are safe too). The kept
-    indices follow :func:`nms`'s order: descending score, ties by lower index. The shift costs precision
-    in float32 for many classes over large images; pass float64 boxes when that matters.
+    ``classes`` (N,) are integer class ids (or any grouping, such as FPN levels). Each box is shifted by
+    ``class * (span + 1)`` along both axes, ``span`` being the largest coordinate minus the smallest, so
+    that boxes of different classes end up disjoint (the YOLO trick, written with the span rather than the
+    largest coordinate so that negative coordinates are safe too). The kept indices follow :func:`nms`'s
+    order, caps and early stop: descending score, ties by lower index. The shift costs precision in
+    float32 for many classes over large images; pass float64 boxes when that matters.
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     span = boxes.max() - boxes.min() + 1
     shifted = boxes + (classes.to(boxes.dtype) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, max_detections, max_candidates)

@@ -86,12 +86,16 @@ def test_selection_filters_by_objectness_and_score_and_keeps_overlaps_of_other_c
         row(150, 0.2, [1.0, 0.0]),  # objectness below 0.3
         row(250, 0.5, [0.5, 0.0]),  # score 0.25 below 0.3
     ])
-    kept = select_detections(rows, 0.3, 0.45, 300)
+    kept, candidates = select_detections(rows, 0.3, 0.45, 300)
+    assert candidates == 3  # the three rows that pass both filters enter NMS
     assert kept[:, 5].tolist() == [0.0, 1.0]
     assert kept[:, 4].tolist() == pytest.approx([0.81, 0.63])
     assert kept[0, :4].tolist() == [40.0, 40.0, 60.0, 60.0]
-    assert select_detections(rows, 0.3, 0.45, max_detections=1).shape == (1, 6)
-    assert select_detections(rows[:0], 0.3, 0.45, 300).shape == (0, 6)
+    assert select_detections(rows, 0.3, 0.45, max_detections=1)[0].tolist() == kept[:1].tolist()
+    capped, candidates = select_detections(rows, 0.3, 0.45, 300, max_candidates=2)
+    assert candidates == 2 and capped[:, 5].tolist() == [0.0]  # the two best (0.81, 0.72) are both class 0
+    empty, candidates = select_detections(rows[:0], 0.3, 0.45, 300)
+    assert empty.shape == (0, 6) and candidates == 0
 
 
 def test_backend_maps_boxes_and_masks_back_to_any_input_size(small_checkpoint):

@@ -3,6 +3,7 @@
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,9 @@ from panoptic_perception.nn.boxes import (
     box_area,
     box_iou,
     complete_iou,
+    NMS_BLOCK_SIZE,
     nms,
+    resolve_greedy_suppression,
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
@@ -135,12 +138,36 @@ def reference_nms(
     return kept
 
 
-def random_case(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """0..300 float64 boxes, jittered around a few objects so that many overlap, with score ties and classes."""
+def reference_nms_numpy(boxes: np.ndarray, scores: np.ndarray, threshold: float, classes: np.ndarray) -> list[int]:
+    """The same greedy definition for thousands of boxes: one box at a time, compared with every kept
+    box of its class at once (IoU written out in numpy, as in :func:`reference_iou`)."""
+    order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
+    kept: list[int] = []
+    kept_boxes = np.zeros((0, 4))
+    kept_classes = np.zeros(0, dtype=np.int64)
+    for i in order:
+        b = boxes[i]
+        iw = np.maximum(0.0, np.minimum(b[2], kept_boxes[:, 2]) - np.maximum(b[0], kept_boxes[:, 0]))
+        ih = np.maximum(0.0, np.minimum(b[3], kept_boxes[:, 3]) - np.maximum(b[1], kept_boxes[:, 1]))
+        inter = iw * ih
+        area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+        areas = np.maximum(0.0, kept_boxes[:, 2] - kept_boxes[:, 0]) * np.maximum(0.0, kept_boxes[:, 3] - kept_boxes[:, 1])
+        union = area_b + areas - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        if not ((iou > threshold) & (kept_classes == classes[i])).any():
+            kept.append(i)
+            kept_boxes = np.vstack((kept_boxes, b))
+            kept_classes = np.append(kept_classes, classes[i])
+    return kept
+
+
+def random_case(seed: int, max_boxes: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """0..max_boxes float64 boxes, jittered around a few objects so that many overlap, with score ties and
+    classes."""
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
-    n = rng.randint(0, 300)
-    objects = rng.randint(1, 30)
+    n = rng.randint(0, max_boxes)
+    objects = rng.randint(1, max(30, max_boxes // 10))
     object_centres = torch.rand(objects, 2, generator=generator, dtype=torch.float64) * 200
     object_sizes = torch.rand(objects, 2, generator=generator, dtype=torch.float64) * 40 + 1
     which = torch.randint(0, objects, (n,), generator=generator)
@@ -174,6 +201,56 @@ def test_batched_nms_equals_per_class_brute_force_reference(threshold):
         boxes, scores, classes = random_case(seed)
         expected = reference_nms(boxes.tolist(), scores.tolist(), threshold, classes.tolist())
         assert batched_nms(boxes, scores, classes, threshold).tolist() == expected, f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nms_on_thousands_of_boxes_equals_the_reference_with_early_stop_and_cap(seed):
+    """Thousands of boxes (many blocks, overlaps across block boundaries), ties, several classes; the
+    early stop and the pre-NMS cap give exactly the truncated reference."""
+    boxes, scores, classes = random_case(1000 + seed, max_boxes=4000)
+    threshold = [0.3, 0.5, 0.7][seed % 3]
+    expected = reference_nms_numpy(boxes.numpy(), scores.numpy(), threshold, classes.numpy())
+    assert batched_nms(boxes, scores, classes, threshold, max_candidates=None).tolist() == expected
+    for max_detections in (1, 7, NMS_BLOCK_SIZE + 1, 300):
+        kept = batched_nms(boxes, scores, classes, threshold, max_detections, max_candidates=None)
+        assert kept.tolist() == expected[:max_detections], f"max_detections {max_detections}"
+    ranked = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))[:1000]  # the best 1000, ties by index
+    capped = reference_nms_numpy(boxes[ranked].numpy(), scores[ranked].numpy(), threshold, classes[ranked].numpy())
+    assert batched_nms(boxes, scores, classes, threshold, max_candidates=1000).tolist() == [ranked[i] for i in capped]
+
+
+def test_nms_resolves_a_chain_spanning_blocks():
+    """Each box overlaps only its neighbours: greedy keeps every other one, which takes one fixed-point
+    step per box inside a block (the worst case) and carries suppression across block boundaries."""
+    n = 3 * NMS_BLOCK_SIZE + 5
+    x = torch.arange(n, dtype=torch.float64) * 3
+    boxes = torch.stack((x, torch.zeros(n, dtype=torch.float64), x + 10, torch.full((n,), 10.0, dtype=torch.float64)), 1)
+    scores = torch.linspace(1, 0, n, dtype=torch.float64)
+    expected = reference_nms_numpy(boxes.numpy(), scores.numpy(), 0.45, np.zeros(n, dtype=np.int64))
+    assert expected == list(range(0, n, 2))
+    assert nms(boxes, scores, 0.45).tolist() == expected
+
+
+def test_greedy_suppression_fixed_point_hand_made():
+    # 0 suppresses 1, 1 would suppress 2 but is gone, 2 suppresses 3; 4 is suppressed only by 1 (gone)
+    suppresses = torch.zeros(5, 5, dtype=torch.bool)
+    suppresses[0, 1] = suppresses[1, 2] = suppresses[2, 3] = suppresses[1, 4] = True
+    suppresses[3, 0] = True  # below the diagonal: a later box never suppresses an earlier one
+    assert resolve_greedy_suppression(suppresses).tolist() == [True, False, True, False, True]
+    assert resolve_greedy_suppression(torch.zeros(0, 0, dtype=torch.bool)).tolist() == []
+
+
+def test_nms_of_15000_candidates_with_early_stop_equals_the_reference():
+    """The scale of an untrained YOLOPv2 at 640x384 (every one of 15,120 anchors a candidate)."""
+    generator = torch.Generator().manual_seed(0)
+    n = 15_000
+    centres = torch.rand(n, 2, generator=generator, dtype=torch.float64) * torch.tensor([640.0, 384.0], dtype=torch.float64)
+    sizes = torch.rand(n, 2, generator=generator, dtype=torch.float64) * 60 + 4
+    boxes = torch.cat((centres - sizes / 2, centres + sizes / 2), dim=1)
+    scores = torch.rand(n, generator=generator, dtype=torch.float64)
+    expected = reference_nms_numpy(boxes.numpy(), scores.numpy(), 0.45, np.zeros(n, dtype=np.int64))
+    assert len(expected) > 300
+    assert nms(boxes, scores, 0.45, max_detections=300).tolist() == expected[:300]
 
 
 def test_nms_suppresses_only_above_the_threshold():

@@ -45,7 +45,7 @@ def evaluate(network: YOLOPv2, images, targets, drivable, lane) -> dict:
     rows = decode_predictions(pred, anchor_grid, SIZE[1])
     matched, spurious = 0, 0
     for i in range(images.shape[0]):
-        kept = select_detections(rows[i], 0.3, 0.45, 300)
+        kept, _ = select_detections(rows[i], 0.3, 0.45, 300)
         truth = targets[targets[:, 0] == i]
         overlaps = box_iou(xywh_to_xyxy(truth[:, 2:]), kept[:, :4])
         same_class = truth[:, 1:2] == kept[None, :, 5]
