@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# Tests share 2 cores with their own child processes (node, camera) and whatever else runs. OpenMP
+# threads that spin at barriers then lose their core for whole scheduler slices (TwinLiteNet: 23 ms per
+# frame alone, up to 1.7 s while other processes ran); waiting passively bounds that (40-90 ms). libgomp
+# reads the policy once, when torch loads: conftest runs before any test module imports torch, and
+# child processes inherit it. Speed is measured by the benchmarks, not here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PANOPTIC_SHARED_DIR", REPO.parent / "shared"))
 

@@ -397,42 +397,57 @@ class YOLOPv2Config:
     class_ids: tuple[int, ...] | None = None  # label-map ids of the classes; default 0, 1, ...
 
 
-def decode_predictions(pred: list[torch.Tensor], anchor_grid: list[torch.Tensor], input_height: int) -> torch.Tensor:
-    """The official decode of the raw heads → (N, anchors·cells, 5 + C) in network-input pixels.
+class DetectionCandidates(NamedTuple):
+    """Boxes of one image that pass the official score filter, in the official row order."""
 
-    Each head is viewed as (N, 3, 5 + C, ny, nx), permuted to (N, 3, ny, nx, 5 + C) and passed through a
-    sigmoid; ``xy = (2σ − 0.5 + cell) · stride``, ``wh = (2σ)² · anchor``.
+    boxes: torch.Tensor  # (K, 4) xyxy, network-input pixels
+    scores: torch.Tensor  # (K,) best class probability · objectness
+    classes: torch.Tensor  # (K,) int64 class slot
+
+
+def detection_candidates(
+    pred: Sequence[torch.Tensor], anchor_grid: Sequence[torch.Tensor], input_height: int, image: int,
+    score_threshold: float,
+) -> DetectionCandidates:
+    """The official decode and score filter of one image's raw heads.
+
+    Each head (N, 3 · (5 + C), ny, nx) holds, per anchor and cell, box logits, objectness and class
+    logits. Decoded: a sigmoid, ``xy = (2σ − 0.5 + cell) · stride``, ``wh = (2σ)² · anchor`` (box centre
+    and size in network-input pixels); score = the best class probability · objectness. A row is kept
+    when objectness and score are above ``score_threshold`` (a negative one keeps every row). Rows keep
+    the official order (level, anchor, cell row, cell column), which NMS's tie-breaking depends on.
+    Scores are computed channel-planar, in the heads' own layout, and only the kept rows' boxes are
+    decoded: the official values without transposing every row (post-processing time is bounded by the
+    network's output size).
     """
-    decoded = []
-    for raw, anchors in zip(pred, anchor_grid):
-        n, _, ny, nx = raw.shape
-        y = raw.float().view(n, 3, -1, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
-        stride = input_height / ny
-        rows, cols = torch.meshgrid(torch.arange(ny, device=raw.device), torch.arange(nx, device=raw.device), indexing="ij")
-        cell = torch.stack([cols, rows], -1).view(1, 1, ny, nx, 2).float()
-        xy = (y[..., :2] * 2 - 0.5 + cell) * stride
-        wh = (y[..., 2:4] * 2) ** 2 * anchors.view(1, 3, 1, 1, 2).float()
-        decoded.append(torch.cat([xy, wh, y[..., 4:]], -1).view(n, -1, y.shape[-1]))
-    return torch.cat(decoded, 1)
+    boxes, scores, classes = [], [], []
+    for head, grid in zip(pred, anchor_grid):
+        _, _, ny, nx = head.shape
+        p = head[image].float().view(3, -1, ny * nx).sigmoid()  # (anchors, 5 + C, cells)
+        objectness = p[:, 4]
+        score, best = (p[:, 5:] * objectness[:, None]).max(1)
+        anchor, cell = ((objectness > score_threshold) & (score > score_threshold)).nonzero(as_tuple=True)
+        box = p[anchor, :4, cell]
+        cells = torch.stack([cell % nx, cell // nx], 1).to(box.dtype)
+        xy = (box[:, :2] * 2 - 0.5 + cells) * (input_height / ny)
+        wh = (box[:, 2:] * 2) ** 2 * grid.view(3, 2).to(box.dtype)[anchor]
+        boxes.append(xywh_to_xyxy(torch.cat([xy, wh], 1)))
+        scores.append(score[anchor, cell])
+        classes.append(best[anchor, cell])
+    return DetectionCandidates(torch.cat(boxes), torch.cat(scores), torch.cat(classes))
 
 
 def select_detections(
-    predictions: torch.Tensor, score_threshold: float, iou_threshold: float, max_detections: int,
-    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    candidates: DetectionCandidates, iou_threshold: float, max_detections: int, max_candidates: int = DEFAULT_MAX_CANDIDATES,
 ) -> tuple[torch.Tensor, int]:
-    """The official NMS for one image: (K, 5 + C) decoded rows → ((D, 6) ``x1, y1, x2, y2, score,
-    class``, number of candidates).
+    """The official NMS of one image → ((D, 6) ``x1, y1, x2, y2, score, class``, boxes that entered NMS).
 
-    Objectness above the threshold; score = class probability · objectness of the best class, above the
-    threshold; the ``max_candidates`` best of those (the candidates) into class-aware NMS, which stops at
+    The ``max_candidates`` best candidates by score into class-aware NMS, which stops at
     ``max_detections`` kept boxes (:func:`~panoptic_perception.nn.boxes.batched_nms`).
     """
-    rows = predictions[predictions[:, 4] > score_threshold]
-    scores, classes = (rows[:, 5:] * rows[:, 4:5]).max(1)
-    keep = scores > score_threshold
-    boxes, scores, classes = xywh_to_xyxy(rows[keep, :4]), scores[keep], classes[keep]
+    boxes, scores, classes = candidates
     kept = batched_nms(boxes, scores, classes, iou_threshold, max_detections, max_candidates)
-    detections = torch.cat([boxes[kept], scores[kept, None], classes[kept, None].float()], 1)
+    detections = torch.cat([boxes[kept], scores[kept, None], classes[kept, None].to(boxes.dtype)], 1)
     return detections, min(scores.shape[0], max_candidates)
 
 
@@ -479,17 +494,16 @@ class YOLOPv2Backend(Backend):
     def postprocess(self, outputs, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         (pred, anchor_grid), seg, ll = outputs
         height = geometries[0].network_size[1]
-        decoded = decode_predictions(pred, anchor_grid, height)
         t = self.thresholds
         drivable = binary_masks(seg.float(), geometries, t.mask)
         lanes = probability_masks(ll.float(), geometries, t.mask)
         results = []
-        for rows, geometry, drivable_mask, lane_mask in zip(decoded, geometries, drivable, lanes):
-            kept, candidates = select_detections(rows, t.score, t.iou, t.max_detections)
+        for i, (geometry, drivable_mask, lane_mask) in enumerate(zip(geometries, drivable, lanes)):
+            kept, entered_nms = select_detections(detection_candidates(pred, anchor_grid, height, i, t.score), t.iou, t.max_detections)
             kept = kept.cpu()
             results.append(PerceptionResult(
                 geometry.source_size, self.name, drivable_mask=drivable_mask, lane_mask=lane_mask,
-                detections=self._detections(kept, candidates, geometry),
+                detections=self._detections(kept, entered_nms, geometry),
             ))
         return results
 

@@ -35,18 +35,35 @@ class RejectedImage(InvalidImageError):
         self.cause = cause
 
 
-def image_to_bgr(msg) -> np.ndarray:
-    """A sensor_msgs/Image (bgr8, rgb8, bgra8, rgba8, mono8; rows may be padded) → BGR uint8 (H, W, 3)."""
+def check_image_msg(msg) -> None:
+    """Reject what is wrong with a camera message's fields, without touching its pixels (cheap).
+
+    ``sensor_msgs/Image``: encoding, zero size, row step, data length; ``CompressedImage``: format and
+    emptiness (corrupt compressed data only shows when decoding). Raises :class:`RejectedImage`.
+    """
+    if hasattr(msg, "format"):
+        kind = msg.format.lower()
+        if "jpeg" not in kind and "jpg" not in kind and "png" not in kind:
+            raise RejectedImage("unsupported format", f"{msg.format!r} (supported: jpeg, png)")
+        if len(msg.data) == 0:
+            raise RejectedImage("zero size", "no compressed data")
+        return
     if msg.encoding not in INPUT_ENCODINGS:
         raise RejectedImage("unsupported encoding", f"{msg.encoding!r} (supported: {', '.join(INPUT_ENCODINGS)})")
+    channels, _ = INPUT_ENCODINGS[msg.encoding]
+    if msg.height == 0 or msg.width == 0:
+        raise RejectedImage("zero size", f"{msg.width}x{msg.height}")
+    if msg.step < msg.width * channels:
+        raise RejectedImage("bad step", f"step {msg.step} < width {msg.width} x {channels} channels")
+    if len(msg.data) < msg.step * msg.height:
+        raise RejectedImage("data too short", f"{len(msg.data)} bytes < step {msg.step} x height {msg.height}")
+
+
+def image_to_bgr(msg) -> np.ndarray:
+    """A sensor_msgs/Image (bgr8, rgb8, bgra8, rgba8, mono8; rows may be padded) → BGR uint8 (H, W, 3)."""
+    check_image_msg(msg)
     channels, conversion = INPUT_ENCODINGS[msg.encoding]
     height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise RejectedImage("zero size", f"{width}x{height}")
-    if step < width * channels:
-        raise RejectedImage("bad step", f"step {step} < width {width} x {channels} channels")
-    if len(msg.data) < step * height:
-        raise RejectedImage("data too short", f"{len(msg.data)} bytes < step {step} x height {height}")
     rows = np.frombuffer(msg.data, np.uint8, count=step * height).reshape(height, step)
     image = rows[:, : width * channels].reshape(height, width, channels)
     if conversion is None:
@@ -56,11 +73,7 @@ def image_to_bgr(msg) -> np.ndarray:
 
 def compressed_to_bgr(msg) -> np.ndarray:
     """A sensor_msgs/CompressedImage (jpeg or png) → BGR uint8 (H, W, 3)."""
-    kind = msg.format.lower()
-    if "jpeg" not in kind and "jpg" not in kind and "png" not in kind:
-        raise RejectedImage("unsupported format", f"{msg.format!r} (supported: jpeg, png)")
-    if len(msg.data) == 0:
-        raise RejectedImage("zero size", "no compressed data")
+    check_image_msg(msg)
     image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise RejectedImage("corrupt data", f"cannot decode {len(msg.data)} bytes of {msg.format}")

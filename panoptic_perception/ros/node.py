@@ -49,7 +49,7 @@ from ..backends.registry import list_backends
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability
 from ..msg import DrivingPerception, PanopticSegmentation
-from ..core.messages import RejectedImage, compressed_to_bgr, image_to_bgr
+from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
 from .conversions import label_info_msg, perception_messages
 from .parameters import PARAMETERS, OnChange
 
@@ -119,6 +119,7 @@ class PerceptionNode(LifecycleNode):
         self._subscription = None
         self._active = False
         self._logged_causes: set[str] = set()
+        self._reject_lock = threading.Lock()
         self._last_backend_error = ""
         self._last_input = time.monotonic()
 
@@ -324,8 +325,22 @@ class PerceptionNode(LifecycleNode):
         self.counters.received += 1
         self._input_rate.tick()
         self._last_input = time.monotonic()
+        try:  # a malformed frame must not displace a good one waiting for the worker
+            check_image_msg(msg)
+        except RejectedImage as error:
+            self._reject(error)
+            return
         if self._worker.slot.put((msg, self.get_clock().now())):
             self.counters.dropped_superseded += 1
+
+    def _reject(self, error: RejectedImage) -> None:
+        """Count a bad frame; log each kind of problem once (a bad camera must not flood the log)."""
+        with self._reject_lock:  # header checks run in the executor, decoding in the worker
+            self.counters.rejected_bad += 1
+            first = error.cause not in self._logged_causes
+            self._logged_causes.add(error.cause)
+        if first:
+            self.get_logger().warning(f"rejected a bad input frame ({error}); further frames with this problem are only counted")
 
     def _process_item(self, item: tuple[Any, Time]) -> None:
         self._process(*item)
@@ -345,10 +360,7 @@ class PerceptionNode(LifecycleNode):
         try:
             image = compressed_to_bgr(msg) if isinstance(msg, CompressedImage) else image_to_bgr(msg)
         except RejectedImage as error:
-            self.counters.rejected_bad += 1
-            if error.cause not in self._logged_causes:  # once per cause: a bad camera must not flood the log
-                self._logged_causes.add(error.cause)
-                self.get_logger().warning(f"rejected a bad input frame ({error}); further frames with this problem are only counted")
+            self._reject(error)
             return
         decoded = time.perf_counter()
         self._node_stages["decode_ms"].add((decoded - started) * 1e3)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from panoptic_perception.backends import WeightsError, create_backend, save_checkpoint
-from panoptic_perception.backends.yolopv2 import ANCHORS, YOLOPv2, decode_predictions, select_detections
+from panoptic_perception.backends.yolopv2 import ANCHORS, YOLOPv2, detection_candidates, select_detections
 
 from support import randomized_yolopv2 as randomized
 from panoptic_perception.data.synthetic import generate_scene
@@ -61,41 +61,56 @@ def test_reparameterized_network_computes_the_same():
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
 
 
+def logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
 def test_decode_follows_the_official_formula():
     raw = torch.zeros(1, 255, 2, 3)  # sigmoid(0) = 0.5 everywhere
     raw[0, 0, 1, 2] = 2.0  # x of anchor 0 in row 1, column 2
+    raw[0, 85 + 5 + 7, 0, 0] = 3.0  # class 7 of anchor 1 in row 0, column 0
     anchors = [torch.tensor(ANCHORS[0], dtype=torch.float32).view(1, 3, 1, 1, 2)]
-    rows = decode_predictions([raw], anchors, input_height=16).view(1, 3, 2, 3, 85)
+    boxes, scores, classes = detection_candidates([raw], anchors, 16, 0, -1.0)  # a negative threshold keeps all
+    assert boxes.shape == (18, 4) and scores.shape == classes.shape == (18,)
     stride = 8
-    cell = rows[0, 0, 1, 2]
-    assert cell[0].item() == pytest.approx((2 * torch.sigmoid(torch.tensor(2.0)).item() - 0.5 + 2) * stride)
-    assert cell[1].item() == pytest.approx((2 * 0.5 - 0.5 + 1) * stride)
-    assert cell[2:4].tolist() == [12.0, 16.0], "wh = (2 * 0.5)^2 * anchor"
-    assert rows[0, 2, 0, 0, 2:4].tolist() == [40.0, 28.0]
-    assert cell[4].item() == pytest.approx(0.5)
+    row = 0 * 6 + 1 * 3 + 2  # rows: level, anchor, cell row, cell column
+    cx, cy = (2 * torch.sigmoid(torch.tensor(2.0)).item() - 0.5 + 2) * stride, (2 * 0.5 - 0.5 + 1) * stride
+    w, h = 12.0, 16.0  # wh = (2 * 0.5)^2 * anchor
+    assert boxes[row].tolist() == pytest.approx([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    assert boxes[2 * 6].tolist() == pytest.approx([4 - 20, 4 - 14, 4 + 20, 4 + 14]), "anchor 2 (40 x 28) of cell (0, 0)"
+    assert scores[row].item() == pytest.approx(0.25) and classes[row].item() == 0  # 0.5 * 0.5, ties: first class
+    assert scores[6].item() == pytest.approx(0.5 * torch.sigmoid(torch.tensor(3.0)).item()) and classes[6].item() == 7
 
 
 def test_selection_filters_by_objectness_and_score_and_keeps_overlaps_of_other_classes():
-    def row(cx, obj, class_probs):
-        return [cx, 50.0, 20.0, 20.0, obj, *class_probs]
+    raw = torch.full((1, 3 * 7, 1, 5), -20.0)  # two classes; every probability ~0 unless set below
+    anchors = [torch.tensor([[20.0, 20.0]] * 3).view(1, 3, 1, 1, 2)]
 
-    rows = torch.tensor([
-        row(50, 0.9, [0.9, 0.1]),  # kept: class 0, score 0.81
-        row(52, 0.9, [0.8, 0.1]),  # suppressed by the first (same class, IoU 0.82)
-        row(51, 0.9, [0.1, 0.7]),  # kept: class 1 overlaps class 0, NMS is per class
-        row(150, 0.2, [1.0, 0.0]),  # objectness below 0.3
-        row(250, 0.5, [0.5, 0.0]),  # score 0.25 below 0.3
-    ])
-    kept, candidates = select_detections(rows, 0.3, 0.45, 300)
-    assert candidates == 3  # the three rows that pass both filters enter NMS
-    assert kept[:, 5].tolist() == [0.0, 1.0]
-    assert kept[:, 4].tolist() == pytest.approx([0.81, 0.63])
-    assert kept[0, :4].tolist() == [40.0, 40.0, 60.0, 60.0]
-    assert select_detections(rows, 0.3, 0.45, max_detections=1)[0].tolist() == kept[:1].tolist()
-    capped, candidates = select_detections(rows, 0.3, 0.45, 300, max_candidates=2)
-    assert candidates == 2 and capped[:, 5].tolist() == [0.0]  # the two best (0.81, 0.72) are both class 0
-    empty, candidates = select_detections(rows[:0], 0.3, 0.45, 300)
-    assert empty.shape == (0, 6) and candidates == 0
+    def cell(column: int, anchor: int, obj: float, class_probs: tuple[float, float]) -> None:
+        base = anchor * 7
+        raw[0, base : base + 4, 0, column] = 0.0  # box centred in the cell, wh = anchor
+        raw[0, base + 4, 0, column] = logit(obj)
+        for k, p in enumerate(class_probs):
+            raw[0, base + 5 + k, 0, column] = logit(p)
+
+    # stride 16 / 1 row: cell c is centred at x = 16 c + 8 (so cells 0 and 1 overlap with 20 px boxes)
+    cell(0, 0, 0.9, (0.9, 0.1))  # kept: class 0, score 0.81
+    cell(1, 0, 0.9, (0.8, 0.1))  # 16 px to the right: IoU 4/36 with the first, kept as well at 0.45
+    cell(0, 1, 0.9, (0.7, 0.1))  # the first's duplicate (same box, class 0, score 0.63): suppressed
+    cell(0, 2, 0.9, (0.1, 0.7))  # same box, class 1: NMS is per class, kept
+    cell(3, 0, 0.2, (0.999, 0.001))  # objectness below 0.3
+    cell(4, 0, 0.5, (0.5, 0.001))  # score 0.25 below 0.3
+    candidates = detection_candidates([raw], anchors, 16, 0, 0.3)
+    assert candidates.scores.tolist() == pytest.approx([0.81, 0.72, 0.63, 0.63])
+    kept, entered = select_detections(candidates, 0.45, 300)
+    assert entered == 4
+    assert kept[:, 5].tolist() == [0.0, 0.0, 1.0] and kept[:, 4].tolist() == pytest.approx([0.81, 0.72, 0.63])
+    assert kept[0, :4].tolist() == pytest.approx([-2.0, -2.0, 18.0, 18.0])
+    assert select_detections(candidates, 0.45, max_detections=1)[0].tolist() == kept[:1].tolist()
+    capped, entered = select_detections(candidates, 0.45, 300, max_candidates=2)
+    assert entered == 2 and capped[:, 4].tolist() == pytest.approx([0.81, 0.72])
+    empty, entered = select_detections(detection_candidates([raw], anchors, 16, 0, 0.95), 0.45, 300)
+    assert empty.shape == (0, 6) and entered == 0
 
 
 def test_backend_maps_boxes_and_masks_back_to_any_input_size(small_checkpoint):

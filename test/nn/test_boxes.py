@@ -13,8 +13,9 @@ from panoptic_perception.nn.boxes import (
     box_iou,
     complete_iou,
     NMS_BLOCK_SIZE,
+    NMS_MAX_WINDOW,
     nms,
-    resolve_greedy_suppression,
+    greedy_keep,
     xywh_to_xyxy,
     xyxy_to_xywh,
 )
@@ -220,8 +221,8 @@ def test_nms_on_thousands_of_boxes_equals_the_reference_with_early_stop_and_cap(
 
 
 def test_nms_resolves_a_chain_spanning_blocks():
-    """Each box overlaps only its neighbours: greedy keeps every other one, which takes one fixed-point
-    step per box inside a block (the worst case) and carries suppression across block boundaries."""
+    """Each box overlaps only its neighbours: greedy keeps every other one, and suppression carries
+    across block boundaries."""
     n = 3 * NMS_BLOCK_SIZE + 5
     x = torch.arange(n, dtype=torch.float64) * 3
     boxes = torch.stack((x, torch.zeros(n, dtype=torch.float64), x + 10, torch.full((n,), 10.0, dtype=torch.float64)), 1)
@@ -231,13 +232,35 @@ def test_nms_resolves_a_chain_spanning_blocks():
     assert nms(boxes, scores, 0.45).tolist() == expected
 
 
-def test_greedy_suppression_fixed_point_hand_made():
+def test_greedy_keep_hand_made():
     # 0 suppresses 1, 1 would suppress 2 but is gone, 2 suppresses 3; 4 is suppressed only by 1 (gone)
     suppresses = torch.zeros(5, 5, dtype=torch.bool)
     suppresses[0, 1] = suppresses[1, 2] = suppresses[2, 3] = suppresses[1, 4] = True
     suppresses[3, 0] = True  # below the diagonal: a later box never suppresses an earlier one
-    assert resolve_greedy_suppression(suppresses).tolist() == [True, False, True, False, True]
-    assert resolve_greedy_suppression(torch.zeros(0, 0, dtype=torch.bool)).tolist() == []
+    assert greedy_keep(suppresses).tolist() == [0, 2, 4]
+    assert greedy_keep(torch.zeros(0, 0, dtype=torch.bool)).tolist() == []
+    wide = torch.zeros(200, 200, dtype=torch.bool)  # rows of more than 64 bits
+    wide[3, 150] = wide[150, 199] = True
+    assert greedy_keep(wide).tolist() == [i for i in range(200) if i != 150]
+
+
+def test_nms_window_grows_over_runs_of_duplicates_and_shrinks_back():
+    """A few objects, each with a long run of near-duplicates, then new objects far beyond the largest
+    window: the growing window must neither skip nor mis-resolve them."""
+    generator = torch.Generator().manual_seed(5)
+    n = 3 * NMS_MAX_WINDOW
+    centres = torch.tensor([[50.0, 50.0], [300.0, 50.0], [50.0, 300.0]], dtype=torch.float64)
+    which = torch.arange(n) % 3
+    jitter = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    boxes = torch.cat((centres[which] - 20 + jitter, centres[which] + 20 + jitter), dim=1)
+    late = torch.tensor([[500.0, 500.0, 540.0, 540.0], [505.0, 505.0, 545.0, 545.0], [600.0, 100.0, 640.0, 140.0]],
+                        dtype=torch.float64)
+    boxes = torch.cat((boxes, late))
+    scores = torch.linspace(1, 0.1, n + 3, dtype=torch.float64)
+    expected = reference_nms_numpy(boxes.numpy(), scores.numpy(), 0.5, np.zeros(n + 3, dtype=np.int64))
+    assert expected == [0, 1, 2, n, n + 2]
+    assert nms(boxes, scores, 0.5).tolist() == expected
+    assert nms(boxes, scores, 0.5, max_detections=4).tolist() == expected[:4]
 
 
 def test_nms_of_15000_candidates_with_early_stop_equals_the_reference():

@@ -49,7 +49,8 @@ class Process:
         return self.popen.pid
 
     def output(self) -> str:
-        self._file.flush()
+        if not self._file.closed:
+            self._file.flush()
         return self.log.read_text()
 
     def wait(self, timeout: float) -> int:
@@ -126,6 +127,23 @@ class Probe:
             time.sleep(0.05)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
+    def settled_diagnostics(self, diagnostics: list, after_ns: int, timeout: float = 30.0):
+        """Once input has stopped (before ``after_ns``): the first /diagnostics message stamped after
+        ``after_ns`` in which every received frame has an outcome (processed, dropped, rejected or failed)
+        and whose counters equal the previous message's: the node has taken in and finished with
+        everything it will get (waited for, not slept for)."""
+
+        def settled():
+            later = [diagnostic_counters(m) for _, m in diagnostics if stamp_ns(m.header) > after_ns]
+            return next((
+                b for a, b in zip(later, later[1:])
+                if a == b and b[0] == sum(b[1:])  # received == the sum of the outcomes
+            ), None)
+
+        self.wait_for(lambda: settled() is not None, timeout, "diagnostics to settle after the input stopped")
+        counters = settled()
+        return next(m for _, m in diagnostics if stamp_ns(m.header) > after_ns and diagnostic_counters(m) == counters)
+
     def wait_for_node(self, process: Process, timeout: float = 60.0) -> None:
         """Until the perception node's outputs are advertised (it is configured)."""
         self.wait_for(
@@ -175,6 +193,14 @@ class Probe:
 
 def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+COUNTERS = ("received", "processed", "dropped_stale", "dropped_superseded", "rejected_bad", "backend_errors")
+
+
+def diagnostic_counters(array_msg) -> tuple[int, ...]:
+    values = diagnostic_values(array_msg)[2]
+    return tuple(int(values[name]) for name in COUNTERS)
 
 
 def diagnostic_values(array_msg) -> tuple[int, str, dict[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import re
 import time
 
 import numpy as np
@@ -20,7 +21,6 @@ from vision_msgs.msg import LabelInfo  # noqa: E402
 from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
 from panoptic_perception.msg import DrivingPerception  # noqa: E402
 
-BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
 FRAME = (1280, 720)
 
 
@@ -34,14 +34,17 @@ def test_outputs_carry_the_input_header_and_have_the_right_format(start_node, st
     results = probe.record(DrivingPerception, f"{NODE}/result")
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     camera_start = probe.now_ns()
-    # Two readers of the camera: the node and this test's recorder.
-    camera = start_camera("--rate", "30", "--count", "90", "--wait-for-subscriber", "20", "--subscribers", "2")
-    assert camera.wait(60) == 0
+    # Two readers of the camera: the node and this test's recorder. 30 Hz until the test has what it needs.
+    camera = start_camera("--rate", "30", "--wait-for-subscriber", "20", "--subscribers", "2")
+    probe.wait_for(lambda: len(inputs) >= 90 and all(len(m) >= 5 for m in (*outputs.values(), results)), 120,
+                   "90 camera frames and 5 outputs of each kind")
+    camera.stop()
     camera_end = probe.now_ns()
-    time.sleep(1.0)
+    sent = int(re.search(r"published (\d+) frames", camera.output()).group(1))
+    final = probe.settled_diagnostics(diagnostics, camera_end)
 
     input_stamps = {stamp_ns(m.header): m.header.frame_id for _, m in inputs}
-    assert len(input_stamps) >= 60, "this process saw the camera"
+    assert len(input_stamps) >= 90, "this process saw the camera"
     for topic, encoding in (("drivable_area", "mono8"), ("lane_lines", "mono8"), ("overlay", "bgr8")):
         messages = [m for _, m in outputs[topic]]
         assert len(messages) >= 5, topic
@@ -75,18 +78,24 @@ def test_outputs_carry_the_input_header_and_have_the_right_format(start_node, st
     assert not {f"{NODE}/{t}" for t in ("detections", "semantic", "panoptic")} & topics
 
     # Diagnostics: the node saw (nearly) every frame (best effort, 720p, across processes) and reports on it.
-    level, message, values = diagnostic_values(diagnostics[-1][1])
-    assert int(values["received"]) >= 0.9 * 90, values
+    level, message, values = diagnostic_values(final)
+    assert int(values["received"]) >= 0.9 * sent, (sent, values)
     assert int(values["processed"]) >= 5 and int(values["rejected_bad"]) == 0
     for key in ("input_rate_hz", "output_rate_hz", "latency_median_ms", "latency_p95_ms", "inference_median_ms",
                 "preprocess_median_ms", "postprocess_median_ms", "dropped_stale", "dropped_superseded"):
         assert key in values, key
     assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
     assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
-    # While frames flow (before the camera starts the node rightly warns that no input arrives).
-    during = [diagnostic_values(m) for _, m in diagnostics[:-2] if int(diagnostic_values(m)[2]["received"]) > 0]
-    assert any(float(v["input_rate_hz"]) > 20 for _, _, v in during), "30 Hz input"
-    assert all(level == 0 for level, _, _ in during), [(level, message) for level, message, _ in during]
+    # While frames flow (before the camera starts the node rightly warns that no input arrives): the input
+    # rate the node reports is the one this process saw, and nothing is wrong, except that on a machine
+    # busy enough to make inference slower than max_frame_age_ms, frames rightly go stale.
+    arrivals = [arrival for arrival, _ in inputs]
+    seen_rate = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1e9)
+    during = [diagnostic_values(m) for _, m in diagnostics
+              if camera_start < stamp_ns(m.header) < camera_end and int(diagnostic_values(m)[2]["received"]) > 0]
+    assert any(float(v["input_rate_hz"]) > 0.7 * seen_rate for _, _, v in during), (seen_rate, during)
+    assert all(level == 0 or (level == 1 and message.startswith("dropped") and "older than" in message and ";" not in message)
+               for level, message, _ in during), [(level, message) for level, message, _ in during]
 
 
 def test_late_subscriber_receives_label_info(start_node, probe):
@@ -117,13 +126,13 @@ def _good_image(stamp_sec: int) -> Image:
 
 
 def test_bad_frames_are_rejected_counted_logged_once_and_the_node_goes_on(start_node, probe):
-    node = start_node(max_frame_age_ms=0.0)  # hand-made stamps: do not drop them as stale
+    # Reliable on both sides: every frame published after the match arrives, however busy the machine.
+    node = start_node(max_frame_age_ms=0.0, qos_reliability="reliable")  # hand-made stamps: never stale
     probe.wait_for_node(node)
     drivable = probe.record(Image, f"{NODE}/drivable_area")
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
-    publisher = probe.node.create_publisher(Image, "/camera/image_raw", BEST_EFFORT)
+    publisher = probe.node.create_publisher(Image, "/camera/image_raw", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 20, "the node's subscription")
-    time.sleep(0.5)  # matched is not yet ready: best-effort samples right after matching can be lost
     bad = [
         _bad_image(encoding="yuv422"),
         _bad_image(encoding="yuv422"),
@@ -131,18 +140,18 @@ def test_bad_frames_are_rejected_counted_logged_once_and_the_node_goes_on(start_
         _bad_image(height=0, width=0, step=0),
         _bad_image(step=4),
     ]
+    # A good frame, then the bad ones straight after: they are rejected on arrival and cannot displace it.
+    publisher.publish(_good_image(stamp_sec=41))
     for msg in bad:
         publisher.publish(msg)
-        time.sleep(0.3)  # one at a time: the node keeps only the newest frame
     publisher.publish(_good_image(stamp_sec=42))
-    probe.wait_for(lambda: any(m.header.stamp.sec == 42 for _, m in drivable), 20, "the good frame's output")
+    probe.wait_for(lambda: any(m.header.stamp.sec == 42 for _, m in drivable), 30, "the last good frame's output")
     good = next(m for _, m in drivable if m.header.stamp.sec == 42)
     assert (good.width, good.height, good.step) == (160, 90, 160)
 
-    probe.wait_for(lambda: diagnostics and int(diagnostic_values(diagnostics[-1][1])[2]["processed"]) >= 1, 5, "diagnostics")
-    time.sleep(1.2)
-    level, message, values = diagnostic_values(diagnostics[-1][1])
-    assert int(values["rejected_bad"]) == len(bad) and int(values["received"]) == len(bad) + 1
+    level, message, values = diagnostic_values(probe.settled_diagnostics(diagnostics, probe.now_ns()))
+    assert int(values["rejected_bad"]) == len(bad) and int(values["received"]) == len(bad) + 2, values
+    assert int(values["processed"]) + int(values["dropped_superseded"]) == 2, values
     assert any("rejected" in diagnostic_values(m)[1] and diagnostic_values(m)[0] == 1 for _, m in diagnostics), "a WARN"
     log = node.output()
     for cause in ("unsupported encoding", "data too short", "zero size", "bad step"):
@@ -151,26 +160,26 @@ def test_bad_frames_are_rejected_counted_logged_once_and_the_node_goes_on(start_
 
 
 def test_compressed_input(start_node, start_camera, probe):
-    node = start_node(input_transport="compressed")
+    # Reliable input: the hand-published corrupt frames below cannot be lost, however busy the machine.
+    node = start_node(input_transport="compressed", qos_reliability="reliable", max_frame_age_ms=0.0)  # never stale
     probe.wait_for_node(node)
     lanes = probe.record(Image, f"{NODE}/lane_lines")
-    camera = start_camera("--compressed", "--rate", "15", "--count", "30", "--wait-for-subscriber", "20")
-    assert camera.wait(60) == 0
-    probe.wait_for(lambda: len(lanes) >= 3, 10, "outputs of compressed frames")
+    camera = start_camera("--compressed", "--rate", "15", "--reliability", "reliable")  # until stopped
+    probe.wait_for(lambda: len(lanes) >= 3, 120, "outputs of compressed frames")
+    camera.stop()
     assert all((m.width, m.height) == FRAME and m.header.frame_id == "camera" for _, m in lanes)
 
-    publisher = probe.node.create_publisher(CompressedImage, "/camera/image_raw/compressed", BEST_EFFORT)
+    publisher = probe.node.create_publisher(CompressedImage, "/camera/image_raw/compressed",
+                                            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     probe.wait_for(lambda: publisher.get_subscription_count() > 0, 20, "the node's subscription")
-    time.sleep(0.5)  # matched is not yet ready: best-effort samples right after matching can be lost
     corrupt = CompressedImage(format="jpeg")
     corrupt.data = array.array("B", b"\xff\xd8\xff\xe0 this is not a JPEG")
-    for _ in range(3):  # logged once however often it comes
+    for _ in range(3):  # logged once however often it comes (the newest at least is decoded)
         publisher.publish(corrupt)
-        time.sleep(0.3)
+    probe.wait_for(lambda: "rejected a bad input frame (corrupt data" in node.output(), 30, "the corrupt frame's log line")
     count = len(lanes)
-    camera = start_camera("--compressed", "--rate", "10", "--count", "10", "--wait-for-subscriber", "20")
-    assert camera.wait(60) == 0
-    probe.wait_for(lambda: len(lanes) > count, 10, "outputs after the corrupt frame")
+    start_camera("--compressed", "--rate", "10", "--reliability", "reliable")
+    probe.wait_for(lambda: len(lanes) > count, 120, "outputs after the corrupt frame")
     assert node.output().count("rejected a bad input frame (corrupt data") == 1
 
 
@@ -185,9 +194,9 @@ def test_yolopv2_publishes_detections(start_node, start_camera, probe, yolopv2_s
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
     camera_start = probe.now_ns()
-    camera = start_camera("--rate", "5", "--count", "15", "--wait-for-subscriber", "30")
-    assert camera.wait(60) == 0
-    probe.wait_for(lambda: len(detections) >= 3 and len(results) >= 3, 20, "detections")
+    camera = start_camera("--rate", "5", "--wait-for-subscriber", "30")  # until stopped: the test waits for outputs
+    probe.wait_for(lambda: len(detections) >= 3 and len(results) >= 3, 120, "detections")
+    camera.stop()
 
     for _, msg in detections:
         assert msg.header.frame_id == "camera" and stamp_ns(msg.header) >= camera_start

@@ -17,7 +17,7 @@ from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from harness import NODE, diagnostic_values  # noqa: E402
+from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
 from panoptic_perception.backends import save_checkpoint  # noqa: E402
 from panoptic_perception.backends.twinlitenet import TwinLiteNet  # noqa: E402
 
@@ -31,7 +31,8 @@ def transition(probe, transition_id: int) -> bool:
     return probe.call(ChangeState, f"{NODE}/change_state", request).success
 
 
-def frames_arrive(probe, messages: list, within: float = 4.0) -> bool:
+def frames_arrive(probe, messages: list, within: float = 30.0) -> bool:
+    """Whether a new message arrives within ``within`` seconds (returns as soon as one does)."""
     count = len(messages)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -39,6 +40,17 @@ def frames_arrive(probe, messages: list, within: float = 4.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def stopped_publishing(probe, messages: list, window: float = 2.0) -> bool:
+    """Whether, over the next ``window`` seconds, no output of a camera frame stamped after now arrives.
+
+    Outputs of older frames may still come (the frame the node was working on when the change took
+    effect, messages in transit); a slow machine can only make fewer messages arrive, never more.
+    """
+    now = probe.now_ns()
+    time.sleep(window)
+    return not any(stamp_ns(m.header) > now for _, m in messages)
 
 
 def mask_of(msg) -> np.ndarray:
@@ -56,23 +68,22 @@ def test_lifecycle_transitions(start_node, start_camera, probe):
     assert lifecycle_state(probe) == State.PRIMARY_STATE_INACTIVE
     drivable = probe.record(Image, f"{NODE}/drivable_area")
     probe.wait_for(lambda: probe.node.count_publishers(f"{NODE}/drivable_area") == 1, 10, "the configured publisher")
-    start_camera("--rate", "10", "--count", "400")
+    start_camera("--rate", "10")  # until stopped
     assert not frames_arrive(probe, drivable, 2.0), "an inactive node publishes nothing"
 
     assert transition(probe, Transition.TRANSITION_ACTIVATE)
     assert lifecycle_state(probe) == State.PRIMARY_STATE_ACTIVE
-    assert frames_arrive(probe, drivable, 10.0), "an active node publishes"
+    assert frames_arrive(probe, drivable), "an active node publishes"
 
     assert transition(probe, Transition.TRANSITION_DEACTIVATE)
-    time.sleep(0.5)
-    assert not frames_arrive(probe, drivable, 2.0), "deactivated: no more outputs"
+    assert stopped_publishing(probe, drivable), "deactivated: no more outputs"
 
     assert transition(probe, Transition.TRANSITION_CLEANUP)
     assert lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED
     probe.wait_for(lambda: probe.node.count_publishers(f"{NODE}/drivable_area") == 0, 10, "publishers to go")
 
     assert transition(probe, Transition.TRANSITION_CONFIGURE) and transition(probe, Transition.TRANSITION_ACTIVATE)
-    assert frames_arrive(probe, drivable, 10.0), "configured and activated again"
+    assert frames_arrive(probe, drivable), "configured and activated again"
     assert node.popen.poll() is None
 
 
@@ -83,8 +94,8 @@ def test_runtime_parameters_apply_immediately_and_bad_values_are_rejected(start_
     lanes = probe.record(Image, f"{NODE}/lane_lines")
     overlays = probe.record(Image, f"{NODE}/overlay")
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
-    start_camera("--rate", "10", "--count", "600", "--size", "640x360")
-    assert frames_arrive(probe, drivable, 20)
+    start_camera("--rate", "10", "--size", "640x360")  # until stopped
+    assert frames_arrive(probe, drivable)
 
     # Invalid values are refused with a reason and change nothing.
     for values, reason in (
@@ -102,13 +113,12 @@ def test_runtime_parameters_apply_immediately_and_bad_values_are_rejected(start_
     # Thresholds: every pixel is drivable above probability 0.
     (result,) = probe.set_parameters(mask_threshold=0.0)
     assert result.successful
-    probe.wait_for(lambda: mask_of(drivable[-1][1]).all(), 5, "all-drivable masks")
+    probe.wait_for(lambda: mask_of(drivable[-1][1]).all(), 30, "all-drivable masks")
 
     # Output toggles.
     (result,) = probe.set_parameters(publish_lane_lines=False)
     assert result.successful
-    time.sleep(0.5)
-    assert not frames_arrive(probe, lanes, 1.5) and frames_arrive(probe, drivable, 2.0)
+    assert stopped_publishing(probe, lanes) and frames_arrive(probe, drivable)
 
     # Overlay opacity: with every pixel drivable, alpha 1 paints the whole frame in the drivable colour.
     (result,) = probe.set_parameters(overlay_alpha=1.0)
@@ -119,18 +129,17 @@ def test_runtime_parameters_apply_immediately_and_bad_values_are_rejected(start_
         image = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
         return bool((image == image[0, 0]).all())
 
-    probe.wait_for(painted, 5, "an overlay fully painted at alpha 1")
+    probe.wait_for(painted, 30, "an overlay fully painted at alpha 1")
 
     # Maximum frame age: nothing is young enough at 0.001 ms; frames are dropped and diagnostics say so.
     (result,) = probe.set_parameters(max_frame_age_ms=0.001)
     assert result.successful
-    time.sleep(0.5)
-    assert not frames_arrive(probe, drivable, 1.5)
-    probe.wait_for(lambda: "older than" in diagnostic_values(diagnostics[-1][1])[1], 5, "a stale-frame warning")
-    level, _, values = diagnostic_values(diagnostics[-1][1])
+    assert stopped_publishing(probe, drivable)
+    probe.wait_for(lambda: any("older than" in diagnostic_values(m)[1] for _, m in diagnostics), 30, "a stale-frame warning")
+    level, _, values = next(diagnostic_values(m) for _, m in diagnostics if "older than" in diagnostic_values(m)[1])
     assert level == 1 and int(values["dropped_stale"]) > 0
     (result,) = probe.set_parameters(max_frame_age_ms=500.0)
-    assert result.successful and frames_arrive(probe, drivable, 5)
+    assert result.successful and frames_arrive(probe, drivable)
 
     # A weights switch reloads the backend in the same process: here to a checkpoint for 160x96 inputs.
     torch.manual_seed(0)
@@ -139,11 +148,11 @@ def test_runtime_parameters_apply_immediately_and_bad_values_are_rejected(start_
     pid = node.pid
     (result,) = probe.set_parameters(weights=str(weights))
     assert result.successful, result.reason
-    probe.wait_for(lambda: diagnostic_values(diagnostics[-1][1])[2]["input_size"] == "160x96", 10, "the new backend")
-    assert frames_arrive(probe, drivable, 5) and node.pid == pid and node.popen.poll() is None
+    probe.wait_for(lambda: diagnostic_values(diagnostics[-1][1])[2]["input_size"] == "160x96", 30, "the new backend")
+    assert frames_arrive(probe, drivable) and node.pid == pid and node.popen.poll() is None
     result = probe.set_parameters_atomically(weights="", input_size=[256, 144])
     assert result.successful, result.reason
-    probe.wait_for(lambda: diagnostic_values(diagnostics[-1][1])[2]["input_size"] == "256x144", 10, "bundled weights at 256x144")
+    probe.wait_for(lambda: diagnostic_values(diagnostics[-1][1])[2]["input_size"] == "256x144", 30, "bundled weights at 256x144")
     assert "reloaded backend" in node.output()
 
 

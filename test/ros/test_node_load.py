@@ -25,13 +25,15 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     results = probe.record(DrivingPerception, f"{NODE}/result")
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     camera = start_camera("--rate", "30", "--count", str(30 * SECONDS), "--wait-for-subscriber", "20")
-    probe.wait_for(lambda: len(results) >= 2, 30, "the first results")
+    probe.wait_for(lambda: len(results) >= 2, 60, "the first results")
+    first_result = results[0][0]
     rss = []  # sampled throughout: the allocator's working set swings by tens of MB from frame to frame
     while camera.popen.poll() is None:
         rss.append(node.rss_mb())
         time.sleep(0.25)
-    assert camera.wait(30) == 0
-    time.sleep(1.5)
+    assert camera.wait(60) == 0
+    camera_end = probe.now_ns()
+    final = probe.settled_diagnostics(diagnostics, camera_end)
     third = max(1, len(rss) // 3)
     rss_start, rss_end = float(np.median(rss[:third])), float(np.median(rss[-third:]))
 
@@ -46,9 +48,11 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     # No queue: the second half of the run is not slower than the first.
     half = len(latencies) // 2
     assert np.median(latencies[half:]) < 1.5 * np.median(latencies[:half]) + 50
-    _, _, values = diagnostic_values(diagnostics[-1][1])
+    _, _, values = diagnostic_values(final)
     received, processed = int(values["received"]), int(values["processed"])
     assert received >= 0.8 * 30 * SECONDS
     assert int(values["dropped_superseded"]) >= received - processed - 5 > 0, values
-    assert processed <= SECONDS * 1000 / period * 1.5 + 5
+    # Only the newest frame is processed: about one frame per backend period while the camera ran (its
+    # real duration: on a busy machine the camera itself may take longer than SECONDS).
+    assert processed <= (camera_end - first_result) / 1e6 / period * 1.5 + 5
     assert rss_end - rss_start < 30, f"memory grew by {rss_end - rss_start:.0f} MB"

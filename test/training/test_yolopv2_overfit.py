@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from panoptic_perception.backends.yolopv2 import YOLOPv2, decode_predictions, select_detections
+from panoptic_perception.backends.yolopv2 import YOLOPv2, detection_candidates, select_detections
 from panoptic_perception.core.preprocess import prepare_batch
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn.boxes import box_iou, xywh_to_xyxy
@@ -42,10 +42,9 @@ def evaluate(network: YOLOPv2, images, targets, drivable, lane) -> dict:
     with torch.no_grad():
         (pred, anchor_grid), seg, ll = network(images)
     network.export = False
-    rows = decode_predictions(pred, anchor_grid, SIZE[1])
     matched, spurious = 0, 0
     for i in range(images.shape[0]):
-        kept, _ = select_detections(rows[i], 0.3, 0.45, 300)
+        kept, _ = select_detections(detection_candidates(pred, anchor_grid, SIZE[1], i, 0.3), 0.45, 300)
         truth = targets[targets[:, 0] == i]
         overlaps = box_iou(xywh_to_xyxy(truth[:, 2:]), kept[:, :4])
         same_class = truth[:, 1:2] == kept[None, :, 5]
