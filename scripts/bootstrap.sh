@@ -23,6 +23,9 @@ if [ ! -f "$stamp" ]; then
   # A path-based editable install: the generated ROS interfaces (panoptic_perception.msg) are
   # installed into site-packages later and join the package through its __path__.
   pip install -c constraints.txt -e ".[test]" --config-settings editable_mode=compat
+  # Test-only references (test/oracles.py): their Python model code, never their compiled ops, which do
+  # not load against this torch; --no-deps keeps pip from replacing the pinned torch.
+  pip install --no-deps torchvision==0.28.0 timm==1.0.31
   rm -f "$VENV"/.installed-* "$VENV"/.ros-*  # reinstalling removes the generated interfaces too
   touch "$stamp"
 fi

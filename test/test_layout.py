@@ -76,6 +76,12 @@ def test_runtime_never_imports_training():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_package_never_imports_the_test_only_references():
+    """torchvision and timm are installed for tests only (their compiled ops do not load here)."""
+    for path in PACKAGE.rglob("*.py"):
+        assert not {n.split(".")[0] for n in imported_modules(path)} & {"torchvision", "timm"}, path
+
+
 def test_bundled_weights_are_small_and_packaged():
     weights = PACKAGE / "weights" / "twinlitenet_synthetic.pth"
     assert weights.is_file() and weights.stat().st_size < 3 * 1024 * 1024
