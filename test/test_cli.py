@@ -154,6 +154,13 @@ def test_threshold_options_are_checked(capsys):
     assert "score threshold must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_option_values_of_the_wrong_type_are_named(capsys):
+    assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width=abc"]) == 2
+    assert "YOLOPv2Config option width must be float, got 'abc'" in capsys.readouterr().err
+    assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "depth=true"]) == 2
+    assert "option depth must be float, got True" in capsys.readouterr().err
+
+
 def test_options_must_be_key_value(capsys):
     assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width"]) == 2
     assert "--option takes KEY=VALUE" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import logging
 import time
+import typing
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
@@ -45,11 +46,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def build_config(config_type: type, values: dict[str, Any]) -> Any:
-    """Instantiate a config dataclass, naming unknown keys instead of failing with a TypeError."""
+    """Instantiate a config dataclass, naming unknown keys and values of the wrong type (int, float, bool
+    and str fields) instead of failing later with a TypeError deep inside the network."""
     names = {f.name for f in dataclasses.fields(config_type)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {config_type.__name__} options: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    hints = typing.get_type_hints(config_type)
+    accepted = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+    for name, value in values.items():
+        kinds = accepted.get(hints[name])
+        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and hints[name] is not bool)):
+            raise ValueError(f"{config_type.__name__} option {name} must be {hints[name].__name__}, got {value!r}")
     return config_type(**values)
 
 

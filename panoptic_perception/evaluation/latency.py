@@ -37,8 +37,8 @@ def measure_latency(
     Per backend: :func:`summarize` of the stage timings, plus ``candidates`` (median, max: the boxes
     that entered NMS, which post-processing time grows with) for backends that report them.
     """
-    if runs < 1:
-        raise ValueError("runs must be at least 1")
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}")
     for _ in range(warmup):
         for backend in backends.values():
             backend(image)

@@ -99,9 +99,10 @@ def nms(
 
     The result is exactly greedy NMS: boxes are visited by descending score, equal scores lower index
     first (a stable sort); a box is kept unless its IoU with a box kept before it is **greater than**
-    ``iou_threshold``. Only the ``max_candidates`` best boxes take part (``None``: all), and the search
-    stops as soon as ``max_detections`` boxes are kept (``None``: no limit), which gives the same indices
-    as truncating the full result.
+    ``iou_threshold`` (IoU in the boxes' dtype; a NaN IoU suppresses nothing). Only the
+    ``max_candidates`` best boxes take part (``None``: all), and the search stops as soon as
+    ``max_detections`` boxes are kept (``None``: no limit), which gives the same indices as truncating
+    the full result.
 
     Cost, whatever the scores: the sorted boxes are taken a window at a time. A window is compared with
     every box kept so far in one (K, W) IoU matrix; the boxes that survive that are resolved among
@@ -109,40 +110,90 @@ def nms(
     :data:`NMS_BLOCK_SIZE` boxes and doubles, up to :data:`NMS_MAX_WINDOW`, after a window in which every
     box was suppressed (while the (K, W) matrix stays within :data:`NMS_MAX_WINDOW_ELEMENTS`), so that
     long runs of duplicates cost few steps. Work is O(N·(K + W)) element operations in at most N / 128
-    vectorised steps, plus :func:`greedy_keep`'s sweep over the survivors.
+    vectorised steps, plus :func:`greedy_keep`'s sweep over the survivors: keep ``max_detections`` in
+    the hundreds (YOLO: 300, Mask R-CNN: 100), as K, the boxes kept, is what the work grows with.
 
     Raises:
-        ValueError: ``boxes`` and ``scores`` differ in length.
+        ValueError: boxes not floating-point ``(N, 4)``, ``scores`` not ``(N,)``, or a negative limit.
     """
-    if boxes.shape[0] != scores.shape[0]:
-        raise ValueError(f"{boxes.shape[0]} boxes but {scores.shape[0]} scores")
+    return _greedy_nms(boxes, scores, None, iou_threshold, max_detections, max_candidates)
+
+
+@torch.no_grad()
+def batched_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    iou_threshold: float,
+    max_detections: int | None = None,
+    max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
+) -> torch.Tensor:
+    """Per-class :func:`nms` in one pass: boxes of different classes never suppress each other.
+
+    ``classes`` (N,) are integer class ids (or any grouping, such as FPN levels). A pair of boxes only
+    suppresses within a class: the IoU test is masked by class equality (exact in any dtype, unlike
+    the usual trick of shifting each class's boxes apart, which costs float32 precision). The kept
+    indices follow :func:`nms`'s order, caps and early stop: descending score, ties by lower index.
+
+    Raises:
+        ValueError: as :func:`nms`, and ``classes`` not ``(N,)``.
+    """
+    if classes.shape != scores.shape:
+        raise ValueError(f"classes {tuple(classes.shape)} do not match scores {tuple(scores.shape)}")
+    return _greedy_nms(boxes, scores, classes, iou_threshold, max_detections, max_candidates)
+
+
+def _greedy_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor | None,
+    iou_threshold: float,
+    max_detections: int | None,
+    max_candidates: int | None,
+) -> torch.Tensor:
+    if boxes.dim() != 2 or boxes.shape[1] != 4 or not boxes.is_floating_point():
+        raise ValueError(f"boxes must be floating-point (N, 4), got {boxes.dtype} {tuple(boxes.shape)}")
+    if scores.shape != (boxes.shape[0],):
+        raise ValueError(f"{boxes.shape[0]} boxes but scores of shape {tuple(scores.shape)}")
+    for name, value in (("max_detections", max_detections), ("max_candidates", max_candidates)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must be non-negative or None, got {value}")
     order = torch.sort(scores, descending=True, stable=True).indices
     if max_candidates is not None:
         order = order[:max_candidates]
     limit = order.numel() if max_detections is None else min(max_detections, order.numel())
     ranked = boxes[order]
-    kept_positions: list[torch.Tensor] = []  # positions in `order`, per window
-    kept_boxes = boxes.new_empty((0, 4))
+    ranked_classes = classes[order] if classes is not None else None
+
+    def suppression(a: tuple[torch.Tensor, torch.Tensor | None], b: tuple[torch.Tensor, torch.Tensor | None]):
+        """(len(a), len(b)) bool for (boxes, classes) pairs: would box ``a[i]`` suppress box ``b[j]``."""
+        suppresses = box_iou(a[0], b[0]) > iou_threshold
+        if ranked_classes is not None:
+            suppresses &= a[1][:, None] == b[1][None, :]
+        return suppresses
+
+    def take(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return ranked[positions], None if ranked_classes is None else ranked_classes[positions]
+
+    kept = order.new_empty(0)  # positions in `order`
+    kept_boxes = take(kept)
     start, window = 0, NMS_BLOCK_SIZE
-    while start < order.numel() and kept_boxes.shape[0] < limit:
-        candidates = ranked[start : start + window]
-        survivors = torch.arange(candidates.shape[0], device=boxes.device)
-        if kept_boxes.shape[0]:
-            survivors = survivors[(box_iou(kept_boxes, candidates) <= iou_threshold).all(dim=0)]
+    while start < order.numel() and kept.numel() < limit:
+        end = min(start + window, order.numel())
+        survivors = torch.arange(start, end, device=boxes.device)
+        if kept.numel():
+            survivors = survivors[~suppression(kept_boxes, take(survivors)).any(dim=0)]
         if survivors.numel():
-            candidates = candidates[survivors]
-            new = greedy_keep(box_iou(candidates, candidates) > iou_threshold)[: limit - kept_boxes.shape[0]]
-            kept_positions.append(survivors[new] + start)
-            kept_boxes = torch.cat((kept_boxes, candidates[new]))
-        start += window
-        if survivors.numel():
+            candidates = take(survivors)
+            new = greedy_keep(suppression(candidates, candidates))[: limit - kept.numel()]
+            kept = torch.cat((kept, survivors[new]))
+            kept_boxes = tuple(None if k is None else torch.cat((k, c[new])) for k, c in zip(kept_boxes, candidates))
             window = NMS_BLOCK_SIZE
         else:
-            room = NMS_MAX_WINDOW_ELEMENTS // max(1, kept_boxes.shape[0])
+            room = NMS_MAX_WINDOW_ELEMENTS // max(1, kept.numel())
             window = max(NMS_BLOCK_SIZE, min(2 * window, NMS_MAX_WINDOW, room))
-    if not kept_positions:
-        return order.new_empty(0)
-    return order[torch.cat(kept_positions)]
+        start = end
+    return order[kept]
 
 
 def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
@@ -162,28 +213,3 @@ def greedy_keep(suppresses: torch.Tensor) -> torch.Tensor:
             kept.append(i)
             suppressed |= int.from_bytes(row.tobytes(), "little")
     return torch.tensor(kept, dtype=torch.long, device=suppresses.device)
-
-
-@torch.no_grad()
-def batched_nms(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    classes: torch.Tensor,
-    iou_threshold: float,
-    max_detections: int | None = None,
-    max_candidates: int | None = DEFAULT_MAX_CANDIDATES,
-) -> torch.Tensor:
-    """Per-class :func:`nms` in one pass: boxes of different classes never suppress each other.
-
-    ``classes`` (N,) are integer class ids (or any grouping, such as FPN levels). Each box is shifted by
-    ``class * (span + 1)`` along both axes, ``span`` being the largest coordinate minus the smallest, so
-    that boxes of different classes end up disjoint (the YOLO trick, written with the span rather than the
-    largest coordinate so that negative coordinates are safe too). The kept indices follow :func:`nms`'s
-    order, caps and early stop: descending score, ties by lower index. The shift costs precision in
-    float32 for many classes over large images; pass float64 boxes when that matters.
-    """
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.long, device=boxes.device)
-    span = boxes.max() - boxes.min() + 1
-    shifted = boxes + (classes.to(boxes.dtype) * span)[:, None]
-    return nms(shifted, scores, iou_threshold, max_detections, max_candidates)

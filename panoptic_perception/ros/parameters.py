@@ -50,7 +50,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   OnChange.APPLY, 0.0, 60000.0),
     ParameterSpec("score_threshold", 0.3, "minimum detection confidence", OnChange.APPLY, 0.0, 1.0),
     ParameterSpec("iou_threshold", 0.45, "non-maximum suppression IoU", OnChange.APPLY, 0.0, 1.0),
-    ParameterSpec("max_detections", 300, "most detections per frame", OnChange.APPLY, 1, 10000),
+    ParameterSpec("max_detections", 300, "most detections per frame (NMS work grows with it)", OnChange.APPLY, 1, 1000),
     ParameterSpec("mask_threshold", 0.5, "probability above which a drivable / lane pixel is set (0.5: argmax)",
                   OnChange.APPLY, 0.0, 1.0),
     *(ParameterSpec(f"publish_{topic}", True, f"publish ~/{topic}", OnChange.APPLY) for topic in OUTPUT_TOPICS),

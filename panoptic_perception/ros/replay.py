@@ -156,7 +156,8 @@ def replay_live(
                         if time.monotonic() > deadline:
                             raise RuntimeError(f"nobody subscribes to {publish_topic}: is the node listening there?")
                         time.sleep(0.05)
-                    time.sleep(0.5)  # matched is not yet ready: the first best-effort frames could be lost
+                    if not reliable:  # matched is not yet ready: the first best-effort frames could be lost
+                        time.sleep(0.5)
                     first_log, started = frame.log_time_ns, time.monotonic()
                 time.sleep(max(0.0, started + (frame.log_time_ns - first_log) / 1e9 / rate - time.monotonic()))
                 msg = deserialize_message(frame.raw, msg_type)

@@ -299,6 +299,43 @@ def test_batched_nms_keeps_overlapping_boxes_of_different_classes():
     assert batched_nms(negative, scores[:2], torch.tensor([0, 1]), 0.5).tolist() == [0, 1]
 
 
+def test_batched_nms_is_exact_in_float32_for_many_classes():
+    """Class separation by masking, not by shifting boxes apart: a float32 shift by 79 classes would move
+    this IoU (0.6842105) below the threshold and keep the third box."""
+    boxes = torch.tensor([[0, 0, 640, 384], [100.37, 0, 130.11, 10], [105.93, 0, 135.71, 10]])
+    classes = torch.tensor([0, 79, 79])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    iou = float(box_iou(boxes[1:2], boxes[2:3]))
+    assert batched_nms(boxes, scores, classes, iou - 1e-6).tolist() == [0, 1]
+    assert batched_nms(boxes, scores, classes, iou).tolist() == [0, 1, 2]
+
+
+def test_a_nan_box_suppresses_nothing_wherever_it_falls():
+    """A NaN IoU never suppresses (as in torchvision's kernels), within a window and across windows."""
+    n = 3 * NMS_BLOCK_SIZE
+    x = torch.arange(n, dtype=torch.float32) * 20
+    boxes = torch.stack((x, torch.zeros(n), x + 10, torch.full((n,), 10.0)), 1)
+    boxes[0] = float("nan")
+    scores = torch.linspace(1, 0, n)
+    assert nms(boxes, scores, 0.5).tolist() == list(range(n))
+    assert batched_nms(boxes, scores, torch.zeros(n, dtype=torch.long), 0.5).tolist() == list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: nms(torch.zeros(3, 4, dtype=torch.long), torch.zeros(3), 0.5), "floating-point"),
+        (lambda: nms(torch.zeros(3, 4), torch.zeros(2), 0.5), "scores of shape"),
+        (lambda: nms(torch.zeros(3, 4), torch.zeros(3), 0.5, max_candidates=-1), "max_candidates must be non-negative"),
+        (lambda: nms(torch.zeros(3, 4), torch.zeros(3), 0.5, max_detections=-1), "max_detections must be non-negative"),
+        (lambda: batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5), "classes"),
+    ],
+)
+def test_nms_rejects_malformed_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 def test_empty_input_gives_empty_indices():
     empty = torch.zeros(0, 4)
     no_classes = torch.zeros(0, dtype=torch.long)

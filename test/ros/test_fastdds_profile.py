@@ -34,23 +34,26 @@ MIN_RECEIVED_FRACTION = 0.9
 PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 PUBLISHER = """
-import array, sys, time
+import array, pathlib, sys, time
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import Image
 
 topic, frames, rate, width, height = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+go = pathlib.Path(sys.argv[6])
 rclpy.init()
 node = rclpy.create_node("large_image_publisher")
 qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 publisher = node.create_publisher(Image, topic, qos)
-deadline = time.monotonic() + 10.0
-while publisher.get_subscription_count() < 1:
+deadline = time.monotonic() + 30.0
+# Both sides must know each other (a best-effort reader drops data of writers it has not matched yet):
+# this side from the subscription count, the subscriber's side from the go file the test writes once the
+# subscriber reports that it sees this publisher.
+while publisher.get_subscription_count() < 1 or not go.exists():
     if time.monotonic() > deadline:
         print("NO_SUBSCRIBER", flush=True)
         sys.exit(2)
     time.sleep(0.02)
-time.sleep(0.3)  # the subscriber's side of the match (it drops data from writers it does not know yet)
 message = Image(height=height, width=width, encoding="bgr8", step=width * 3)
 message.header.frame_id = "camera"
 message.data = array.array("B", bytes(range(256)) * (width * height * 3 // 256))
@@ -74,7 +77,7 @@ from sensor_msgs.msg import Image
 topic, frames, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 rclpy.init()
 node = rclpy.create_node("large_image_subscriber")
-received, latencies, bad = set(), [], 0
+received, bad = set(), 0
 
 def on_image(message):
     global bad
@@ -84,17 +87,16 @@ def on_image(message):
 
 qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 node.create_subscription(Image, topic, on_image, qos)
-print("READY", flush=True)
-start = time.monotonic()
-last = None
-while time.monotonic() - start < 12.0 and len(received) < frames:
-    count = len(received)
-    rclpy.spin_once(node, timeout_sec=0.1)
-    now = time.monotonic()
-    if len(received) != count:
-        last = now
-    elif last is not None and now - last > 1.5:  # the publisher has stopped
+deadline = time.monotonic() + 60.0  # only against a hang: the events below end the loops
+while node.count_publishers(topic) < 1 and time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.02)
+print("MATCHED", flush=True)
+# Until every frame is in, or the publisher (which leaves after sending) is gone and nothing is pending.
+while len(received) < frames and time.monotonic() < deadline:
+    if node.count_publishers(topic) == 0:
+        rclpy.spin_once(node, timeout_sec=0.5)
         break
+    rclpy.spin_once(node, timeout_sec=0.1)
 print(json.dumps({"received": len(received), "bad": bad}), flush=True)
 node.destroy_node()
 rclpy.shutdown()
@@ -149,12 +151,20 @@ def send_images(tmp_path: Path, profile: Path | None, frames: int = FRAMES) -> d
             [sys.executable, str(subscriber_script), topic, str(frames), str(WIDTH), str(HEIGHT)],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        go = tmp_path / "go"
         publisher = subprocess.Popen(
-            [sys.executable, str(publisher_script), topic, str(frames), str(RATE_HZ), str(WIDTH), str(HEIGHT)],
+            [sys.executable, str(publisher_script), topic, str(frames), str(RATE_HZ), str(WIDTH), str(HEIGHT), str(go)],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        publisher_output, _ = publisher.communicate(timeout=30)
-        subscriber_output, _ = subscriber.communicate(timeout=30)
+        early = []  # the subscriber's output up to the moment it sees the publisher
+        for line in subscriber.stdout:
+            early.append(line)
+            if line.strip() == "MATCHED":
+                go.touch()
+                break
+        publisher_output, _ = publisher.communicate(timeout=90)
+        subscriber_output, _ = subscriber.communicate(timeout=90)
+        subscriber_output = "".join(early) + subscriber_output
     finally:
         stop(publisher)
         stop(subscriber)
