@@ -17,7 +17,7 @@ from typing import Sequence
 import cv2
 
 from .backends import WeightsError, backend_class, create_backend, list_backends
-from .backends.base import Thresholds
+from .backends.base import parse_options
 from .backends.registry import UnknownBackendError
 from .core.preprocess import InvalidImageError
 
@@ -40,30 +40,17 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = Thresholds()
-    parser.add_argument("--score-threshold", type=float, default=defaults.score, help="minimum detection score (default %(default)s)")
-    parser.add_argument("--iou-threshold", type=float, default=defaults.iou, help="NMS IoU threshold (default %(default)s)")
-    parser.add_argument("--max-detections", type=int, default=defaults.max_detections, help="detections kept per frame (default %(default)s)")
+    parser.add_argument("--score-threshold", type=float, help="minimum detection score (default: the backend's)")
+    parser.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (default: the backend's)")
+    parser.add_argument("--max-detections", type=int, help="detections kept per frame (default: the backend's)")
 
 
-def _backend_options(args: argparse.Namespace) -> dict:
-    options = {"thresholds": Thresholds(score=args.score_threshold, iou=args.iou_threshold, max_detections=args.max_detections)}
-    if getattr(args, "input_size", None):
-        options["input_size"] = args.input_size
-    return options
-
-
-def _options(pairs: Sequence[str]) -> dict:
-    """``key=value`` backend options; values are read as YAML (``width=0.25`` → 0.25)."""
-    import yaml
-
-    options = {}
-    for pair in pairs:
-        key, separator, value = pair.partition("=")
-        if not separator:
-            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
-        options[key] = yaml.safe_load(value)
-    return options
+def _create_backend(args: argparse.Namespace, **options):
+    """The backend the arguments name, with the thresholds given on the command line (others: its defaults)."""
+    backend = create_backend(args.backend, args.weights, args.device, **options)
+    given = {"score": args.score_threshold, "iou": args.iou_threshold, "max_detections": args.max_detections}
+    backend.set_thresholds(**{name: value for name, value in given.items() if value is not None})
+    return backend
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -78,15 +65,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .core.io import FrameSource
-    from .core.visualize import draw_overlay
+    from .core.visualize import colorize_semantic, draw_overlay
+    from .data.cityscapes import panoptic_to_png
 
     _set_threads(args)
     frames = FrameSource(args.inputs)
-    backend = create_backend(args.backend, args.weights, args.device, fast=not args.plain, **_backend_options(args))
+    backend = _create_backend(args, fast=not args.plain, **({"input_size": args.input_size} if args.input_size else {}),
+                              **parse_options(args.option))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     info = backend.describe()
-    processed, failed = 0, []
+    processed, failed, panoptic_annotations = 0, [], []
     for frame in tqdm(frames, total=len(frames), desc="infer", disable=args.quiet):
         if frame.image is None:
             failed.append({"source": frame.source, "error": frame.error})
@@ -103,6 +92,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
             cv2.imwrite(f"{stem}_drivable.png", result.drivable_mask * 255)
         if result.lane_mask is not None:
             cv2.imwrite(f"{stem}_lane.png", result.lane_mask * 255)
+        if result.semantic is not None:  # label ids, and the label map's colours
+            cv2.imwrite(f"{stem}_semantic.png", result.semantic)
+            cv2.imwrite(f"{stem}_semantic_color.png", colorize_semantic(result.semantic, backend.label_map))
+        if result.panoptic is not None:
+            png, segments_info = panoptic_to_png(result.panoptic, result.segments)
+            cv2.imwrite(f"{stem}_panoptic.png", png)
+            panoptic_annotations.append({"image_id": frame.name, "file_name": f"{frame.name}_panoptic.png",
+                                         "segments_info": segments_info})
         cv2.imwrite(f"{stem}_overlay.jpg", draw_overlay(frame.image, result, backend.label_map))
         record = {
             "source": frame.source,
@@ -117,6 +114,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         processed += 1
     summary = {**info, "processed": processed, "failed": failed, "output": str(output)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
+    if panoptic_annotations:  # the COCO / Cityscapes panoptic format, e.g. for cityscapesscripts' evaluation
+        categories = [{"id": c.id, "name": c.name, "isthing": int(c.is_thing)} for c in backend.label_map.classes]
+        (output / "panoptic.json").write_text(json.dumps({"annotations": panoptic_annotations, "categories": categories}))
     print(f"{processed} frames written to {output}" + (f", {len(failed)} skipped" if failed else ""))
     return 1 if failed else 0
 
@@ -136,9 +136,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if not paths or set(paths) - {"fast", "plain"}:
         raise ValueError(f"--paths takes fast and/or plain, got {args.paths!r}")
     backends = {
-        path: create_backend(
-            args.backend, args.weights, args.device, fast=path == "fast", input_size=args.size,
-            allow_random_weights=args.random_weights, **_backend_options(args), **_options(args.option),
+        path: _create_backend(
+            args, fast=path == "fast", input_size=args.size, allow_random_weights=args.random_weights, **parse_options(args.option)
         )
         for path in paths
     }
@@ -151,6 +150,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         results[path]["gflops"] = count_flops(backend.network, batch) / 1e9
     report = {
         **first.describe(),
+        "extra_ms": first.extra_benchmarks(),
         "image_size": [image.shape[1], image.shape[0]],
         "threads": torch.get_num_threads(),
         "runs": args.runs,
@@ -177,6 +177,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if "candidates" in stats:
             print(f"{path}: post-processing {stats['postprocess_ms']['median']:.2f} ms median for {stats['candidates']['median']:.0f} "
                   f"NMS candidates (max {stats['candidates']['max']:.0f}), next to {stats['inference_ms']['median']:.2f} ms in the network")
+    for name, value in report["extra_ms"].items():
+        print(f"{name[:-3]}: {value:.2f} ms median")
     if "speedup_total" in report:
         print(f"fast path speed-up over plain (median): total {report['speedup_total']:.2f}x, "
               f"inference {report['speedup_inference']:.2f}x")
@@ -188,7 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import train_from_config
 
     summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet)
-    best = next((r for r in reversed(summary["history"]) if "val_drivable_miou" in r), {})
+    best = next(({k: v for k, v in r.items() if k.startswith("val_")} for r in reversed(summary["history"])
+                 if any(k.startswith("val_") for k in r)), {})
     print(json.dumps({k: v for k, v in summary.items() if k != "history"} | {"last_validation": best}, indent=2))
     return 0
 
@@ -224,11 +227,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _set_threads(args)
     pairs = _runs(args.backend or ["twinlitenet"], args.weights)
+    variants = [parse_options([v]) for v in args.options] or [{}]
     dataset = open_dataset(args.data, args.image_topic)
     runs, names = [], set()
-    for backend_name, weights in pairs:
-        backend = create_backend(backend_name, weights, args.device)
+    for (backend_name, weights), options in ((pair, options) for pair in pairs for options in variants):
+        backend = create_backend(backend_name, weights, args.device, **options)
         name = backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1 else f"{backend_name}_{Path(weights or 'bundled').stem}"
+        if options:
+            name += "[" + ",".join(f"{key}={value}" for key, value in options.items()) + "]"
         while name in names:
             name += "_"
         names.add(name)
@@ -284,6 +290,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack_weights(args: argparse.Namespace) -> int:
+    """Re-save a backend checkpoint for shipping: the same weights (float16 with --half), config and metadata."""
+    from .backends import read_checkpoint, save_checkpoint
+
+    checkpoint = read_checkpoint(args.input)
+    if checkpoint.backend is None:
+        raise WeightsError(f"{args.input} is not a checkpoint of this package's backends (no backend name)")
+    state = {k: v.half() if args.half and v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+    metadata = {**checkpoint.metadata, "stored_as": "float16" if args.half else "as trained"}
+    path = save_checkpoint(args.output, checkpoint.backend, state, checkpoint.config, metadata)
+    print(f"{path}: {path.stat().st_size / 1e6:.2f} MB ({checkpoint.backend})")
+    return 0
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     for name in list_backends():
         cls = backend_class(name)
@@ -323,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
+    infer.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend option, e.g. fusion=kirillov or output=top (repeatable)")
     _add_threshold_arguments(infer)
     infer.set_defaults(func=cmd_infer)
 
@@ -373,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", required=True, help="report folder")
     evaluate.add_argument("--image-topic", help="camera topic of a bag (default: its only image topic)")
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")
+    evaluate.add_argument("--options", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                          help="backend options of one more run of every backend, side by side (repeatable), "
+                               "e.g. --options fusion=paper --options fusion=kirillov")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--threads", type=int)
     evaluate.set_defaults(func=cmd_evaluate)
@@ -392,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--reliable", action="store_true", help="live: publish with reliable QoS")
     replay.add_argument("--report", help="also write a report folder")
     replay.set_defaults(func=cmd_replay)
+
+    pack = commands.add_parser("pack-weights", parents=[common], help="re-save a checkpoint for shipping (e.g. float16)")
+    pack.add_argument("input", help="a backend checkpoint (e.g. runs/NAME/best.pth)")
+    pack.add_argument("output")
+    pack.add_argument("--half", action="store_true", help="store floating-point tensors as float16 (loaded as float32)")
+    pack.set_defaults(func=cmd_pack_weights)
 
     backends = commands.add_parser("backends", parents=[common], help="list backends and what they produce")
     backends.set_defaults(func=cmd_backends)

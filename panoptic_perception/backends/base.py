@@ -61,6 +61,21 @@ def build_config(config_type: type, values: dict[str, Any]) -> Any:
     return config_type(**values)
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` backend options (items may hold several, comma-separated); values are read as YAML
+    (``width=0.25`` → 0.25, ``fusion=paper`` → "paper"). Raises ValueError on an item without ``=``."""
+    import yaml
+
+    options = {}
+    for item in pairs:
+        for pair in filter(None, (p.strip() for p in item.split(","))):
+            key, separator, value = pair.partition("=")
+            if not separator or not key.strip():
+                raise ValueError(f"backend options are KEY=VALUE, got {pair!r}")
+            options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 @dataclass
 class Thresholds:
     """Post-processing thresholds a backend applies to the outputs it produces; adjustable at runtime."""
@@ -88,8 +103,12 @@ class Backend(abc.ABC):
         device: torch device string ("cpu", "cuda", "cuda:1").
         input_size: network input (width, height); default from the checkpoint's config.
         fast: use the inference-optimised network (see each backend); False runs it as trained.
-        thresholds: post-processing thresholds (default: :class:`Thresholds`); see :meth:`set_thresholds`.
+        thresholds: post-processing thresholds (default: the backend's ``default_thresholds``); see
+            :meth:`set_thresholds`.
         allow_random_weights: permit running without any weights (tests, speed measurements only).
+        network: an in-memory network to run as it is (e.g. a model being trained, for validation with
+            the backend's own pre- and post-processing); ``weights`` must then be None and ``config``
+            options describe it.
         **config: architecture options of the backend's config dataclass.
     """
 
@@ -102,6 +121,7 @@ class Backend(abc.ABC):
     resize_mode: ClassVar[ResizeMode] = ResizeMode.LETTERBOX
     pad_value: ClassVar[int] = 114
     accepts_torchscript: ClassVar[bool] = False  # may ``weights`` be a TorchScript file of the whole network?
+    default_thresholds: ClassVar[Thresholds] = Thresholds()  # the paper's / official post-processing values
 
     def __init__(
         self,
@@ -112,13 +132,20 @@ class Backend(abc.ABC):
         fast: bool = True,
         thresholds: Thresholds | None = None,
         allow_random_weights: bool = False,
+        network: nn.Module | None = None,
         **config: Any,
     ) -> None:
         self.log = log.getChild(self.name)
-        self.thresholds = thresholds or Thresholds()
+        self.thresholds = thresholds or self.default_thresholds
         self.device = resolve_device(device)
         self.fast = fast
-        if weights is not None and is_torchscript_archive(weights):
+        if network is not None:
+            if weights is not None:
+                raise ValueError("pass either weights or a network, not both")
+            self.config = build_config(self.config_type, config)
+            self.weights_info, self.metadata, self.channels_last = WeightsInfo("in-memory network"), {}, False
+            self.network = network
+        elif weights is not None and is_torchscript_archive(weights):
             self._load_torchscript(str(weights), config)
         else:
             checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
@@ -226,6 +253,11 @@ class Backend(abc.ABC):
                 (preprocessed - start) * 1e3 / n, (inferred - preprocessed) * 1e3 / n, (done - inferred) * 1e3 / n, n
             )
         return results
+
+    def extra_benchmarks(self) -> dict[str, float]:
+        """Timings (ms) of the backend's own stages worth reporting beside the per-stage latency; none by
+        default."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """What this backend is, for logs, reports and JSON outputs."""

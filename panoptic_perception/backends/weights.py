@@ -31,7 +31,7 @@ class WeightsError(RuntimeError):
 class WeightsInfo:
     """Where a backend's weights came from."""
 
-    source: str  # "file", "bundled", "torchscript" or "random"
+    source: str  # "file", "bundled", "torchscript", "random" or "in-memory network"
     path: str | None = None
     sha256: str | None = None
 

@@ -587,7 +587,7 @@ def _benchmark_scene(width: int, height: int, objects: int, seed: int) -> tuple[
 def benchmark_fusion(
     size: tuple[int, int] = (1280, 720), objects: int = 30, runs: int = 20, method: str = "paper", seed: int = 0
 ) -> float:
-    """Median milliseconds of :func:`fuse` on a synthetic street scene; prints the figure.
+    """Median milliseconds of :func:`fuse` on a synthetic street scene.
 
     ``size`` = (width, height); ``objects`` in the scene (30 give about 20 detected instances, see
     :func:`_benchmark_scene`); boolean masks, as Mask R-CNN's are after its 0.5 threshold.
@@ -600,6 +600,4 @@ def benchmark_fusion(
         start = time.perf_counter()
         fuse(semantic, detected, CITYSCAPES, config)
         times.append((time.perf_counter() - start) * 1e3)
-    median = float(np.median(times))
-    print(f"{method} fusion {size[0]}x{size[1]}, {len(detected)} instances: {median:.2f} ms (median of {runs})")
-    return median
+    return float(np.median(times))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .labels import LabelMap
 from .preprocess import Geometry
 
 
@@ -53,3 +54,12 @@ def probability_masks(probabilities: torch.Tensor, geometries: Sequence[Geometry
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"mask threshold must be in [0, 1], got {threshold}")
     return [(_to_source(p, g)[0] > threshold).to(torch.uint8).cpu().numpy() for p, g in zip(probabilities, geometries)]
+
+
+def class_maps(logits: torch.Tensor, geometries: Sequence[Geometry], label_map: LabelMap) -> list[np.ndarray]:
+    """(N, C, h, w) class logits (channel i: ``label_map.classes[i]``) → per image an (H, W) uint8 map of
+    class ids at the input resolution (interpolated before the argmax)."""
+    if logits.shape[1] != len(label_map):
+        raise ValueError(f"{logits.shape[1]} logit channels for a label map of {len(label_map)} classes")
+    ids = torch.as_tensor(label_map.ids, dtype=torch.uint8, device=logits.device)
+    return [ids[_to_source(l, g).argmax(0)].cpu().numpy() for l, g in zip(logits, geometries)]

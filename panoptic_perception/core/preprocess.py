@@ -86,6 +86,18 @@ class Geometry:
         return maps[..., top : top + ch, left : left + cw]
 
 
+#: torchvision's ImageNet normalisation (RGB in [0, 1]), which its ResNet / Mask R-CNN weights expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The mean as a BGR uint8 colour: padding of this colour is zero after normalisation.
+IMAGENET_MEAN_BGR = tuple(round(255 * m) for m in reversed(IMAGENET_MEAN))
+
+
+def normalize(batch: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """(N, 3, H, W) RGB in [0, 1] → ``(x - mean) / std`` per channel."""
+    return (batch - batch.new_tensor(mean).view(1, 3, 1, 1)) / batch.new_tensor(std).view(1, 3, 1, 1)
+
+
 def network_input_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """Check a requested (width, height) network input size."""
     width, height = (int(v) for v in size)

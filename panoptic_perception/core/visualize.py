@@ -45,7 +45,9 @@ def colorize_panoptic(panoptic: np.ndarray, label_map: LabelMap) -> np.ndarray:
 def draw_overlay(image: np.ndarray, result: PerceptionResult, label_map: LabelMap | None = None, alpha: float = 0.5) -> np.ndarray:
     """A BGR copy of ``image`` with every output of ``result`` drawn on it."""
     canvas = image.copy()
-    if result.semantic is not None and label_map is not None:
+    if result.panoptic is not None and label_map is not None:  # instances in their own shades
+        blend(canvas, result.panoptic > 0, colorize_panoptic(result.panoptic, label_map), alpha)
+    elif result.semantic is not None and label_map is not None:
         blend(canvas, result.semantic > 0, colorize_semantic(result.semantic, label_map), alpha)
     if result.drivable_mask is not None:
         blend(canvas, result.drivable_mask, _DRIVABLE_BGR, alpha)

@@ -56,6 +56,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -144,6 +145,21 @@ def rgb_to_id(image_bgr: np.ndarray) -> np.ndarray:
     """A panoptic PNG as read by OpenCV (BGR) → segment ids ``R + 256 G + 256² B`` (int64)."""
     image = image_bgr.astype(np.int64)
     return image[..., 2] + 256 * image[..., 1] + 256 * 256 * image[..., 0]
+
+
+def panoptic_to_png(panoptic: np.ndarray, segments: Sequence[SegmentInfo]) -> tuple[np.ndarray, list[dict]]:
+    """This project's panoptic map and segments → a Cityscapes / COCO panoptic PNG (BGR, for OpenCV) and
+    its ``segments_info``: segment id ``R + 256 G + 256² B``, as cityscapesscripts writes its ground truth
+    (``label_id * 1000 + instance`` for things, the label id for stuff), ``category_id`` the label id;
+    void pixels are 0. The inverse of :func:`panoptic_from_png` (up to the numbering of instances)."""
+    ids = np.where(panoptic % PANOPTIC_LABEL_DIVISOR == 0, panoptic // PANOPTIC_LABEL_DIVISOR, panoptic).astype(np.int64)
+    png = np.stack([ids // (256 * 256), (ids // 256) % 256, ids % 256], -1).astype(np.uint8)
+    info = []
+    for segment in segments:
+        class_id, instance = divmod(segment.id, PANOPTIC_LABEL_DIVISOR)
+        info.append({"id": segment.id if instance else class_id, "category_id": segment.category_id, "iscrowd": 0,
+                     "bbox": list(segment.bbox), "area": segment.area})
+    return png, info
 
 
 def panoptic_from_png(segment_ids: np.ndarray, segments_info: list[dict], category_to_label: dict[int, int]

@@ -272,14 +272,15 @@ def adapt_predictor_classes(
 
     Args:
         state_dict: a :class:`MaskRCNN` (or torchvision ``maskrcnn_resnet50_fpn``) state dict.
-        class_indices: old class index of every new class, ``class_indices[0] == 0``, no repeats.
+        class_indices: old class index of every new class, ``class_indices[0] == 0`` and no other 0; an old
+            class may seed several new ones (e.g. COCO's person for Cityscapes' person and rider).
         prefix: the RoI heads' key prefix (``"roi_heads."``).
 
     Returns:
         A new dict in the same key order.
 
     Raises:
-        ValueError: on a missing predictor key, a class list that does not start with 0, repeats, or an
+        ValueError: on a missing predictor key, a class list that does not start with (or repeats) 0, or an
             index outside the checkpoint's classes.
     """
     indices = [int(i) for i in class_indices]
@@ -287,9 +288,9 @@ def adapt_predictor_classes(
     if missing:
         raise ValueError(f"state dict lacks the predictor keys {missing}")
     old_classes = state_dict[prefix + "box_predictor.cls_score.weight"].shape[0]
-    valid = all(0 <= i < old_classes for i in indices) and len(set(indices)) == len(indices)
+    valid = all(0 <= i < old_classes for i in indices) and indices.count(0) == 1
     if not indices or indices[0] != 0 or not valid:
-        raise ValueError(f"class_indices must start with 0 (background) and be distinct indices below {old_classes}, "
+        raise ValueError(f"class_indices must start with 0 (background), use 0 only there, and stay below {old_classes}, "
                          f"got {indices}")
     adapted = dict(state_dict)
     for key, rows in PREDICTOR_CLASS_ROWS.items():

@@ -45,6 +45,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from ..backends import Backend, create_backend
+from ..backends.base import parse_options
 from ..backends.registry import list_backends
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability
@@ -184,6 +185,7 @@ class PerceptionNode(LifecycleNode):
             settings["device"],
             fast=settings["fast"],
             input_size=size if all(size) else None,
+            **parse_options([settings["backend_options"]]),
         )
         backend.set_thresholds(
             score=settings["score_threshold"], iou=settings["iou_threshold"],

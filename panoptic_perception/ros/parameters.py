@@ -39,6 +39,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "cpu", "torch device: cpu, cuda, cuda:1, ...", OnChange.RELOAD),
     ParameterSpec("input_size", [0, 0], "network input [width, height]; [0, 0]: from the weights", OnChange.RELOAD),
     ParameterSpec("fast", True, "inference-optimised network (folded BatchNorms, channels-last, ...)", OnChange.RELOAD),
+    ParameterSpec("backend_options", "", "backend options KEY=VALUE[,KEY=VALUE], e.g. fusion=kirillov or output=top",
+                  OnChange.RELOAD),
     ParameterSpec("threads", 0, "CPU threads for torch; 0: torch's default", OnChange.APPLY, 0, 256),
     ParameterSpec("input_transport", "raw", "subscribe to `image` (raw) or `image/compressed`", OnChange.READ_ONLY,
                   choices=("raw", "compressed")),

@@ -83,7 +83,12 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
         if dataclasses.is_dataclass(hint):
             value = from_dict(hint, value, f"{where}{name}.")
+        elif item is not None and dataclasses.is_dataclass(item):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}{name}: expected a list, got {type(value).__name__}")
+            value = [from_dict(item, v, f"{where}{name}[{i}].") for i, v in enumerate(value)]
         kwargs[name] = value
     return cls(**kwargs)

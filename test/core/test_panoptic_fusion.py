@@ -447,7 +447,5 @@ def test_segments_detections_and_maps_are_consistent_on_a_street_scene():
             assert set(fused.sources.values()) <= set(range(-1, len(detected)))
 
 
-def test_benchmark_prints_and_returns_milliseconds(capsys):
-    ms = benchmark_fusion(size=(160, 90), objects=8, runs=2)
-    assert ms > 0
-    assert "ms" in capsys.readouterr().out
+def test_benchmark_returns_milliseconds():
+    assert benchmark_fusion(size=(160, 90), objects=8, runs=2) > 0
