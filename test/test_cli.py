@@ -124,6 +124,43 @@ def test_infer_with_yolopv2_writes_detections(tmp_path, yolopv2_small_checkpoint
     assert cv2.imread(str(out / "frame_overlay.jpg")).shape == (360, 640, 3)
 
 
+def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_files(tmp_path, capsys):
+    import torch
+
+    from panoptic_perception.backends import save_checkpoint
+    from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.cityscapes import panoptic_from_png, rgb_to_id
+    from panoptic_perception.data.synthetic import generate_scene
+
+    torch.manual_seed(0)
+    config = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size=64, mask_channels=32,
+                  semantic_channels=32, group_norm_groups=8, input_width=256, input_height=160)
+    weights = save_checkpoint(tmp_path / "fp.pth", "fusion_panoptic",
+                              FusionPanopticNetwork(FusionPanopticConfig(**config)).state_dict(), config)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), generate_scene(5, 320, 180).image)
+    out = tmp_path / "out"
+    argv = ["-q", "infer", "--backend", "fusion_panoptic", "--weights", str(weights), str(image), "--output", str(out),
+            "--score-threshold", "0"]
+    assert main(argv) == 0
+    semantic = cv2.imread(str(out / "frame_semantic.png"), cv2.IMREAD_UNCHANGED)
+    assert semantic.shape == (180, 320) and set(np.unique(semantic).tolist()) <= set(CITYSCAPES.ids.tolist())
+    assert cv2.imread(str(out / "frame_semantic_color.png")).shape == (180, 320, 3)
+    document = json.loads((out / "panoptic.json").read_text())
+    (annotation,) = document["annotations"]
+    assert annotation["file_name"] == "frame_panoptic.png" and len(document["categories"]) == 19
+    png = cv2.imread(str(out / "frame_panoptic.png"), cv2.IMREAD_COLOR)
+    ids = rgb_to_id(png)
+    assert sorted(np.unique(ids[ids > 0]).tolist()) == sorted(s["id"] for s in annotation["segments_info"])
+    for segment in annotation["segments_info"]:  # stuff ids are the label id, things label id * 1000 + k
+        assert segment["area"] == int((ids == segment["id"]).sum())
+        is_thing = segment["category_id"] in CITYSCAPES.thing_ids
+        assert (segment["id"] // 1000 == segment["category_id"]) if is_thing else segment["id"] == segment["category_id"]
+    panoptic, _ = panoptic_from_png(ids, annotation["segments_info"], {c.id: c.id for c in CITYSCAPES.classes})
+    assert np.array_equal(panoptic // 1000, ids // np.where(ids >= 1000, 1000, 1)), "the classes read back"
+
+
 def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
     argv = ["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width=0.25", "--option", "depth=0.33",
             "--size", "320x192", "--runs", "2", "--warmup", "1", "--json"]
@@ -163,7 +200,7 @@ def test_option_values_of_the_wrong_type_are_named(capsys):
 
 def test_options_must_be_key_value(capsys):
     assert main(["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width"]) == 2
-    assert "--option takes KEY=VALUE" in capsys.readouterr().err
+    assert "backend options are KEY=VALUE" in capsys.readouterr().err
 
 
 def test_evaluate_two_weights_side_by_side(tmp_path, small_weights, capsys):

@@ -214,3 +214,46 @@ def test_yolopv2_publishes_detections(start_node, start_camera, probe, yolopv2_s
     assert [(c.class_id, c.class_name) for c in label_info[0][1].class_map] == [(0, "vehicle")]
     topics = probe.topics()
     assert f"{NODE}/detections" in topics and f"{NODE}/semantic" not in topics and f"{NODE}/panoptic" not in topics
+
+
+def test_fusion_panoptic_publishes_panoptic_semantic_and_detections(start_node, start_camera, probe):
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.core.messages import image_values, panoptic_from_msg
+    from panoptic_perception.msg import PanopticSegmentation
+    from vision_msgs.msg import Detection2DArray
+
+    node = start_node(backend="fusion_panoptic", max_frame_age_ms=0.0)  # bundled weights; a slow backend
+    probe.wait_for_node(node, timeout=120)
+    panoptic = probe.record(PanopticSegmentation, f"{NODE}/panoptic")
+    semantic = probe.record(Image, f"{NODE}/semantic")
+    detections = probe.record(Detection2DArray, f"{NODE}/detections")
+    results = probe.record(DrivingPerception, f"{NODE}/result")
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
+    camera = start_camera("--rate", "2", "--wait-for-subscriber", "30")  # until stopped
+    probe.wait_for(lambda: all(len(m) >= 2 for m in (panoptic, semantic, detections, results)), 180, "two of each output")
+    camera.stop()
+
+    ids = set(CITYSCAPES.ids.tolist())
+    for _, msg in panoptic:
+        assert msg.header.frame_id == "camera" and msg.label_divisor == 1000
+        values, segments = panoptic_from_msg(msg)
+        assert values.shape == (FRAME[1], FRAME[0])
+        present, counts = np.unique(values[values > 0], return_counts=True)
+        assert sorted(s.id for s in segments) == present.tolist()
+        assert {s.id: s.area for s in segments} == dict(zip(present.tolist(), counts.tolist()))
+        assert all(s.category_id in ids and s.is_thing == (s.category_id in CITYSCAPES.thing_ids) for s in segments)
+        assert any(not s.is_thing for s in segments), "stuff segments (road, sky, ...)"
+    for _, msg in semantic:
+        assert (msg.width, msg.height, msg.encoding) == (*FRAME, "mono8")
+        assert set(np.unique(image_values(msg)).tolist()) <= ids
+    for _, msg in detections:
+        for detection in msg.detections:
+            (hypothesis,) = detection.results
+            assert int(hypothesis.hypothesis.class_id) in CITYSCAPES.thing_ids and hypothesis.hypothesis.score >= 0.5
+    bundle = results[-1][1]
+    assert bundle.backend == "fusion_panoptic" and bundle.panoptic.panoptic.width == FRAME[0]
+    assert bundle.semantic.width == FRAME[0] and bundle.drivable_area.width == 0
+    assert [c.class_name for c in label_info[0][1].class_map] == [c.name for c in CITYSCAPES.classes]
+    topics = probe.topics()
+    assert f"{NODE}/panoptic" in topics and f"{NODE}/drivable_area" not in topics and f"{NODE}/lane_lines" not in topics

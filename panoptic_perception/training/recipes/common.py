@@ -1,0 +1,54 @@
+"""Pieces the recipes share: image tensors, validation through the backend itself, initialisation."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ...backends import create_backend
+from ...evaluation.evaluator import Evaluator
+
+
+def image_tensor(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
+    """BGR uint8 (H, W, 3) → (3, H, W) float32 RGB in [0, 1], then ``(x - mean) / std`` if given: the
+    backends' own pre-processing, so training and inference see the same numbers."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float().div_(255.0)
+    if mean is not None:
+        tensor = (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return tensor
+
+
+def validate_with_backend(backend: str, network: nn.Module, model_config: dict[str, Any], samples: Dataset,
+                          thresholds: dict[str, float] | None = None) -> dict:
+    """Run ``network`` through its backend (the same pre- and post-processing as inference) on every
+    sample and score it with the :class:`~panoptic_perception.evaluation.evaluator.Evaluator`; returns
+    its summary."""
+    runner = create_backend(backend, network=network, fast=False, **model_config)
+    if thresholds:
+        runner.set_thresholds(**thresholds)
+    evaluator = Evaluator(runner.label_map, runner.capabilities)
+    for index in range(len(samples)):
+        sample = samples[index]
+        evaluator.add(sample.name, runner(sample.image), sample.truth)
+    return evaluator.compute()
+
+
+def load_matching(model: nn.Module, state: dict[str, torch.Tensor], rename=None) -> dict[str, list[str]]:
+    """Copy the tensors of ``state`` whose names (after ``rename``, a function of the name that may return
+    None to drop it) and shapes match ``model``'s; returns the ``loaded``, ``skipped`` (checkpoint names)
+    and ``missing`` (model names left as they were) lists."""
+    own = model.state_dict()
+    loaded, skipped, update = [], [], {}
+    for name, tensor in state.items():
+        target = rename(name) if rename else name
+        if target in own and own[target].shape == tensor.shape:
+            update[target] = tensor
+            loaded.append(target)
+        else:
+            skipped.append(name)
+    model.load_state_dict(update, strict=False)
+    return {"loaded": loaded, "skipped": skipped, "missing": sorted(set(own) - set(update))}

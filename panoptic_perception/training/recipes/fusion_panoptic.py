@@ -1,0 +1,139 @@
+"""Training the fusion-panoptic network (paper 002, §III-C).
+
+The paper trains end to end with one loss ``L = L_box + L_cls + L_mask + L_segm``: Mask R-CNN's RPN
+objectness and box losses, the box head's classification and box losses and the mask loss, plus the
+semantic head's cross-entropy (void and padding ignored), all with weight 1. SGD with momentum 0.9 and a
+"poly" learning rate from 5e-3 over 32k iterations at batch 2; horizontal flips and image scales 0.8-1.0;
+BatchNorm statistics frozen (only their affine terms learn), GroupNorm only in the semantic head;
+initialised from COCO Mask R-CNN weights.
+
+Choices where the paper is silent or this machine differs (``recipe`` options, :class:`FusionTrainOptions`):
+
+- the semantic logits are bilinearly upsampled from 1/4 to the input before the cross-entropy;
+- an image is fitted into the network input (aspect kept) at a random scale in ``scale`` and padded at
+  the bottom / right (Mask R-CNN sees only the image part; padding is ignored by the semantic loss);
+- instance targets come from the panoptic ground truth (every thing segment except crowd regions);
+- where no pretrained weights exist (the bundled variant, trained from scratch on synthetic scenes) the
+  model config chooses trainable BatchNorm (``norm: batch_norm``); ``init_weights`` loads a torchvision /
+  COCO Mask R-CNN or ImageNet ResNet checkpoint by name and shape (the class-specific predictor rows are
+  left out when the class count differs; :func:`~panoptic_perception.nn.mask_rcnn.adapt_predictor_classes`
+  maps COCO classes explicitly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...backends.base import build_config
+from ...backends.fusion_panoptic import COCO_CLASS_INDICES, THING_IDS, FusionPanopticConfig, FusionPanopticNetwork
+from ...backends.weights import read_checkpoint
+from ...nn.mask_rcnn import adapt_predictor_classes
+from ...core.labels import CITYSCAPES
+from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
+from ..data import IGNORE_INDEX, Example, class_index_table, instance_targets, scale_flip_crop
+from ..engine import TrainConfig
+from .common import image_tensor, load_matching, validate_with_backend
+
+COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+@dataclass
+class FusionTrainOptions:
+    """Recipe options: loss weight of the semantic cross-entropy, scale range, flips, and the smallest
+    instance (pixels, after augmentation) used as a Mask R-CNN target."""
+
+    semantic_loss_weight: float = 1.0
+    scale: tuple[float, float] = (0.8, 1.0)
+    flip: bool = True
+    min_instance_pixels: int = 16
+
+    def __post_init__(self) -> None:
+        self.scale = tuple(self.scale)
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
+
+
+class FusionPanopticRecipe:
+    backend = "fusion_panoptic"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.model_options = build_config(FusionPanopticConfig, dict(config.model))
+        self.options = build_config(FusionTrainOptions, dict(config.recipe))
+        self.size = (self.model_options.input_width, self.model_options.input_height)
+        self.class_index = class_index_table(CITYSCAPES)
+
+    def build_model(self) -> nn.Module:
+        return FusionPanopticNetwork(self.model_options)
+
+    def model_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.model_options)
+
+    def initialize(self, model: nn.Module, path: str) -> dict[str, Any]:
+        """A checkpoint of this backend, a torchvision Mask R-CNN (COCO's 91 classes are mapped by
+        :data:`~panoptic_perception.backends.fusion_panoptic.COCO_CLASS_INDICES`), or an ImageNet ResNet
+        (torchvision / timm names, loaded into ``backbone.body``): tensors load by name and shape."""
+        state = read_checkpoint(path).state_dict
+        if state.get(COCO_PREDICTOR_KEY, torch.empty(0)).shape[:1] == (91,):
+            state = adapt_predictor_classes(state, COCO_CLASS_INDICES)
+
+        def rename(name: str) -> str | None:
+            if name.startswith(("backbone.", "rpn.", "roi_heads.", "semantic_head.")):
+                return name
+            return None if name.startswith("fc.") else f"backbone.body.{name}"
+
+        return load_matching(model, state, rename)
+
+    def example(self, sample, rng: np.random.Generator) -> dict:
+        example = scale_flip_crop(Example.from_sample(sample), self.size, rng, self.options.scale, self.options.flip, IMAGENET_MEAN_BGR)
+        if example.semantic is None or example.panoptic is None:
+            raise ValueError(f"{sample.name}: fusion_panoptic trains on semantic and panoptic ground truth")
+        valid = example.valid
+        rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+        semantic = self.class_index[example.semantic]
+        semantic[~valid] = IGNORE_INDEX
+        instances = instance_targets(example.panoptic, THING_IDS, self.options.min_instance_pixels)
+        return {
+            "image": image_tensor(example.image, IMAGENET_MEAN, IMAGENET_STD),
+            "image_size": (int(rows[-1]) + 1, int(cols[-1]) + 1),  # the image part, top-left aligned
+            "semantic": torch.from_numpy(semantic.astype(np.int64)),
+            "target": {"boxes": torch.from_numpy(instances.boxes), "labels": torch.from_numpy(instances.labels),
+                       "masks": torch.from_numpy(instances.masks)},
+        }
+
+    def collate(self, examples: list[dict]) -> dict:
+        return {
+            "images": torch.stack([e["image"] for e in examples]),
+            "image_sizes": [e["image_size"] for e in examples],
+            "semantic": torch.stack([e["semantic"] for e in examples]),
+            "targets": [e["target"] for e in examples],
+        }
+
+    def losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        losses, semantic_logits = model(batch["images"], batch["image_sizes"], batch["targets"])
+        logits = F.interpolate(semantic_logits, size=batch["images"].shape[-2:], mode="bilinear", align_corners=False)
+        losses["loss_semantic"] = F.cross_entropy(logits.float(), batch["semantic"], ignore_index=IGNORE_INDEX)
+        losses["loss"] = sum(v for k, v in losses.items() if k != "loss_semantic") + \
+            self.options.semantic_loss_weight * losses["loss_semantic"]
+        return losses
+
+    def validate(self, model: nn.Module, samples) -> dict[str, float]:
+        summary = validate_with_backend(self.backend, model, self.model_config(), samples)
+        metrics = {
+            "pq": summary["panoptic"]["all"]["pq"], "sq": summary["panoptic"]["all"]["sq"],
+            "rq": summary["panoptic"]["all"]["rq"], "pq_things": summary["panoptic"]["things"]["pq"],
+            "pq_stuff": summary["panoptic"]["stuff"]["pq"], "miou": summary["semantic"]["miou"],
+        }
+        if "detection" in summary:
+            metrics.update(ap=summary["detection"]["AP"], ap50=summary["detection"]["AP50"])
+        return {k: float(v) for k, v in metrics.items()}
+
+    def score(self, metrics: dict[str, float]) -> float:
+        return metrics["pq"] + metrics["miou"]

@@ -1,0 +1,125 @@
+"""fusion_panoptic: the semantic head of §III-B, the network's parameter layout, the backend's outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panoptic_perception import create_backend
+from panoptic_perception.backends import save_checkpoint
+from panoptic_perception.backends.fusion_panoptic import (
+    THING_IDS,
+    AtrousSpatialPyramid,
+    FusionPanopticConfig,
+    FusionPanopticNetwork,
+    RefinementPyramid,
+    SemanticHead,
+)
+from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.core.types import PANOPTIC_LABEL_DIVISOR
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.nn import count_parameters
+
+#: A narrow variant, as the bundled weights use, for functional tests.
+SMALL = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size=64, mask_channels=32,
+             semantic_channels=32, group_norm_groups=8, input_width=256, input_height=160)
+
+
+def test_atrous_spatial_pyramid_has_a_1x1_and_three_dilated_branches_with_group_norm():
+    asp = AtrousSpatialPyramid(16, 8, rates=(6, 12, 18), branch_channels=8, groups=4)
+    convs = [branch[0] for branch in asp.branches]
+    assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (3, 3), (3, 3)]
+    assert [c.dilation for c in convs] == [(1, 1), (6, 6), (12, 12), (18, 18)]
+    assert all(isinstance(branch[1], torch.nn.GroupNorm) and branch[1].num_groups == 4 for branch in asp.branches)
+    assert asp.project[0].in_channels == 32 and asp.project[0].out_channels == 8
+    assert asp(torch.randn(2, 16, 9, 13)).shape == (2, 8, 9, 13), "padding keeps the size at every rate"
+
+
+def test_refinement_pyramid_adds_coarser_levels_then_concatenates_at_the_finest():
+    # Constant maps stay constant under bilinear upsampling, so the refined values are plain sums.
+    levels = [torch.full((1, 1, 16 // 2**k, 16 // 2**k), float(10**k)) for k in range(4)]  # 1, 10, 100, 1000
+    out = RefinementPyramid()(levels)
+    assert out.shape == (1, 4, 16, 16)
+    assert [float(out[0, c, 0, 0]) for c in range(4)] == [1111.0, 1110.0, 1100.0, 1000.0]
+
+
+def test_semantic_head_predicts_classes_at_a_quarter_of_the_input():
+    head = SemanticHead(in_channels=16, num_classes=19, channels=8, groups=4)
+    features = [torch.randn(2, 16, 64 // s, 96 // s) for s in (4, 8, 16, 32)]
+    assert head(features).shape == (2, 19, 16, 24)
+    assert head.classifier.in_channels == 4 * 8, "four levels concatenated"
+    with pytest.raises(ValueError, match="four FPN levels"):
+        head(features[:3])
+
+
+def test_full_size_network_keeps_torchvisions_mask_rcnn_names_and_counts():
+    with torch.device("meta"):
+        network = FusionPanopticNetwork(FusionPanopticConfig())
+        mask_rcnn = count_parameters(network) - count_parameters(network.semantic_head)
+    names = list(network.state_dict())
+    assert names[0] == "backbone.body.conv1.weight" and "rpn.head.conv.0.0.weight" in names
+    assert "roi_heads.box_head.fc6.weight" in names and "roi_heads.mask_predictor.mask_fcn_logits.weight" in names
+    assert network.state_dict()["roi_heads.box_predictor.cls_score.weight"].shape == (1 + len(THING_IDS), 1024)
+    # torchvision's maskrcnn_resnet50_fpn with frozen BatchNorm: 44,401,393 parameters for 91 classes; the
+    # 9-class predictors are 82 x (1024 + 1) + 4 x 82 x (1024 + 1) + 82 x (256 + 1) fewer.
+    assert mask_rcnn == 44_401_393 - 82 * 1025 - 4 * 82 * 1025 - 82 * 257
+    assert all(name.startswith(("backbone.", "rpn.", "roi_heads.", "semantic_head.")) for name in names)
+
+
+@pytest.fixture(scope="module")
+def small_backend():
+    torch.manual_seed(0)
+    backend = create_backend("fusion_panoptic", allow_random_weights=True, fast=False, **SMALL)
+    backend.set_thresholds(score=0.0)  # random weights: let every detection through the fusion
+    return backend
+
+
+def test_backend_outputs_are_consistent_at_the_input_resolution(small_backend):
+    image = generate_scene(1, 320, 180).image
+    result = small_backend(image)
+    assert result.semantic.shape == result.panoptic.shape == (180, 320)
+    assert result.semantic.dtype == np.uint8 and result.panoptic.dtype == np.int32
+    assert set(np.unique(result.semantic).tolist()) <= set(CITYSCAPES.ids.tolist())
+    values, counts = np.unique(result.panoptic[result.panoptic > 0], return_counts=True)
+    assert sorted(s.id for s in result.segments) == values.tolist()
+    assert [s.area for s in sorted(result.segments, key=lambda s: s.id)] == counts.tolist()
+    for segment in result.segments:
+        assert segment.category_id == segment.id // PANOPTIC_LABEL_DIVISOR
+        assert segment.is_thing == (segment.category_id in CITYSCAPES.thing_ids)
+    things = [s for s in result.segments if s.is_thing]
+    assert len(result.detections) == len(things)
+    assert set(result.detections.class_ids.tolist()) <= set(THING_IDS)
+    assert (result.detections.boxes[:, [0, 2]] <= 320).all() and (result.detections.boxes[:, [1, 3]] <= 180).all()
+
+
+def test_runtime_thresholds_reach_the_box_head(small_backend):
+    batch = torch.rand(1, 3, 160, 256)
+    small_backend.set_thresholds(score=0.0, iou=0.3, max_detections=3)
+    try:
+        _, detections = small_backend.forward(batch)
+        assert small_backend.network.roi_heads.nms_thresh == 0.3
+        assert 0 < len(detections[0]["boxes"]) <= 3
+    finally:
+        small_backend.set_thresholds(iou=0.5, max_detections=100)
+    small_backend.set_thresholds(score=1.0)  # no detection passes: only stuff (and the paper's new instances)
+    try:
+        result = small_backend(generate_scene(2, 320, 180).image)
+    finally:
+        small_backend.set_thresholds(score=0.0)
+    assert all(not s.is_thing or s.score == 0.5 for s in result.segments), "things are the fusion's new instances"
+
+
+def test_fast_path_folds_batchnorm_and_the_checkpoint_round_trip_is_exact(small_backend, tmp_path):
+    path = save_checkpoint(tmp_path / "small.pth", "fusion_panoptic", small_backend.network.state_dict(), SMALL)
+    fast = create_backend("fusion_panoptic", path)
+    plain = create_backend("fusion_panoptic", path, fast=False)
+    assert count_parameters(fast.network) < count_parameters(plain.network)
+    x = torch.randn(1, 3, 160, 256)
+    with torch.no_grad():
+        folded, unfolded = fast.network.backbone(x), plain.network.backbone(x)
+    for level, value in unfolded.items():
+        assert torch.allclose(folded[level], value, atol=1e-4 * value.abs().max().item()), level
+    image = generate_scene(4, 320, 180).image
+    plain.set_thresholds(score=0.0)
+    assert np.array_equal(plain(image).panoptic, small_backend(image).panoptic)
