@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--paths", default="fast,plain", help="comma-separated: fast, plain")
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    bench.add_argument("--random-weights", action="store_true", help="time untrained weights (speed only)")
+    bench.add_argument("--random-weights", action="store_true", help="time untrained random weights instead of bundled ones (speed only; --option sets the architecture)")
     _add_threshold_arguments(bench)
     bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend architecture option, e.g. width=0.25 (repeatable)")

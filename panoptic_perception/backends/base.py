@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.labels import LabelMap
-from ..core.preprocess import Geometry, ResizeMode, network_input_size, prepare_batch
+from ..core.preprocess import Geometry, ResizeMode, as_bgr_images, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
 from .weights import (
     Checkpoint,
@@ -98,14 +98,16 @@ class Backend(abc.ABC):
     """Base class of all backends.
 
     Args:
-        weights: path of a checkpoint; ``None`` uses the backend's bundled default weights if it has
-            them, otherwise random weights when ``allow_random_weights`` is set, otherwise fails.
+        weights: path of a checkpoint; ``None`` runs random weights when ``allow_random_weights`` is
+            set, otherwise the backend's bundled default weights if it has them, otherwise fails.
         device: torch device string ("cpu", "cuda", "cuda:1").
         input_size: network input (width, height); default from the checkpoint's config.
         fast: use the inference-optimised network (see each backend); False runs it as trained.
         thresholds: post-processing thresholds (default: the backend's ``default_thresholds``); see
             :meth:`set_thresholds`.
-        allow_random_weights: permit running without any weights (tests, speed measurements only).
+        allow_random_weights: with ``weights=None``, run untrained random weights (of any architecture
+            the options give) instead of the bundled ones; for tests and speed measurements only, and
+            logged loudly.
         network: an in-memory network to run as it is (e.g. a model being trained, for validation with
             the backend's own pre- and post-processing); ``weights`` must then be None and ``config``
             options describe it.
@@ -180,7 +182,7 @@ class Backend(abc.ABC):
         self.log.info("%s: running the TorchScript file %s as the network", self.name, path)
 
     def _resolve_weights(self, weights: str | None, allow_random: bool) -> tuple[Checkpoint | None, WeightsInfo]:
-        if weights is None and self.bundled_weights:
+        if weights is None and self.bundled_weights and not allow_random:
             path = bundled_weights_path(self.bundled_weights)
             self.log.warning(
                 "%s: using the bundled weights %s, trained on synthetic scenes only; they do not know real "
@@ -228,13 +230,23 @@ class Backend(abc.ABC):
 
     # -- running ------------------------------------------------------------------------------------
     def __call__(self, images: np.ndarray | Sequence[np.ndarray]) -> PerceptionResult | list[PerceptionResult]:
-        """One BGR uint8 (H, W, 3) image → a result; a sequence (or (N, H, W, 3) array) → a list."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            return self.process([images])[0]
-        return self.process(list(images))
+        """One image → its result; a batch → a list of results, in order.
+
+        One image: a uint8 array of shape (H, W) or (H, W, 1) grey, (H, W, 3) BGR (OpenCV's order) or
+        (H, W, 4) BGRA, any size (grey and BGRA are converted to BGR, as the node converts ``mono8`` and
+        ``bgra8``). A batch: a list / tuple of such images (sizes may differ) or an (N, H, W, 3) BGR
+        array. Results are at each image's own resolution. Raises
+        :class:`~panoptic_perception.core.preprocess.InvalidImageError` naming the input's shape and dtype
+        for anything else (float or uint16 arrays, other shapes, empty batches); the backend is unchanged
+        and takes the next call.
+        """
+        bgr, single = as_bgr_images(images)
+        results = self.process(bgr)
+        return results[0] if single else results
 
     def process(self, images: Sequence[np.ndarray]) -> list[PerceptionResult]:
-        """Run a batch; images may differ in size. Raises InvalidImageError for a malformed image."""
+        """Run a batch (a sequence of images as :meth:`__call__` takes them; sizes may differ) → one result
+        per image. Raises InvalidImageError for a malformed image."""
         start = time.perf_counter()
         batch, geometries = prepare_batch(
             images, self.input_size, self.resize_mode, self.pad_value, self.device, self.channels_last

@@ -24,17 +24,61 @@ class ResizeMode(str, enum.Enum):
     LETTERBOX = "letterbox"  # keep the aspect ratio, pad the rest (YOLO-style)
 
 
-def validate_image(image: object) -> np.ndarray:
-    """Return ``image`` if it is a BGR uint8 (H, W, 3) array with H, W > 0; raise InvalidImageError otherwise."""
-    if not isinstance(image, np.ndarray):
-        raise InvalidImageError(f"expected a numpy array (H, W, 3) uint8 BGR image, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise InvalidImageError(f"expected a uint8 image, got dtype {image.dtype}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidImageError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
+#: What :func:`as_bgr_image` and :func:`as_bgr_images` take, for error messages and docs.
+ACCEPTED_IMAGES = (
+    "a uint8 image of shape (H, W) or (H, W, 1) grey, (H, W, 3) BGR or (H, W, 4) BGRA, "
+    "or a batch: a list / tuple of such images or an (N, H, W, 3) array"
+)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"a {type(value).__name__}"
+
+
+def as_bgr_image(image: object, what: str = "") -> np.ndarray:
+    """One image → BGR uint8 (H, W, 3), C-contiguous, H, W > 0.
+
+    Grey (H, W) or (H, W, 1) and BGRA (H, W, 4) uint8 images are converted (OpenCV ``GRAY2BGR`` /
+    ``BGRA2BGR``, as the node converts ``mono8`` and ``bgra8``); (H, W, 3) is taken as BGR as it is.
+    Views with any strides are fine. Raises :class:`InvalidImageError` naming the shape and dtype (and
+    ``what``, e.g. "image 3 of the list") for anything else: another dtype (float, uint16), another
+    number of dimensions or channels, a zero-sized image, a non-array.
+    """
+    where = f" ({what})" if what else ""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+        image.ndim == 3 and image.shape[2] not in (1, 3, 4)
+    ):
+        raise InvalidImageError(f"expected {ACCEPTED_IMAGES}; got {_describe(image)}{where}")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InvalidImageError(f"image has zero size {image.shape}")
+        raise InvalidImageError(f"image has zero size: {_describe(image)}{where}")
+    image = np.ascontiguousarray(image)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
+
+
+def as_bgr_images(images: object) -> tuple[list[np.ndarray], bool]:
+    """What :meth:`Backend.__call__` takes → (BGR uint8 images, whether it was a single image).
+
+    A 2-D or 3-D array is one image (grey, BGR or BGRA, see :func:`as_bgr_image`); a 4-D (N, H, W, 3)
+    array or a list / tuple is a batch. Raises :class:`InvalidImageError` naming the whole input's
+    shape and dtype (and the index of a bad image in a batch) and what is accepted.
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim in (2, 3):
+            return [as_bgr_image(images)], True
+        if images.ndim == 4 and images.shape[3] == 3 and images.dtype == np.uint8 and len(images) > 0:
+            return [as_bgr_image(image, f"image {i} of {_describe(images)}") for i, image in enumerate(images)], False
+        raise InvalidImageError(f"expected {ACCEPTED_IMAGES}; got {_describe(images)}")
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InvalidImageError(f"expected {ACCEPTED_IMAGES}; got an empty {type(images).__name__}")
+        return [as_bgr_image(image, f"image {i} of a {type(images).__name__} of {len(images)}") for i, image in enumerate(images)], False
+    raise InvalidImageError(f"expected {ACCEPTED_IMAGES}; got {_describe(images)}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +171,8 @@ def prepare_batch(
     device: torch.device | str = "cpu",
     channels_last: bool = False,
 ) -> tuple[torch.Tensor, list[Geometry]]:
-    """BGR uint8 images → (N, 3, H, W) float32 RGB in [0, 1] and the geometry of each image.
+    """Images (BGR uint8 (H, W, 3); grey and BGRA are converted, see :func:`as_bgr_image`) →
+    (N, 3, H, W) float32 RGB in [0, 1] and the geometry of each image.
 
     Matches the official TwinLiteNet / YOLOPv2 pre-processing: OpenCV INTER_LINEAR resize, BGR→RGB,
     ``/ 255``, no mean/std.
@@ -135,8 +180,8 @@ def prepare_batch(
     if len(images) == 0:
         raise InvalidImageError("empty batch")
     geometries, canvases = [], []
-    for image in images:
-        validate_image(image)
+    for i, image in enumerate(images):
+        image = as_bgr_image(image, f"image {i} of the batch" if len(images) > 1 else "")
         source_size = (image.shape[1], image.shape[0])
         if mode is ResizeMode.LETTERBOX:
             geometry = Geometry.letterbox(source_size, network_size)

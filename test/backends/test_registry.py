@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -30,7 +32,7 @@ def test_single_image_and_batch_of_mixed_sizes():
 def test_bad_frame_is_rejected_and_backend_goes_on():
     backend = create_backend("twinlitenet")
     with pytest.raises(InvalidImageError):
-        backend(np.zeros((10, 10), np.uint8))
+        backend(np.zeros((10, 10, 2), np.uint8))
     assert backend(np.zeros((40, 40, 3), np.uint8)).lane_mask.shape == (40, 40)
 
 
@@ -44,3 +46,59 @@ def test_thresholds_change_at_runtime_and_are_validated():
     with pytest.raises(ValueError, match="score threshold must be in"):
         backend.set_thresholds(score=2.0)
     assert backend.thresholds.mask == 1.0, "a rejected change leaves the thresholds as they were"
+
+
+#: A narrow variant of every registered backend (random weights: the claim is about the input, and one
+#: backend instance runs every form of the same frame).
+NARROW = {
+    "twinlitenet": {},
+    "yolopv2": {"width": 0.25, "depth": 0.33, "input_width": 320, "input_height": 192},
+    "fusion_panoptic": {"width": 0.25, "norm": "batch_norm", "fpn_channels": 32, "representation_size": 64,
+                        "mask_channels": 32, "semantic_channels": 32, "group_norm_groups": 8,
+                        "input_width": 256, "input_height": 160},
+    "cyclenet": {"width": 0.125, "rates": (1, 2, 3), "aspp_bottleneck": 16, "aspp_growth": 8, "high_channels": 16,
+                 "low_channels": 8, "decoder_channels": 16, "aux_channels": 8, "input_width": 128, "input_height": 72},
+    "cross_cooperative": {"top_width": 0.125, "bottom_width": 0.125, "head_channels": 16, "reduced_channels": 8,
+                          "input_width": 96, "input_height": 64},
+}
+
+
+def assert_same_results(got, expected) -> None:
+    for name in ("drivable_mask", "lane_mask", "semantic", "panoptic", "detections"):
+        a, b = getattr(got, name), getattr(expected, name)
+        assert (a is None) == (b is None), name
+        if name == "detections" and b is not None:
+            for field in ("boxes", "scores", "class_ids"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+        elif b is not None:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_every_registered_backend_is_covered_by_the_input_tests():
+    assert sorted(NARROW) == list_backends()
+
+
+@pytest.mark.parametrize("name", sorted(NARROW))
+def test_grey_and_bgra_frames_give_the_results_of_the_same_frame_in_bgr(name):
+    import cv2
+
+    backend = create_backend(name, allow_random_weights=True, **NARROW[name])
+    rng = np.random.default_rng(1)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, (180, 320), np.uint8), (0, 0), 3)
+    grey_as_bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (180, 320, 3), np.uint8), (0, 0), 3)
+    bgra = np.dstack([bgr, np.full((180, 320), 77, np.uint8)])
+    expected_grey, expected_bgr = backend(grey_as_bgr), backend(bgr)
+    assert expected_grey.image_size == (320, 180)
+    for image, expected in ((grey, expected_grey), (grey[:, :, None], expected_grey), (bgra, expected_bgr),
+                            (bgr[::-1][::-1], expected_bgr)):  # a view with negative strides works too
+        assert_same_results(backend(image), expected)
+    for got, expected in zip(backend([grey, bgra]), backend([grey_as_bgr, bgr])):  # a mixed batch
+        assert_same_results(got, expected)
+
+    for bad, described in ((grey.astype(np.uint16), "shape (180, 320) and dtype uint16"),
+                           (bgr.astype(np.float32), "shape (180, 320, 3) and dtype float32")):
+        with pytest.raises(InvalidImageError, match=re.escape(described)) as error:
+            backend(bad)
+        assert "(H, W) or (H, W, 1) grey, (H, W, 3) BGR or (H, W, 4) BGRA" in str(error.value)
+    assert_same_results(backend(bgr), expected_bgr)  # and the backend goes on

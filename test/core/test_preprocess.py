@@ -1,9 +1,11 @@
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from panoptic_perception.core.postprocess import binary_masks
-from panoptic_perception.core.preprocess import Geometry, InvalidImageError, ResizeMode, network_input_size, prepare_batch, validate_image
+from panoptic_perception.core.preprocess import Geometry, InvalidImageError, ResizeMode, as_bgr_image, as_bgr_images, network_input_size, prepare_batch
 
 
 def test_batch_is_rgb_in_unit_range_nchw():
@@ -68,16 +70,52 @@ def test_binary_masks_equal_argmax_of_interpolated_logits():
 @pytest.mark.parametrize(
     "image, message",
     [
-        ("not an image", "numpy array"),
-        (np.zeros((4, 4, 3), np.float32), "uint8"),
-        (np.zeros((4, 4), np.uint8), "(H, W, 3)"),
-        (np.zeros((4, 4, 4), np.uint8), "(H, W, 3)"),
-        (np.zeros((0, 4, 3), np.uint8), "zero size"),
+        ("not an image", "got a str"),
+        (np.zeros((4, 4, 3), np.float32), "got an array of shape (4, 4, 3) and dtype float32"),
+        (np.zeros((4, 4), np.uint16), "got an array of shape (4, 4) and dtype uint16"),
+        (np.zeros((4, 4, 2), np.uint8), "got an array of shape (4, 4, 2) and dtype uint8"),
+        (np.zeros((4,), np.uint8), "got an array of shape (4,) and dtype uint8"),
+        (np.zeros((0, 4, 3), np.uint8), "zero size: an array of shape (0, 4, 3)"),
     ],
 )
 def test_bad_images_are_rejected_with_a_clear_reason(image, message):
-    with pytest.raises(InvalidImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        validate_image(image)
+    with pytest.raises(InvalidImageError, match=re.escape(message)) as error:
+        as_bgr_image(image)
+    assert "zero size" in message or "(H, W) or (H, W, 1) grey, (H, W, 3) BGR or (H, W, 4) BGRA" in str(error.value)
+
+
+def test_grey_and_bgra_images_become_bgr():
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (5, 7), np.uint8)
+    for image in (grey, grey[:, :, None]):
+        bgr = as_bgr_image(image)
+        assert bgr.shape == (5, 7, 3) and bgr.dtype == np.uint8 and all((bgr[:, :, c] == grey).all() for c in range(3))
+    bgra = rng.integers(0, 256, (5, 7, 4), np.uint8)
+    np.testing.assert_array_equal(as_bgr_image(bgra), bgra[:, :, :3])
+    view = rng.integers(0, 256, (10, 14, 3), np.uint8)[::2, ::-2]  # strided, reversed: not contiguous
+    converted = as_bgr_image(view)
+    np.testing.assert_array_equal(converted, view)
+    assert converted.flags.c_contiguous
+
+
+def test_single_images_and_batches_are_told_apart():
+    grey, bgr = np.zeros((6, 8), np.uint8), np.zeros((6, 8, 3), np.uint8)
+    for single in (grey, grey[:, :, None], bgr, np.zeros((6, 8, 4), np.uint8)):
+        images, is_single = as_bgr_images(single)
+        assert is_single and len(images) == 1 and images[0].shape == (6, 8, 3)
+    for batch, n in (([grey, bgr], 2), ((bgr,), 1), (np.zeros((3, 6, 8, 3), np.uint8), 3)):
+        images, is_single = as_bgr_images(batch)
+        assert not is_single and [i.shape for i in images] == [(6, 8, 3)] * n
+    for bad, message in (
+        (np.zeros((2, 3, 6, 8, 3), np.uint8), "got an array of shape (2, 3, 6, 8, 3) and dtype uint8"),
+        (np.zeros((3, 6, 8, 3), np.float64), "got an array of shape (3, 6, 8, 3) and dtype float64"),
+        (np.zeros((3, 6, 8, 4), np.uint8), "got an array of shape (3, 6, 8, 4)"),
+        ([], "got an empty list"),
+        ([bgr, np.zeros((6, 8), np.uint16)], "dtype uint16 (image 1 of a list of 2)"),
+        (None, "got a NoneType"),
+    ):
+        with pytest.raises(InvalidImageError, match=re.escape(message)):
+            as_bgr_images(bad)
 
 
 def test_network_size_must_be_a_multiple():
