@@ -244,10 +244,11 @@ class Backend(abc.ABC):
         results = self.process(bgr)
         return results[0] if single else results
 
-    def process(self, images: Sequence[np.ndarray]) -> list[PerceptionResult]:
-        """Run a batch (a sequence of images as :meth:`__call__` takes them; sizes may differ) → one result
-        per image. Raises InvalidImageError for a malformed image."""
+    def process(self, images: np.ndarray | Sequence[np.ndarray]) -> list[PerceptionResult]:
+        """Run what :meth:`__call__` takes (one image or a batch) → always a list of results, one per
+        image. Raises InvalidImageError as :meth:`__call__` does."""
         start = time.perf_counter()
+        images, _ = as_bgr_images(images)
         batch, geometries = prepare_batch(
             images, self.input_size, self.resize_mode, self.pad_value, self.device, self.channels_last
         )

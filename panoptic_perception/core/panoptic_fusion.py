@@ -380,9 +380,9 @@ def _new_instances(
     ``unlabelled`` (bool) are (H, W). Regions smaller than ``config.min_area`` stay unlabelled (noise).
     """
     created: list[_Instance] = []
-    unlabelled = unlabelled.view(np.uint8)
     for g in range(1, categories + 1):
-        rest = cv2.bitwise_and(unlabelled, cv2.compare(category, g, cv2.CMP_EQ))
+        # numpy, not cv2.compare: OpenCV takes a 1x1 array for a scalar
+        rest = np.logical_and(unlabelled, category == g).view(np.uint8)
         x, y, w, h = cv2.boundingRect(rest)
         if w == 0:
             continue

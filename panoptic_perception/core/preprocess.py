@@ -98,7 +98,8 @@ class Geometry:
     def letterbox(cls, source_size: tuple[int, int], network_size: tuple[int, int]) -> "Geometry":
         (sw, sh), (nw, nh) = source_size, network_size
         scale = min(nw / sw, nh / sh)
-        cw, ch = min(nw, round(sw * scale)), min(nh, round(sh * scale))
+        # at least one pixel: a 1000x1 image would round to nothing
+        cw, ch = min(nw, max(1, round(sw * scale))), min(nh, max(1, round(sh * scale)))
         return cls(source_size, network_size, (cw, ch), ((nw - cw) // 2, (nh - ch) // 2))
 
     @property

@@ -102,3 +102,21 @@ def test_grey_and_bgra_frames_give_the_results_of_the_same_frame_in_bgr(name):
             backend(bad)
         assert "(H, W) or (H, W, 1) grey, (H, W, 3) BGR or (H, W, 4) BGRA" in str(error.value)
     assert_same_results(backend(bgr), expected_bgr)  # and the backend goes on
+
+
+@pytest.mark.parametrize("name", sorted(NARROW))
+def test_process_takes_what_call_takes_and_tiny_or_extreme_frames_work(name):
+    backend = create_backend(name, allow_random_weights=True, **NARROW[name])
+    rng = np.random.default_rng(2)
+    bgr = rng.integers(0, 256, (36, 64, 3), np.uint8)
+    (single,) = backend.process(bgr)  # one image, not a batch of 36 rows
+    assert_same_results(single, backend(bgr))
+    (grey,) = backend.process(bgr[:, :, 0])
+    assert grey.image_size == (64, 36)
+    with pytest.raises(InvalidImageError, match="got a NoneType"):
+        backend.process(None)
+    for height, width in ((1, 1), (1, 1000), (1000, 1), (2, 3)):
+        result = backend(rng.integers(0, 256, (height, width), np.uint8))
+        assert result.image_size == (width, height)
+        for mask in (result.drivable_mask, result.lane_mask, result.semantic, result.panoptic):
+            assert mask is None or mask.shape == (height, width)
