@@ -192,7 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet)
     best = next(({k: v for k, v in r.items() if k.startswith("val_")} for r in reversed(summary["history"])
                  if any(k.startswith("val_") for k in r)), {})
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"} | {"last_validation": best}, indent=2))
+    if summary.get("rank", 0) == 0:  # under torchrun, one report
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "rank")} | {"last_validation": best}, indent=2))
     return 0
 
 

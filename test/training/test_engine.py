@@ -12,66 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from panoptic_perception.backends import read_checkpoint
-from panoptic_perception.training.data import DataConfig, DataSource, Example, class_index_table, scale_flip_crop
-from panoptic_perception.training.engine import ModelEMA, OptimizerConfig, ScheduleConfig, TrainConfig, train
-from panoptic_perception.core.labels import CITYSCAPES
-from panoptic_perception.training.recipes.common import image_tensor
-
-
-class ToyRecipe:
-    """Semantic segmentation of tiny synthetic scenes with two convolutions and a BatchNorm."""
-
-    backend = "toy"
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
-        self.table = class_index_table(CITYSCAPES)
-
-    def build_model(self) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, len(CITYSCAPES), 1))
-
-    def model_config(self) -> dict:
-        return {"channels": 8}
-
-    def initialize(self, model, path):  # pragma: no cover - not used here
-        raise NotImplementedError
-
-    def example(self, sample, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        example = scale_flip_crop(Example.from_sample(sample), (32, 24), rng, (0.8, 1.0), True, (0, 0, 0))
-        return image_tensor(example.image), torch.from_numpy(self.table[example.semantic].astype(np.int64))
-
-    def collate(self, examples):
-        images, labels = zip(*examples)
-        return torch.stack(images), torch.stack(labels)
-
-    def losses(self, model, batch):
-        images, labels = batch
-        loss = F.cross_entropy(model(images), labels, ignore_index=255)
-        return {"loss": loss, "cross_entropy": loss.detach()}
-
-    def validate(self, model, samples) -> dict[str, float]:
-        correct = total = 0
-        for index in range(len(samples)):
-            image, labels = self.example(samples[index], np.random.default_rng(0))
-            prediction = model(image[None]).argmax(1)[0]
-            valid = labels != 255
-            correct += int((prediction[valid] == labels[valid]).sum())
-            total += int(valid.sum())
-        return {"pixel_accuracy": correct / total}
-
-    def score(self, metrics):
-        return metrics["pixel_accuracy"]
-
-
-def toy_config(tmp_path, **changes) -> TrainConfig:
-    values = dict(
-        backend="toy", output_dir=str(tmp_path / "run"), epochs=3, batch_size=4, seed=1,
-        optimizer=OptimizerConfig("sgd", 0.05, momentum=0.9, weight_decay=1e-4),
-        schedule=ScheduleConfig("poly", warmup_iterations=2),
-        data=DataConfig(train=[DataSource(count=12, width=48, height=32)], val=[DataSource(count=3, first_seed=500, width=48, height=32)]),
-    )
-    values.update(changes)
-    return TrainConfig(**values)
+from panoptic_perception.training.engine import GlobalBatchSampler, ModelEMA, OptimizerConfig, ScheduleConfig, TrainConfig, train
+from toy_recipe import ToyRecipe, toy_config
 
 
 def test_schedules_by_hand():
@@ -158,3 +100,70 @@ def test_config_errors_are_clear(tmp_path):
         OptimizerConfig("rmsprop")
     with pytest.raises(ValueError, match="ema_decay"):
         toy_config(tmp_path, ema_decay=1.5)
+
+
+def test_global_batches_are_the_standard_shuffle_split_between_processes():
+    dataset = list(range(23))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(7))
+    standard = [batch.tolist() for batch in loader]
+    assert list(GlobalBatchSampler(23, 4, 0, 1, seed=7)) == standard
+    halves = [list(GlobalBatchSampler(23, 4, rank, 2, seed=7)) for rank in (0, 1)]
+    assert [a + b for a, b in zip(*halves)] == standard
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        GlobalBatchSampler(23, 4, 0, 3, seed=7)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_ddp_with_two_processes_ends_with_the_weights_of_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(__file__).with_name("ddp_toy.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"one": [sys.executable, script], "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     "--nproc-per-node", "2", script]}
+    for name, command in runs.items():
+        done = subprocess.run([*command, str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = torch.load(tmp_path / "one" / "run" / "last.pth", weights_only=True)
+    two = torch.load(tmp_path / "two" / "run" / "last.pth", weights_only=True)
+    # Same global batches, gradients averaged by DDP: equal up to float rounding (the sum of two
+    # half-batch means instead of one mean).
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=0, atol=1e-5, msg=name)
+    assert one["history"][-1]["train_loss"] < one["history"][0]["train_loss"], "it trained"
+    for a, b in zip(one["history"], two["history"]):  # losses logged over the global batches
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+    assert sorted(p.name for p in (tmp_path / "two" / "run").iterdir()) == sorted(p.name for p in (tmp_path / "one" / "run").iterdir())
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_torchrun_starts_the_training_module_with_a_backend_recipe(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = {
+        "backend": "cyclenet", "output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 2,
+        "model": dict(width=0.125, rates=[1, 2, 3], aspp_bottleneck=16, aspp_growth=8, high_channels=16, low_channels=8,
+                      decoder_channels=16, aux_channels=8, input_width=128, input_height=72),
+        "data": {"train": [{"source": "synthetic", "count": 4, "width": 128, "height": 72}],
+                 "val": [{"source": "synthetic", "count": 1, "first_seed": 1000000, "width": 128, "height": 72}]},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "panoptic_perception.training", "--config", str(path), "--quiet"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('"best_checkpoint"') == 1, "one report, from rank 0"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1] and "val_miou" in history[0] and history[0]["train_loss"] > 0
+    assert read_checkpoint(tmp_path / "run" / "best.pth").backend == "cyclenet"
