@@ -5,7 +5,9 @@ from __future__ import annotations
 from .cross_cooperative import CrossCooperativeRecipe
 from .cyclenet import CycleNetRecipe
 from .fusion_panoptic import FusionPanopticRecipe
+from .yolopv2 import YOLOPv2Recipe
 
-RECIPES = {recipe.backend: recipe for recipe in (CrossCooperativeRecipe, CycleNetRecipe, FusionPanopticRecipe)}
+RECIPES = {recipe.backend: recipe for recipe in (CrossCooperativeRecipe, CycleNetRecipe, FusionPanopticRecipe,
+                                                 YOLOPv2Recipe)}
 
 __all__ = ["RECIPES"]
