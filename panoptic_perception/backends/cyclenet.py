@@ -351,6 +351,7 @@ class CycleNetBackend(Backend):
     heads) and drops the training-only auxiliary head.
     """
 
+    bundled_weights = "cyclenet_synthetic.pth"
     capabilities = frozenset({Capability.SEMANTIC, Capability.DRIVABLE_AREA})
     config_type = CycleNetConfig
     label_map = CITYSCAPES

@@ -244,6 +244,7 @@ class FusionPanopticBackend(Backend):
     label_map = CITYSCAPES
     resize_mode = ResizeMode.RESIZE
     default_thresholds = Thresholds(score=0.5, iou=0.5, max_detections=100, mask=0.5)
+    bundled_weights = "fusion_panoptic_synthetic.pth"
 
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)

@@ -250,10 +250,45 @@ def test_fusion_panoptic_publishes_panoptic_semantic_and_detections(start_node, 
     for _, msg in detections:
         for detection in msg.detections:
             (hypothesis,) = detection.results
-            assert int(hypothesis.hypothesis.class_id) in CITYSCAPES.thing_ids and hypothesis.hypothesis.score >= 0.5
+            # detector instances score >= 0.5; new instances of the fusion carry their semantic confidence
+            assert int(hypothesis.hypothesis.class_id) in CITYSCAPES.thing_ids and 0 < hypothesis.hypothesis.score <= 1
     bundle = results[-1][1]
     assert bundle.backend == "fusion_panoptic" and bundle.panoptic.panoptic.width == FRAME[0]
     assert bundle.semantic.width == FRAME[0] and bundle.drivable_area.width == 0
     assert [c.class_name for c in label_info[0][1].class_map] == [c.name for c in CITYSCAPES.classes]
     topics = probe.topics()
     assert f"{NODE}/panoptic" in topics and f"{NODE}/drivable_area" not in topics and f"{NODE}/lane_lines" not in topics
+
+
+@pytest.mark.parametrize("backend", ["cyclenet"])  # the backends with bundled weights
+def test_semantic_backends_publish_semantic_images(start_node, start_camera, probe, backend):
+    from panoptic_perception.backends import backend_class
+    from panoptic_perception.core.types import Capability
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.core.messages import image_values
+
+    drives = Capability.DRIVABLE_AREA in backend_class(backend).capabilities
+    node = start_node(backend=backend, max_frame_age_ms=0.0)
+    probe.wait_for_node(node, timeout=120)
+    semantic = probe.record(Image, f"{NODE}/semantic")
+    drivable = probe.record(Image, f"{NODE}/drivable_area")
+    results = probe.record(DrivingPerception, f"{NODE}/result")
+    camera = start_camera("--rate", "2", "--wait-for-subscriber", "30")  # until stopped
+    probe.wait_for(lambda: len(semantic) >= 2 and len(results) >= 2 and (len(drivable) >= 2 or not drives), 180,
+                   "two semantic images and results")
+    camera.stop()
+
+    road = CITYSCAPES.id_of("road")
+    by_stamp = {stamp_ns(m.header): image_values(m) for _, m in semantic}
+    for values in by_stamp.values():
+        assert values.shape == (FRAME[1], FRAME[0])
+        assert set(np.unique(values).tolist()) <= set(CITYSCAPES.ids.tolist())
+        assert (values == road).mean() > 0.1, "a dash-camera frame shows road"
+    for _, msg in drivable:  # the road class, where the semantic image of the same frame was recorded
+        if stamp_ns(msg.header) in by_stamp:
+            np.testing.assert_array_equal(image_values(msg) > 0, by_stamp[stamp_ns(msg.header)] == road)
+    bundle = results[-1][1]
+    assert bundle.backend == backend and bundle.semantic.width == FRAME[0] and bundle.panoptic.panoptic.width == 0
+    topics = probe.topics()
+    assert f"{NODE}/semantic" in topics and (f"{NODE}/drivable_area" in topics) == drives
+    assert f"{NODE}/detections" not in topics and f"{NODE}/lane_lines" not in topics
