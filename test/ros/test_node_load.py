@@ -35,14 +35,15 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     camera_end = probe.now_ns()
     final = probe.settled_diagnostics(diagnostics, camera_end)
     third = max(1, len(rss) // 3)
-    rss_start, rss_end = float(np.median(rss[:third])), float(np.median(rss[-third:]))
+    # the floor of each third: a leak raises it, the allocator's swings (and a busy machine's) only add peaks
+    rss_start, rss_end = float(np.min(rss[:third])), float(np.min(rss[-third:]))
 
     latencies = np.array([(arrival - stamp_ns(msg.header)) / 1e6 for arrival, msg in results])
     backend_ms = np.array([msg.preprocess_ms + msg.inference_ms + msg.postprocess_ms for _, msg in results])
     period = float(np.median(backend_ms))
     p95 = float(np.percentile(latencies, 95))
     print(f"\nslow backend: {len(results)} results, backend {period:.0f} ms/frame, latency median "
-          f"{np.median(latencies):.0f} ms, p95 {p95:.0f} ms ({p95 / period:.2f} periods), RSS median {rss_start:.0f} -> {rss_end:.0f} MB (max {max(rss):.0f})")
+          f"{np.median(latencies):.0f} ms, p95 {p95:.0f} ms ({p95 / period:.2f} periods), RSS floor {rss_start:.0f} -> {rss_end:.0f} MB (max {max(rss):.0f})")
     if period < 100:
         pytest.skip(f"the backend takes {period:.0f} ms per frame here: not slower than the 33 ms camera period")
     assert p95 < 3 * period
