@@ -147,7 +147,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for path, backend in backends.items():
         batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, channels_last=backend.channels_last)
         results[path]["parameters"] = count_parameters(backend.network)
-        results[path]["gflops"] = count_flops(backend.network, batch) / 1e9
+        results[path]["gflops"] = count_flops(backend.forward, batch) / 1e9  # Mask R-CNN also takes image sizes
     report = {
         **first.describe(),
         "extra_ms": first.extra_benchmarks(),

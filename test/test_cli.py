@@ -172,6 +172,15 @@ def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
     assert 1.0 < fast["gflops"] < 3.0 and plain["gflops"] >= fast["gflops"]
 
 
+@pytest.mark.parametrize("backend", ["fusion_panoptic", "cyclenet"])
+def test_benchmark_runs_the_bundled_weights_of_the_new_backends(backend, capsys):
+    argv = ["benchmark", "--backend", backend, "--runs", "1", "--warmup", "0", "--paths", "fast", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    fast = report["paths"]["fast"]
+    assert report["weights"]["source"] == "bundled" and fast["parameters"] > 5e5 and fast["gflops"] > 0.1
+
+
 def test_benchmark_reports_nms_candidates_next_to_the_network_time(yolopv2_small_checkpoint, capsys):
     """The randomized small checkpoint at 640x384: every one of the 15,120 anchors is a candidate."""
     path, _ = yolopv2_small_checkpoint

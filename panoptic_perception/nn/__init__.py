@@ -1,5 +1,7 @@
 """Building blocks and ops shared by the backends (plain torch; no torchvision)."""
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -11,9 +13,10 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
-    """Floating-point operations of one forward pass (a multiply-add counts as 2), as PyTorch's flop
-    counter sees them: convolutions and matrix products, which dominate these networks."""
+def count_flops(module: Callable[..., object], *inputs: torch.Tensor) -> int:
+    """Floating-point operations of one call of ``module`` (a network, or a backend's ``forward`` where the
+    network takes more than the batch; a multiply-add counts as 2), as PyTorch's flop counter sees them:
+    convolutions and matrix products, which dominate these networks."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
