@@ -20,23 +20,12 @@ from panoptic_perception.backends.cross_cooperative import (
 from panoptic_perception.core.labels import CITYSCAPES
 from panoptic_perception.core.types import Capability
 from panoptic_perception.data.synthetic import generate_scene
+from support import randomize_norms_
 
 #: A narrow variant for functional tests.
 SMALL = dict(top_width=0.125, bottom_width=0.125, head_channels=16, reduced_channels=8, input_width=96, input_height=64)
 GROUPS = ("layer_connections", "connection1", "connection2")
 NONE = dict.fromkeys(GROUPS, "none")
-
-
-def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                for name, low, high in (("weight", 0.5, 1.5), ("bias", -0.2, 0.2), ("running_mean", -0.2, 0.2),
-                                        ("running_var", 0.5, 1.5)):
-                    tensor = getattr(module, name)
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model.eval()
 
 
 def small_network(seed: int = 0, **options) -> CrossCooperativeNetwork:

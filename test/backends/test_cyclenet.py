@@ -21,23 +21,12 @@ from panoptic_perception.core.labels import CITYSCAPES
 from panoptic_perception.core.preprocess import Geometry
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn import count_parameters
+from support import randomize_norms_
 
 #: A narrow ResNet-101 with narrow heads, for functional tests.
 SMALL = dict(width=0.125, rates=(1, 2, 3), aspp_bottleneck=16, aspp_growth=8, high_channels=16, low_channels=8,
              decoder_channels=16, aux_channels=8, input_width=128, input_height=72)
 ROAD = CITYSCAPES.id_of("road")
-
-
-def randomize_norms_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine terms in every BatchNorm (so folding has work to do)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
-            for name, low, high in (("weight", 0.5, 1.5), ("bias", -0.2, 0.2), ("running_mean", -0.2, 0.2),
-                                    ("running_var", 0.5, 1.5)):
-                tensor = getattr(bn, name)
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return module.eval()
 
 
 def small_network(seed: int = 0) -> CycleNetNetwork:

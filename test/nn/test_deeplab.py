@@ -12,18 +12,7 @@ from oracles import torchvision_or_skip
 from torch import nn
 
 from panoptic_perception.nn.deeplab import ASPP, DeepLabV3PlusHead, ExtraInputs, join
-
-
-def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                for name, low, high in (("weight", 0.5, 1.5), ("bias", -0.2, 0.2), ("running_mean", -0.2, 0.2),
-                                        ("running_var", 0.5, 1.5)):
-                    tensor = getattr(module, name)
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model.eval()
+from support import randomize_norms_
 
 
 def torchvision_aspp_name(name: str) -> str:

@@ -9,22 +9,10 @@ from torch import nn
 
 from panoptic_perception.nn import count_parameters
 from panoptic_perception.nn.resnet import FrozenBatchNorm2d, ResNet, resnet50, resnet101
+from support import randomize_norms_
 
 PARAMETERS = {"resnet50": 25_557_032, "resnet101": 44_549_160}  # torchvision's model cards, with fc
 OURS = {"resnet50": resnet50, "resnet101": resnet101}
-
-
-def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial statistics and affine terms in every (frozen) BatchNorm, so that parity tests see them."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d) or type(module).__name__ == "FrozenBatchNorm2d":
-                for name, low, high in (("weight", 0.5, 1.5), ("bias", -0.2, 0.2), ("running_mean", -0.2, 0.2),
-                                        ("running_var", 0.5, 1.5)):
-                    tensor = getattr(module, name)
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model.eval()
 
 
 def stage_outputs(reference: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,22 +11,10 @@ from torch import nn
 
 from panoptic_perception.nn import count_parameters
 from panoptic_perception.nn.xception import AlignedXception, XceptionBlock, xception65
+from support import randomize_norms_
 
 #: timm's xception65 with its 1000-class head (reference-oracles.md: 794 state-dict entries).
 XCEPTION65_PARAMETERS = 39_916_312
-
-
-def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine terms, so that parity and folding tests see them."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                for name, low, high in (("weight", 0.5, 1.5), ("bias", -0.2, 0.2), ("running_mean", -0.2, 0.2),
-                                        ("running_var", 0.5, 1.5)):
-                    tensor = getattr(module, name)
-                    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-    return model.eval()
 
 
 def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, tolerance: float = 1e-5) -> None:
