@@ -252,6 +252,11 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
+    def close(self) -> None:
+        """Destroy the process group: gloo's threads left to interpreter exit can abort the process."""
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """The mean of each value over the processes (every process must call it with the same keys)."""
         if not self.enabled or not values:
@@ -393,6 +398,7 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
         distributed.barrier()
     if writer is not None:
         writer.close()
+    distributed.close()
     return {"best_checkpoint": str(best_path), "last_checkpoint": str(last_path), "history": history,
             "initialised": init_report, "rank": distributed.rank}
 
