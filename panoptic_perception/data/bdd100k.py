@@ -10,11 +10,9 @@
 Masks are read as grayscale, resized to the working size with INTER_LINEAR and thresholded
 ``value > 1`` (positive), exactly as the official TwinLiteNet / YOLOP evaluation does.
 
-Two readers:
-
-* :class:`BDD100KDrivingMasks` (training): image + both masks; every image must have both masks.
-* :class:`BDD100KDataset` (evaluation): :class:`~panoptic_perception.data.sample.Sample` s whose truth
-  holds the masks and the detection boxes. Each annotation folder is optional.
+The reader, :class:`BDD100KDataset` (training and evaluation), yields
+:class:`~panoptic_perception.data.sample.Sample` s whose truth holds the masks and the detection boxes.
+Each annotation folder is optional.
 
 Detection labels
 ----------------
@@ -41,7 +39,6 @@ form: those four classes renamed ``vehicle`` with id :data:`VEHICLE_CLASS_ID` (0
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -82,14 +79,6 @@ DRIVABLE_FOLDER = "da_seg_annotations"
 LANE_FOLDER = "ll_seg_annotations"
 
 
-@dataclass
-class DrivingMasksSample:
-    name: str
-    image: np.ndarray  # (H, W, 3) uint8 BGR
-    drivable_mask: np.ndarray  # (H, W) uint8 0/1
-    lane_mask: np.ndarray  # (H, W) uint8 0/1
-
-
 def binarize_label(label: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """A BDD mask PNG → 0/1, resized to ``size`` (width, height) first when given."""
     if size is not None and (label.shape[1], label.shape[0]) != tuple(size):
@@ -105,43 +94,6 @@ def _list_images(root: Path, split: str) -> list[Path]:
     if not images:
         raise FileNotFoundError(f"no images in {image_dir}")
     return images
-
-
-class BDD100KDrivingMasks:
-    """A sequence of :class:`DrivingMasksSample` from one split of a YOLOP-layout folder."""
-
-    def __init__(self, root: str | Path, split: str = "train", size: tuple[int, int] | None = None) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.size = size
-        image_dir = self.root / "images" / split
-        self.images = _list_images(self.root, split)
-        missing = [p.name for p in self.images if not self._label_path(DRIVABLE_FOLDER, p).is_file()
-                   or not self._label_path(LANE_FOLDER, p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} images of {image_dir} have no drivable/lane label, e.g. {missing[0]}")
-
-    def _label_path(self, folder: str, image: Path) -> Path:
-        return self.root / folder / self.split / f"{image.stem}.png"
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def _read(self, path: Path, flags: int) -> np.ndarray:
-        data = decode_file(path, flags)
-        if data is None:
-            raise OSError(f"cannot read {path}")
-        return data
-
-    def __getitem__(self, index: int) -> DrivingMasksSample:
-        path = self.images[index]
-        image = self._read(path, cv2.IMREAD_COLOR)
-        if self.size is not None and (image.shape[1], image.shape[0]) != tuple(self.size):
-            image = cv2.resize(image, tuple(self.size), interpolation=cv2.INTER_LINEAR)
-        size = (image.shape[1], image.shape[0])
-        drivable = binarize_label(self._read(self._label_path(DRIVABLE_FOLDER, path), cv2.IMREAD_GRAYSCALE), size)
-        lane = binarize_label(self._read(self._label_path(LANE_FOLDER, path), cv2.IMREAD_GRAYSCALE), size)
-        return DrivingMasksSample(path.stem, image, drivable, lane)
 
 
 # ------------------------------------------------------------------------------ detection labels
