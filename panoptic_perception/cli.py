@@ -189,7 +189,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import train_from_config
 
-    summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet)
+    summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet,
+                                overrides=args.set)
     best = next(({k: v for k, v in r.items() if k.startswith("val_")} for r in reversed(summary["history"])
                  if any(k.startswith("val_") for k in r)), {})
     if summary.get("rank", 0) == 0:  # under torchrun, one report
@@ -366,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")
     train.add_argument("--config", required=True)
     train.add_argument("--output-dir", help="override the config's output_dir")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, dotted keys, YAML values (repeatable; e.g. model.layer_connections=none)")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
     train.set_defaults(func=cmd_train)
 

@@ -8,6 +8,7 @@ Raises FileNotFoundError for a missing file and ValueError for an unknown backen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import yaml
 
@@ -16,12 +17,32 @@ from .engine import TrainConfig, train
 from .recipes import RECIPES
 
 
-def train_from_config(path: str | Path, resume: bool = False, output_dir: str | None = None, progress: bool = True) -> dict:
-    """Train as the YAML config at ``path`` says; ``output_dir`` overrides the config's."""
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``dotted.key=value`` pairs in the nested config dict ``values`` (in place; also returned). A value
+    is read as YAML (``none``, ``0.3``, ``[128, 128]``, ``{name: sgd}``). Raises ValueError for a pair
+    without ``=`` or a key below a value that is not a mapping."""
+    for pair in overrides:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {pair!r} is not KEY=VALUE (e.g. model.layer_connections=none)")
+        *parents, leaf = key.split(".")
+        node = values
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {pair!r}: {name!r} is not a section of the config")
+        node[leaf] = yaml.safe_load(text)
+    return values
+
+
+def train_from_config(path: str | Path, resume: bool = False, output_dir: str | None = None, progress: bool = True,
+                      overrides: Sequence[str] = ()) -> dict:
+    """Train as the YAML config at ``path`` says, with ``overrides`` (``dotted.key=value``, see
+    :func:`apply_overrides`) applied; ``output_dir`` overrides the config's."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
     if output_dir:
         values["output_dir"] = output_dir
     backend = values.get("backend")
@@ -31,4 +52,4 @@ def train_from_config(path: str | Path, resume: bool = False, output_dir: str | 
     return train(config, RECIPES[backend](config), resume=resume, progress=progress)
 
 
-__all__ = ["train_from_config"]
+__all__ = ["apply_overrides", "train_from_config"]

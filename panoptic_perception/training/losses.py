@@ -1,4 +1,10 @@
-"""TwinLiteNet's losses (paper §III-B): focal loss + Tversky loss, per segmentation head.
+"""Segmentation losses: the semantic cross-entropy the DeepLab-style recipes share, and TwinLiteNet's
+losses (paper §III-B): focal loss + Tversky loss, per segmentation head.
+
+Semantic cross-entropy with hard pixel mining (:func:`semantic_cross_entropy`): the mean over the
+``hard_pixel_fraction`` of labelled pixels with the highest loss (Panoptic-DeepLab, Cheng et al. 2020,
+§3.2, which keeps the top 15 %), or over all labelled pixels at 1.0 (the papers' plain cross-entropy).
+It keeps thin, rare classes (poles, pedestrians) from drowning in road and sky pixels.
 
 Focal loss, eq. (1): ``-1/N Σ_c Σ_i p_i(c) (1 - p̂_i(c))^γ log p̂_i(c)`` over the N pixels of the batch
 (no class weighting α: the paper has none).
@@ -18,6 +24,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def semantic_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                           hard_pixel_fraction: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of (N, C, H, W) logits against (N, H, W) int64 class indices, averaged over the
+    ``hard_pixel_fraction`` (0 < f <= 1) of the pixels not equal to ``ignore_index`` with the largest loss
+    (at least one pixel). 0 when no pixel is labelled. Raises ValueError for a fraction outside (0, 1]."""
+    if not 0.0 < hard_pixel_fraction <= 1.0:
+        raise ValueError(f"hard_pixel_fraction must be in (0, 1], got {hard_pixel_fraction}")
+    if hard_pixel_fraction == 1.0:
+        return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+    pixel_losses = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
+    pixel_losses = pixel_losses[target != ignore_index]
+    if pixel_losses.numel() == 0:
+        return logits.sum() * 0.0
+    k = max(1, int(round(hard_pixel_fraction * pixel_losses.numel())))
+    return pixel_losses.topk(k, sorted=False).values.mean()
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
-from panoptic_perception.training.losses import TwinLiteNetLoss, focal_loss, tversky_loss
+from panoptic_perception.training.losses import TwinLiteNetLoss, focal_loss, semantic_cross_entropy, tversky_loss
 
 
 def logits_for(probabilities_of_class1: list[float]) -> torch.Tensor:
@@ -58,3 +60,17 @@ def test_perfect_prediction_costs_almost_nothing():
     logits = torch.stack([(1 - target) * 20.0, target * 20.0], 1).double()
     losses = TwinLiteNetLoss()((logits, logits), target, target)
     assert losses["loss"].item() < 1e-6
+
+
+def test_semantic_cross_entropy_averages_the_hardest_labelled_pixels():
+    # four labelled pixels with per-pixel losses -log(p) for p = 0.9, 0.5, 0.2, 0.1, and one ignored pixel
+    probs = torch.tensor([0.9, 0.5, 0.2, 0.1, 0.01])
+    logits = torch.stack([probs.log(), (1 - probs).log()]).view(1, 2, 1, 5)
+    target = torch.tensor([[[0, 0, 0, 0, 255]]])
+    every = semantic_cross_entropy(logits, target, 255, 1.0)
+    half = semantic_cross_entropy(logits, target, 255, 0.5)
+    assert every.item() == pytest.approx(-np.log([0.9, 0.5, 0.2, 0.1]).mean(), rel=1e-5)
+    assert half.item() == pytest.approx(-np.log([0.2, 0.1]).mean(), rel=1e-5)
+    assert semantic_cross_entropy(logits, torch.full_like(target, 255), 255, 0.5).item() == 0.0
+    with pytest.raises(ValueError, match="hard_pixel_fraction"):
+        semantic_cross_entropy(logits, target, 255, 0.0)

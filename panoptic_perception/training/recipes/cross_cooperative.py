@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...backends.base import build_config
@@ -48,6 +47,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN_BGR
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
+from ..losses import semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 NETWORK_PARTS = ("top_backbone.", "bottom_backbone.", "top_head.", "bottom_head.")
@@ -58,11 +58,14 @@ CLASSIFIERS = ("head.", "fc.")
 @dataclass
 class CrossCooperativeTrainOptions:
     """Recipe options: ``crop`` (width, height) of the training windows, the range of random ``scale``
-    factors (relative to the network input size) and whether to ``flip``."""
+    factors (relative to the network input size), whether to ``flip``, and the fraction of the hardest
+    pixels each network's cross-entropy averages (1.0: all, the paper's Eq. 1; see
+    :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)."""
 
     crop: tuple[int, int] = (768, 768)
     scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = False
+    hard_pixel_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         self.crop = tuple(int(c) for c in self.crop)
@@ -126,7 +129,8 @@ class CrossCooperativeRecipe:
         """Eq. 1: ``loss = loss_top + loss_bottom``, each the cross-entropy of one network's logits."""
         logits = model(batch["image"])
         labels = batch["semantic"]
-        losses = {f"loss_{name}": F.cross_entropy(getattr(logits, name).float(), labels, ignore_index=IGNORE_INDEX)
+        losses = {f"loss_{name}": semantic_cross_entropy(getattr(logits, name), labels, IGNORE_INDEX,
+                                                         self.options.hard_pixel_fraction)
                   for name in ("top", "bottom")}
         losses["loss"] = losses["loss_top"] + losses["loss_bottom"]
         return losses

@@ -45,6 +45,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
+from ..losses import semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 #: Top-level modules of :class:`CycleNetNetwork`; other names in an initialisation file are a ResNet's.
@@ -53,10 +54,12 @@ NETWORK_PARTS = ("backbone.", "aspp.", "high_project.", "low_project.", "adc.", 
 
 @dataclass
 class CycleNetTrainOptions:
-    """Recipe options: the auxiliary loss weight, the range of random scales (relative to the source
-    image) and whether to mirror."""
+    """Recipe options: the auxiliary loss weight, the fraction of the hardest pixels each cross-entropy
+    averages (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`),
+    the range of random scales (relative to the source image) and whether to mirror."""
 
     aux_loss_weight: float = 0.4
+    hard_pixel_fraction: float = 1.0
     scale: tuple[float, float] = (0.75, 2.0)
     flip: bool = True
 
@@ -123,7 +126,7 @@ class CycleNetRecipe:
 
         def cross_entropy(x: torch.Tensor) -> torch.Tensor:
             x = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            return F.cross_entropy(x.float(), labels, ignore_index=IGNORE_INDEX)
+            return semantic_cross_entropy(x, labels, IGNORE_INDEX, self.options.hard_pixel_fraction)
 
         losses = {"loss_semantic": cross_entropy(logits), "loss_aux": cross_entropy(aux_logits)}
         losses["loss"] = losses["loss_semantic"] + self.options.aux_loss_weight * losses["loss_aux"]

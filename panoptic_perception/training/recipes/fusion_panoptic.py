@@ -39,6 +39,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
 from ..data import IGNORE_INDEX, Example, class_index_table, instance_targets, scale_flip_crop
 from ..engine import TrainConfig
+from ..losses import semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
@@ -46,10 +47,12 @@ COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
 
 @dataclass
 class FusionTrainOptions:
-    """Recipe options: loss weight of the semantic cross-entropy, scale range, flips, and the smallest
-    instance (pixels, after augmentation) used as a Mask R-CNN target."""
+    """Recipe options: loss weight of the semantic cross-entropy and the fraction of its hardest pixels
+    averaged (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`),
+    scale range, flips, and the smallest instance (pixels, after augmentation) used as a Mask R-CNN target."""
 
     semantic_loss_weight: float = 1.0
+    semantic_hard_pixel_fraction: float = 1.0
     scale: tuple[float, float] = (0.8, 1.0)
     flip: bool = True
     min_instance_pixels: int = 16
@@ -119,7 +122,8 @@ class FusionPanopticRecipe:
     def losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         losses, semantic_logits = model(batch["images"], batch["image_sizes"], batch["targets"])
         logits = F.interpolate(semantic_logits, size=batch["images"].shape[-2:], mode="bilinear", align_corners=False)
-        losses["loss_semantic"] = F.cross_entropy(logits.float(), batch["semantic"], ignore_index=IGNORE_INDEX)
+        losses["loss_semantic"] = semantic_cross_entropy(logits, batch["semantic"], IGNORE_INDEX,
+                                                         self.options.semantic_hard_pixel_fraction)
         losses["loss"] = sum(v for k, v in losses.items() if k != "loss_semantic") + \
             self.options.semantic_loss_weight * losses["loss_semantic"]
         return losses
