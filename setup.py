@@ -20,7 +20,8 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*")),
         (f"share/{PACKAGE}/launch", glob("launch/*")),
     ],
-    # The node needs torch, numpy, OpenCV and PyYAML; evaluation adds pycocotools and matplotlib, bag tools rosbags.
+    # The node needs torch, numpy, OpenCV and PyYAML (and ONNX Runtime for runtime onnxruntime); evaluation adds
+    # pycocotools and matplotlib, bag tools rosbags.
     install_requires=[
         "torch>=2.1",
         "numpy>=1.24",
@@ -30,7 +31,12 @@ setup(
         "matplotlib>=3.7",
         "rosbags>=0.10",
         "tqdm>=4.60",
+        # Deployment: ONNX export (torch.onnx's exporter needs onnxscript) and ONNX Runtime.
+        "onnx>=1.17",
+        "onnxruntime>=1.20",
+        "onnxscript>=0.5",
     ],
-    extras_require={"test": ["cityscapesscripts>=2.2", "pytest>=7"]},
+    # tensorrt: the TensorRT runtime, for a machine with an NVIDIA GPU (scripts/gpu-check.sh installs it).
+    extras_require={"test": ["cityscapesscripts>=2.2", "pytest>=7"], "tensorrt": ["tensorrt>=10"]},
     entry_points={"console_scripts": [f"panoptic-perception = {PACKAGE}.cli:main"]},
 )

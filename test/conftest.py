@@ -66,3 +66,13 @@ def yolopv2_small_checkpoint(tmp_path_factory):
     network = randomized_yolopv2(YOLOPv2(**config))
     path = tmp_path_factory.mktemp("yolopv2") / "small.pth"
     return str(save_checkpoint(path, "yolopv2", network.state_dict(), config)), network
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    """A fresh ONNX export cache (PANOPTIC_PERCEPTION_CACHE) for the whole session, also seen by the child
+    processes tests start: an export made into it is reused by every test that builds the same network."""
+    path = tmp_path_factory.mktemp("onnx_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PANOPTIC_PERCEPTION_CACHE", str(path))
+        yield path

@@ -24,6 +24,7 @@ from torch import nn
 from ..core.labels import LabelMap
 from ..core.preprocess import Geometry, ResizeMode, as_bgr_images, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
+from ..deploy.runtime import check_runtime, network_runner
 from .weights import (
     Checkpoint,
     WeightsError,
@@ -111,6 +112,11 @@ class Backend(abc.ABC):
         network: an in-memory network to run as it is (e.g. a model being trained, for validation with
             the backend's own pre- and post-processing); ``weights`` must then be None and ``config``
             options describe it.
+        runtime: what runs the network part (:meth:`forward`): ``torch`` (eager), ``onnxruntime`` or
+            ``tensorrt`` (its ONNX export; see :mod:`panoptic_perception.deploy`).
+        onnx_path: with ``onnxruntime`` or ``tensorrt``, an ONNX file exported from this very network
+            (``panoptic-perception export``); default: exported into the cache on first use.
+        precision: ``fp32``, or ``fp16`` for a TensorRT engine.
         **config: architecture options of the backend's config dataclass.
     """
 
@@ -135,8 +141,12 @@ class Backend(abc.ABC):
         thresholds: Thresholds | None = None,
         allow_random_weights: bool = False,
         network: nn.Module | None = None,
+        runtime: str = "torch",
+        onnx_path: str | None = None,
+        precision: str = "fp32",
         **config: Any,
     ) -> None:
+        check_runtime(runtime, onnx_path, precision)
         self.log = log.getChild(self.name)
         self.thresholds = thresholds or self.default_thresholds
         self.device = resolve_device(device)
@@ -164,6 +174,10 @@ class Backend(abc.ABC):
                 self.network = self.network.to(memory_format=torch.channels_last)
         default_size = (self.config.input_width, self.config.input_height)
         self.input_size = network_input_size(input_size or default_size, self.input_multiple)
+        self.runtime, self.precision = runtime, precision
+        if runtime != "torch":
+            self.channels_last = False  # the exported graph takes a contiguous batch
+        self.run_network = network_runner(self, runtime, onnx_path, precision)
 
     def _load_torchscript(self, path: str, config: dict[str, Any]) -> None:
         """Run a TorchScript file as the network (already traced for inference: no further optimisation)."""
@@ -222,7 +236,14 @@ class Backend(abc.ABC):
         return network
 
     def forward(self, batch: torch.Tensor) -> Any:
+        """The network part: the prepared batch (N, 3, H, W) float32 RGB in [0, 1] → tensors, in tuples or
+        lists. A fixed graph, what ONNX export takes and the other runtimes run."""
         return self.network(batch)
+
+    def finish(self, outputs: Any, batch: torch.Tensor) -> Any:
+        """The part of the network kept in torch (data-dependent steps no runtime graph holds), from
+        :meth:`forward`'s outputs to what :meth:`postprocess` takes; nothing by default."""
+        return outputs
 
     @abc.abstractmethod
     def postprocess(self, outputs: Any, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
@@ -254,7 +275,7 @@ class Backend(abc.ABC):
         )
         preprocessed = time.perf_counter()
         with torch.inference_mode():
-            outputs = self.forward(batch)
+            outputs = self.finish(self.run_network(batch), batch)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
         inferred = time.perf_counter()
@@ -280,6 +301,9 @@ class Backend(abc.ABC):
             "device": str(self.device),
             "input_size": list(self.input_size),
             "fast": self.fast,
+            "runtime": self.runtime,
+            **({"onnx": self.run_network.path} if self.runtime != "torch" else {}),
+            **({"precision": self.precision} if self.runtime == "tensorrt" else {}),
             "thresholds": dataclasses.asdict(self.thresholds),
             "weights": self.weights_info.to_dict(),
         }

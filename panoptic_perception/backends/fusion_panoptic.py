@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from ..core.preprocess import Geometry, ResizeMode, normalize
 from ..core.types import Capability, PerceptionResult
 from ..nn.mask_rcnn import MaskRCNN
 from ..nn.resnet import FrozenBatchNorm2d
-from ..nn.roi_heads import paste_masks_in_image
+from ..nn.roi_heads import ROI_FEATURE_NAMES, paste_masks_in_image
 from .base import Backend, Thresholds
 from .registry import register_backend
 
@@ -186,6 +186,15 @@ class FusionPanopticConfig:
             raise ValueError(f"anchor_sizes needs one size per level P2..P6, got {self.anchor_sizes}")
 
 
+class DenseOutputs(NamedTuple):
+    """The convolutional outputs of :meth:`FusionPanopticNetwork.dense` for a (N, 3, H, W) batch."""
+
+    semantic_logits: torch.Tensor  # (N, 19, H/4, W/4)
+    levels: list[torch.Tensor]  # FPN P2..P5, (N, fpn_channels, H/s, W/s), s = 4..32: what RoIAlign pools
+    objectness: list[torch.Tensor]  # RPN logits on P2..P6, (N, A, H/s, W/s)
+    deltas: list[torch.Tensor]  # RPN box deltas on P2..P6, (N, 4A, H/s, W/s)
+
+
 class FusionPanopticNetwork(MaskRCNN):
     """Mask R-CNN (torchvision's parameter layout: ``backbone``, ``rpn``, ``roi_heads``) and the
     :class:`SemanticHead` (``semantic_head``) on one ResNet-FPN.
@@ -210,17 +219,30 @@ class FusionPanopticNetwork(MaskRCNN):
                                           groups=config.group_norm_groups)
 
     def semantic_logits(self, features) -> torch.Tensor:
-        return self.semantic_head([features[level] for level in ("0", "1", "2", "3")])
+        return self.semantic_head([features[level] for level in ROI_FEATURE_NAMES])
 
     def forward(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]], targets=None):
         if self.training:
             features, losses = self.forward_with_features(images, image_sizes, targets)
             return losses, self.semantic_logits(features)
         self._check_inputs(images, image_sizes, None)
+        dense = self.dense(images)
+        return dense.semantic_logits, self.detect(dense, image_sizes, tuple(images.shape[-2:]))
+
+    def dense(self, images: torch.Tensor) -> DenseOutputs:
+        """The convolutional part of evaluation, a fixed graph (what ONNX export takes): the ResNet-FPN,
+        the semantic head and the RPN head on every level."""
         features = self.backbone(images)
-        proposals, _ = self.rpn(features, image_sizes, tuple(images.shape[-2:]))
-        detections, _ = self.roi_heads(features, proposals, image_sizes)
-        return self.semantic_logits(features), detections
+        objectness, deltas = self.rpn.head(list(features.values()))
+        levels = [features[name] for name in ROI_FEATURE_NAMES]
+        return DenseOutputs(self.semantic_logits(features), levels, objectness, deltas)
+
+    def detect(self, dense: DenseOutputs, image_sizes: Sequence[tuple[int, int]], batch_shape: tuple[int, int]):
+        """The data-dependent rest of evaluation: proposals (top-N, NMS), RoIAlign, box and mask heads, the
+        box head's NMS → detections per image as :meth:`forward` returns them."""
+        proposals = self.rpn.proposals_from_head(dense.objectness, dense.deltas, image_sizes, batch_shape)
+        detections, _ = self.roi_heads(dict(zip(ROI_FEATURE_NAMES, dense.levels)), proposals, image_sizes)
+        return detections
 
 
 @register_backend("fusion_panoptic")
@@ -236,7 +258,9 @@ class FusionPanopticBackend(Backend):
     With the paper's fusion the semantic output is the fused one (§IV); with Kirillov's baseline it is
     the semantic head's own (the baseline only builds the panoptic image), so evaluating both
     (``--options fusion=paper --options fusion=kirillov``) shows what the fusion adds to each output.
-    ``fast=True`` folds the ResNet's BatchNorms into its convolutions.
+    ``fast=True`` folds the ResNet's BatchNorms into its convolutions. :meth:`forward` is the fixed-graph
+    part (:meth:`FusionPanopticNetwork.dense`), the one ONNX Runtime and TensorRT run; :meth:`finish` keeps
+    the data-dependent rest in torch (proposals, RoIAlign, box and mask heads, their NMS).
     """
 
     capabilities = frozenset({Capability.DETECTION, Capability.SEMANTIC, Capability.PANOPTIC})
@@ -255,10 +279,15 @@ class FusionPanopticBackend(Backend):
         self.log.info("fusion_panoptic fast path: folded %d BatchNorms into the ResNet's convolutions", folded)
         return fast
 
-    def forward(self, batch: torch.Tensor):
+    def forward(self, batch: torch.Tensor) -> DenseOutputs:
+        return self.network.dense(normalize(batch))
+
+    def finish(self, outputs: Sequence, batch: torch.Tensor):
         heads = self.network.roi_heads
         heads.nms_thresh, heads.detections_per_img = self.thresholds.iou, self.thresholds.max_detections
-        return self.network(normalize(batch), [tuple(batch.shape[-2:])] * len(batch))
+        dense = DenseOutputs(*outputs)
+        shape = tuple(batch.shape[-2:])
+        return dense.semantic_logits, self.network.detect(dense, [shape] * len(batch), shape)
 
     def postprocess(self, outputs, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         semantic_logits, detections = outputs

@@ -382,31 +382,52 @@ class RegionProposalNetwork(nn.Module):
         Raises:
             ValueError: training without targets, or ``image_sizes`` not one per image.
         """
-        levels = list(features.values())
-        num_images = levels[0].shape[0]
-        if len(image_sizes) != num_images:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {num_images}")
-        objectness_maps, delta_maps = self.head(levels)
+        objectness_maps, delta_maps = self.head(list(features.values()))
+        detached = ([o.detach() for o in objectness_maps], [d.detach() for d in delta_maps])
+        proposals = self.proposals_from_head(*detached, image_sizes, batch_shape)
+        if not self.training:
+            return proposals, {}
+        if targets is None:
+            raise ValueError("the RPN needs targets in training mode")
+        objectness, deltas, anchors, _ = self._flatten(objectness_maps, delta_maps, batch_shape)
+        losses = self.loss(objectness, deltas, anchors, [t["boxes"] for t in targets])
+        return proposals, losses
+
+    def proposals_from_head(
+        self,
+        objectness_maps: Sequence[torch.Tensor],
+        delta_maps: Sequence[torch.Tensor],
+        image_sizes: Sequence[tuple[int, int]],
+        batch_shape: tuple[int, int],
+    ) -> list[torch.Tensor]:
+        """The proposals of :meth:`forward` in evaluation, from the head's outputs computed elsewhere (e.g.
+        by an exported graph): per level objectness ``(N, A, H_l, W_l)`` and deltas ``(N, 4A, H_l, W_l)``.
+
+        Raises:
+            ValueError: ``image_sizes`` not one per image.
+        """
+        if len(image_sizes) != objectness_maps[0].shape[0]:
+            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {objectness_maps[0].shape[0]}")
+        objectness, deltas, anchors, anchors_per_level = self._flatten(objectness_maps, delta_maps, batch_shape)
+        return self.filter_proposals(objectness, deltas, anchors, anchors_per_level, image_sizes)
+
+    def _flatten(
+        self, objectness_maps: Sequence[torch.Tensor], delta_maps: Sequence[torch.Tensor], batch_shape: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """(N, sum H*W*A) logits, (N, sum H*W*A, 4) deltas and (sum H*W*A, 4) anchors, all in the anchors'
+        (level, y, x, anchor) order, and the anchors per level."""
+        num_images = objectness_maps[0].shape[0]
         anchors_per_level = self.anchor_generator(
-            [tuple(level.shape[-2:]) for level in levels], batch_shape, levels[0].dtype, levels[0].device
+            [tuple(o.shape[-2:]) for o in objectness_maps], batch_shape, objectness_maps[0].dtype,
+            objectness_maps[0].device,
         )
-        # (N, H*W*A) logits and (N, H*W*A, 4) deltas per level, in the anchors' (y, x, anchor) order.
         objectness = torch.cat([o.permute(0, 2, 3, 1).reshape(num_images, -1) for o in objectness_maps], dim=1)
         deltas = torch.cat(
             [d.view(num_images, -1, 4, *d.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(num_images, -1, 4)
              for d in delta_maps],
             dim=1,
         )
-        anchors = torch.cat(anchors_per_level)
-        proposals = self.filter_proposals(
-            objectness.detach(), deltas.detach(), anchors, [len(a) for a in anchors_per_level], image_sizes
-        )
-        losses: dict[str, torch.Tensor] = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("the RPN needs targets in training mode")
-            losses = self.loss(objectness, deltas, anchors, [t["boxes"] for t in targets])
-        return proposals, losses
+        return objectness, deltas, torch.cat(anchors_per_level), [len(a) for a in anchors_per_level]
 
     def filter_proposals(
         self,

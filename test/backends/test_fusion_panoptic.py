@@ -97,7 +97,7 @@ def test_runtime_thresholds_reach_the_box_head(small_backend):
     batch = torch.rand(1, 3, 160, 256)
     small_backend.set_thresholds(score=0.0, iou=0.3, max_detections=3)
     try:
-        _, detections = small_backend.forward(batch)
+        _, detections = small_backend.finish(small_backend.forward(batch), batch)
         assert small_backend.network.roi_heads.nms_thresh == 0.3
         assert 0 < len(detections[0]["boxes"]) <= 3
     finally:

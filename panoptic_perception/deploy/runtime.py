@@ -1,0 +1,92 @@
+"""Choosing what runs a backend's network part: eager torch, ONNX Runtime or TensorRT.
+
+``runtime`` is a backend option (``create_backend(name, runtime="onnxruntime")``), a command-line flag
+(``--runtime``) and a node parameter. With ``onnxruntime`` or ``tensorrt`` the backend's network part is
+exported to ONNX (:func:`~panoptic_perception.deploy.onnx_export.export_onnx`, dynamic batch) into the cache,
+or taken from a given ``onnx_path`` after :func:`~panoptic_perception.deploy.onnx_export.check_exported`; the
+pre- and post-processing are the backend's own, in Python.
+
+Cache: ``$PANOPTIC_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/panoptic_perception``, else
+``~/.cache/panoptic_perception``; ONNX files under ``onnx/``, named by a SHA-256 of the network's digest
+(weights, config, fast path, input size, code), the opset, the dynamic batch and the torch version, so a
+changed network is exported anew and never confused with an old file. TensorRT engines: see
+:mod:`panoptic_perception.deploy.tensorrt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from .onnx_export import OPSET, check_exported, export_onnx, network_digest
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+
+RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """A runtime this machine cannot run (TensorRT without a CUDA device or without its package)."""
+
+
+def cache_dir() -> Path:
+    """The folder of exported ONNX files and TensorRT engines (see the module docstring); not created."""
+    if os.environ.get("PANOPTIC_PERCEPTION_CACHE"):
+        return Path(os.environ["PANOPTIC_PERCEPTION_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "panoptic_perception"
+
+
+def check_runtime(runtime: str, onnx_path: str | None, precision: str) -> None:
+    """Raises ValueError for an unknown runtime or precision, an ONNX file or fp16 where they do not apply."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if runtime == "torch" and onnx_path:
+        raise ValueError("an ONNX file needs runtime onnxruntime or tensorrt, not torch")
+    if runtime != "tensorrt" and precision != "fp32":
+        raise ValueError(f"precision {precision} is a TensorRT option; runtime {runtime} runs fp32")
+
+
+def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path, dict[str, str]]:
+    """The ONNX file of ``backend``'s network part and its metadata: ``onnx_path`` if given (checked to be
+    an export of this very network), else the cached export, made now if missing.
+
+    Raises:
+        FileNotFoundError, ExportError: see :func:`~panoptic_perception.deploy.onnx_export.check_exported`
+            and :func:`~panoptic_perception.deploy.onnx_export.export_onnx`.
+    """
+    if onnx_path:
+        return Path(onnx_path), check_exported(onnx_path, backend)
+    key = hashlib.sha256(f"{network_digest(backend)}:opset{OPSET}:dynamic:{torch.__version__}".encode()).hexdigest()
+    path = cache_dir() / "onnx" / f"{backend.name}-{key[:32]}.onnx"
+    if not path.is_file():
+        backend.log.info("%s: exporting the network to %s (once per network)", backend.name, path)
+        export_onnx(backend, path, dynamic_batch=True)
+    return path, check_exported(path, backend)
+
+
+def network_runner(backend: Backend, runtime: str, onnx_path: str | None, precision: str) -> Callable[[torch.Tensor], Any]:
+    """What runs ``backend``'s network part: ``backend.forward`` for torch, else the exported graph in the
+    runtime (see the module docstring). Raises as :func:`exported_onnx`, and RuntimeError where TensorRT
+    cannot run (no CUDA device, no ``tensorrt`` package)."""
+    if runtime == "torch":
+        return backend.forward
+    if runtime == "tensorrt":  # before a possibly long export
+        from .tensorrt import check_tensorrt
+
+        check_tensorrt(backend.device)
+    path, metadata = exported_onnx(backend, onnx_path)
+    if runtime == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeNetwork
+
+        return OnnxRuntimeNetwork(path, backend.device, metadata["outputs"])
+    from .tensorrt import TensorRTNetwork
+
+    return TensorRTNetwork(path, backend.device, metadata["outputs"], precision, cache_dir() / "tensorrt")

@@ -1,0 +1,184 @@
+"""TensorRT engines built from the exported ONNX files, cached on disk, and run on torch CUDA tensors.
+
+Needs a CUDA device and the ``tensorrt`` Python package (``pip install -e .[tensorrt]``, 10.x or 11.x);
+without them :func:`check_tensorrt` raises RuntimeUnavailableError saying which is missing.
+
+Engine cache (``<cache>/tensorrt/``): an engine is keyed by :func:`engine_key`, the SHA-256 of the ONNX
+file, the TensorRT version, the GPU (name and compute capability), the precision and the largest batch.
+The key's hash names the file (``<onnx stem>-<precision>-<hash>.engine``) and a sidecar ``.json`` records
+the key and the engine's own SHA-256. :func:`cached_engine` uses an engine only when the sidecar holds
+exactly the expected key and the engine file still has its recorded hash; anything else (another ONNX
+file, TensorRT version or GPU, a missing or edited sidecar, a truncated engine) is logged and rebuilt, never
+used. An engine that TensorRT then fails to deserialise is rebuilt too.
+
+Precision: ``fp32``; ``fp16`` sets TensorRT 10's FP16 builder flag, and on TensorRT 11 (strongly typed
+networks only) builds from an fp16 copy of the ONNX graph with float32 inputs and outputs (ONNX Runtime's
+``convert_float_to_float16``). Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
+width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .onnx_export import INPUT_NAME, unflatten_outputs
+from .runtime import RuntimeUnavailableError
+from ..backends.weights import sha256_of
+
+log = logging.getLogger("panoptic_perception.deploy")
+
+MAX_BATCH = 8
+WORKSPACE_BYTES = 2 << 30
+
+
+def check_tensorrt(device: torch.device) -> None:
+    """Raises RuntimeUnavailableError unless ``device`` is a CUDA device and the ``tensorrt`` package imports."""
+    if device.type != "cuda":
+        raise RuntimeUnavailableError(f"runtime tensorrt needs a CUDA device, got {device}")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as error:
+        raise RuntimeUnavailableError("runtime tensorrt needs the tensorrt package: pip install -e .[tensorrt]") from error
+
+
+def gpu_identity(device: torch.device) -> str:
+    """The GPU an engine is built for: name and compute capability (engines are specific to both)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+
+
+def engine_key(onnx_path: str | Path, tensorrt_version: str, gpu: str, precision: str, max_batch: int = MAX_BATCH) -> dict[str, str]:
+    """What an engine depends on, as recorded in its sidecar."""
+    return {"onnx_sha256": sha256_of(onnx_path), "tensorrt": tensorrt_version, "gpu": gpu, "precision": precision,
+            "max_batch": str(max_batch)}
+
+
+def engine_path(cache: str | Path, onnx_path: str | Path, key: dict[str, str]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return Path(cache) / f"{Path(onnx_path).stem}-{key['precision']}-{digest}.engine"
+
+
+def cached_engine(path: Path, key: dict[str, str]) -> bytes | None:
+    """The engine at ``path`` if its sidecar records exactly ``key`` and the engine's hash; else None (with
+    the reason logged)."""
+    sidecar = path.with_suffix(".json")
+    if not path.is_file() or not sidecar.is_file():
+        return None
+    try:
+        recorded = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("TensorRT engine %s: unreadable sidecar (%s); rebuilding", path, error)
+        return None
+    if recorded.get("key") != key:
+        log.warning("TensorRT engine %s was built for %s, not %s; rebuilding", path, recorded.get("key"), key)
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded.get("engine_sha256"):
+        log.warning("TensorRT engine %s changed since it was built; rebuilding", path)
+        return None
+    return data
+
+
+def store_engine(path: Path, key: dict[str, str], data: bytes) -> None:
+    """Write the engine and its sidecar (each through a temporary file and a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = {"key": key, "engine_sha256": hashlib.sha256(data).hexdigest()}
+    for target, content in ((path, data), (path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())):
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+        with os.fdopen(handle, "wb") as f:
+            f.write(content)
+        os.replace(temporary, target)
+
+
+def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BATCH) -> bytes:
+    """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16).
+
+    Raises:
+        RuntimeError: the parser's or the builder's errors.
+    """
+    import onnx
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    weakly_typed = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 10; 11 has strongly typed networks only
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    model = onnx.load(str(onnx_path))
+    if precision == "fp16" and not weakly_typed:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(model, keep_io_types=True)
+    if not parser.parse(model.SerializeToString(), str(Path(onnx_path).parent)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if precision == "fp16" and weakly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    images = network.get_input(0)
+    shape = tuple(images.shape)[1:]
+    profile = builder.create_optimization_profile()
+    profile.set_shape(images.name, (1, *shape), (1, *shape), (max_batch, *shape))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
+    return bytes(serialized)
+
+
+class TensorRTNetwork:
+    """An exported network part as a TensorRT engine (cached, see the module docstring).
+
+    ``__call__(batch)``: (N, 3, H, W) float32 CUDA tensor, N <= :data:`MAX_BATCH` → ``forward``'s outputs as
+    float32 tensors on the device, nested as ``forward`` nests them.
+
+    Raises:
+        RuntimeUnavailableError: no CUDA device or no ``tensorrt`` package.
+        RuntimeError: an engine that cannot be built.
+    """
+
+    def __init__(self, onnx_path: str | Path, device: torch.device, structure: str, precision: str, cache: Path) -> None:
+        check_tensorrt(device)
+        import tensorrt as trt
+
+        self.path, self.device, self.structure = str(onnx_path), device, json.loads(structure)
+        key = engine_key(onnx_path, trt.__version__, gpu_identity(device), precision)
+        path = engine_path(cache, onnx_path, key)
+        self.engine_path = path
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        data = cached_engine(path, key)
+        engine = runtime.deserialize_cuda_engine(data) if data is not None else None
+        if engine is None:
+            log.info("building the TensorRT engine %s (%s)", path, precision)
+            with torch.cuda.device(device):
+                data = build_engine(onnx_path, precision)
+            store_engine(path, key, data)
+            engine = runtime.deserialize_cuda_engine(data)
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        outputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
+        self.outputs = sorted(outputs, key=lambda name: int(name.rsplit("_", 1)[1]))  # output_0, output_1, ...
+
+    def __call__(self, batch: torch.Tensor):
+        images = batch.to(self.device, torch.float32).contiguous()
+        self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
+        self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
+        results = []
+        for name in self.outputs:
+            output = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device=self.device)
+            self.context.set_tensor_address(name, output.data_ptr())
+            results.append(output)
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {self.engine_path}")
+        stream.synchronize()
+        return unflatten_outputs(results, self.structure)

@@ -1,0 +1,38 @@
+"""What the runtime tests compare, shared by the ONNX Runtime and TensorRT tests: a small but real variant
+of every backend, and result equality (README, Deployment: tolerances)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BACKENDS = ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_cooperative")
+RELATIVE_TOLERANCE = 1e-5
+MASK_AGREEMENT = 0.999
+BOX_TOLERANCE_PX = 0.05
+
+
+def backend_arguments(name: str, request) -> tuple[str | None, dict]:
+    """Weights and options of a small but real variant of each backend (bundled weights where they exist)."""
+    if name == "yolopv2":  # untrained detection biases: every anchor a candidate, so NMS has work
+        return request.getfixturevalue("yolopv2_small_checkpoint")[0], {"input_size": (320, 192)}
+    if name == "cross_cooperative":  # no bundled weights: a narrow random network (conftest.py)
+        return request.getfixturevalue("cross_cooperative_checkpoint"), {}
+    if name == "fusion_panoptic":
+        return None, {"input_size": (256, 160)}
+    return None, {}  # twinlitenet (320x184) and cyclenet (256x144): bundled weights at their own size
+
+
+def assert_results_equal(eager_results, ort_results, detections: bool = True, agreement: float = MASK_AGREEMENT) -> None:
+    """Masks, semantic and panoptic images at least ``agreement`` equal; with ``detections``, the same detections
+    (number and classes; boxes within BOX_TOLERANCE_PX, scores within 1e-4)."""
+    for eager, ort in zip(eager_results, ort_results, strict=True):
+        for field in ("drivable_mask", "lane_mask", "semantic", "panoptic"):
+            expected = getattr(eager, field)
+            assert (expected is None) == (getattr(ort, field) is None), field
+            if expected is not None:
+                assert (getattr(ort, field) == expected).mean() >= agreement, field
+        if eager.detections is not None and detections:
+            assert len(ort.detections.boxes) == len(eager.detections.boxes)
+            np.testing.assert_array_equal(ort.detections.class_ids, eager.detections.class_ids)
+            np.testing.assert_allclose(ort.detections.boxes, eager.detections.boxes, rtol=0, atol=BOX_TOLERANCE_PX)
+            np.testing.assert_allclose(ort.detections.scores, eager.detections.scores, rtol=0, atol=1e-4)

@@ -1,0 +1,88 @@
+"""TensorRT: the engine cache's rules here (no GPU needed); engine parity and reuse where CUDA and the
+tensorrt package are present (skipped otherwise; scripts/gpu-check.sh runs them on a GPU machine)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from parity import BACKENDS, MASK_AGREEMENT, assert_results_equal, backend_arguments
+
+from panoptic_perception import create_backend
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.deploy.tensorrt import cached_engine, engine_key, engine_path, store_engine
+
+GPU = torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
+needs_gpu = pytest.mark.skipif(not GPU, reason="needs a CUDA device and the tensorrt package (scripts/gpu-check.sh)")
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"an onnx graph")
+    return path
+
+
+def test_a_stored_engine_is_used_only_for_exactly_its_key(onnx_file, tmp_path):
+    key = engine_key(onnx_file, "10.13.0", "NVIDIA H200 (sm_90)", "fp16")
+    assert key == {"onnx_sha256": key["onnx_sha256"], "tensorrt": "10.13.0", "gpu": "NVIDIA H200 (sm_90)",
+                   "precision": "fp16", "max_batch": "8"} and len(key["onnx_sha256"]) == 64
+    path = engine_path(tmp_path / "cache", onnx_file, key)
+    assert path.name.startswith("model-fp16-") and path.suffix == ".engine"
+    assert cached_engine(path, key) is None, "nothing stored yet"
+    store_engine(path, key, b"engine bytes")
+    assert cached_engine(path, key) == b"engine bytes"
+    assert json.loads(path.with_suffix(".json").read_text())["key"] == key
+
+    # Another TensorRT version, GPU or precision is another file, and this file is never used for it.
+    for change in ({"tensorrt": "10.14.0"}, {"gpu": "NVIDIA A100 (sm_80)"}, {"precision": "fp32"}):
+        other = {**key, **change}
+        assert engine_path(tmp_path / "cache", onnx_file, other) != path
+        assert cached_engine(path, other) is None, change
+    # A changed ONNX file changes the key.
+    onnx_file.write_bytes(b"another onnx graph")
+    assert engine_key(onnx_file, "10.13.0", "NVIDIA H200 (sm_90)", "fp16")["onnx_sha256"] != key["onnx_sha256"]
+
+
+def test_an_edited_engine_or_sidecar_is_not_used(onnx_file, tmp_path):
+    key = engine_key(onnx_file, "10.13.0", "GPU (sm_90)", "fp32")
+    path = engine_path(tmp_path, onnx_file, key)
+    store_engine(path, key, b"engine bytes")
+    path.write_bytes(b"engine bytes, truncated or replaced")
+    assert cached_engine(path, key) is None
+    store_engine(path, key, b"engine bytes")
+    path.with_suffix(".json").write_text("{not json")
+    assert cached_engine(path, key) is None
+    path.with_suffix(".json").unlink()
+    assert cached_engine(path, key) is None
+
+
+@needs_gpu
+@pytest.mark.parametrize("precision, agreement", [("fp32", MASK_AGREEMENT), ("fp16", 0.99)])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_tensorrt_engine_equals_eager_cuda(name, precision, agreement, request, onnx_cache):
+    """Masks, semantic and panoptic images (detections: see parity.py; on a GPU their NMS ties too)."""
+    weights, options = backend_arguments(name, request)
+    images = [generate_scene(seed, 640, 360).image for seed in (0, 1)]
+    eager = create_backend(name, weights, device="cuda", **options)
+    engine = create_backend(name, weights, device="cuda", runtime="tensorrt", precision=precision, **options)
+    assert engine.describe()["precision"] == precision
+    assert_results_equal(eager.process(images), engine.process(images), detections=False, agreement=agreement)
+
+
+@needs_gpu
+def test_a_cached_engine_is_reused_and_a_damaged_one_rebuilt(onnx_cache):
+    image = generate_scene(0, 640, 360).image
+    engine = create_backend("twinlitenet", device="cuda", runtime="tensorrt")
+    path = engine.run_network.engine_path
+    built = path.stat().st_mtime_ns
+    again = create_backend("twinlitenet", device="cuda", runtime="tensorrt")
+    assert again.run_network.engine_path == path and path.stat().st_mtime_ns == built, "the cached engine is reused"
+    path.write_bytes(b"not an engine")
+    rebuilt = create_backend("twinlitenet", device="cuda", runtime="tensorrt")
+    assert path.stat().st_size > 1000, "rebuilt, never used"
+    np.testing.assert_array_equal(rebuilt(image).drivable_mask, engine(image).drivable_mask)
