@@ -1,4 +1,4 @@
-"""The ``panoptic-perception`` command line: infer, benchmark, train, demo, backends.
+"""The ``panoptic-perception`` command line: infer, benchmark, export, train, demo, backends.
 
 Errors (a missing file, an unknown backend, unreadable weights or images) print one line and exit
 with status 2. In ``infer``, a frame that cannot be read is reported and skipped; the others are
@@ -20,6 +20,7 @@ from .backends import WeightsError, backend_class, create_backend, list_backends
 from .backends.base import parse_options
 from .backends.registry import UnknownBackendError
 from .core.preprocess import InvalidImageError
+from .deploy import PRECISIONS, RUNTIMES, ExportError, RuntimeUnavailableError
 
 log = logging.getLogger("panoptic_perception")
 
@@ -37,6 +38,22 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="checkpoint path (default: the backend's bundled weights)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser, repeatable: bool = False) -> None:
+    if repeatable:
+        parser.add_argument("--runtime", action="append", choices=RUNTIMES,
+                            help="runtime of the network part (repeatable: compared side by side; default torch)")
+    else:
+        parser.add_argument("--runtime", choices=RUNTIMES, default="torch", help="runtime of the network part")
+    parser.add_argument("--onnx", help="ONNX file exported from this network (default: exported into the cache)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="TensorRT engine precision")
+
+
+def _runtime_options(args: argparse.Namespace, runtime: str) -> dict:
+    """The backend options of ``runtime`` from --onnx and --precision (given only to the runtimes they apply to)."""
+    return {"runtime": runtime, "onnx_path": args.onnx if runtime != "torch" else None,
+            "precision": args.precision if runtime == "tensorrt" else "fp32"}
 
 
 def _add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +88,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     _set_threads(args)
     frames = FrameSource(args.inputs)
     backend = _create_backend(args, fast=not args.plain, **({"input_size": args.input_size} if args.input_size else {}),
-                              **parse_options(args.option))
+                              **_runtime_options(args, args.runtime), **parse_options(args.option))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     info = backend.describe()
@@ -135,11 +152,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - {"fast", "plain"}:
         raise ValueError(f"--paths takes fast and/or plain, got {args.paths!r}")
+    runtimes = list(dict.fromkeys(args.runtime or ["torch"]))
+    # Runs are named by their path, and by path/runtime when runtimes are compared.
     backends = {
-        path: _create_backend(
-            args, fast=path == "fast", input_size=args.size, allow_random_weights=args.random_weights, **parse_options(args.option)
+        path if runtimes == ["torch"] else f"{path}/{runtime}": _create_backend(
+            args, fast=path == "fast", input_size=args.size, allow_random_weights=args.random_weights,
+            **_runtime_options(args, runtime), **parse_options(args.option)
         )
-        for path in paths
+        for path in paths for runtime in runtimes
     }
     first = next(iter(backends.values()))
     image = read_image(args.image) if args.image else generate_scene(0, *first.input_size).image
@@ -147,7 +167,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for path, backend in backends.items():
         batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, channels_last=backend.channels_last)
         results[path]["parameters"] = count_parameters(backend.network)
-        results[path]["gflops"] = count_flops(backend.forward, batch) / 1e9  # Mask R-CNN also takes image sizes
+        # Through the backend: Mask R-CNN also takes image sizes, and its heads run in finish
+        results[path]["gflops"] = count_flops(lambda b: backend.finish(backend.forward(b), b), batch) / 1e9
     report = {
         **first.describe(),
         "extra_ms": first.extra_benchmarks(),
@@ -160,6 +181,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if "fast" in results and "plain" in results:
         report["speedup_total"] = results["plain"]["total_ms"]["median"] / results["fast"]["total_ms"]["median"]
         report["speedup_inference"] = results["plain"]["inference_ms"]["median"] / results["fast"]["inference_ms"]["median"]
+    if len(runtimes) > 1:  # each runtime against the first, path by path
+        report["runtime_speedup"] = {
+            f"{path}/{runtime}": {stage: results[f"{path}/{runtimes[0]}"][f"{stage}_ms"]["median"]
+                                  / results[f"{path}/{runtime}"][f"{stage}_ms"]["median"] for stage in ("total", "inference")}
+            for path in paths for runtime in runtimes[1:]
+        }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -168,11 +195,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
           f"{report['threads']} threads, {args.runs} runs after {args.warmup} warm-up, weights {first.weights_info.source}")
     for path, stats in results.items():
         print(f"{path}: {stats['parameters'] / 1e6:.3f} M parameters, {stats['gflops']:.2f} GFLOPs per frame")
-    print(f"{'path':<6} {'stage':<12} {'median ms':>10} {'p90 ms':>10} {'FPS':>8}")
+    column = max(6, *(len(path) for path in results))
+    print(f"{'path':<{column}} {'stage':<12} {'median ms':>10} {'p90 ms':>10} {'FPS':>8}")
     for path, stats in results.items():
         for stage in STAGES:
             fps = 1000 / stats[stage]["median"] if stats[stage]["median"] > 0 else float("inf")
-            print(f"{path:<6} {stage[:-3]:<12} {stats[stage]['median']:>10.2f} {stats[stage]['p90']:>10.2f} {fps:>8.1f}")
+            print(f"{path:<{column}} {stage[:-3]:<12} {stats[stage]['median']:>10.2f} {stats[stage]['p90']:>10.2f} {fps:>8.1f}")
     for path, stats in results.items():
         if "candidates" in stats:
             print(f"{path}: post-processing {stats['postprocess_ms']['median']:.2f} ms median for {stats['candidates']['median']:.0f} "
@@ -182,6 +210,29 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if "speedup_total" in report:
         print(f"fast path speed-up over plain (median): total {report['speedup_total']:.2f}x, "
               f"inference {report['speedup_inference']:.2f}x")
+    for name, ratios in report.get("runtime_speedup", {}).items():
+        print(f"{name} speed-up over {runtimes[0]} (median): total {ratios['total']:.2f}x, inference {ratios['inference']:.2f}x")
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import OPSET, export_onnx
+
+    _set_threads(args)
+    width, height = args.size
+    runtime = "tensorrt" if args.format == "tensorrt" else "torch"
+    backend = create_backend(args.backend, args.weights, args.device, fast=not args.plain, input_size=args.size,
+                             allow_random_weights=args.random_weights, runtime=runtime, precision=args.precision if runtime == "tensorrt" else "fp32",
+                             **parse_options(args.option))
+    if runtime == "tensorrt":  # the backend exported the ONNX file into the cache and built the engine
+        print(f"{backend.run_network.engine_path}: TensorRT engine ({args.precision}) of {backend.run_network.path}")
+        return 0
+    output = Path(args.output or f"{args.backend}_{width}x{height}.onnx")
+    export_onnx(backend, output, dynamic_batch=args.dynamic_batch)
+    batch = "dynamic batch" if args.dynamic_batch else "batch 1"
+    print(f"{output}: {args.backend} network part, ONNX opset {OPSET}, input images (N, 3, {height}, {width}) "
+          f"float32 RGB in [0, 1], {batch}; onnx.checker passed")
     return 0
 
 
@@ -233,7 +284,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, args.image_topic)
     runs, names = [], set()
     for (backend_name, weights), options in ((pair, options) for pair in pairs for options in variants):
-        backend = create_backend(backend_name, weights, args.device, **options)
+        backend = create_backend(backend_name, weights, args.device, **_runtime_options(args, args.runtime), **options)
         name = backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1 else f"{backend_name}_{Path(weights or 'bundled').stem}"
         if options:
             name += "[" + ",".join(f"{key}={value}" for key, value in options.items()) + "]"
@@ -348,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend option, e.g. fusion=kirillov or output=top (repeatable)")
     _add_threshold_arguments(infer)
+    _add_runtime_arguments(infer)
     infer.set_defaults(func=cmd_infer)
 
     bench = commands.add_parser("benchmark", parents=[common], help="per-stage latency of the fast and plain paths")
@@ -362,7 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_arguments(bench)
     bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend architecture option, e.g. width=0.25 (repeatable)")
+    _add_runtime_arguments(bench, repeatable=True)
     bench.set_defaults(func=cmd_benchmark)
+
+    export = commands.add_parser("export", parents=[common], help="export a backend's network part to ONNX (or a TensorRT engine)")
+    _add_backend_arguments(export)
+    export.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx",
+                        help="onnx: an ONNX file; tensorrt: a cached engine (needs CUDA and the tensorrt package)")
+    export.add_argument("--size", type=_size, required=True, help="network input WxH")
+    export.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (default: batch 1)")
+    export.add_argument("--output", help="ONNX file to write (default: BACKEND_WxH.onnx)")
+    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="TensorRT engine precision")
+    export.add_argument("--plain", action="store_true", help="export the network as trained, without inference optimisations")
+    export.add_argument("--random-weights", action="store_true", help="untrained random weights (to test a deployment)")
+    export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="backend option, e.g. width=0.25 (repeatable)")
+    export.set_defaults(func=cmd_export)
 
     train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")
     train.add_argument("--config", required=True)
@@ -404,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "e.g. --options fusion=paper --options fusion=kirillov")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--threads", type=int)
+    _add_runtime_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     make_bag = commands.add_parser("make-bag", add_help=False, help="write a rosbag2 bag from synthetic scenes, images or a video")
@@ -451,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (FileNotFoundError, WeightsError, UnknownBackendError, InvalidImageError, ValueError) as error:
+    except (FileNotFoundError, WeightsError, UnknownBackendError, InvalidImageError, ValueError, ExportError,
+            RuntimeUnavailableError) as error:
         print(f"panoptic-perception: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

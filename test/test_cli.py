@@ -232,3 +232,50 @@ def test_evaluate_skips_frames_that_cannot_be_read(tmp_path, small_weights, caps
     assert "skipped bad" in capsys.readouterr().err
     run = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]
     assert run["summary"]["frames"] == 1 and run["skipped"][0]["frame"] == "bad"
+
+
+def test_export_writes_a_checked_onnx_file(tmp_path, small_weights, capsys):
+    import onnx
+
+    output = tmp_path / "tiny.onnx"
+    assert main(["export", "--weights", small_weights, "--format", "onnx", "--size", "96x56", "--dynamic-batch",
+                 "--output", str(output)]) == 0
+    assert capsys.readouterr().out.strip() == (f"{output}: twinlitenet network part, ONNX opset 18, input images "
+                                               "(N, 3, 56, 96) float32 RGB in [0, 1], dynamic batch; onnx.checker passed")
+    model = onnx.load(str(output))
+    batch, *rest = model.graph.input[0].type.tensor_type.shape.dim
+    assert batch.dim_param and [d.dim_value for d in rest] == [3, 56, 96]
+
+
+def test_export_of_a_tensorrt_engine_needs_cuda(small_weights, capsys):
+    assert main(["export", "--weights", small_weights, "--format", "tensorrt", "--size", "96x56"]) == 2
+    assert "runtime tensorrt needs a CUDA device, got cpu" in capsys.readouterr().err
+
+
+def test_runtimes_side_by_side_in_benchmark_infer_and_evaluate(tmp_path, small_weights, onnx_cache, capsys):
+    argv = ["benchmark", "--weights", small_weights, "--runtime", "torch", "--runtime", "onnxruntime", "--paths", "fast",
+            "--runs", "2", "--warmup", "1", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["paths"]) == {"fast/torch", "fast/onnxruntime"}
+    ratios = report["runtime_speedup"]["fast/onnxruntime"]
+    expected = report["paths"]["fast/torch"]["total_ms"]["median"] / report["paths"]["fast/onnxruntime"]["total_ms"]["median"]
+    assert ratios["total"] == pytest.approx(expected) and ratios["inference"] > 0
+    assert report["paths"]["fast/onnxruntime"]["gflops"] == report["paths"]["fast/torch"]["gflops"] > 0
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "f0.png"), np.random.default_rng(0).integers(0, 255, (90, 160, 3), np.uint8))
+    for runtime in ("torch", "onnxruntime"):
+        assert main(["-q", "infer", "--weights", small_weights, "--runtime", runtime, str(frames), "--output",
+                     str(tmp_path / runtime)]) == 0
+    summary = json.loads((tmp_path / "onnxruntime" / "summary.json").read_text())
+    assert summary["runtime"] == "onnxruntime" and summary["onnx"].startswith(str(onnx_cache))
+    for mask in ("f0_drivable.png", "f0_lane.png"):
+        torch_mask, ort_mask = (cv2.imread(str(tmp_path / r / mask), cv2.IMREAD_UNCHANGED) for r in ("torch", "onnxruntime"))
+        assert (torch_mask == ort_mask).mean() >= 0.999
+
+    assert main(["-q", "evaluate", "--weights", small_weights, "--runtime", "onnxruntime", "--data", "synthetic:1@160x96",
+                 "--output", str(tmp_path / "report")]) == 0
+    (run,) = json.loads((tmp_path / "report" / "metrics.json").read_text())["runs"]
+    assert run["summary"]["frames"] == 1 and run["backend"]["runtime"] == "onnxruntime"

@@ -168,8 +168,6 @@ def export_onnx(backend: Backend, path: str | Path, *, dynamic_batch: bool = Fal
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, temporary)
         os.replace(temporary, path)
-    except ExportError:
-        raise
     except Exception as error:  # torch.export's and onnxscript's many error types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"cannot export backend {backend.name} to ONNX: {first}") from error
