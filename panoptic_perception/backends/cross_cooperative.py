@@ -233,6 +233,7 @@ class CrossCooperativeBackend(Backend):
     label_map = CITYSCAPES
     resize_mode = ResizeMode.RESIZE
     input_multiple = 16  # output stride 16
+    bundled_weights = "cross_cooperative_synthetic.pth"
 
     def build_network(self, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
         return CrossCooperativeNetwork(config)
