@@ -185,6 +185,7 @@ class PerceptionNode(LifecycleNode):
             settings["device"],
             fast=settings["fast"],
             input_size=size if all(size) else None,
+            runtime=settings["runtime"],
             **parse_options([settings["backend_options"]]),
         )
         backend.set_thresholds(
@@ -412,6 +413,7 @@ class PerceptionNode(LifecycleNode):
             "backend": backend.name if backend else self.settings["backend"],
             "weights": (backend.weights_info.path or backend.weights_info.source) if backend else self.settings["weights"],
             "device": str(backend.device) if backend else self.settings["device"],
+            "runtime": backend.runtime if backend else self.settings["runtime"],
             "input_size": "x".join(map(str, backend.input_size)) if backend else "",
             "input_rate_hz": f"{self._input_rate.rate():.2f}",
             "output_rate_hz": f"{self._output_rate.rate():.2f}",

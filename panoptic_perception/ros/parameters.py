@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ..deploy.runtime import RUNTIMES
+
 
 class OnChange(str, enum.Enum):
     """What happens when a parameter changes at runtime."""
@@ -41,6 +43,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("fast", True, "inference-optimised network (folded BatchNorms, channels-last, ...)", OnChange.RELOAD),
     ParameterSpec("backend_options", "", "backend options KEY=VALUE[,KEY=VALUE], e.g. fusion=kirillov or output=top",
                   OnChange.RELOAD),
+    ParameterSpec("runtime", "torch", "runs the network: torch (eager), onnxruntime or tensorrt (its ONNX export, cached)",
+                  OnChange.RELOAD, choices=RUNTIMES),
     ParameterSpec("threads", 0, "CPU threads for torch; 0: torch's default", OnChange.APPLY, 0, 256),
     ParameterSpec("input_transport", "raw", "subscribe to `image` (raw) or `image/compressed`", OnChange.READ_ONLY,
                   choices=("raw", "compressed")),
