@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The deployment's GPU checks in one go, on a machine with an NVIDIA GPU (README, Deployment):
+#   1. the TensorRT tests (test/deploy/test_tensorrt.py: engine parity with eager CUDA for every backend,
+#      fp32 and fp16, engine reuse and rebuild), which skip on machines without CUDA;
+#   2. per backend, eager CUDA and TensorRT fp32 / fp16 latency side by side (`benchmark --runtime torch
+#      --runtime tensorrt`), written as JSON to $OUT and summarised as a table.
+# Needs a Python ($PYTHON, default .venv/bin/python) with a CUDA build of torch and the tensorrt package
+# (`pip install -e .[tensorrt]`); it says which is missing and exits 2 otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-gpu_check}
+RUNS=${RUNS:-50}
+
+"$PYTHON" - <<'EOF' || exit 2
+import importlib.util, sys
+import torch
+if not torch.cuda.is_available():
+    sys.exit(f"gpu-check: torch {torch.__version__} sees no CUDA device")
+if importlib.util.find_spec("tensorrt") is None:
+    sys.exit("gpu-check: the tensorrt package is missing: pip install -e .[tensorrt]")
+import tensorrt
+print(f"gpu-check: {torch.cuda.get_device_name()}, torch {torch.__version__}, TensorRT {tensorrt.__version__}")
+EOF
+
+mkdir -p "$OUT"
+export PANOPTIC_PERCEPTION_CACHE=${PANOPTIC_PERCEPTION_CACHE:-$PWD/$OUT/cache}
+"$PYTHON" -m pytest -q -rs test/deploy/test_tensorrt.py 2>&1 | tee "$OUT/tensorrt_tests.txt"
+
+for backend in twinlitenet yolopv2 fusion_panoptic cyclenet cross_cooperative; do
+  weights=()
+  case $backend in yolopv2 | cross_cooperative) weights=(--random-weights) ;; esac  # no bundled weights
+  for precision in fp32 fp16; do
+    "$PYTHON" -m panoptic_perception.cli benchmark --backend "$backend" "${weights[@]}" --device cuda --paths fast \
+      --runtime torch --runtime tensorrt --precision "$precision" --runs "$RUNS" --warmup 10 --json \
+      > "$OUT/${backend}_${precision}.json"
+  done
+done
+
+"$PYTHON" - "$OUT" <<'EOF' | tee "$OUT/summary.md"
+import json, sys
+from pathlib import Path
+print("| backend | input | eager CUDA FPS | TensorRT fp32 FPS | TensorRT fp16 FPS |")
+print("| --- | --- | --- | --- | --- |")
+for backend in ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_cooperative"):
+    reports = {p: json.loads((Path(sys.argv[1]) / f"{backend}_{p}.json").read_text()) for p in ("fp32", "fp16")}
+    fps = lambda report, run: report["paths"][run]["fps"]["median"]
+    width, height = reports["fp32"]["input_size"]
+    print(f"| {backend} | {width}x{height} | {fps(reports['fp32'], 'fast/torch'):.1f} | "
+          f"{fps(reports['fp32'], 'fast/tensorrt'):.1f} | {fps(reports['fp16'], 'fast/tensorrt'):.1f} |")
+EOF
