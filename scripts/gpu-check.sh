@@ -29,7 +29,7 @@ export PANOPTIC_PERCEPTION_CACHE=${PANOPTIC_PERCEPTION_CACHE:-$PWD/$OUT/cache}
 
 for backend in twinlitenet yolopv2 fusion_panoptic cyclenet cross_cooperative; do
   weights=()
-  [ "$backend" = yolopv2 ] && weights=(--random-weights)  # no bundled weights
+  [ "$backend" = yolopv2 ] && weights=(--random-weights)  # the paper's full-size network, not the small bundled one
   for precision in fp32 fp16; do
     "$PYTHON" -m panoptic_perception.cli benchmark --backend "$backend" "${weights[@]}" --device cuda --paths fast \
       --runtime torch --runtime tensorrt --precision "$precision" --runs "$RUNS" --warmup 10 --json \

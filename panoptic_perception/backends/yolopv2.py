@@ -466,6 +466,7 @@ class YOLOPv2Backend(Backend):
     capabilities = frozenset({Capability.DETECTION, Capability.DRIVABLE_AREA, Capability.LANE_LINES})
     config_type = YOLOPv2Config
     input_multiple = 32
+    bundled_weights = "yolopv2_synthetic.pth"
     resize_mode = ResizeMode.LETTERBOX
     pad_value = 114
     accepts_torchscript = True
