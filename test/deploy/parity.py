@@ -15,7 +15,7 @@ def backend_arguments(name: str, request) -> tuple[str | None, dict]:
     """Weights and options of a small but real variant of each backend (bundled weights where they exist)."""
     if name == "yolopv2":  # untrained detection biases: every anchor a candidate, so NMS has work
         return request.getfixturevalue("yolopv2_small_checkpoint")[0], {"input_size": (320, 192)}
-    if name == "cross_cooperative":  # no bundled weights: a narrow random network (conftest.py)
+    if name == "cross_cooperative":  # a narrow random network at 96x64 (conftest.py), smaller than the bundled one
         return request.getfixturevalue("cross_cooperative_checkpoint"), {}
     if name == "fusion_panoptic":
         return None, {"input_size": (256, 160)}
