@@ -383,13 +383,12 @@ class RegionProposalNetwork(nn.Module):
             ValueError: training without targets, or ``image_sizes`` not one per image.
         """
         objectness_maps, delta_maps = self.head(list(features.values()))
-        detached = ([o.detach() for o in objectness_maps], [d.detach() for d in delta_maps])
-        proposals = self.proposals_from_head(*detached, image_sizes, batch_shape)
+        objectness, deltas, anchors, anchors_per_level = self._flatten(objectness_maps, delta_maps, batch_shape)
+        proposals = self.filter_proposals(objectness.detach(), deltas.detach(), anchors, anchors_per_level, image_sizes)
         if not self.training:
             return proposals, {}
         if targets is None:
             raise ValueError("the RPN needs targets in training mode")
-        objectness, deltas, anchors, _ = self._flatten(objectness_maps, delta_maps, batch_shape)
         losses = self.loss(objectness, deltas, anchors, [t["boxes"] for t in targets])
         return proposals, losses
 
@@ -406,8 +405,6 @@ class RegionProposalNetwork(nn.Module):
         Raises:
             ValueError: ``image_sizes`` not one per image.
         """
-        if len(image_sizes) != objectness_maps[0].shape[0]:
-            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {objectness_maps[0].shape[0]}")
         objectness, deltas, anchors, anchors_per_level = self._flatten(objectness_maps, delta_maps, batch_shape)
         return self.filter_proposals(objectness, deltas, anchors, anchors_per_level, image_sizes)
 
@@ -441,7 +438,12 @@ class RegionProposalNetwork(nn.Module):
 
         ``objectness`` ``(N, A_total)`` logits, ``deltas`` ``(N, A_total, 4)``, ``anchors`` ``(A_total, 4)``.
         Returns per image ``(P_i, 4)`` proposals by descending objectness.
+
+        Raises:
+            ValueError: ``image_sizes`` not one per image.
         """
+        if len(image_sizes) != objectness.shape[0]:
+            raise ValueError(f"{len(image_sizes)} image sizes for a batch of {objectness.shape[0]}")
         mode = "train" if self.training else "test"
         top_indices, top_levels, offset = [], [], 0
         for level, scores in enumerate(objectness.split(list(anchors_per_level), dim=1)):
