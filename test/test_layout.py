@@ -93,7 +93,8 @@ def test_package_xml_declares_what_the_node_imports():
     declared = {element.text for element in manifest if element.tag.endswith("depend")}
     needed = {"rclpy", "std_msgs", "sensor_msgs", "vision_msgs", "diagnostic_msgs", "lifecycle_msgs", "rcl_interfaces",
               "rosidl_default_generators", "rosidl_default_runtime", "ament_cmake", "ament_cmake_python",
-              "python3-numpy", "python3-opencv", "python3-torch", "python3-yaml", "python3-tqdm"}
+              "python3-numpy", "python3-opencv", "python3-torch", "python3-yaml", "python3-tqdm",
+              "python3-onnxruntime-pip"}
     assert needed <= declared, needed - declared
     ros_modules = set()
     for path in (PACKAGE / "ros").glob("*.py"):
