@@ -9,6 +9,17 @@ from torch import nn
 from .batchnorm_folding import fold_batchnorm
 
 
+def init_backbone_(module: nn.Module) -> None:
+    """In place: He (fan-out, ReLU) normal weights for every ``nn.Conv2d`` of ``module``, and BatchNorm
+    scale 1 and shift 0, the initialisation torchvision's ResNet and timm's Xception use."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class ConvBNReLU(nn.Module):
     """Convolution (no bias) → BatchNorm → ReLU; padding ``dilation * (k - 1) / 2`` keeps the size.
 

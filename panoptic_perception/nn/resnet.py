@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from .batchnorm_folding import fold_batchnorm
+from .layers import init_backbone_
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -206,12 +207,7 @@ class ResNet(nn.Module):
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(in_channels, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_backbone_(self)
 
     @staticmethod
     def _make_stage(

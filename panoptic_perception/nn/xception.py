@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batchnorm_folding import fold_batchnorm
+from .layers import init_backbone_
 
 BN_EPS = 1e-3
 #: (in, (out1, out2, out3), stride) of the entry flow, then a middle-flow block, then the exit flow.
@@ -236,12 +237,7 @@ class AlignedXception(nn.Module):
         if num_classes is not None:
             self.head = ClassifierHead(self.stage_channels["out"], num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_backbone_(self)
 
     @property
     def output_stride(self) -> int:
