@@ -3,10 +3,11 @@
 Raw outputs: max |ONNX Runtime - eager| at most RELATIVE_TOLERANCE of the output's largest magnitude, for
 every output tensor (relative to the scale: untrained networks reach logits of 1e6). Results
 (parity.assert_results_equal): masks, semantic and panoptic images at least 99.9% equal; detections the
-same in number and class, boxes within 0.05 input pixels and scores within 1e-4. The YOLOPv2 here is untrained
-(parity.py: so that NMS has thousands of candidates), and an untrained detector scores thousands of anchors equally to 1e-7, so which of two tied boxes NMS keeps is decided by
-rounding: its detections are compared before NMS (the decoded candidates, boxes and scores), the NMS being
-the same Python code for both runtimes.
+same in number and class, boxes within 0.05 input pixels and scores within 1e-4. The YOLOPv2 here is
+untrained (parity.py: so that NMS has thousands of candidates), and an untrained detector scores thousands
+of anchors equally to 1e-7, so which of two tied boxes NMS keeps is decided by rounding: its detections are
+compared before NMS (the decoded candidates, boxes and scores), the NMS being the same Python code for both
+runtimes.
 """
 
 from __future__ import annotations
