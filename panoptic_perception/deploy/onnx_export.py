@@ -85,14 +85,18 @@ def unflatten_outputs(tensors: Sequence[Any], structure: Any) -> Any:
 
 
 # -- identity of an exported network --------------------------------------------------------------------
+def code_files(module_file: str | Path) -> list[Path]:
+    """The code that shapes an exported graph: the backend's module, ``backends/base.py`` (whose
+    ``forward`` a backend uses unless it defines its own), ``nn/``, the pre-processing and this exporter."""
+    return [Path(module_file), PACKAGE / "backends" / "base.py", *sorted((PACKAGE / "nn").glob("*.py")),
+            PACKAGE / "core" / "preprocess.py", Path(__file__).resolve()]
+
+
 @functools.lru_cache(maxsize=None)
 def _code_digest(module_file: str) -> str:
-    """SHA-256 of the code that shapes an exported graph: the backend's module, ``nn/``, the pre-processing
-    and this exporter."""
-    files = [Path(module_file), *sorted((PACKAGE / "nn").glob("*.py")), PACKAGE / "core" / "preprocess.py",
-             Path(__file__).resolve()]
+    """SHA-256 of :func:`code_files`."""
     digest = hashlib.sha256()
-    for path in files:
+    for path in code_files(module_file):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
