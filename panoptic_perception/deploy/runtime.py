@@ -9,7 +9,9 @@ pre- and post-processing are the backend's own, in Python.
 Cache: ``$PANOPTIC_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/panoptic_perception``, else
 ``~/.cache/panoptic_perception``; ONNX files under ``onnx/``, named by a SHA-256 of the network's digest
 (weights, config, fast path, input size, code), the opset, the dynamic batch and the torch version, so a
-changed network is exported anew and never confused with an old file. TensorRT engines: see
+changed network is exported anew and never confused with an old file; a cached file that fails
+:func:`~panoptic_perception.deploy.onnx_export.check_exported` (truncated, edited) is logged and exported
+again, while a given ``onnx_path`` that fails it is refused. TensorRT engines: see
 :mod:`panoptic_perception.deploy.tensorrt`.
 """
 
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from .onnx_export import OPSET, check_exported, export_onnx, network_digest
+from .onnx_export import OPSET, ExportError, check_exported, export_onnx, network_digest
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -56,7 +58,8 @@ def check_runtime(runtime: str, onnx_path: str | None, precision: str) -> None:
 
 def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path, dict[str, str]]:
     """The ONNX file of ``backend``'s network part and its metadata: ``onnx_path`` if given (checked to be
-    an export of this very network), else the cached export, made now if missing.
+    an export of this very network; refused otherwise), else the cached export, made now if missing or if
+    the cached file fails the check (damaged: logged and exported again).
 
     Raises:
         FileNotFoundError, ExportError: see :func:`~panoptic_perception.deploy.onnx_export.check_exported`
@@ -66,9 +69,13 @@ def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path,
         return Path(onnx_path), check_exported(onnx_path, backend)
     key = hashlib.sha256(f"{network_digest(backend)}:opset{OPSET}:dynamic:{torch.__version__}".encode()).hexdigest()
     path = cache_dir() / "onnx" / f"{backend.name}-{key[:32]}.onnx"
-    if not path.is_file():
-        backend.log.info("%s: exporting the network to %s (once per network)", backend.name, path)
-        export_onnx(backend, path, dynamic_batch=True)
+    if path.is_file():
+        try:
+            return path, check_exported(path, backend)
+        except ExportError as error:  # the cache's own file, damaged (truncated, edited): made again, never used
+            backend.log.warning("%s: the cached export is unusable (%s); exporting again", backend.name, error)
+    backend.log.info("%s: exporting the network to %s (once per network)", backend.name, path)
+    export_onnx(backend, path, dynamic_batch=True)
     return path, check_exported(path, backend)
 
 

@@ -1,13 +1,21 @@
-"""The files behind the runtimes: what the cache key covers."""
+"""The files behind the runtimes: what the cache key covers, a damaged cached export made again."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 
+import pytest
+
+from panoptic_perception import create_backend
 from panoptic_perception.backends.base import Backend
 from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.deploy import ExportError
 from panoptic_perception.deploy.onnx_export import code_files
+
+SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
 
 def test_the_cache_key_covers_the_default_forward_in_backends_base():
@@ -16,3 +24,16 @@ def test_the_cache_key_covers_the_default_forward_in_backends_base():
     assert Path(inspect.getfile(Backend)).resolve() in [f.resolve() for f in files], "Backend.forward is exported"
     assert "forward" not in vars(TwinLiteNetBackend), "TwinLiteNet exports the inherited forward"
 
+
+def test_a_damaged_cached_export_is_exported_again_and_a_damaged_given_file_refused(onnx_cache, caplog):
+    path = Path(create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime").describe()["onnx"])
+    size = path.stat().st_size
+    with path.open("r+b") as f:  # `truncate -s`: the graph's tail and the metadata are gone
+        f.truncate(size // 2)
+    with pytest.raises(ExportError, match="not a readable ONNX file|no network metadata"):
+        create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime", onnx_path=str(path))
+    with caplog.at_level(logging.WARNING, logger="panoptic_perception"):
+        again = create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime")
+    assert again.describe()["onnx"] == str(path) and path.stat().st_size == size, "the same file, whole again"
+    assert "the cached export is unusable" in caplog.text and "exporting again" in caplog.text
+    assert again(generate_scene(0, 320, 180).image).drivable_mask is not None
