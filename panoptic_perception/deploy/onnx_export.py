@@ -12,7 +12,10 @@ Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export, then onnxscript's tr
 optimisation), opset :data:`OPSET` (GridSample needs 16 or later). A TorchScript file as the network (the official
 ``yolopv2.pt``) cannot be exported: torch.export does not take TorchScript, and the TorchScript-based
 exporter cannot trace a loaded TorchScript module inside the wrapper that flattens its outputs. The height and width are fixed; the
-batch dimension is dynamic with ``dynamic_batch`` (the runtimes of this package always export so).
+batch dimension is dynamic with ``dynamic_batch`` (the runtimes of this package always export so into their
+cache). A file exported without it (batch 1) still runs when given as ``onnx_path``, but only one image at a
+time: a larger batch is refused by :func:`check_batch` naming ``--dynamic-batch`` (the runtimes cannot tell
+which outputs of a fixed-batch graph are per image, so they do not split batches for it).
 
 Outputs are flat in ONNX (``output_0``, ``output_1``, ...); the nesting of ``forward``'s outputs (tuples and
 lists of tensors) is stored as JSON in the model's metadata and restored by :func:`unflatten_outputs`.
@@ -192,6 +195,14 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {p.key[len(META_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+
+
+def check_batch(path: str | Path, fixed_batch: int | None, size: int) -> None:
+    """Raises ValueError for a batch of ``size`` images given to a file exported with a fixed batch
+    (``fixed_batch``, 1 without ``--dynamic-batch``; None: dynamic, anything goes)."""
+    if fixed_batch is not None and size != fixed_batch:
+        raise ValueError(f"{path} was exported for a batch of {fixed_batch} (without --dynamic-batch), got {size} "
+                         "images: export it with --dynamic-batch to run batches, or give it one image at a time")
 
 
 def check_exported(path: str | Path, backend: Backend) -> dict[str, str]:

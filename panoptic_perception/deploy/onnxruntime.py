@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .onnx_export import INPUT_NAME, unflatten_outputs
+from .onnx_export import INPUT_NAME, check_batch, unflatten_outputs
 
 
 def providers_for(device: torch.device) -> list[str]:
@@ -37,7 +37,8 @@ class OnnxRuntimeNetwork:
     ``onnxruntime.InferenceSession``.
 
     ``__call__(batch)``: (N, 3, H, W) float32 tensor (any memory format) → ``forward``'s outputs as float32
-    tensors on ``device``.
+    tensors on ``device``. Raises ValueError for N other than the batch of a file exported without a
+    dynamic batch (:func:`~panoptic_perception.deploy.onnx_export.check_batch`).
     """
 
     def __init__(self, path: str | Path, device: torch.device, structure: str) -> None:
@@ -57,8 +58,11 @@ class OnnxRuntimeNetwork:
         self.session = onnxruntime.InferenceSession(self.path, options, providers=self.providers,
                                                     provider_options=provider_options)
         self.structure = json.loads(structure)
+        batch = self.session.get_inputs()[0].shape[0]  # a name such as "batch" where dynamic
+        self.fixed_batch = batch if isinstance(batch, int) else None
 
     def __call__(self, batch: torch.Tensor):
+        check_batch(self.path, self.fixed_batch, batch.shape[0])
         images = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
         outputs = self.session.run(None, {INPUT_NAME: images})
         return unflatten_outputs([torch.from_numpy(o).to(self.device) for o in outputs], self.structure)

@@ -11,13 +11,16 @@ Cache: ``$PANOPTIC_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/panoptic_perceptio
 (weights, config, fast path, input size, code), the opset, the dynamic batch and the torch version, so a
 changed network is exported anew and never confused with an old file; a cached file that fails
 :func:`~panoptic_perception.deploy.onnx_export.check_exported` (truncated, edited) is logged and exported
-again, while a given ``onnx_path`` that fails it is refused. TensorRT engines: see
+again, while a given ``onnx_path`` that fails it is refused. A given file exported without a dynamic batch
+runs one image at a time (a batch is refused naming ``--dynamic-batch``, see
+:mod:`panoptic_perception.deploy.onnx_export`). TensorRT engines: see
 :mod:`panoptic_perception.deploy.tensorrt`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -94,6 +97,7 @@ def network_runner(backend: Backend, runtime: str, onnx_path: str | None, precis
         from .onnxruntime import OnnxRuntimeNetwork
 
         return OnnxRuntimeNetwork(path, backend.device, metadata["outputs"])
-    from .tensorrt import TensorRTNetwork
+    from .tensorrt import MAX_BATCH, TensorRTNetwork
 
-    return TensorRTNetwork(path, backend.device, metadata["outputs"], precision, cache_dir() / "tensorrt")
+    max_batch = MAX_BATCH if json.loads(metadata["dynamic_batch"]) else 1  # a given file without --dynamic-batch
+    return TensorRTNetwork(path, backend.device, metadata["outputs"], precision, cache_dir() / "tensorrt", max_batch)

@@ -14,7 +14,10 @@ used. An engine that TensorRT then fails to deserialise is rebuilt too.
 Precision: ``fp32``; ``fp16`` sets TensorRT 10's FP16 builder flag, and on TensorRT 11 (strongly typed
 networks only) builds from an fp16 copy of the ONNX graph with float32 inputs and outputs (ONNX Runtime's
 ``convert_float_to_float16``). Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
-width.
+width. A file exported without a dynamic batch (batch 1, given as ``onnx_path``) builds an engine of that
+fixed batch (no profile; ``max_batch`` 1 in its key), which takes one image at a time: a larger batch is
+refused naming ``--dynamic-batch``
+(:func:`~panoptic_perception.deploy.onnx_export.check_batch`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_export import INPUT_NAME, unflatten_outputs
+from .onnx_export import INPUT_NAME, check_batch, unflatten_outputs
 from .runtime import RuntimeUnavailableError
 from ..backends.weights import sha256_of
 
@@ -98,7 +101,8 @@ def store_engine(path: Path, key: dict[str, str], data: bytes) -> None:
 
 
 def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BATCH) -> bytes:
-    """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16).
+    """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16): batches of 1 to
+    ``max_batch`` for a dynamic batch, the file's own batch for a fixed one.
 
     Raises:
         RuntimeError: the parser's or the builder's errors.
@@ -124,10 +128,11 @@ def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BAT
     if precision == "fp16" and weakly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
     images = network.get_input(0)
-    shape = tuple(images.shape)[1:]
-    profile = builder.create_optimization_profile()
-    profile.set_shape(images.name, (1, *shape), (1, *shape), (max_batch, *shape))
-    config.add_optimization_profile(profile)
+    if images.shape[0] == -1:  # a dynamic batch needs a profile; a fixed one (no --dynamic-batch) has its shape
+        shape = tuple(images.shape)[1:]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(images.name, (1, *shape), (1, *shape), (max_batch, *shape))
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
@@ -137,7 +142,8 @@ def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BAT
 class TensorRTNetwork:
     """An exported network part as a TensorRT engine (cached, see the module docstring).
 
-    ``__call__(batch)``: (N, 3, H, W) float32 CUDA tensor, N <= :data:`MAX_BATCH` → ``forward``'s outputs as
+    ``__call__(batch)``: (N, 3, H, W) float32 CUDA tensor, N <= ``max_batch`` (:data:`MAX_BATCH`; 1 for a file
+    exported without a dynamic batch, whose engine takes exactly its batch) → ``forward``'s outputs as
     float32 tensors on the device, nested as ``forward`` nests them.
 
     Raises:
@@ -145,12 +151,13 @@ class TensorRTNetwork:
         RuntimeError: an engine that cannot be built.
     """
 
-    def __init__(self, onnx_path: str | Path, device: torch.device, structure: str, precision: str, cache: Path) -> None:
+    def __init__(self, onnx_path: str | Path, device: torch.device, structure: str, precision: str, cache: Path,
+                 max_batch: int = MAX_BATCH) -> None:
         check_tensorrt(device)
         import tensorrt as trt
 
         self.path, self.device, self.structure = str(onnx_path), device, json.loads(structure)
-        key = engine_key(onnx_path, trt.__version__, gpu_identity(device), precision)
+        key = engine_key(onnx_path, trt.__version__, gpu_identity(device), precision, max_batch)
         path = engine_path(cache, onnx_path, key)
         self.engine_path = path
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -159,7 +166,7 @@ class TensorRTNetwork:
         if engine is None:
             log.info("building the TensorRT engine %s (%s)", path, precision)
             with torch.cuda.device(device):
-                data = build_engine(onnx_path, precision)
+                data = build_engine(onnx_path, precision, max_batch)
             store_engine(path, key, data)
             engine = runtime.deserialize_cuda_engine(data)
         self.engine = engine
@@ -167,8 +174,11 @@ class TensorRTNetwork:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         outputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
         self.outputs = sorted(outputs, key=lambda name: int(name.rsplit("_", 1)[1]))  # output_0, output_1, ...
+        batch = engine.get_tensor_shape(INPUT_NAME)[0]
+        self.fixed_batch = None if batch == -1 else batch
 
     def __call__(self, batch: torch.Tensor):
+        check_batch(self.path, self.fixed_batch, batch.shape[0])
         images = batch.to(self.device, torch.float32).contiguous()
         self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
         self.context.set_tensor_address(INPUT_NAME, images.data_ptr())

@@ -1,4 +1,5 @@
-"""The files behind the runtimes: what the cache key covers, a damaged cached export made again."""
+"""The files behind the runtimes: what the cache key covers, a damaged cached export made again, a file
+exported without a dynamic batch."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from panoptic_perception import create_backend
 from panoptic_perception.backends.base import Backend
 from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
 from panoptic_perception.data.synthetic import generate_scene
-from panoptic_perception.deploy import ExportError
-from panoptic_perception.deploy.onnx_export import code_files
+from panoptic_perception.deploy import ExportError, export_onnx
+from panoptic_perception.deploy.onnx_export import check_batch, code_files, read_metadata
 
 SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
@@ -37,3 +38,24 @@ def test_a_damaged_cached_export_is_exported_again_and_a_damaged_given_file_refu
     assert again.describe()["onnx"] == str(path) and path.stat().st_size == size, "the same file, whole again"
     assert "the cached export is unusable" in caplog.text and "exporting again" in caplog.text
     assert again(generate_scene(0, 320, 180).image).drivable_mask is not None
+
+
+@pytest.fixture(scope="module")
+def batch_one_file(tmp_path_factory):
+    """(backend, path): the bundled TwinLiteNet at 160x96 exported as `export` does without --dynamic-batch."""
+    backend = create_backend("twinlitenet", input_size=SIZE)
+    return backend, export_onnx(backend, tmp_path_factory.mktemp("export") / "twinlitenet.onnx")
+
+
+def test_a_file_without_dynamic_batch_runs_one_image_at_a_time_and_refuses_batches(batch_one_file):
+    backend, path = batch_one_file
+    assert read_metadata(path)["dynamic_batch"] == "false"
+    ort = create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime", onnx_path=str(path))
+    assert ort.run_network.fixed_batch == 1
+    images = [generate_scene(seed, 320, 180).image for seed in (0, 1)]
+    for image in images:  # one at a time, as infer, evaluate, benchmark and the node run it
+        assert (ort(image).drivable_mask == backend(image).drivable_mask).mean() >= 0.999
+    with pytest.raises(ValueError, match=r"exported for a batch of 1 \(without --dynamic-batch\), got 2 images: "
+                                         "export it with --dynamic-batch"):
+        ort.process(images)
+    check_batch(path, None, 5)  # a dynamic batch takes any size
