@@ -13,21 +13,25 @@ used. An engine that TensorRT then fails to deserialise is rebuilt too.
 
 Precision: ``fp32``; ``fp16`` sets TensorRT 10's FP16 builder flag, and on TensorRT 11 (strongly typed
 networks only) builds from an fp16 copy of the ONNX graph with float32 inputs and outputs (ONNX Runtime's
-``convert_float_to_float16``). Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
+``convert_float_to_float16``, whose inserted Casts :func:`sort_topologically` puts back in graph order:
+:func:`fp16_model`). Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
 width. A file exported without a dynamic batch (batch 1, given as ``onnx_path``) builds an engine of that
 fixed batch (no profile; ``max_batch`` 1 in its key), which takes one image at a time: a larger batch is
 refused naming ``--dynamic-batch``
-(:func:`~panoptic_perception.deploy.onnx_export.check_batch`).
+(:func:`~panoptic_perception.deploy.onnx_export.check_batch`). A dynamic-batch engine runs a batch larger
+than its ``max_batch`` in consecutive chunks (:func:`batch_chunks`, :func:`join_chunks`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
@@ -100,6 +104,64 @@ def store_engine(path: Path, key: dict[str, str], data: bytes) -> None:
         os.replace(temporary, target)
 
 
+def sort_topologically(graph: Any) -> None:
+    """Reorder the nodes of an ONNX ``GraphProto`` in place so that each comes after the nodes whose outputs
+    it reads (``onnx.checker`` and TensorRT's parser require it), keeping the original order where it
+    already is one.
+
+    Raises:
+        ValueError: a graph with a cycle.
+    """
+    nodes = list(graph.node)
+    producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+    needs = [{producer[name] for name in node.input if name in producer} - {i} for i, node in enumerate(nodes)]
+    users: dict[int, list[int]] = {}
+    for i, inputs in enumerate(needs):
+        for j in inputs:
+            users.setdefault(j, []).append(i)
+    waiting = [len(inputs) for inputs in needs]
+    ready = [i for i, count in enumerate(waiting) if count == 0]  # a heap: the earliest ready node next
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for user in users.get(i, ()):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(nodes):
+        raise ValueError(f"the ONNX graph {graph.name!r} has a cycle")
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+
+
+def fp16_model(model: Any) -> Any:
+    """An fp16 copy of an ONNX ``ModelProto`` with float32 inputs and outputs, for TensorRT 11's strongly
+    typed networks: ONNX Runtime's ``convert_float_to_float16``, which appends the Casts it inserts at the
+    end of the graph, then :func:`sort_topologically`."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(model, keep_io_types=True)
+    sort_topologically(model.graph)
+    return model
+
+
+def batch_chunks(size: int, max_batch: int) -> list[slice]:
+    """A batch of ``size`` images as consecutive slices of at most ``max_batch`` (an engine's largest batch)."""
+    if size < 1 or max_batch < 1:
+        raise ValueError(f"a batch of {size} in chunks of {max_batch}: both must be at least 1")
+    return [slice(start, min(start + max_batch, size)) for start in range(0, size, max_batch)]
+
+
+def join_chunks(chunks: Sequence[Sequence[torch.Tensor]], batched: Sequence[bool]) -> list[torch.Tensor]:
+    """The flat outputs of one batch from those of its chunks (each a list of tensors, output by output):
+    a batched output (``batched[i]``: its first dimension is the batch) concatenated along dimension 0, any
+    other (the same for every chunk, e.g. an anchor grid) taken from the first chunk."""
+    if len(chunks) == 1:  # the usual case: no copy
+        return list(chunks[0])
+    return [torch.cat([chunk[i] for chunk in chunks]) if per_image else chunks[0][i] for i, per_image in enumerate(batched)]
+
+
 def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BATCH) -> bytes:
     """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16): batches of 1 to
     ``max_batch`` for a dynamic batch, the file's own batch for a fixed one.
@@ -117,9 +179,7 @@ def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BAT
     parser = trt.OnnxParser(network, logger)
     model = onnx.load(str(onnx_path))
     if precision == "fp16" and not weakly_typed:
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        model = convert_float_to_float16(model, keep_io_types=True)
+        model = fp16_model(model)
     if not parser.parse(model.SerializeToString(), str(Path(onnx_path).parent)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
@@ -142,13 +202,13 @@ def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BAT
 class TensorRTNetwork:
     """An exported network part as a TensorRT engine (cached, see the module docstring).
 
-    ``__call__(batch)``: (N, 3, H, W) float32 CUDA tensor, N <= ``max_batch`` (:data:`MAX_BATCH`; 1 for a file
-    exported without a dynamic batch, whose engine takes exactly its batch) → ``forward``'s outputs as
-    float32 tensors on the device, nested as ``forward`` nests them.
+    ``__call__(batch)``: (N, 3, H, W) float32 CUDA tensor (run in chunks of at most ``max_batch``,
+    :data:`MAX_BATCH`; a file exported without a dynamic batch takes exactly its batch) → ``forward``'s
+    outputs as float32 tensors on the device, nested as ``forward`` nests them.
 
     Raises:
         RuntimeUnavailableError: no CUDA device or no ``tensorrt`` package.
-        RuntimeError: an engine that cannot be built.
+        RuntimeError: an engine that cannot be built; when called, a shape the engine refuses or a failed run.
     """
 
     def __init__(self, onnx_path: str | Path, device: torch.device, structure: str, precision: str, cache: Path,
@@ -174,13 +234,26 @@ class TensorRTNetwork:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         outputs = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
         self.outputs = sorted(outputs, key=lambda name: int(name.rsplit("_", 1)[1]))  # output_0, output_1, ...
+        self.batched = [engine.get_tensor_shape(name)[0] == -1 for name in self.outputs]  # -1: the dynamic batch
         batch = engine.get_tensor_shape(INPUT_NAME)[0]
         self.fixed_batch = None if batch == -1 else batch
+        self.max_batch = max_batch
 
     def __call__(self, batch: torch.Tensor):
         check_batch(self.path, self.fixed_batch, batch.shape[0])
         images = batch.to(self.device, torch.float32).contiguous()
-        self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
+        chunks = [self._run(images[part]) for part in batch_chunks(len(images), self.max_batch)]
+        return unflatten_outputs(join_chunks(chunks, self.batched), self.structure)
+
+    def _run(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """One execution: a contiguous (n, 3, H, W) float32 CUDA batch, n <= ``max_batch`` → the flat outputs.
+
+        Raises:
+            RuntimeError: a shape the engine does not take, or a failed execution.
+        """
+        if not self.context.set_input_shape(INPUT_NAME, tuple(images.shape)):
+            raise RuntimeError(f"TensorRT engine {self.engine_path} does not take an input of shape {tuple(images.shape)} "
+                               f"(batches up to {self.max_batch} at the exported height and width)")
         self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
         results = []
         for name in self.outputs:
@@ -191,4 +264,4 @@ class TensorRTNetwork:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"TensorRT failed to run {self.engine_path}")
         stream.synchronize()
-        return unflatten_outputs(results, self.structure)
+        return results

@@ -1,0 +1,55 @@
+"""The parts of the TensorRT runtime that need no GPU: batches in chunks, and the fp16 graph of TensorRT 11."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from panoptic_perception import create_backend
+from panoptic_perception.deploy import export_onnx
+from panoptic_perception.deploy.tensorrt import MAX_BATCH, batch_chunks, fp16_model, join_chunks, sort_topologically
+
+
+def test_a_batch_is_split_into_chunks_of_at_most_the_engines_batch():
+    assert batch_chunks(3, MAX_BATCH) == [slice(0, 3)]
+    assert batch_chunks(8, 8) == [slice(0, 8)]
+    assert batch_chunks(19, 8) == [slice(0, 8), slice(8, 16), slice(16, 19)]
+    assert batch_chunks(2, 1) == [slice(0, 1), slice(1, 2)]
+    with pytest.raises(ValueError, match="at least 1"):
+        batch_chunks(0, 8)
+
+
+def test_chunk_outputs_join_along_the_batch_and_shared_outputs_are_kept_once():
+    batch = torch.arange(19 * 2, dtype=torch.float32).reshape(19, 2)
+    grid = torch.ones(1, 4)  # the same for every chunk, as an anchor grid
+    chunks = [[batch[part] * 10, grid] for part in batch_chunks(19, 8)]
+    joined = join_chunks(chunks, [True, False])
+    assert torch.equal(joined[0], batch * 10) and joined[1] is grid
+    single = [[batch, grid]]
+    assert join_chunks(single, [True, False])[0] is batch, "one chunk: no copy"
+
+
+def test_topological_sort_puts_producers_first_and_keeps_a_sorted_graph_as_it_is():
+    relu = onnx.helper.make_node("Relu", ["x"], ["a"], name="relu")
+    neg = onnx.helper.make_node("Neg", ["a"], ["b"], name="neg")
+    add = onnx.helper.make_node("Add", ["a", "b"], ["y"], name="add")
+    value = lambda name: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1])  # noqa: E731
+    graph = onnx.helper.make_graph([add, neg, relu], "g", [value("x")], [value("y")])
+    sort_topologically(graph)
+    assert [n.name for n in graph.node] == ["relu", "neg", "add"]
+    sort_topologically(graph)
+    assert [n.name for n in graph.node] == ["relu", "neg", "add"]
+    cyclic = onnx.helper.make_graph([onnx.helper.make_node("Neg", ["c"], ["d"]), onnx.helper.make_node("Neg", ["d"], ["c"])],
+                                    "cyclic", [value("x")], [value("c")])
+    with pytest.raises(ValueError, match="cycle"):
+        sort_topologically(cyclic)
+
+
+def test_the_fp16_graph_for_tensorrt_11_passes_the_onnx_checker(tmp_path):
+    backend = create_backend("twinlitenet", input_size=(64, 32))
+    model = fp16_model(onnx.load(str(export_onnx(backend, tmp_path / "twinlitenet.onnx", dynamic_batch=True))))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, "float32 in"
+    assert {o.type.tensor_type.elem_type for o in model.graph.output} == {onnx.TensorProto.FLOAT}, "and out"
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer), "fp16 weights"
