@@ -120,6 +120,16 @@ def network_digest(backend: Backend) -> str:
 
 
 # -- export ---------------------------------------------------------------------------------------------
+def replace_readable(temporary: str | Path, path: str | Path) -> None:
+    """Rename a finished temporary file to ``path`` with the mode a plain ``open()`` would have given it
+    (0666 less the umask): ``tempfile.mkstemp`` makes files 0600, which another user (a ROS service
+    account reading the cache or an exported file) could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    os.replace(temporary, path)
+
+
 class _NetworkPart(nn.Module):
     """``backend.forward`` as a module that owns the network (so that its weights become initialisers)."""
 
@@ -135,7 +145,8 @@ class _NetworkPart(nn.Module):
 def export_onnx(backend: Backend, path: str | Path, *, dynamic_batch: bool = False, opset: int = OPSET) -> Path:
     """Export ``backend``'s network part (see the module docstring) at its input size to ``path``, checked
     with ``onnx.checker`` (full check, with shape inference). Written to a temporary file in the same
-    folder first, then renamed: a reader never sees half a file.
+    folder first, then renamed (:func:`replace_readable`, mode as the umask says): a reader never sees half
+    a file.
 
     Returns:
         ``path`` as a Path.
@@ -174,7 +185,7 @@ def export_onnx(backend: Backend, path: str | Path, *, dynamic_batch: bool = Fal
         onnx.helper.set_model_props(model, {META_PREFIX + key: value for key, value in metadata.items()})
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, temporary)
-        os.replace(temporary, path)
+        replace_readable(temporary, path)
     except Exception as error:  # torch.export's and onnxscript's many error types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"cannot export backend {backend.name} to ONNX: {first}") from error

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .onnx_export import INPUT_NAME, check_batch, unflatten_outputs
+from .onnx_export import INPUT_NAME, check_batch, replace_readable, unflatten_outputs
 from .runtime import RuntimeUnavailableError
 from ..backends.weights import sha256_of
 
@@ -94,14 +94,15 @@ def cached_engine(path: Path, key: dict[str, str]) -> bytes | None:
 
 
 def store_engine(path: Path, key: dict[str, str], data: bytes) -> None:
-    """Write the engine and its sidecar (each through a temporary file and a rename)."""
+    """Write the engine and its sidecar (each through a temporary file and a rename, readable as the umask
+    says: :func:`~panoptic_perception.deploy.onnx_export.replace_readable`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sidecar = {"key": key, "engine_sha256": hashlib.sha256(data).hexdigest()}
     for target, content in ((path, data), (path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())):
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
         with os.fdopen(handle, "wb") as f:
             f.write(content)
-        os.replace(temporary, target)
+        replace_readable(temporary, target)
 
 
 def sort_topologically(graph: Any) -> None:

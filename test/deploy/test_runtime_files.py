@@ -1,10 +1,12 @@
 """The files behind the runtimes: what the cache key covers, a damaged cached export made again, a file
-exported without a dynamic batch."""
+exported without a dynamic batch, and the modes of written files."""
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from panoptic_perception.backends.base import Backend
 from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.deploy import ExportError, export_onnx
-from panoptic_perception.deploy.onnx_export import check_batch, code_files, read_metadata
+from panoptic_perception.deploy.onnx_export import check_batch, code_files, read_metadata, replace_readable
 
 SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
@@ -59,3 +61,25 @@ def test_a_file_without_dynamic_batch_runs_one_image_at_a_time_and_refuses_batch
                                          "export it with --dynamic-batch"):
         ort.process(images)
     check_batch(path, None, 5)  # a dynamic batch takes any size
+
+
+@pytest.fixture
+def umask():
+    """Sets the process umask for a test (``umask(value)``), restored afterwards."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+def test_written_files_are_readable_as_the_umask_says(batch_one_file, umask, tmp_path):
+    current = os.umask(0o022)
+    os.umask(current)
+    _, path = batch_one_file  # exported (mkstemp, then renamed) under the process's umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~current
+    umask(0o027)
+    temporary = tmp_path / "file.partial"
+    temporary.write_bytes(b"data")
+    temporary.chmod(0o600)  # as mkstemp makes it
+    replace_readable(temporary, tmp_path / "file")
+    assert stat.S_IMODE((tmp_path / "file").stat().st_mode) == 0o640 and not temporary.exists()

@@ -1,6 +1,10 @@
-"""The parts of the TensorRT runtime that need no GPU: batches in chunks, and the fp16 graph of TensorRT 11."""
+"""The parts of the TensorRT runtime that need no GPU: batches in chunks, the fp16 graph of TensorRT 11, and
+the modes of stored engines."""
 
 from __future__ import annotations
+
+import os
+import stat
 
 import onnx
 import pytest
@@ -8,7 +12,8 @@ import torch
 
 from panoptic_perception import create_backend
 from panoptic_perception.deploy import export_onnx
-from panoptic_perception.deploy.tensorrt import MAX_BATCH, batch_chunks, fp16_model, join_chunks, sort_topologically
+from panoptic_perception.deploy.tensorrt import (MAX_BATCH, batch_chunks, engine_key, engine_path, fp16_model, join_chunks,
+                                                 sort_topologically, store_engine)
 
 
 def test_a_batch_is_split_into_chunks_of_at_most_the_engines_batch():
@@ -53,3 +58,16 @@ def test_the_fp16_graph_for_tensorrt_11_passes_the_onnx_checker(tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, "float32 in"
     assert {o.type.tensor_type.elem_type for o in model.graph.output} == {onnx.TensorProto.FLOAT}, "and out"
     assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer), "fp16 weights"
+
+
+def test_a_stored_engine_and_its_sidecar_are_readable_as_the_umask_says(tmp_path):
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"an onnx graph")
+    key = engine_key(onnx_file, "10.13.0", "GPU (sm_90)", "fp32")
+    path = engine_path(tmp_path / "cache", onnx_file, key)
+    saved = os.umask(0o022)
+    try:
+        store_engine(path, key, b"engine bytes")
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(path.with_suffix(".json").stat().st_mode) == 0o644
