@@ -303,6 +303,7 @@ class Backend(abc.ABC):
             "fast": self.fast,
             "runtime": self.runtime,
             **({"onnx": self.run_network.path} if self.runtime != "torch" else {}),
+            **({"providers": self.run_network.providers} if self.runtime == "onnxruntime" else {}),
             **({"precision": self.precision} if self.runtime == "tensorrt" else {}),
             "thresholds": dataclasses.asdict(self.thresholds),
             "weights": self.weights_info.to_dict(),

@@ -4,7 +4,8 @@
 :meth:`Backend.forward <panoptic_perception.backends.base.Backend.forward>` as torch tensors, nested as
 ``forward`` nests them, on the backend's device. Execution providers: CPU; on a CUDA device, the CUDA
 provider first where this onnxruntime build has it (``onnxruntime-gpu``), with the CPU provider as the
-fallback for operators it lacks.
+fallback for operators it lacks. Where a CUDA device was asked for but the session has no CUDA provider, a
+warning names the providers it runs with; ``providers`` (in the backend's ``describe()``) are the session's.
 
 Threads: ``intra_op_num_threads`` is torch's thread count when the session is made (the ``threads``
 parameter of the node and ``--threads`` of the command line set it first). With ``OMP_WAIT_POLICY=PASSIVE``
@@ -14,6 +15,7 @@ in the environment, ONNX Runtime's worker threads do not spin either (see the RE
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +23,8 @@ import numpy as np
 import torch
 
 from .onnx_export import INPUT_NAME, check_batch, unflatten_outputs
+
+log = logging.getLogger("panoptic_perception.deploy")
 
 
 def providers_for(device: torch.device) -> list[str]:
@@ -52,11 +56,16 @@ class OnnxRuntimeNetwork:
         options.log_severity_level = 3  # errors only: no warnings about the providers' node placement
         self.path = str(path)
         self.device = device
-        self.providers = providers_for(device)
+        providers = providers_for(device)
         index = None if device.index is None else str(device.index)
-        provider_options = [{"device_id": index} if p == "CUDAExecutionProvider" and index else {} for p in self.providers]
-        self.session = onnxruntime.InferenceSession(self.path, options, providers=self.providers,
+        provider_options = [{"device_id": index} if p == "CUDAExecutionProvider" and index else {} for p in providers]
+        self.session = onnxruntime.InferenceSession(self.path, options, providers=providers,
                                                     provider_options=provider_options)
+        self.providers = self.session.get_providers()  # what it runs with, not what was asked for
+        if device.type == "cuda" and "CUDAExecutionProvider" not in self.providers:
+            log.warning("device %s: this onnxruntime (%s) has no usable CUDA execution provider; the network runs "
+                        "with %s on the CPU (pip install onnxruntime-gpu for CUDA)", device,
+                        onnxruntime.__version__, ", ".join(self.providers))
         self.structure = json.loads(structure)
         batch = self.session.get_inputs()[0].shape[0]  # a name such as "batch" where dynamic
         self.fixed_batch = batch if isinstance(batch, int) else None

@@ -1,5 +1,5 @@
 """The files behind the runtimes: what the cache key covers, a damaged cached export made again, a file
-exported without a dynamic batch, and the modes of written files."""
+exported without a dynamic batch, the modes of written files, and the providers ONNX Runtime uses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import os
 import stat
 from pathlib import Path
 
+import onnxruntime
 import pytest
+import torch
 
 from panoptic_perception import create_backend
 from panoptic_perception.backends.base import Backend
@@ -17,6 +19,7 @@ from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.deploy import ExportError, export_onnx
 from panoptic_perception.deploy.onnx_export import check_batch, code_files, read_metadata, replace_readable
+from panoptic_perception.deploy.onnxruntime import OnnxRuntimeNetwork
 
 SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
@@ -83,3 +86,15 @@ def test_written_files_are_readable_as_the_umask_says(batch_one_file, umask, tmp
     temporary.chmod(0o600)  # as mkstemp makes it
     replace_readable(temporary, tmp_path / "file")
     assert stat.S_IMODE((tmp_path / "file").stat().st_mode) == 0o640 and not temporary.exists()
+
+
+def test_a_cuda_device_without_the_cuda_provider_is_a_warning_and_describe_names_the_providers(batch_one_file, caplog):
+    backend, path = batch_one_file
+    ort = create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime", onnx_path=str(path))
+    assert ort.describe()["providers"] == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    with caplog.at_level(logging.WARNING, logger="panoptic_perception"):
+        network = OnnxRuntimeNetwork(path, torch.device("cuda"), read_metadata(path)["outputs"])  # not run: no CUDA here
+    assert network.providers == ["CPUExecutionProvider"]
+    assert "device cuda: this onnxruntime" in caplog.text and "runs with CPUExecutionProvider on the CPU" in caplog.text
