@@ -152,6 +152,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - {"fast", "plain"}:
         raise ValueError(f"--paths takes fast and/or plain, got {args.paths!r}")
+    if args.onnx and len(paths) > 1:  # one file is the export of one network: the fast or the plain one
+        raise ValueError("--onnx is the export of one path: give --paths fast, or --paths plain for a file exported "
+                         "with --plain")
     runtimes = list(dict.fromkeys(args.runtime or ["torch"]))
     # Runs are named by their path, and by path/runtime when runtimes are compared.
     backends = {
