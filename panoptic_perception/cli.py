@@ -219,17 +219,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 # -- export -------------------------------------------------------------------------------------------
+def check_export_arguments(args: argparse.Namespace) -> None:
+    """Raises ValueError for options the chosen --format would ignore."""
+    if args.format == "onnx" and args.precision is not None:
+        raise ValueError("--precision is an option of --format tensorrt; an ONNX file is float32")
+    if args.format == "tensorrt" and (args.output or args.dynamic_batch):
+        raise ValueError("--output and --dynamic-batch are options of --format onnx; a TensorRT engine goes into the "
+                         "cache (its path is printed), built for batches of 1 to 8")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .deploy import OPSET, export_onnx
 
+    check_export_arguments(args)
     _set_threads(args)
     width, height = args.size
     runtime = "tensorrt" if args.format == "tensorrt" else "torch"
+    precision = args.precision or "fp32"
     backend = create_backend(args.backend, args.weights, args.device, fast=not args.plain, input_size=args.size,
-                             allow_random_weights=args.random_weights, runtime=runtime, precision=args.precision if runtime == "tensorrt" else "fp32",
+                             allow_random_weights=args.random_weights, runtime=runtime, precision=precision,
                              **parse_options(args.option))
     if runtime == "tensorrt":  # the backend exported the ONNX file into the cache and built the engine
-        print(f"{backend.run_network.engine_path}: TensorRT engine ({args.precision}) of {backend.run_network.path}")
+        print(f"{backend.run_network.engine_path}: TensorRT engine ({precision}) of {backend.run_network.path}")
         return 0
     output = Path(args.output or f"{args.backend}_{width}x{height}.onnx")
     export_onnx(backend, output, dynamic_batch=args.dynamic_batch)
@@ -427,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--size", type=_size, required=True, help="network input WxH")
     export.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (default: batch 1)")
     export.add_argument("--output", help="ONNX file to write (default: BACKEND_WxH.onnx)")
-    export.add_argument("--precision", choices=PRECISIONS, default="fp32", help="TensorRT engine precision")
+    export.add_argument("--precision", choices=PRECISIONS, help="TensorRT engine precision (default fp32)")
     export.add_argument("--plain", action="store_true", help="export the network as trained, without inference optimisations")
     export.add_argument("--random-weights", action="store_true", help="untrained random weights (to test a deployment)")
     export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
