@@ -3,6 +3,7 @@
     ros2 launch panoptic_perception perception.launch.py image_topic:=/camera/image_raw
     ros2 launch panoptic_perception perception.launch.py input_transport:=compressed rviz:=true
     ros2 launch panoptic_perception perception.launch.py namespace:=front weights:=/data/best.pth
+    ros2 launch panoptic_perception perception.launch.py runtime:=onnxruntime
 
 `ros2 launch panoptic_perception perception.launch.py --show-args` lists the arguments.
 Outputs: /<namespace>/panoptic_perception/{detections,drivable_area,lane_lines,semantic,panoptic,result,
@@ -23,6 +24,7 @@ def generate_launch_description():
 
     backend = LaunchConfiguration("backend")
     weights = LaunchConfiguration("weights")
+    runtime = LaunchConfiguration("runtime")
     image_topic = LaunchConfiguration("image_topic")
     input_transport = LaunchConfiguration("input_transport")
     namespace = LaunchConfiguration("namespace")
@@ -39,6 +41,10 @@ def generate_launch_description():
             "weights", default_value="",
             description="Checkpoint (.pth) for the backend; empty: the backend's bundled weights"),
         DeclareLaunchArgument(
+            "runtime", default_value="torch", choices=["torch", "onnxruntime", "tensorrt"],
+            description="What runs the network: torch (eager), onnxruntime or tensorrt (its ONNX export, cached; "
+                        "README, Deployment). precision and onnx_path come from the params file"),
+        DeclareLaunchArgument(
             "image_topic", default_value="/camera/image_raw",
             description="Camera image topic (sensor_msgs/Image); with input_transport:=compressed the node "
                         "subscribes to <image_topic>/compressed (image_transport's naming)"),
@@ -53,7 +59,7 @@ def generate_launch_description():
             # Built from the backend argument, so `backend:=X` alone also switches the tuned parameters.
             default_value=PathJoinSubstitution([share, "config", [backend, ".yaml"]]),
             description="Node parameters (ROS 2 params file); default: the package's config/<backend>.yaml. "
-                        "backend, weights, input_transport and use_sim_time from the arguments override it"),
+                        "backend, weights, runtime, input_transport and use_sim_time from the arguments override it"),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false",
             description="Use /clock (true when playing a bag with --clock)"),
@@ -102,6 +108,7 @@ def generate_launch_description():
             {
                 "backend": ParameterValue(backend, value_type=str),
                 "weights": ParameterValue(weights, value_type=str),
+                "runtime": ParameterValue(runtime, value_type=str),
                 "input_transport": ParameterValue(input_transport, value_type=str),
                 "use_sim_time": ParameterValue(use_sim_time, value_type=bool),
             },

@@ -46,13 +46,12 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from ..backends import Backend, create_backend
 from ..backends.base import parse_options
-from ..backends.registry import list_backends
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability
 from ..msg import DrivingPerception, PanopticSegmentation
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
 from .conversions import label_info_msg, perception_messages
-from .parameters import PARAMETERS, OnChange
+from .parameters import PARAMETERS, OnChange, check_values
 
 NODE_NAME = "panoptic_perception"
 RELOAD_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.on_change is OnChange.RELOAD)
@@ -106,7 +105,7 @@ class PerceptionNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self.settings: dict[str, Any] = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        self._check_choices(self.settings)
+        check_values(self.settings)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Every torch computation (building, warming up, inference) runs on this one thread.
         self._worker: WorkerThread[tuple[Any, Time]] = WorkerThread(self._process_item, name="inference")
@@ -138,22 +137,10 @@ class PerceptionNode(LifecycleNode):
         self.create_timer(1.0, self._publish_diagnostics)
 
     # -- parameters --------------------------------------------------------------------------------
-    @staticmethod
-    def _check_choices(values: dict[str, Any]) -> None:
-        for spec in PARAMETERS:
-            if spec.choices and spec.name in values and values[spec.name] not in spec.choices:
-                raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, got {values[spec.name]!r}")
-        if "backend" in values and values["backend"] not in list_backends():
-            raise ValueError(f"unknown backend {values['backend']!r}; available: {', '.join(list_backends())}")
-        if "input_size" in values:
-            size = list(values["input_size"])
-            if len(size) != 2 or any(v < 0 for v in size):
-                raise ValueError(f"input_size must be [width, height] ([0, 0]: from the weights), got {size}")
-
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in parameters if p.name in self.settings}
         try:
-            self._check_choices(changes)
+            check_values({**self.settings, **changes})
             thresholds = {THRESHOLD_PARAMETERS[k]: v for k, v in changes.items() if k in THRESHOLD_PARAMETERS}
             if self.backend is not None and RELOAD_PARAMETERS & changes.keys():
                 backend = self._worker.call(self._build_backend, {**self.settings, **changes})
@@ -186,6 +173,8 @@ class PerceptionNode(LifecycleNode):
             fast=settings["fast"],
             input_size=size if all(size) else None,
             runtime=settings["runtime"],
+            onnx_path=settings["onnx_path"] or None,
+            precision=settings["precision"],
             **parse_options([settings["backend_options"]]),
         )
         backend.set_thresholds(
@@ -414,6 +403,8 @@ class PerceptionNode(LifecycleNode):
             "weights": (backend.weights_info.path or backend.weights_info.source) if backend else self.settings["weights"],
             "device": str(backend.device) if backend else self.settings["device"],
             "runtime": backend.runtime if backend else self.settings["runtime"],
+            "onnx": str(getattr(backend.run_network, "path", "")) if backend else self.settings["onnx_path"],
+            "precision": backend.precision if backend else self.settings["precision"],
             "input_size": "x".join(map(str, backend.input_size)) if backend else "",
             "input_rate_hz": f"{self._input_rate.rate():.2f}",
             "output_rate_hz": f"{self._output_rate.rate():.2f}",

@@ -10,7 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from ..deploy.runtime import RUNTIMES
+from ..backends.registry import list_backends
+from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
 
 
 class OnChange(str, enum.Enum):
@@ -45,7 +46,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   OnChange.RELOAD),
     ParameterSpec("runtime", "torch", "runs the network: torch (eager), onnxruntime or tensorrt (its ONNX export, cached)",
                   OnChange.RELOAD, choices=RUNTIMES),
-    ParameterSpec("threads", 0, "CPU threads for torch; 0: torch's default", OnChange.APPLY, 0, 256),
+    ParameterSpec("precision", "fp32", "TensorRT engine precision (runtime tensorrt; the others run fp32)",
+                  OnChange.RELOAD, choices=PRECISIONS),
+    ParameterSpec("onnx_path", "", "ONNX file exported from this very network (runtime onnxruntime or tensorrt); "
+                  "empty: exported into the cache", OnChange.RELOAD),
+    # ONNX Runtime takes the thread count when its session is made: at configure and backend reloads.
+    ParameterSpec("threads", 0, "CPU threads for torch; 0: torch's default. ONNX Runtime takes it at the next "
+                  "configure or backend reload", OnChange.APPLY, 0, 256),
     ParameterSpec("input_transport", "raw", "subscribe to `image` (raw) or `image/compressed`", OnChange.READ_ONLY,
                   choices=("raw", "compressed")),
     ParameterSpec("qos_reliability", "best_effort", "input QoS reliability (sensor-data default: best_effort)",
@@ -64,3 +71,20 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """Raises ValueError for a value the node refuses: not one of a parameter's choices, an unknown backend,
+    a bad ``input_size``, or ``runtime`` / ``onnx_path`` / ``precision`` that do not go together (checked
+    when ``values`` holds all three: pass the settings with the changes applied)."""
+    for spec in PARAMETERS:
+        if spec.choices and spec.name in values and values[spec.name] not in spec.choices:
+            raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, got {values[spec.name]!r}")
+    if "backend" in values and values["backend"] not in list_backends():
+        raise ValueError(f"unknown backend {values['backend']!r}; available: {', '.join(list_backends())}")
+    if "input_size" in values:
+        size = list(values["input_size"])
+        if len(size) != 2 or any(v < 0 for v in size):
+            raise ValueError(f"input_size must be [width, height] ([0, 0]: from the weights), got {size}")
+    if {"runtime", "onnx_path", "precision"} <= values.keys():
+        check_runtime(values["runtime"], values["onnx_path"] or None, values["precision"])

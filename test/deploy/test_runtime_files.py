@@ -98,3 +98,17 @@ def test_a_cuda_device_without_the_cuda_provider_is_a_warning_and_describe_names
         network = OnnxRuntimeNetwork(path, torch.device("cuda"), read_metadata(path)["outputs"])  # not run: no CUDA here
     assert network.providers == ["CPUExecutionProvider"]
     assert "device cuda: this onnxruntime" in caplog.text and "runs with CPUExecutionProvider on the CPU" in caplog.text
+
+
+def test_onnxruntime_takes_torchs_thread_count_when_its_session_is_made(batch_one_file):
+    """So the node's `threads` reaches ONNX Runtime at the next configure or backend reload (documented)."""
+    _, path = batch_one_file
+    outputs, saved = read_metadata(path)["outputs"], torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        running = OnnxRuntimeNetwork(path, torch.device("cpu"), outputs)
+        torch.set_num_threads(2)
+        assert running.session.get_session_options().intra_op_num_threads == 1, "a made session keeps its count"
+        assert OnnxRuntimeNetwork(path, torch.device("cpu"), outputs).session.get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(saved)

@@ -33,6 +33,7 @@ PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES
 ARGUMENT_DEFAULTS = {
     "backend": "twinlitenet",
     "weights": "",
+    "runtime": "torch",
     "image_topic": "/camera/image_raw",
     "input_transport": "raw",
     "namespace": "",
@@ -40,7 +41,7 @@ ARGUMENT_DEFAULTS = {
     "use_sim_time": "false",
     "rviz": "false",
 }
-OVERRIDDEN_PARAMETERS = {"backend", "weights", "input_transport", "use_sim_time"}
+OVERRIDDEN_PARAMETERS = {"backend", "weights", "runtime", "input_transport", "use_sim_time"}
 IMAGE_OUTPUTS = ("overlay", "drivable_area", "lane_lines", "semantic")  # sensor_msgs/Image topics
 MASK_OUTPUTS = ("drivable_area", "lane_lines", "semantic")  # mono8 with small values: black unless normalised
 SHARE = "<share of panoptic_perception>"
@@ -183,10 +184,10 @@ def test_launch_arguments_are_exactly_the_documented_ones_with_descriptions_and_
         if expected is not None:
             assert launch.evaluate(keyword(call, "default_value"), {}) == expected, name
     assert ARGUMENT_DEFAULTS["backend"] in list_backends()
-    choices = keyword(declared_arguments(launch)["input_transport"], "choices")
-    if choices is not None:  # optional, but if given it must agree with the node
-        assert [launch.evaluate(c, {}) for c in launch.resolve(choices).elts] == list(
-            PARAMETERS_BY_NAME["input_transport"].choices)
+    for name in ("input_transport", "runtime"):
+        choices = keyword(declared_arguments(launch)[name], "choices")
+        if choices is not None:  # optional, but if given it must agree with the node
+            assert [launch.evaluate(c, {}) for c in launch.resolve(choices).elts] == list(PARAMETERS_BY_NAME[name].choices)
 
 
 @pytest.mark.parametrize("backend", list_backends())

@@ -1,0 +1,39 @@
+"""The node's runtime parameters (precision, onnx_path) and their checks, without ROS; the node test runs
+them in a real node (test_node_runtime.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from panoptic_perception.deploy import PRECISIONS
+from panoptic_perception.ros.parameters import PARAMETERS_BY_NAME, OnChange, check_values
+
+
+def settings(**changes):
+    return {**{name: spec.default for name, spec in PARAMETERS_BY_NAME.items()}, **changes}
+
+
+def test_precision_and_onnx_path_are_parameters_that_reload_the_backend():
+    precision, onnx_path = PARAMETERS_BY_NAME["precision"], PARAMETERS_BY_NAME["onnx_path"]
+    assert precision.default == "fp32" and precision.choices == PRECISIONS and precision.on_change is OnChange.RELOAD
+    assert onnx_path.default == "" and onnx_path.on_change is OnChange.RELOAD
+    assert "ONNX Runtime takes it at the next configure or backend reload" in PARAMETERS_BY_NAME["threads"].description
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"precision": "int8"}, "precision must be one of fp32, fp16, got 'int8'"),
+    ({"precision": "fp16"}, "precision fp16 is a TensorRT option; runtime torch runs fp32"),
+    ({"runtime": "onnxruntime", "precision": "fp16"}, "precision fp16 is a TensorRT option"),
+    ({"onnx_path": "/data/twinlitenet.onnx"}, "an ONNX file needs runtime onnxruntime or tensorrt, not torch"),
+    ({"runtime": "openvino"}, "runtime must be one of torch, onnxruntime, tensorrt"),
+])
+def test_values_that_do_not_go_together_are_refused_with_the_reason(changes, message):
+    with pytest.raises(ValueError, match=message):
+        check_values(settings(**changes))
+
+
+def test_valid_runtime_settings_pass():
+    check_values(settings())
+    check_values(settings(runtime="onnxruntime", onnx_path="/data/twinlitenet.onnx"))
+    check_values(settings(runtime="tensorrt", precision="fp16"))
+    check_values({"precision": "fp16"})  # alone (no runtime given): only its choices are checked
