@@ -36,7 +36,8 @@ setup(
         "onnxruntime>=1.20",
         "onnxscript>=0.5",
     ],
-    # tensorrt: the TensorRT runtime, for a machine with an NVIDIA GPU (scripts/gpu-check.sh installs it).
+    # tensorrt: the TensorRT runtime, for a machine with an NVIDIA GPU (pip install -e .[tensorrt];
+    # scripts/gpu-check.sh only checks that it is there).
     extras_require={"test": ["cityscapesscripts>=2.2", "pytest>=7"], "tensorrt": ["tensorrt>=10"]},
     entry_points={"console_scripts": [f"panoptic-perception = {PACKAGE}.cli:main"]},
 )

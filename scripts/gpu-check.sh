@@ -5,8 +5,9 @@
 #   2. per backend, eager CUDA and TensorRT fp32 / fp16 latency side by side (`benchmark --runtime torch
 #      --runtime tensorrt`), written as JSON to $OUT and summarised as a table.
 # Needs a Python ($PYTHON, default .venv/bin/python) with a CUDA build of torch and the tensorrt package
-# (`pip install -e .[tensorrt]`); it says which is missing and exits 2 otherwise.
-set -euo pipefail
+# (`pip install -e .[tensorrt]`); it says which is missing and exits 2 otherwise. Every check runs even when
+# one fails (no `set -e`): the failures are listed after the summary, and the exit status is then 1.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-gpu_check}
@@ -25,7 +26,9 @@ EOF
 
 mkdir -p "$OUT"
 export PANOPTIC_PERCEPTION_CACHE=${PANOPTIC_PERCEPTION_CACHE:-$PWD/$OUT/cache}
-"$PYTHON" -m pytest -q -rs test/deploy/test_tensorrt.py 2>&1 | tee "$OUT/tensorrt_tests.txt"
+failed=()
+"$PYTHON" -m pytest -q -rs test/deploy/test_tensorrt.py 2>&1 | tee "$OUT/tensorrt_tests.txt" \
+  || failed+=("TensorRT tests (see $OUT/tensorrt_tests.txt)")
 
 for backend in twinlitenet yolopv2 fusion_panoptic cyclenet cross_cooperative; do
   weights=()
@@ -33,19 +36,37 @@ for backend in twinlitenet yolopv2 fusion_panoptic cyclenet cross_cooperative; d
   for precision in fp32 fp16; do
     "$PYTHON" -m panoptic_perception.cli benchmark --backend "$backend" "${weights[@]}" --device cuda --paths fast \
       --runtime torch --runtime tensorrt --precision "$precision" --runs "$RUNS" --warmup 10 --json \
-      > "$OUT/${backend}_${precision}.json"
+      > "$OUT/${backend}_${precision}.json" || failed+=("benchmark $backend $precision")
   done
 done
 
-"$PYTHON" - "$OUT" <<'EOF' | tee "$OUT/summary.md"
+# A failed benchmark leaves no (or no valid) JSON: its cells say "failed".
+"$PYTHON" - "$OUT" <<'EOF' | tee "$OUT/summary.md" || failed+=("summary")
 import json, sys
 from pathlib import Path
+
+def report(backend, precision):
+    try:
+        return json.loads((Path(sys.argv[1]) / f"{backend}_{precision}.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+def fps(report, run):
+    try:
+        return f"{report['paths'][run]['fps']['median']:.1f}"
+    except (TypeError, KeyError):
+        return "failed"
+
 print("| backend | input | eager CUDA FPS | TensorRT fp32 FPS | TensorRT fp16 FPS |")
 print("| --- | --- | --- | --- | --- |")
 for backend in ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_cooperative"):
-    reports = {p: json.loads((Path(sys.argv[1]) / f"{backend}_{p}.json").read_text()) for p in ("fp32", "fp16")}
-    fps = lambda report, run: report["paths"][run]["fps"]["median"]
-    width, height = reports["fp32"]["input_size"]
-    print(f"| {backend} | {width}x{height} | {fps(reports['fp32'], 'fast/torch'):.1f} | "
-          f"{fps(reports['fp32'], 'fast/tensorrt'):.1f} | {fps(reports['fp16'], 'fast/tensorrt'):.1f} |")
+    fp32, fp16 = report(backend, "fp32"), report(backend, "fp16")
+    size = next(("x".join(map(str, r["input_size"])) for r in (fp32, fp16) if r and "input_size" in r), "?")
+    print(f"| {backend} | {size} | {fps(fp32, 'fast/torch')} | {fps(fp32, 'fast/tensorrt')} | {fps(fp16, 'fast/tensorrt')} |")
 EOF
+
+if ((${#failed[@]})); then
+  printf 'gpu-check: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "gpu-check: every check passed"
