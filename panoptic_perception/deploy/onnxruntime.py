@@ -8,7 +8,8 @@ fallback for operators it lacks. Where a CUDA device was asked for but the sessi
 warning names the providers it runs with; ``providers`` (in the backend's ``describe()``) are the session's.
 
 Threads: ``intra_op_num_threads`` is torch's thread count when the session is made (the ``threads``
-parameter of the node and ``--threads`` of the command line set it first). With ``OMP_WAIT_POLICY=PASSIVE``
+parameter of the node and ``--threads`` of the command line set it first); a made session keeps it, so a
+change of the node's ``threads`` reaches ONNX Runtime at the next configure or backend reload. With ``OMP_WAIT_POLICY=PASSIVE``
 in the environment, ONNX Runtime's worker threads do not spin either (see the README's note on shared CPUs).
 """
 
