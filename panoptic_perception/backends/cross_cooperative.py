@@ -244,11 +244,20 @@ class CrossCooperativeBackend(Backend):
         self.log.info("cross_cooperative fast path: folded %d BatchNorms into convolutions", folded)
         return fast
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The network part: for ``output=ensemble`` both networks' logits ``(top, bottom)``, else the chosen
+        network's, each (N, num_classes, H, W) float32."""
         logits = self.network(batch)
         if self.config.output == "ensemble":
-            return ensemble_scores(logits)
+            return tuple(logits)
         return logits.top if self.config.output == "top" else logits.bottom
+
+    def finish(self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """The ensemble's softmax sum (Fig. 5) runs here, in torch, for every runtime: ONNX Runtime's Softmax
+        over the channel axis of an NCHW map transposes it and took half of the exported graph's time."""
+        if self.config.output == "ensemble":
+            return ensemble_scores(CooperativeLogits(*outputs))
+        return outputs
 
     def postprocess(self, outputs: torch.Tensor, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         return [

@@ -136,7 +136,7 @@ def test_output_option_selects_a_network_or_the_softmax_ensemble(output):
     backend = create_backend("cross_cooperative", network=network, fast=False, **SMALL, output=output)
     batch = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
-        scores, logits = backend.forward(batch), network(batch)
+        scores, logits = backend.finish(backend.forward(batch), batch), network(batch)
     expected = {"top": logits.top, "bottom": logits.bottom,
                 "ensemble": logits.top.softmax(1) + logits.bottom.softmax(1)}[output]
     torch.testing.assert_close(scores, expected)
