@@ -126,9 +126,21 @@ def test_ddp_with_two_processes_ends_with_the_weights_of_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {"one": [sys.executable, script], "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                      "--nproc-per-node", "2", script]}
-    for name, command in runs.items():
-        done = subprocess.run([*command, str(tmp_path / name)], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+    # Both runs at once (independent processes and folders; the launcher's standalone rendezvous takes a free
+    # port): most of each run is starting Python and torch, which the other overlaps.
+    logs = {name: tmp_path / f"{name}.log" for name in runs}
+    started = {}
+    try:
+        for name, command in runs.items():
+            with open(logs[name], "w") as log:
+                started[name] = subprocess.Popen([*command, str(tmp_path / name)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        for name, process in started.items():
+            assert process.wait(timeout=600) == 0, f"{name}: {logs[name].read_text()[-3000:]}"
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     one = torch.load(tmp_path / "one" / "run" / "last.pth", weights_only=True)
     two = torch.load(tmp_path / "two" / "run" / "last.pth", weights_only=True)
     # Same global batches, gradients averaged by DDP: equal up to float rounding (the sum of two
