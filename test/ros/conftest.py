@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from harness import Probe, Process, cli, ros_environment
+from harness import Probe, Process, cli, node_command, ros_environment
 
 
 @pytest.fixture(scope="session")
@@ -37,11 +37,7 @@ def start_node(ros_env, tmp_path):
     processes = []
 
     def start(**parameters: Any) -> Process:
-        args = ["node", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "image/compressed:=/camera/image_raw/compressed"]
-        for name, value in parameters.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            args += ["-p", f"{name}:={text}"]
-        process = Process(cli(*args), ros_env, tmp_path / f"node_{len(processes)}.log")
+        process = Process(node_command(**parameters), ros_env, tmp_path / f"node_{len(processes)}.log")
         processes.append(process)
         return process
 

@@ -77,6 +77,15 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "panoptic_perception.cli", *args]
 
 
+def node_command(**parameters: Any) -> list[str]:
+    """The perception node's command line with ``-p name:=value`` overrides; the image topic is /camera/image_raw."""
+    args = ["node", "--ros-args", "-r", "image:=/camera/image_raw", "-r", "image/compressed:=/camera/image_raw/compressed"]
+    for name, value in parameters.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["-p", f"{name}:={text}"]
+    return cli(*args)
+
+
 class Probe:
     """The test's own ROS 2 participant: records messages with their arrival time, calls services."""
 

@@ -18,95 +18,107 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 
-from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
+from harness import NODE, Process, diagnostic_values, node_command, stamp_ns  # noqa: E402
 from panoptic_perception.msg import DrivingPerception  # noqa: E402
 
 FRAME = (1280, 720)
 
 
-def test_outputs_carry_the_input_header_and_have_the_right_format(start_node, start_camera, probe):
-    node = start_node()
-    probe.wait_for_node(node)
-    # A deep history: this test process shares two cores with the node and the camera, and must not
-    # lose camera frames itself while its executor waits for the CPU.
-    inputs = probe.record(Image, "/camera/image_raw", QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
-    outputs = {topic: probe.record(Image, f"{NODE}/{topic}") for topic in ("drivable_area", "lane_lines", "overlay")}
-    results = probe.record(DrivingPerception, f"{NODE}/result")
-    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
-    camera_start = probe.now_ns()
-    # Two readers of the camera: the node and this test's recorder. 30 Hz until the test has what it needs.
-    camera = start_camera("--rate", "30", "--wait-for-subscriber", "20", "--subscribers", "2")
-    probe.wait_for(lambda: len(inputs) >= 90 and all(len(m) >= 5 for m in (*outputs.values(), results)), 120,
-                   "90 camera frames and 5 outputs of each kind")
-    camera.stop()
-    camera_end = probe.now_ns()
-    sent = int(re.search(r"published (\d+) frames", camera.output()).group(1))
-    final = probe.settled_diagnostics(diagnostics, camera_end)
-
-    input_stamps = {stamp_ns(m.header): m.header.frame_id for _, m in inputs}
-    assert len(input_stamps) >= 90, "this process saw the camera"
-    for topic, encoding in (("drivable_area", "mono8"), ("lane_lines", "mono8"), ("overlay", "bgr8")):
-        messages = [m for _, m in outputs[topic]]
-        assert len(messages) >= 5, topic
-        # Every output carries a camera frame's header; where this process recorded that frame too, the
-        # stamp is exactly one of the camera's.
-        assert all(m.header.frame_id == "camera" and camera_start <= stamp_ns(m.header) <= camera_end for m in messages)
-        matched = sum(stamp_ns(m.header) in input_stamps for m in messages)
-        assert matched >= 0.6 * len(messages), (topic, matched, len(messages))
-        for msg in messages:
-            assert (msg.width, msg.height, msg.encoding) == (*FRAME, encoding), topic
-            channels = 3 if encoding == "bgr8" else 1
-            assert msg.step == FRAME[0] * channels and len(msg.data) == msg.step * msg.height
-        if encoding == "mono8":
-            values = set(np.unique(np.frombuffer(messages[-1].data, np.uint8)).tolist())
-            assert values <= {0, 1} and (topic == "lane_lines" or values == {0, 1}), (topic, values)
-    by_stamp = {stamp_ns(m.header): m for _, m in outputs["drivable_area"]}
-    bundles = [m for _, m in results]
-    assert len(bundles) >= 5
-    assert sum(stamp_ns(b.header) in input_stamps for b in bundles) >= 0.6 * len(bundles)
-    for bundle in bundles:
-        assert bundle.backend == "twinlitenet" and bundle.header.frame_id == "camera"
-        assert bundle.inference_ms > 0 and bundle.preprocess_ms > 0 and bundle.postprocess_ms > 0
-        assert (bundle.drivable_area.width, bundle.drivable_area.height) == FRAME
-        assert bundle.semantic.width == 0 and bundle.panoptic.panoptic.width == 0 and not bundle.detections.detections
-        if stamp_ns(bundle.header) in by_stamp:  # the same frame's mask, published twice, is identical
-            assert bytes(bundle.drivable_area.data) == bytes(by_stamp[stamp_ns(bundle.header)].data)
-
-    # Outputs the backend cannot produce are not advertised.
-    topics = probe.topics()
-    assert {f"{NODE}/{t}" for t in ("drivable_area", "lane_lines", "overlay", "result", "label_info")} <= topics
-    assert not {f"{NODE}/{t}" for t in ("detections", "semantic", "panoptic")} & topics
-
-    # Diagnostics: the node saw (nearly) every frame (best effort, 720p, across processes) and reports on it.
-    level, message, values = diagnostic_values(final)
-    assert int(values["received"]) >= 0.9 * sent, (sent, values)
-    assert int(values["processed"]) >= 5 and int(values["rejected_bad"]) == 0
-    for key in ("input_rate_hz", "output_rate_hz", "latency_median_ms", "latency_p95_ms", "inference_median_ms",
-                "preprocess_median_ms", "postprocess_median_ms", "dropped_stale", "dropped_superseded"):
-        assert key in values, key
-    assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
-    assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
-    # While frames flow (before the camera starts the node rightly warns that no input arrives): the input
-    # rate the node reports is the one this process saw, and nothing is wrong, except that on a machine
-    # busy enough to make inference slower than max_frame_age_ms, frames rightly go stale.
-    arrivals = [arrival for arrival, _ in inputs]
-    seen_rate = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1e9)
-    during = [diagnostic_values(m) for _, m in diagnostics
-              if camera_start < stamp_ns(m.header) < camera_end and int(diagnostic_values(m)[2]["received"]) > 0]
-    assert any(float(v["input_rate_hz"]) > 0.7 * seen_rate for _, _, v in during), (seen_rate, during)
-    assert all(level == 0 or (level == 1 and message.startswith("dropped") and "older than" in message and ";" not in message)
-               for level, message, _ in during), [(level, message) for level, message, _ in during]
+@pytest.fixture(scope="class")
+def default_node(ros_env, tmp_path_factory):
+    """One node with the default parameters for the tests of TestDefaultNode, which only watch it (started
+    once: each start imports torch and loads the backend). Stopped when the class is done, before any other
+    test starts a node of the same name."""
+    node = Process(node_command(), ros_env, tmp_path_factory.mktemp("default_node") / "node.log")
+    yield node
+    node.stop()
 
 
-def test_late_subscriber_receives_label_info(start_node, probe):
-    node = start_node()
-    probe.wait_for_node(node)
-    time.sleep(1.0)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
-    probe.wait_for(lambda: label_info, 10, "LabelInfo")
-    classes = [(c.class_id, c.class_name) for c in label_info[0][1].class_map]
-    assert classes == [(1, "drivable_area"), (2, "lane_line")]
+class TestDefaultNode:
+    """The node with its default parameters (bundled TwinLiteNet), shared by these tests."""
+
+    def test_outputs_carry_the_input_header_and_have_the_right_format(self, default_node, start_camera, probe):
+        node = default_node
+        probe.wait_for_node(node)
+        # A deep history: this test process shares two cores with the node and the camera, and must not
+        # lose camera frames itself while its executor waits for the CPU.
+        inputs = probe.record(Image, "/camera/image_raw", QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+        outputs = {topic: probe.record(Image, f"{NODE}/{topic}") for topic in ("drivable_area", "lane_lines", "overlay")}
+        results = probe.record(DrivingPerception, f"{NODE}/result")
+        diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+        camera_start = probe.now_ns()
+        # Two readers of the camera: the node and this test's recorder. 30 Hz until the test has what it needs.
+        camera = start_camera("--rate", "30", "--wait-for-subscriber", "20", "--subscribers", "2")
+        probe.wait_for(lambda: len(inputs) >= 90 and all(len(m) >= 5 for m in (*outputs.values(), results)), 120,
+                       "90 camera frames and 5 outputs of each kind")
+        camera.stop()
+        camera_end = probe.now_ns()
+        sent = int(re.search(r"published (\d+) frames", camera.output()).group(1))
+        final = probe.settled_diagnostics(diagnostics, camera_end)
+
+        input_stamps = {stamp_ns(m.header): m.header.frame_id for _, m in inputs}
+        assert len(input_stamps) >= 90, "this process saw the camera"
+        for topic, encoding in (("drivable_area", "mono8"), ("lane_lines", "mono8"), ("overlay", "bgr8")):
+            messages = [m for _, m in outputs[topic]]
+            assert len(messages) >= 5, topic
+            # Every output carries a camera frame's header; where this process recorded that frame too, the
+            # stamp is exactly one of the camera's.
+            assert all(m.header.frame_id == "camera" and camera_start <= stamp_ns(m.header) <= camera_end for m in messages)
+            matched = sum(stamp_ns(m.header) in input_stamps for m in messages)
+            assert matched >= 0.6 * len(messages), (topic, matched, len(messages))
+            for msg in messages:
+                assert (msg.width, msg.height, msg.encoding) == (*FRAME, encoding), topic
+                channels = 3 if encoding == "bgr8" else 1
+                assert msg.step == FRAME[0] * channels and len(msg.data) == msg.step * msg.height
+            if encoding == "mono8":
+                values = set(np.unique(np.frombuffer(messages[-1].data, np.uint8)).tolist())
+                assert values <= {0, 1} and (topic == "lane_lines" or values == {0, 1}), (topic, values)
+        by_stamp = {stamp_ns(m.header): m for _, m in outputs["drivable_area"]}
+        bundles = [m for _, m in results]
+        assert len(bundles) >= 5
+        assert sum(stamp_ns(b.header) in input_stamps for b in bundles) >= 0.6 * len(bundles)
+        for bundle in bundles:
+            assert bundle.backend == "twinlitenet" and bundle.header.frame_id == "camera"
+            assert bundle.inference_ms > 0 and bundle.preprocess_ms > 0 and bundle.postprocess_ms > 0
+            assert (bundle.drivable_area.width, bundle.drivable_area.height) == FRAME
+            assert bundle.semantic.width == 0 and bundle.panoptic.panoptic.width == 0 and not bundle.detections.detections
+            if stamp_ns(bundle.header) in by_stamp:  # the same frame's mask, published twice, is identical
+                assert bytes(bundle.drivable_area.data) == bytes(by_stamp[stamp_ns(bundle.header)].data)
+
+        # Outputs the backend cannot produce are not advertised.
+        topics = probe.topics()
+        assert {f"{NODE}/{t}" for t in ("drivable_area", "lane_lines", "overlay", "result", "label_info")} <= topics
+        assert not {f"{NODE}/{t}" for t in ("detections", "semantic", "panoptic")} & topics
+
+        # Diagnostics: the node saw (nearly) every frame (best effort, 720p, across processes) and reports on it.
+        level, message, values = diagnostic_values(final)
+        assert int(values["received"]) >= 0.9 * sent, (sent, values)
+        assert int(values["processed"]) >= 5 and int(values["rejected_bad"]) == 0
+        for key in ("input_rate_hz", "output_rate_hz", "latency_median_ms", "latency_p95_ms", "inference_median_ms",
+                    "preprocess_median_ms", "postprocess_median_ms", "dropped_stale", "dropped_superseded"):
+            assert key in values, key
+        assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
+        assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
+        # While frames flow (before the camera starts the node rightly warns that no input arrives): the input
+        # rate the node reports is the one this process saw, and nothing is wrong, except that on a machine
+        # busy enough to make inference slower than max_frame_age_ms, frames rightly go stale.
+        arrivals = [arrival for arrival, _ in inputs]
+        seen_rate = (len(arrivals) - 1) / ((arrivals[-1] - arrivals[0]) / 1e9)
+        during = [diagnostic_values(m) for _, m in diagnostics
+                  if camera_start < stamp_ns(m.header) < camera_end and int(diagnostic_values(m)[2]["received"]) > 0]
+        assert any(float(v["input_rate_hz"]) > 0.7 * seen_rate for _, _, v in during), (seen_rate, during)
+        assert all(level == 0 or (level == 1 and message.startswith("dropped") and "older than" in message and ";" not in message)
+                   for level, message, _ in during), [(level, message) for level, message, _ in during]
+
+    def test_late_subscriber_receives_label_info(self, default_node, probe):
+        node = default_node
+        probe.wait_for_node(node)
+        time.sleep(1.0)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
+        probe.wait_for(lambda: label_info, 10, "LabelInfo")
+        classes = [(c.class_id, c.class_name) for c in label_info[0][1].class_map]
+        assert classes == [(1, "drivable_area"), (2, "lane_line")]
 
 
 def _bad_image(**fields) -> Image:
