@@ -27,6 +27,9 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     camera = start_camera("--rate", "30", "--count", str(30 * SECONDS), "--wait-for-subscriber", "20")
     probe.wait_for(lambda: len(results) >= 2, 60, "the first results")
     first_result = results[0][0]
+    # Memory is compared from the fifth result on: the first frames still grow caches and DDS buffers to
+    # their working size, which is not a leak.
+    probe.wait_for(lambda: len(results) >= 5, 60, "five results")
     rss = []  # sampled throughout: the allocator's working set swings by tens of MB from frame to frame
     while camera.popen.poll() is None:
         rss.append(node.rss_mb())
