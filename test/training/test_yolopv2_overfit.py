@@ -12,10 +12,12 @@ from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn.boxes import box_iou, xywh_to_xyxy
 from panoptic_perception.training.yolopv2_losses import YOLOPv2Loss
 
-SIZE = (320, 192)
+SIZE = (256, 160)  # the same 7 objects of 3 classes as at 320x192 (the smallest 8x12 px), in 2/3 of the pixels
 CLASS_INDEX = {26: 0, 27: 1, 24: 2}  # car, truck, person → head slots
 MIN_BOX = 8  # pixels; smaller objects are not asked for (a 1-2 cell object at stride 8)
-CHECK_EVERY, MAX_STEPS = 50, 400
+# Evaluated every 10 steps (an evaluation costs about a third of a step): training stops soon after the
+# detection and mask claims asserted below all hold, or after MAX_STEPS.
+CHECK_EVERY, MAX_STEPS = 10, 400
 
 
 def batch():
@@ -76,7 +78,8 @@ def test_small_yolopv2_overfits_one_batch_of_synthetic_scenes():
         optimizer.step()
         if step % CHECK_EVERY == 0:
             result = evaluate(network, images, targets, drivable, lane)
-            if result["matched"] == len(targets) and result["drivable_iou"] > 0.8 and result["lane_iou"] > 0.8:
+            if (result["matched"] == len(targets) and result["spurious"] <= 2 and result["drivable_iou"] > 0.8
+                    and result["lane_iou"] > 0.8):
                 break
     assert losses["loss"].item() < 0.2 * first_loss
     assert result["matched"] == len(targets), result
