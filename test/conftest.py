@@ -14,6 +14,18 @@ import pytest
 # child processes inherit it. Speed is measured by the benchmarks, not here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def pytest_configure(config):
+    """torch in this process runs on one thread (unless OMP_NUM_THREADS says otherwise). The tests' networks
+    are small: with passive waiting, handing each operation to a second thread costs more than it saves
+    (a training step of the small YOLOPv2 of test_yolopv2_overfit.py: 0.58 s on two threads, 0.39 s on
+    one, on an idle 2-core machine), and the second core is left to the child processes and whatever else
+    runs. Child processes (nodes, command-line runs) keep torch's default."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PANOPTIC_SHARED_DIR", REPO.parent / "shared"))
 
