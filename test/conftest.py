@@ -26,6 +26,7 @@ def pytest_configure(config):
 
         torch.set_num_threads(1)
 
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PANOPTIC_SHARED_DIR", REPO.parent / "shared"))
 
