@@ -15,11 +15,12 @@ from panoptic_perception.deploy.onnx_export import check_exported, flatten_outpu
 SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(backend, path): the bundled TwinLiteNet at 160x96 exported with batch 1."""
-    backend = create_backend("twinlitenet", input_size=SIZE)
-    return backend, export_onnx(backend, tmp_path_factory.mktemp("export") / "twinlitenet.onnx")
+@pytest.fixture
+def exported(twinlitenet_batch_one):
+    """(backend, path): the bundled TwinLiteNet at 160x96 exported with batch 1 (conftest.py)."""
+    backend, path = twinlitenet_batch_one
+    assert backend.input_size == SIZE
+    return backend, path
 
 
 def test_outputs_are_flattened_depth_first_and_restored():

@@ -17,7 +17,7 @@ from panoptic_perception import create_backend
 from panoptic_perception.backends.base import Backend
 from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
 from panoptic_perception.data.synthetic import generate_scene
-from panoptic_perception.deploy import ExportError, export_onnx
+from panoptic_perception.deploy import ExportError
 from panoptic_perception.deploy.onnx_export import check_batch, code_files, read_metadata, replace_readable
 from panoptic_perception.deploy.onnxruntime import OnnxRuntimeNetwork
 
@@ -45,11 +45,13 @@ def test_a_damaged_cached_export_is_exported_again_and_a_damaged_given_file_refu
     assert again(generate_scene(0, 320, 180).image).drivable_mask is not None
 
 
-@pytest.fixture(scope="module")
-def batch_one_file(tmp_path_factory):
-    """(backend, path): the bundled TwinLiteNet at 160x96 exported as `export` does without --dynamic-batch."""
-    backend = create_backend("twinlitenet", input_size=SIZE)
-    return backend, export_onnx(backend, tmp_path_factory.mktemp("export") / "twinlitenet.onnx")
+@pytest.fixture
+def batch_one_file(twinlitenet_batch_one):
+    """(backend, path): the bundled TwinLiteNet at 160x96 exported as `export` does without --dynamic-batch
+    (conftest.py)."""
+    backend, path = twinlitenet_batch_one
+    assert backend.input_size == SIZE
+    return backend, path
 
 
 def test_a_file_without_dynamic_batch_runs_one_image_at_a_time_and_refuses_batches(batch_one_file):
