@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from panoptic_perception import create_backend
-from panoptic_perception.deploy import export_onnx
 from panoptic_perception.deploy.tensorrt import (MAX_BATCH, batch_chunks, engine_key, engine_path, fp16_model, join_chunks,
                                                  sort_topologically, store_engine)
 
@@ -51,9 +50,11 @@ def test_topological_sort_puts_producers_first_and_keeps_a_sorted_graph_as_it_is
         sort_topologically(cyclic)
 
 
-def test_the_fp16_graph_for_tensorrt_11_passes_the_onnx_checker(tmp_path):
-    backend = create_backend("twinlitenet", input_size=(64, 32))
-    model = fp16_model(onnx.load(str(export_onnx(backend, tmp_path / "twinlitenet.onnx", dynamic_batch=True))))
+def test_the_fp16_graph_for_tensorrt_11_passes_the_onnx_checker(onnx_cache):
+    # The cached dynamic-batch export the TensorRT runtime starts from (this session's test_runtime.py made it).
+    path = create_backend("twinlitenet", input_size=(160, 96), runtime="onnxruntime").describe()["onnx"]
+    assert path.startswith(str(onnx_cache))
+    model = fp16_model(onnx.load(path))
     onnx.checker.check_model(model, full_check=True)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT, "float32 in"
     assert {o.type.tensor_type.elem_type for o in model.graph.output} == {onnx.TensorProto.FLOAT}, "and out"
