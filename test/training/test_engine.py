@@ -122,25 +122,25 @@ def test_ddp_with_two_processes_ends_with_the_weights_of_one_process(tmp_path):
     import sys
     from pathlib import Path
 
+    from ddp_toy import main as train_toy
+
     script = str(Path(__file__).with_name("ddp_toy.py"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runs = {"one": [sys.executable, script], "two": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                     "--nproc-per-node", "2", script]}
-    # Both runs at once (independent processes and folders; the launcher's standalone rendezvous takes a free
-    # port): most of each run is starting Python and torch, which the other overlaps.
-    logs = {name: tmp_path / f"{name}.log" for name in runs}
-    started = {}
+    log = tmp_path / "two.log"
+    with open(log, "w") as output:
+        launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                     script, str(tmp_path / "two")], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                    stdout=output, stderr=subprocess.STDOUT)
+    threads = torch.get_num_threads()
     try:
-        for name, command in runs.items():
-            with open(logs[name], "w") as log:
-                started[name] = subprocess.Popen([*command, str(tmp_path / name)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        for name, process in started.items():
-            assert process.wait(timeout=600) == 0, f"{name}: {logs[name].read_text()[-3000:]}"
+        # Meanwhile the same training in this one process, on one thread as each of the two.
+        torch.set_num_threads(1)
+        train_toy(tmp_path / "one")
+        assert launcher.wait(timeout=600) == 0, log.read_text()[-3000:]
     finally:
-        for process in started.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        torch.set_num_threads(threads)
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
     one = torch.load(tmp_path / "one" / "run" / "last.pth", weights_only=True)
     two = torch.load(tmp_path / "two" / "run" / "last.pth", weights_only=True)
     # Same global batches, gradients averaged by DDP: equal up to float rounding (the sum of two
