@@ -89,3 +89,15 @@ def onnx_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PANOPTIC_PERCEPTION_CACHE", str(path))
         yield path
+
+
+@pytest.fixture(scope="session")
+def twinlitenet_batch_one(tmp_path_factory):
+    """(backend, path): the bundled TwinLiteNet at 160x96 exported as `export` does without --dynamic-batch,
+    made once for the tests that only read it (deploy/test_onnx_export.py, deploy/test_runtime_files.py,
+    ros/test_node_runtime.py)."""
+    from panoptic_perception import create_backend
+    from panoptic_perception.deploy import export_onnx
+
+    backend = create_backend("twinlitenet", input_size=(160, 96))
+    return backend, export_onnx(backend, tmp_path_factory.mktemp("export") / "twinlitenet.onnx")

@@ -11,12 +11,12 @@ pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from harness import diagnostic_values  # noqa: E402
-from panoptic_perception import create_backend  # noqa: E402
-from panoptic_perception.deploy import export_onnx  # noqa: E402
 
 
-def test_onnxruntime_runs_the_onnx_path_and_runtime_combinations_are_checked(start_node, probe, tmp_path):
-    path = str(export_onnx(create_backend("twinlitenet", input_size=(160, 96)), tmp_path / "twinlitenet.onnx"))
+def test_onnxruntime_runs_the_onnx_path_and_runtime_combinations_are_checked(start_node, probe, twinlitenet_batch_one):
+    backend, path = twinlitenet_batch_one  # TwinLiteNet at 160x96 exported without --dynamic-batch (test/conftest.py)
+    assert backend.input_size == (160, 96)
+    path = str(path)
     node = start_node(runtime="onnxruntime", onnx_path=path, input_size=[160, 96])
     probe.wait_for_node(node, timeout=300)
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
