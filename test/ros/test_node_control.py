@@ -59,7 +59,8 @@ def mask_of(msg) -> np.ndarray:
 
 def test_lifecycle_transitions(start_node, start_camera, probe):
     node = start_node(autostart=False)
-    probe.wait_for(lambda: f"{NODE}/get_state" in {n for n, _ in probe.node.get_service_names_and_types()}, 30,
+    start_camera("--rate", "10")  # until stopped; starts up while the node does
+    probe.wait_for(lambda: f"{NODE}/get_state" in {n for n, _ in probe.node.get_service_names_and_types()}, 120,
                    "the lifecycle services")
     assert lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.node.count_publishers(f"{NODE}/drivable_area") == 0, "no outputs before configure"
@@ -68,7 +69,6 @@ def test_lifecycle_transitions(start_node, start_camera, probe):
     assert lifecycle_state(probe) == State.PRIMARY_STATE_INACTIVE
     drivable = probe.record(Image, f"{NODE}/drivable_area")
     probe.wait_for(lambda: probe.node.count_publishers(f"{NODE}/drivable_area") == 1, 10, "the configured publisher")
-    start_camera("--rate", "10")  # until stopped
     assert not frames_arrive(probe, drivable, 2.0), "an inactive node publishes nothing"
 
     assert transition(probe, Transition.TRANSITION_ACTIVATE)
@@ -89,12 +89,12 @@ def test_lifecycle_transitions(start_node, start_camera, probe):
 
 def test_runtime_parameters_apply_immediately_and_bad_values_are_rejected(start_node, start_camera, probe, tmp_path):
     node = start_node()
-    probe.wait_for_node(node)
+    start_camera("--rate", "10", "--size", "640x360")  # until stopped; starts up while the node does
+    probe.wait_for_node(node, timeout=120)
     drivable = probe.record(Image, f"{NODE}/drivable_area")
     lanes = probe.record(Image, f"{NODE}/lane_lines")
     overlays = probe.record(Image, f"{NODE}/overlay")
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
-    start_camera("--rate", "10", "--size", "640x360")  # until stopped
     assert frames_arrive(probe, drivable)
 
     # Invalid values are refused with a reason and change nothing.
