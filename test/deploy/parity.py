@@ -4,6 +4,7 @@ of every backend, and result equality (README, Deployment: tolerances)."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 BACKENDS = ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_cooperative")
 RELATIVE_TOLERANCE = 1e-5
@@ -36,3 +37,13 @@ def assert_results_equal(eager_results, ort_results, detections: bool = True, ag
             np.testing.assert_array_equal(ort.detections.class_ids, eager.detections.class_ids)
             np.testing.assert_allclose(ort.detections.boxes, eager.detections.boxes, rtol=0, atol=BOX_TOLERANCE_PX)
             np.testing.assert_allclose(ort.detections.scores, eager.detections.scores, rtol=0, atol=1e-4)
+
+
+def assert_outputs_close(actual: list[torch.Tensor], expected: list[torch.Tensor], relative_tolerance: float,
+                         same_dtype: bool = True) -> None:
+    """Raw outputs (flattened): the same count and shapes (and dtypes with ``same_dtype``), each within
+    ``relative_tolerance`` of the expected tensor's largest magnitude (untrained networks reach logits of 1e6)."""
+    assert len(actual) == len(expected)
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        assert a.shape == e.shape and (a.dtype == e.dtype or not same_dtype), index
+        assert (a.float() - e.float()).abs().max() <= relative_tolerance * e.float().abs().max(), index

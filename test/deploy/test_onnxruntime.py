@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import BACKENDS, RELATIVE_TOLERANCE, assert_results_equal, backend_arguments
+from parity import BACKENDS, RELATIVE_TOLERANCE, assert_outputs_close, assert_results_equal, backend_arguments
 
 from panoptic_perception import create_backend
 from panoptic_perception.backends.yolopv2 import detection_candidates
@@ -34,10 +34,7 @@ def test_onnxruntime_equals_eager_torch(name, request, onnx_cache):
     with torch.inference_mode():
         expected, structure = flatten_outputs(eager.forward(batch))
         actual, _ = flatten_outputs(ort.run_network(batch))
-    assert len(actual) == len(expected)
-    for index, (a, e) in enumerate(zip(actual, expected)):
-        assert a.shape == e.shape and a.dtype == e.dtype, index
-        assert (a - e).abs().max() <= RELATIVE_TOLERANCE * e.abs().max(), index
+    assert_outputs_close(actual, expected, RELATIVE_TOLERANCE)
 
     eager_results, ort_results = eager.process(images), ort.process(images)
     assert_results_equal(eager_results, ort_results, detections=name != "yolopv2")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from parity import BACKENDS, MASK_AGREEMENT, assert_results_equal, backend_arguments
+from parity import BACKENDS, MASK_AGREEMENT, assert_outputs_close, assert_results_equal, backend_arguments
 
 from panoptic_perception import create_backend
 from panoptic_perception.core.preprocess import prepare_batch
@@ -82,10 +82,7 @@ def test_tensorrt_engine_equals_eager_cuda(name, precision, relative_tolerance, 
     with torch.inference_mode():
         expected, _ = flatten_outputs(eager.forward(batch))
         actual, _ = flatten_outputs(engine.run_network(batch))
-    assert len(actual) == len(expected)
-    for index, (a, e) in enumerate(zip(actual, expected)):
-        assert a.shape == e.shape, index
-        assert (a.float() - e.float()).abs().max() <= relative_tolerance * e.float().abs().max(), index
+    assert_outputs_close(actual, expected, relative_tolerance, same_dtype=False)
     assert_results_equal(eager.process(images), engine.process(images), detections=False, agreement=agreement)
 
 
