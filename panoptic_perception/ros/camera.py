@@ -62,6 +62,9 @@ def publish(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait-for-subscriber", type=float, default=0.0, metavar="S",
                         help="wait up to S seconds for subscribers before publishing")
     parser.add_argument("--subscribers", type=int, default=1, metavar="N", help="how many to wait for (default 1)")
+    parser.add_argument("--stamps", metavar="FILE",
+                        help="on exit, write the stamp of every published frame to FILE (integer ns, one per line; "
+                             "the last may be of a frame interrupted by the stop)")
     args, ros_args = parser.parse_known_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     frames = file_frames(args.inputs, args.loop) if args.inputs else synthetic_frames((width, height))
@@ -78,9 +81,12 @@ def publish(argv: Sequence[str] | None = None) -> int:
     period = 1.0 / args.rate
     next_time = time.monotonic()
     sent = 0
+    stamps: list[int] = []
     try:
         for image in frames:
-            header = Header(stamp=node.get_clock().now().to_msg(), frame_id=args.frame_id)
+            now = node.get_clock().now()
+            header = Header(stamp=now.to_msg(), frame_id=args.frame_id)
+            stamps.append(now.nanoseconds)  # first: a stop may interrupt the publishing, not hide a sent frame
             publisher.publish(compressed_msg(image, header) if args.compressed else bgr_to_image(image, header))
             sent += 1
             if args.count and sent >= args.count:
@@ -90,6 +96,9 @@ def publish(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if args.stamps:  # before the log line, which tells a waiting reader that the file is complete
+            with open(args.stamps, "w") as file:
+                file.writelines(f"{stamp}\n" for stamp in stamps)
         node.get_logger().info(f"published {sent} frames on {publisher.topic_name}")
         node.destroy_node()
         rclpy.try_shutdown()
