@@ -86,7 +86,8 @@ def publish(argv: Sequence[str] | None = None) -> int:
         for image in frames:
             now = node.get_clock().now()
             header = Header(stamp=now.to_msg(), frame_id=args.frame_id)
-            stamps.append(now.nanoseconds)  # first: a stop may interrupt the publishing, not hide a sent frame
+            if args.stamps:  # first: a stop may interrupt the publishing, not hide a sent frame
+                stamps.append(now.nanoseconds)
             publisher.publish(compressed_msg(image, header) if args.compressed else bgr_to_image(image, header))
             sent += 1
             if args.count and sent >= args.count:
