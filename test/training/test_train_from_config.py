@@ -1,8 +1,15 @@
-"""``train_from_config``'s command-line overrides (``panoptic-perception train --set KEY=VALUE``)."""
+"""``train_from_config``: command-line overrides (``panoptic-perception train --set KEY=VALUE``) and the
+bundled weights' configs in ``config/``."""
+
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from panoptic_perception.training import apply_overrides
+from panoptic_perception.training import RECIPES, apply_overrides
+from panoptic_perception.training.config import from_dict
+from panoptic_perception.training.engine import TrainConfig
 
 
 def test_overrides_set_nested_keys_with_yaml_values():
@@ -16,3 +23,18 @@ def test_overrides_set_nested_keys_with_yaml_values():
 def test_bad_overrides_are_rejected_by_name(pair, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides({"epochs": 12}, [pair])
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config").glob("*_synthetic*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_bundled_weights_config_parses_into_its_recipe(path):
+    values = yaml.safe_load(path.read_text())
+    config = from_dict(TrainConfig, values, f"{path.name}: ")  # unknown keys raise
+    RECIPES[config.backend](config)  # the recipe's own options too
+    stage = re.fullmatch(r"(.+)_stage(\d+)", path.stem)
+    if stage:  # stage N starts from the best checkpoint of stage N - 1, as its comment says
+        base, number = stage.group(1), int(stage.group(2))
+        previous = path.with_name(f"{base}.yaml" if number == 2 else f"{base}_stage{number - 1}.yaml")
+        assert config.init_weights == f"{yaml.safe_load(previous.read_text())['output_dir']}/best.pth"
