@@ -35,10 +35,11 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
     return values
 
 
-def train_from_config(path: str | Path, resume: bool = False, output_dir: str | None = None, progress: bool = True,
-                      overrides: Sequence[str] = ()) -> dict:
-    """Train as the YAML config at ``path`` says, with ``overrides`` (``dotted.key=value``, see
-    :func:`apply_overrides`) applied; ``output_dir`` overrides the config's."""
+def load_train_config(path: str | Path, overrides: Sequence[str] = (), output_dir: str | None = None) -> tuple[TrainConfig, Any]:
+    """The :class:`~.engine.TrainConfig` of the YAML file at ``path`` with ``overrides`` (``dotted.key=value``,
+    see :func:`apply_overrides`) applied and ``output_dir`` replacing the file's, and its backend's recipe
+    (which checks the ``model`` and ``recipe`` options). Raises FileNotFoundError for a missing file and
+    ValueError for an unknown backend, key or option."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -49,7 +50,14 @@ def train_from_config(path: str | Path, resume: bool = False, output_dir: str | 
     if backend not in RECIPES:
         raise ValueError(f"{path.name}: no recipe for backend {backend!r}; available: {', '.join(sorted(RECIPES))}")
     config = from_dict(TrainConfig, values, f"{path.name}: ")
-    return train(config, RECIPES[backend](config), resume=resume, progress=progress)
+    return config, RECIPES[backend](config)
 
 
-__all__ = ["apply_overrides", "train_from_config"]
+def train_from_config(path: str | Path, resume: bool = False, output_dir: str | None = None, progress: bool = True,
+                      overrides: Sequence[str] = ()) -> dict:
+    """Train as the YAML config at ``path`` says (see :func:`load_train_config`)."""
+    config, recipe = load_train_config(path, overrides, output_dir)
+    return train(config, recipe, resume=resume, progress=progress)
+
+
+__all__ = ["apply_overrides", "load_train_config", "train_from_config"]

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from panoptic_perception.training import RECIPES, apply_overrides
-from panoptic_perception.training.config import from_dict
-from panoptic_perception.training.engine import TrainConfig
+from panoptic_perception.training import apply_overrides, load_train_config
 
 
 def test_overrides_set_nested_keys_with_yaml_values():
@@ -30,9 +28,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config").glob("*_synthe
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_bundled_weights_config_parses_into_its_recipe(path):
-    values = yaml.safe_load(path.read_text())
-    config = from_dict(TrainConfig, values, f"{path.name}: ")  # unknown keys raise
-    RECIPES[config.backend](config)  # the recipe's own options too
+    config, _ = load_train_config(path)  # unknown keys and recipe options raise
     stage = re.fullmatch(r"(.+)_stage(\d+)", path.stem)
     if stage:  # stage N starts from the best checkpoint of stage N - 1, as its comment says
         base, number = stage.group(1), int(stage.group(2))
