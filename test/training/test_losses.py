@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_perception.training.losses import TwinLiteNetLoss, focal_loss, semantic_cross_entropy, tversky_loss
+from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.training.losses import (TwinLiteNetLoss, class_weight_vector, focal_loss,
+                                                semantic_cross_entropy, tversky_loss)
 
 
 def logits_for(probabilities_of_class1: list[float]) -> torch.Tensor:
@@ -74,3 +76,30 @@ def test_semantic_cross_entropy_averages_the_hardest_labelled_pixels():
     assert semantic_cross_entropy(logits, torch.full_like(target, 255), 255, 0.5).item() == 0.0
     with pytest.raises(ValueError, match="hard_pixel_fraction"):
         semantic_cross_entropy(logits, target, 255, 0.0)
+
+
+def test_class_weights_scale_each_pixel_by_its_true_class_and_mining_ranks_the_weighted_losses():
+    # pixels of class 0 with p = 0.5, 0.2 and of class 1 with p = 0.9, 0.6; class 1 weighs 10
+    p_true = torch.tensor([0.5, 0.2, 0.9, 0.6])
+    target = torch.tensor([[[0, 0, 1, 1]]])
+    p_class0 = torch.where(target[0, 0] == 0, p_true, 1 - p_true)
+    logits = torch.stack([p_class0.log(), (1 - p_class0).log()]).view(1, 2, 1, 4)
+    weights = torch.tensor([1.0, 10.0])
+    losses = -np.log([0.5, 0.2, 0.9, 0.6]) * np.array([1, 1, 10, 10])
+    every = semantic_cross_entropy(logits, target, 255, 1.0, weights)
+    assert every.item() == pytest.approx(losses.sum() / 22, rel=1e-5)
+    # the two largest weighted losses are 10 * -log 0.6 = 5.11 and -log 0.2 = 1.61 (10 * -log 0.9 = 1.05 ranks
+    # below), divided by their weights 10 + 1
+    half = semantic_cross_entropy(logits, target, 255, 0.5, weights)
+    assert half.item() == pytest.approx((losses[3] + losses[1]) / 11, rel=1e-5)
+
+
+def test_class_weight_vector_by_name():
+    vector = class_weight_vector(CITYSCAPES, {"pole": 4.0})
+    assert vector.shape == (len(CITYSCAPES),)
+    assert vector[list(CITYSCAPES.ids).index(17)] == 4.0 and vector.sum() == len(CITYSCAPES) + 3
+    assert class_weight_vector(CITYSCAPES, {}) is None
+    with pytest.raises(ValueError, match="no class 'lamp'"):
+        class_weight_vector(CITYSCAPES, {"lamp": 2.0})
+    with pytest.raises(ValueError, match="positive"):
+        class_weight_vector(CITYSCAPES, {"pole": 0.0})

@@ -33,7 +33,7 @@ Choices where the paper is silent (``recipe`` options, :class:`CrossCooperativeT
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN_BGR
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
-from ..losses import semantic_cross_entropy
+from ..losses import class_weight_vector, semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 NETWORK_PARTS = ("top_backbone.", "bottom_backbone.", "top_head.", "bottom_head.")
@@ -60,12 +60,14 @@ class CrossCooperativeTrainOptions:
     """Recipe options: ``crop`` (width, height) of the training windows, the range of random ``scale``
     factors (relative to the network input size), whether to ``flip``, and the fraction of the hardest
     pixels each network's cross-entropy averages (1.0: all, the paper's Eq. 1; see
-    :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)."""
+    :func:`~panoptic_perception.training.losses.semantic_cross_entropy`) and its class weights by Cityscapes
+    class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss)."""
 
     crop: tuple[int, int] = (768, 768)
     scale: tuple[float, float] = (1.0, 1.0)
     flip: bool = False
     hard_pixel_fraction: float = 1.0
+    class_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.crop = tuple(int(c) for c in self.crop)
@@ -85,6 +87,7 @@ class CrossCooperativeRecipe:
         self.options = build_config(CrossCooperativeTrainOptions, dict(config.recipe))
         self.size = (self.model_options.input_width, self.model_options.input_height)
         self.class_index = class_index_table(CITYSCAPES)
+        self.class_weights = class_weight_vector(CITYSCAPES, self.options.class_weights)
 
     def build_model(self) -> nn.Module:
         return CrossCooperativeNetwork(self.model_options)
@@ -130,7 +133,7 @@ class CrossCooperativeRecipe:
         logits = model(batch["image"])
         labels = batch["semantic"]
         losses = {f"loss_{name}": semantic_cross_entropy(getattr(logits, name), labels, IGNORE_INDEX,
-                                                         self.options.hard_pixel_fraction)
+                                                         self.options.hard_pixel_fraction, self.class_weights)
                   for name in ("top", "bottom")}
         losses["loss"] = losses["loss_top"] + losses["loss_bottom"]
         return losses

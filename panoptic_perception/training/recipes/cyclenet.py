@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
-from ..losses import semantic_cross_entropy
+from ..losses import class_weight_vector, semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 #: Top-level modules of :class:`CycleNetNetwork`; other names in an initialisation file are a ResNet's.
@@ -55,11 +55,12 @@ NETWORK_PARTS = ("backbone.", "aspp.", "high_project.", "low_project.", "adc.", 
 @dataclass
 class CycleNetTrainOptions:
     """Recipe options: the auxiliary loss weight, the fraction of the hardest pixels each cross-entropy
-    averages (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`),
-    the range of random scales (relative to the source image) and whether to mirror."""
+    averages (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)
+    and their class weights by Cityscapes class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss), the range of random scales (relative to the source image) and whether to mirror."""
 
     aux_loss_weight: float = 0.4
     hard_pixel_fraction: float = 1.0
+    class_weights: dict[str, float] = field(default_factory=dict)
     scale: tuple[float, float] = (0.75, 2.0)
     flip: bool = True
 
@@ -80,6 +81,7 @@ class CycleNetRecipe:
         self.options = build_config(CycleNetTrainOptions, dict(config.recipe))
         self.size = (self.model_options.input_width, self.model_options.input_height)
         self.class_index = class_index_table(CITYSCAPES)
+        self.class_weights = class_weight_vector(CITYSCAPES, self.options.class_weights)
 
     def build_model(self) -> nn.Module:
         return CycleNetNetwork(self.model_options)
@@ -126,7 +128,8 @@ class CycleNetRecipe:
 
         def cross_entropy(x: torch.Tensor) -> torch.Tensor:
             x = F.interpolate(x, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-            return semantic_cross_entropy(x, labels, IGNORE_INDEX, self.options.hard_pixel_fraction)
+            return semantic_cross_entropy(x, labels, IGNORE_INDEX, self.options.hard_pixel_fraction,
+                                         self.class_weights)
 
         losses = {"loss_semantic": cross_entropy(logits), "loss_aux": cross_entropy(aux_logits)}
         losses["loss"] = losses["loss_semantic"] + self.options.aux_loss_weight * losses["loss_aux"]

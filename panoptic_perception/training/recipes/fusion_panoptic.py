@@ -23,7 +23,7 @@ Choices where the paper is silent or this machine differs (``recipe`` options, :
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
 from ..data import IGNORE_INDEX, Example, class_index_table, instance_targets, scale_flip_crop
 from ..engine import TrainConfig
-from ..losses import semantic_cross_entropy
+from ..losses import class_weight_vector, semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
 COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
@@ -47,12 +47,14 @@ COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
 
 @dataclass
 class FusionTrainOptions:
-    """Recipe options: loss weight of the semantic cross-entropy and the fraction of its hardest pixels
-    averaged (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`),
-    scale range, flips, and the smallest instance (pixels, after augmentation) used as a Mask R-CNN target."""
+    """Recipe options: loss weight of the semantic cross-entropy, the fraction of its hardest pixels
+    averaged (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)
+    and its class weights by Cityscapes class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss), scale
+    range, flips, and the smallest instance (pixels, after augmentation) used as a Mask R-CNN target."""
 
     semantic_loss_weight: float = 1.0
     semantic_hard_pixel_fraction: float = 1.0
+    semantic_class_weights: dict[str, float] = field(default_factory=dict)
     scale: tuple[float, float] = (0.8, 1.0)
     flip: bool = True
     min_instance_pixels: int = 16
@@ -72,6 +74,7 @@ class FusionPanopticRecipe:
         self.options = build_config(FusionTrainOptions, dict(config.recipe))
         self.size = (self.model_options.input_width, self.model_options.input_height)
         self.class_index = class_index_table(CITYSCAPES)
+        self.class_weights = class_weight_vector(CITYSCAPES, self.options.semantic_class_weights)
 
     def build_model(self) -> nn.Module:
         return FusionPanopticNetwork(self.model_options)
@@ -123,7 +126,7 @@ class FusionPanopticRecipe:
         losses, semantic_logits = model(batch["images"], batch["image_sizes"], batch["targets"])
         logits = F.interpolate(semantic_logits, size=batch["images"].shape[-2:], mode="bilinear", align_corners=False)
         losses["loss_semantic"] = semantic_cross_entropy(logits, batch["semantic"], IGNORE_INDEX,
-                                                         self.options.semantic_hard_pixel_fraction)
+                                                         self.options.semantic_hard_pixel_fraction, self.class_weights)
         losses["loss"] = sum(v for k, v in losses.items() if k != "loss_semantic") + \
             self.options.semantic_loss_weight * losses["loss_semantic"]
         return losses
