@@ -56,7 +56,8 @@ NETWORK_PARTS = ("backbone.", "aspp.", "high_project.", "low_project.", "adc.", 
 class CycleNetTrainOptions:
     """Recipe options: the auxiliary loss weight, the fraction of the hardest pixels each cross-entropy
     averages (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)
-    and their class weights by Cityscapes class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss), the range of random scales (relative to the source image) and whether to mirror."""
+    and their class weights by Cityscapes class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss), the
+    range of random scales (relative to the source image) and whether to mirror."""
 
     aux_loss_weight: float = 0.4
     hard_pixel_fraction: float = 1.0
