@@ -57,6 +57,20 @@ def test_a_crop_at_scale_one_is_a_window_of_the_source_with_its_labels():
     assert np.array_equal(semantic.numpy(), CLASS_INDEX[source.truth.semantic[y : y + 72, x : x + 128]])
 
 
+def test_a_crop_option_cuts_windows_smaller_than_the_input_as_the_paper_trains_on_crops():
+    source = sample(3)
+    example = recipe(scale=[1.0, 1.0], flip=False, crop=[48, 32]).example(source, np.random.default_rng(0))
+    assert example["image"].shape == (3, 32, 48) and example["semantic"].shape == (32, 48)
+    bgr = to_bgr(example["image"])
+    windows = [(x, y) for y in range(90 - 32 + 1) for x in range(160 - 48 + 1)
+               if np.array_equal(source.image[y : y + 32, x : x + 48], bgr)]
+    assert len(windows) >= 1
+    x, y = windows[0]
+    assert np.array_equal(example["semantic"].numpy(), CLASS_INDEX[source.truth.semantic[y : y + 32, x : x + 48]])
+    with pytest.raises(ValueError, match="crop"):
+        recipe(crop=[48, 0])
+
+
 def test_a_scaled_down_image_is_padded_and_the_padding_ignored():
     source = sample(4)
     example = recipe(scale=[0.5, 0.5], flip=False).example(source, np.random.default_rng(1))

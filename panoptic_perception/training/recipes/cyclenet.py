@@ -15,7 +15,8 @@ Choices where the paper is silent (``recipe`` options, :class:`CycleNetTrainOpti
   8) are bilinearly upsampled to the label resolution first;
 - augmentation in the paper's order: the source image is scaled by a factor drawn uniformly from
   ``scale`` (relative to the source resolution, as for Cityscapes' 2048x1024 images and 796x796 crops),
-  mirrored with probability 1/2, then a random window of the network input size is cropped; where the
+  mirrored with probability 1/2, then a random window of ``crop`` (width, height; default the network
+  input size) is cropped, as the paper trains on 796x796 crops and infers on whole frames; where the
   scaled image is smaller it is padded at the bottom / right with the ImageNet mean colour (zero after
   normalisation) and ignored by the loss. For synthetic scenes rendered at the network input size this
   is exactly the shared :func:`~panoptic_perception.training.data.scale_flip_crop` (same random draws);
@@ -57,16 +58,22 @@ class CycleNetTrainOptions:
     """Recipe options: the auxiliary loss weight, the fraction of the hardest pixels each cross-entropy
     averages (1.0: all, the paper's loss; see :func:`~panoptic_perception.training.losses.semantic_cross_entropy`)
     and their class weights by Cityscapes class name (e.g. ``{pole: 4.0}``; others 1, the paper's loss), the
-    range of random scales (relative to the source image) and whether to mirror."""
+    range of random scales (relative to the source image), whether to mirror, and the ``crop`` (width,
+    height) of the training windows (``None``: the network input size)."""
 
     aux_loss_weight: float = 0.4
     hard_pixel_fraction: float = 1.0
     class_weights: dict[str, float] = field(default_factory=dict)
     scale: tuple[float, float] = (0.75, 2.0)
     flip: bool = True
+    crop: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.scale = tuple(float(s) for s in self.scale)
+        if self.crop is not None:
+            self.crop = tuple(int(c) for c in self.crop)
+            if len(self.crop) != 2 or min(self.crop) < 1:
+                raise ValueError(f"crop must be (width, height) of positive sizes, got {self.crop}")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
         if self.aux_loss_weight < 0:
@@ -103,7 +110,7 @@ class CycleNetRecipe:
 
     def example(self, sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """``image`` (3, H, W) float32 normalised and ``semantic`` (H, W) int64 class indices (255:
-        ignored) at the network input size, augmented as the module docstring says."""
+        ignored) of the size ``crop`` (default the network input size), augmented as the module docstring says."""
         example = Example.from_sample(sample)
         if example.semantic is None:
             raise ValueError(f"{sample.name}: cyclenet trains on semantic ground truth, which this sample lacks")
@@ -112,7 +119,7 @@ class CycleNetRecipe:
         example = resize(example, (max(1, round(width * factor)), max(1, round(height * factor))))
         if self.options.flip and rng.random() < 0.5:
             example = hflip(example)
-        example = crop_or_pad(example, self.size, rng, IMAGENET_MEAN_BGR)
+        example = crop_or_pad(example, self.options.crop or self.size, rng, IMAGENET_MEAN_BGR)
         semantic = self.class_index[example.semantic]
         semantic[~example.valid] = IGNORE_INDEX
         return {
