@@ -33,7 +33,11 @@ KEY_METRICS = (
     ("detection", "AP", "AP 0.5:0.95 (COCO)", True),
     ("detection", "AP50", "AP50 (COCO)", True),
     ("semantic", "miou", "semantic mIoU", True),
-    ("panoptic", "pq", "PQ", True),
+    ("panoptic.all", "pq", "PQ", True),
+    ("panoptic.things", "pq", "PQ things", True),
+    ("panoptic.stuff", "pq", "PQ stuff", True),
+    ("panoptic.all", "sq", "SQ", True),
+    ("panoptic.all", "rq", "RQ", True),
     ("latency_ms", "median", "latency median (ms)", False),
     ("latency_ms", "p95", "latency p95 (ms)", False),
     ("", "throughput_fps", "throughput (frames/s)", False),
@@ -68,7 +72,10 @@ def _flatten(summary: dict, prefix: str = "") -> dict[str, float]:
 
 
 def _value(summary: dict, section: str, key: str):
-    return (summary.get(section) or {}).get(key) if section else summary.get(key)
+    """``summary[section][key]``; a dotted ``section`` walks nested dicts; None where any level is missing."""
+    for part in section.split(".") if section else ():
+        summary = summary.get(part) or {}
+    return summary.get(key)
 
 
 def _format(value, percent: bool) -> str:

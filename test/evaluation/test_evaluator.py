@@ -71,7 +71,7 @@ def test_driving_masks_per_frame_and_report_files(tmp_path):
     assert (tmp_path / "frames_first.csv").read_text().splitlines()[0] == "frame,latency_ms,drivable_iou,lane_iou"
 
 
-def test_semantic_and_panoptic_sections():
+def test_semantic_and_panoptic_sections(tmp_path):
     label_map = LabelMap("c", tuple(c for c in CITYSCAPES.classes if c.id in (7, 26)))
     evaluator = Evaluator(label_map, {Capability.SEMANTIC, Capability.PANOPTIC})
     semantic = np.full((4, 4), 7, np.uint8)
@@ -82,3 +82,8 @@ def test_semantic_and_panoptic_sections():
     summary = evaluator.compute()
     assert summary["semantic"]["miou"] == pytest.approx(1.0)
     assert summary["panoptic"]["all"]["pq"] == pytest.approx(1.0)
+    # The report's table shows them side by side, as fusion comparisons need (PQ with things and stuff, SQ, RQ).
+    runs = [{"name": name, "summary": summary, "frames": evaluator.frames, "backend": {}} for name in ("a", "b")]
+    text = write_report(runs, tmp_path, "toy").read_text()
+    for label in ("semantic mIoU", "PQ", "PQ things", "PQ stuff", "SQ", "RQ"):
+        assert f"| {label} (%) | 100.00 | 100.00 |" in text, label
