@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import array
 import itertools
+import sys
 import time
 from typing import Iterator, Sequence
 
@@ -96,11 +97,19 @@ def publish(argv: Sequence[str] | None = None) -> int:
             time.sleep(max(0.0, next_time - time.monotonic()))
     except KeyboardInterrupt:
         pass
+    except Exception:
+        if node.context.ok():
+            raise
+        # else rclpy's signal handler (Ctrl-C, SIGTERM) shut the context down mid-publish: the stream just ends
     finally:
         if args.stamps:  # before the log line, which tells a waiting reader that the file is complete
             with open(args.stamps, "w") as file:
                 file.writelines(f"{stamp}\n" for stamp in stamps)
-        node.get_logger().info(f"published {sent} frames on {publisher.topic_name}")
+        summary = f"published {sent} frames on {publisher.topic_name}"
+        if node.context.ok():
+            node.get_logger().info(summary)
+        else:  # after a signal the context is gone and /rosout with it
+            print(f"[camera] {summary}", file=sys.stderr, flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

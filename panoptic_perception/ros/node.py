@@ -368,7 +368,12 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"backend failed on a frame: {self._last_backend_error}", throttle_duration_sec=5.0)
             return
         published = time.perf_counter()
-        self._publish(msg.header, image, result, backend)
+        try:
+            self._publish(msg.header, image, result, backend)
+        except Exception:
+            if self.context.ok():
+                raise
+            return  # Ctrl-C shut the context down during this frame: there is nothing left to publish to
         self._node_stages["publish_ms"].add((time.perf_counter() - published) * 1e3)
         self.counters.processed += 1
         self._output_rate.tick()

@@ -173,6 +173,21 @@ def test_bad_frames_are_rejected_counted_logged_once_and_the_node_goes_on(start_
     assert node.popen.poll() is None
 
 
+def test_ctrl_c_while_frames_flow_ends_node_and_camera_cleanly(start_node, start_camera, probe):
+    # Ctrl-C shuts the ROS context down at once, possibly while the inference thread or the camera is
+    # publishing: both must still exit with status 0, print their summary, and show no traceback.
+    masks = probe.record(Image, f"{NODE}/drivable_area")
+    node = start_node()
+    camera = start_camera("--rate", "30")  # until stopped
+    probe.wait_for_node(node, timeout=120)
+    probe.wait_for(lambda: len(masks) >= 3, 120, "outputs while frames flow")
+    node.stop()  # frames still arrive: the node is stopped mid-stream
+    camera.stop()
+    for process, summary in ((node, "frames: {"), (camera, "published ")):
+        output = process.output()
+        assert process.popen.returncode == 0 and summary in output and "Traceback" not in output, output[-3000:]
+
+
 def test_compressed_input(start_node, start_camera, probe):
     # Reliable input: the hand-published corrupt frames below cannot be lost, however busy the machine.
     lanes = probe.record(Image, f"{NODE}/lane_lines")
