@@ -252,14 +252,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- train / demo / backends ----------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train each ``--config`` in order (the stages of a recipe: each stage's ``init_weights`` names the
+    previous stage's ``best.pth``), then with ``--pack`` ship the last stage's ``best.pth`` as float16."""
     from .training import train_from_config
 
-    summary = train_from_config(args.config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet,
-                                overrides=args.set)
-    best = next(({k: v for k, v in r.items() if k.startswith("val_")} for r in reversed(summary["history"])
-                 if any(k.startswith("val_") for k in r)), {})
-    if summary.get("rank", 0) == 0:  # under torchrun, one report
-        print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "rank")} | {"last_validation": best}, indent=2))
+    if len(args.config) > 1 and args.output_dir:
+        raise ValueError("--output-dir applies to one --config; each stage's config names its own output_dir")
+    for config in args.config:
+        summary = train_from_config(config, resume=args.resume, output_dir=args.output_dir, progress=not args.quiet,
+                                    overrides=args.set)
+        best = next(({k: v for k, v in r.items() if k.startswith("val_")} for r in reversed(summary["history"])
+                     if any(k.startswith("val_") for k in r)), {})
+        if summary.get("rank", 0) == 0:  # under torchrun, one report
+            print(json.dumps({"config": config} | {k: v for k, v in summary.items() if k not in ("history", "rank")}
+                             | {"last_validation": best}, indent=2))
+    if args.pack and summary.get("rank", 0) == 0:
+        _pack(summary["best_checkpoint"], args.pack, half=True)
     return 0
 
 
@@ -358,17 +366,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_pack_weights(args: argparse.Namespace) -> int:
-    """Re-save a backend checkpoint for shipping: the same weights (float16 with --half), config and metadata."""
+    _pack(args.input, args.output, args.half)
+    return 0
+
+
+def _pack(source: str, output: str, half: bool) -> None:
+    """Re-save a backend checkpoint for shipping: the same weights (float16 if ``half``), config and metadata."""
     from .backends import read_checkpoint, save_checkpoint
 
-    checkpoint = read_checkpoint(args.input)
+    checkpoint = read_checkpoint(source)
     if checkpoint.backend is None:
-        raise WeightsError(f"{args.input} is not a checkpoint of this package's backends (no backend name)")
-    state = {k: v.half() if args.half and v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
-    metadata = {**checkpoint.metadata, "stored_as": "float16" if args.half else "as trained"}
-    path = save_checkpoint(args.output, checkpoint.backend, state, checkpoint.config, metadata)
+        raise WeightsError(f"{source} is not a checkpoint of this package's backends (no backend name)")
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in checkpoint.state_dict.items()}
+    metadata = {**checkpoint.metadata, "stored_as": "float16" if half else "as trained"}
+    path = save_checkpoint(output, checkpoint.backend, state, checkpoint.config, metadata)
     print(f"{path}: {path.stat().st_size / 1e6:.2f} MB ({checkpoint.backend})")
-    return 0
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -446,8 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")
-    train.add_argument("--config", required=True)
-    train.add_argument("--output-dir", help="override the config's output_dir")
+    train.add_argument("--config", action="append", required=True,
+                       help="YAML config; repeat it to train the stages of a recipe in order")
+    train.add_argument("--output-dir", help="override the config's output_dir (one --config only)")
+    train.add_argument("--pack", metavar="FILE",
+                       help="then pack the last stage's best.pth into FILE as float16, as the bundled weights are shipped")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, dotted keys, YAML values (repeatable; e.g. model.layer_connections=none)")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")

@@ -57,6 +57,7 @@ def test_infer_writes_masks_overlay_and_json_and_skips_a_bad_frame(tmp_path, sma
         (["infer", "--backend", "nope", "IMG", "--output", "OUT"], "unknown backend 'nope'"),
         (["infer", "--weights", "/nonexistent.pth", "IMG", "--output", "OUT"], "weights file not found"),
         (["train", "--config", "/nonexistent.yaml"], "config file not found"),
+        (["train", "--config", "a.yaml", "--config", "b.yaml", "--output-dir", "x"], "--output-dir applies to one --config"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -279,3 +280,35 @@ def test_runtimes_side_by_side_in_benchmark_infer_and_evaluate(tmp_path, small_w
                  "--output", str(tmp_path / "report")]) == 0
     (run,) = json.loads((tmp_path / "report" / "metrics.json").read_text())["runs"]
     assert run["summary"]["frames"] == 1 and run["backend"]["runtime"] == "onnxruntime"
+
+
+def test_train_runs_stages_in_order_and_packs_the_last_one(tmp_path, capsys):
+    import yaml
+
+    from panoptic_perception import create_backend
+    from panoptic_perception.backends import read_checkpoint
+
+    def stage(name: str, init: str | None) -> str:
+        config = {"backend": "twinlitenet", "output_dir": str(tmp_path / name), "epochs": 1, "batch_size": 3,
+                  "optimizer": {"name": "adam", "learning_rate": 1.0e-3}, "model": {"input_width": 64, "input_height": 48},
+                  "data": {"train": [{"source": "synthetic", "count": 3, "width": 64, "height": 48}],
+                           "val": [{"source": "synthetic", "count": 2, "first_seed": 1000000, "width": 64, "height": 48}]}}
+        if init:
+            config["init_weights"] = init
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    first, second = stage("one", None), stage("two", str(tmp_path / "one" / "best.pth"))
+    packed = tmp_path / "shipped.pth"
+    assert main(["-q", "train", "--config", first, "--config", second, "--set", "threads=1", "--pack", str(packed)]) == 0
+    reports = capsys.readouterr().out
+    assert reports.index(first) < reports.index(second), "the stages ran in the order given"
+    trained = read_checkpoint(tmp_path / "two" / "best.pth")
+    assert trained.metadata["train_config"]["init_weights"] == str(tmp_path / "one" / "best.pth")
+    shipped = read_checkpoint(packed)
+    assert shipped.metadata["stored_as"] == "float16" and shipped.config == trained.config
+    for name, value in trained.state_dict.items():
+        if value.is_floating_point():
+            assert shipped.state_dict[name].dtype == torch.float16 and torch.equal(shipped.state_dict[name], value.half())
+    assert create_backend("twinlitenet", str(packed)).input_size == (64, 48)
