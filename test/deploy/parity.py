@@ -18,9 +18,9 @@ def backend_arguments(name: str, request) -> tuple[str | None, dict]:
         return request.getfixturevalue("yolopv2_small_checkpoint")[0], {"input_size": (320, 192)}
     if name == "cross_cooperative":  # a narrow random network at 96x64 (conftest.py), smaller than the bundled one
         return request.getfixturevalue("cross_cooperative_checkpoint"), {}
-    if name == "fusion_panoptic":
-        return None, {"input_size": (256, 160)}
-    return None, {}  # twinlitenet (320x184) and cyclenet (256x144): bundled weights at their own size
+    if name in ("fusion_panoptic", "cyclenet"):  # bundled weights at a smaller size than their own (640x352)
+        return None, {"input_size": (256, 160) if name == "fusion_panoptic" else (256, 144)}
+    return None, {}  # twinlitenet: bundled weights at their own size (320x184)
 
 
 def assert_results_equal(eager_results, ort_results, detections: bool = True, agreement: float = MASK_AGREEMENT) -> None:
