@@ -10,6 +10,8 @@ BACKENDS = ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_coop
 RELATIVE_TOLERANCE = 1e-5
 MASK_AGREEMENT = 0.999
 BOX_TOLERANCE_PX = 0.05
+#: Bundled weights run smaller than their own 640x352, to keep the tests fast.
+SMALLER_INPUT = {"fusion_panoptic": (256, 160), "cyclenet": (256, 144)}
 
 
 def backend_arguments(name: str, request) -> tuple[str | None, dict]:
@@ -18,8 +20,8 @@ def backend_arguments(name: str, request) -> tuple[str | None, dict]:
         return request.getfixturevalue("yolopv2_small_checkpoint")[0], {"input_size": (320, 192)}
     if name == "cross_cooperative":  # a narrow random network at 96x64 (conftest.py), smaller than the bundled one
         return request.getfixturevalue("cross_cooperative_checkpoint"), {}
-    if name in ("fusion_panoptic", "cyclenet"):  # bundled weights at a smaller size than their own (640x352)
-        return None, {"input_size": (256, 160) if name == "fusion_panoptic" else (256, 144)}
+    if name in SMALLER_INPUT:
+        return None, {"input_size": SMALLER_INPUT[name]}
     return None, {}  # twinlitenet: bundled weights at their own size (320x184)
 
 
