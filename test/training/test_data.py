@@ -114,7 +114,7 @@ def test_open_sources_concatenates_a_mix():
 
 
 def test_synthetic_samples_are_kept_compressed_and_read_back_exactly():
-    """Rendered scenes stay in memory with compressed label maps (10,000 raw 640x352 scenes took 24 GB)."""
+    """Rendered scenes stay in memory with compressed label maps (9,600 raw 640x352 scenes were killed at 24 GB)."""
     source = DataSource(count=2, first_seed=7, width=160, height=96)
     samples = open_sources([source])
     for index, seed in enumerate((7, 8)):
