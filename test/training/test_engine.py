@@ -179,3 +179,22 @@ def test_torchrun_starts_the_training_module_with_a_backend_recipe(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1] and "val_miou" in history[0] and history[0]["train_loss"] > 0
     assert read_checkpoint(tmp_path / "run" / "best.pth").backend == "cyclenet"
+
+
+def test_amp_on_the_cpu_trains_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    config = toy_config(tmp_path, amp=True)
+    recipe = ToyRecipe(config)
+    dtypes: set[torch.dtype] = set()
+    build = recipe.build_model
+
+    def build_watched_model():
+        model = build()
+        model[0].register_forward_hook(lambda module, inputs, output: dtypes.add(output.dtype))
+        return model
+
+    recipe.build_model = build_watched_model
+    history = train(config, recipe, progress=False)["history"]
+    assert dtypes == {torch.bfloat16, torch.float32}, "training steps in bfloat16, validation in float32"
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    assert {value.dtype for value in state["model"].values() if value.is_floating_point()} == {torch.float32}
