@@ -25,7 +25,8 @@ training example, the losses, and how to validate. :func:`train` does the rest:
   synchronised;
 - **mixed precision** (``amp``) with :func:`torch.autocast`: float16 with a gradient scaler on CUDA,
   bfloat16 (no scaler needed) on the CPU, where CPUs with AMX / AVX-512 BF16 run convolutions faster
-  (CycleNet's bundled variant: 1.5x per step on the 2-core development machine); weights, optimizer
+  (CycleNet's bundled variant on the 2-core development machine: the network's step 1.5x, a whole
+  epoch with data and losses 1.2x); weights, optimizer
   state and validation stay float32;
 - an optional **EMA** of the weights (``ema_decay``), validated and saved instead of the raw weights.
 """
