@@ -16,10 +16,11 @@ from tqdm import tqdm
 
 from .backends import create_backend
 from .core.labels import CITYSCAPES
-from .core.types import Capability
+from .core.types import Capability, PerceptionResult
 from .core.visualize import draw_overlay
 from .data.synthetic import SyntheticScenes
-from .evaluation.segmentation import DrivingSegmentationMetrics
+from .evaluation.evaluator import Evaluator
+from .evaluation.report import KEY_METRICS, format_metric, json_safe, metric_value
 
 DEMO_FIRST_SEED = 3_000_000
 
@@ -31,6 +32,21 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
     return image
 
 
+#: The ground-truth fields a backend of each capability predicts (the top panel shows only those).
+_TRUTH_FIELDS = {
+    Capability.DRIVABLE_AREA: ("drivable_mask",),
+    Capability.LANE_LINES: ("lane_mask",),
+    Capability.DETECTION: ("detections",),
+    Capability.SEMANTIC: ("semantic",),
+    Capability.PANOPTIC: ("panoptic", "segments"),
+}
+
+
+def truth_of_outputs(truth: PerceptionResult, capabilities: frozenset[Capability]) -> PerceptionResult:
+    """``truth`` without the outputs the backend does not produce, so that the two panels compare."""
+    return replace(truth, **{f: None for c, fields in _TRUTH_FIELDS.items() if c not in capabilities for f in fields})
+
+
 def run_demo(
     output_dir: str | Path,
     backend_name: str = "twinlitenet",
@@ -39,30 +55,33 @@ def run_demo(
     size: tuple[int, int] = (1280, 720),
     progress: bool = True,
 ) -> dict:
-    """Run, write ``frame_NNN.jpg`` (ground truth above, prediction below) and ``summary.{json,md}``."""
+    """Run, write ``frame_NNN.jpg`` (ground truth above, prediction below) and ``summary.{json,md}``.
+
+    The summary's ``metrics`` are the evaluation module's for every output the backend produces
+    (:class:`~panoptic_perception.evaluation.evaluator.Evaluator`: ``driving``, ``detection``,
+    ``semantic``, ``panoptic`` sections), scored against the generated ground truth.
+    """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     backend = create_backend(backend_name, weights)
-    scores_masks = {Capability.DRIVABLE_AREA, Capability.LANE_LINES} <= backend.capabilities
-    metrics = DrivingSegmentationMetrics()
-    latencies = []
+    evaluator = Evaluator(backend.label_map, backend.capabilities)
     for index, scene in enumerate(tqdm(SyntheticScenes(frames, *size, first_seed=DEMO_FIRST_SEED), disable=not progress, desc="demo")):
         result = backend(scene.image)
-        latencies.append(result.timings.total_ms)
+        truth = scene.to_result()
+        evaluator.add(f"frame_{index:03d}", result, truth, result.timings.total_ms)
         panel = np.vstack([
-            _caption(draw_overlay(scene.image, replace(scene.to_result(), semantic=None), CITYSCAPES), "ground truth"),
+            _caption(draw_overlay(scene.image, truth_of_outputs(truth, backend.capabilities), CITYSCAPES), "ground truth"),
             _caption(draw_overlay(scene.image, result, backend.label_map), f"{backend.name} ({backend.weights_info.source} weights)"),
         ])
         cv2.imwrite(str(output / f"frame_{index:03d}.jpg"), panel)
-        if scores_masks:
-            metrics.update(result.drivable_mask, scene.drivable_mask, result.lane_mask, scene.lane_mask)
-    summary = {
+    metrics = evaluator.compute()
+    summary = json_safe({
         **backend.describe(),
         "frames": frames,
         "frame_size": list(size),
-        "latency_ms": {"median": float(np.median(latencies)), "p90": float(np.percentile(latencies, 90))},
-        "metrics": metrics.compute() if scores_masks else {},
-    }
+        "latency_ms": metrics.pop("latency_ms"),
+        "metrics": metrics,
+    })
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     (output / "summary.md").write_text(summary_markdown(summary))
     return summary
@@ -78,9 +97,10 @@ def summary_markdown(summary: dict) -> str:
         "| metric | value |",
         "| --- | --- |",
     ]
-    for name in ("drivable_miou", "lane_iou", "lane_accuracy", "lane_recall"):
-        if name in summary["metrics"]:
-            lines.append(f"| {name} | {summary['metrics'][name]:.4f} |")
+    for section, key, label, percent in KEY_METRICS:
+        value = metric_value(summary["metrics"], section, key)
+        if value is not None and section != "latency_ms":
+            lines.append(f"| {label}{' (%)' if percent else ''} | {format_metric(value, percent)} |")
     latency = summary["latency_ms"]
     lines.append(f"| latency median / p90 (ms) | {latency['median']:.1f} / {latency['p90']:.1f} |")
     lines += ["", "Each `frame_NNN.jpg` shows the ground truth (top) and the prediction (bottom)."]

@@ -125,11 +125,15 @@ class Backend(abc.ABC):
     label_map: LabelMap  # a class attribute, or set per instance from the config
     config_type: ClassVar[type]  # a dataclass with at least input_width and input_height
     bundled_weights: ClassVar[str | None] = None  # file name under panoptic_perception/weights/
+    #: What to pass as ``weights`` for real cameras, named in the bundled weights' warning.
+    real_weights: ClassVar[str] = "a checkpoint trained on Cityscapes"
     input_multiple: ClassVar[int] = 32
     resize_mode: ClassVar[ResizeMode] = ResizeMode.LETTERBOX
     pad_value: ClassVar[int] = 114
     accepts_torchscript: ClassVar[bool] = False  # may ``weights`` be a TorchScript file of the whole network?
     default_thresholds: ClassVar[Thresholds] = Thresholds()  # the paper's / official post-processing values
+    #: The :class:`Thresholds` fields post-processing reads (a semantic-only backend reads none).
+    thresholds_used: ClassVar[tuple[str, ...]] = ("score", "iou", "max_detections", "mask")
 
     def __init__(
         self,
@@ -200,9 +204,10 @@ class Backend(abc.ABC):
             path = bundled_weights_path(self.bundled_weights)
             self.log.warning(
                 "%s: using the bundled weights %s, trained on synthetic scenes only; they do not know real "
-                "roads. Pass weights=PATH (e.g. the official checkpoint) for real cameras.",
+                "roads. Pass weights=PATH (%s) for real cameras.",
                 self.name,
                 path.name,
+                self.real_weights,
             )
             source = "bundled"
         elif weights is None:
@@ -293,6 +298,10 @@ class Backend(abc.ABC):
         default."""
         return {}
 
+    def applied_thresholds(self) -> dict[str, float]:
+        """The thresholds post-processing applies now, by name (those in :attr:`thresholds_used`)."""
+        return {name: getattr(self.thresholds, name) for name in self.thresholds_used}
+
     def describe(self) -> dict[str, Any]:
         """What this backend is, for logs, reports and JSON outputs."""
         return {
@@ -305,7 +314,7 @@ class Backend(abc.ABC):
             **({"onnx": self.run_network.path} if self.runtime != "torch" else {}),
             **({"providers": self.run_network.providers} if self.runtime == "onnxruntime" else {}),
             **({"precision": self.precision} if self.runtime == "tensorrt" else {}),
-            "thresholds": dataclasses.asdict(self.thresholds),
+            "thresholds": self.applied_thresholds(),
             "weights": self.weights_info.to_dict(),
         }
 

@@ -234,6 +234,7 @@ class CrossCooperativeBackend(Backend):
     resize_mode = ResizeMode.RESIZE
     input_multiple = 16  # output stride 16
     bundled_weights = "cross_cooperative_synthetic.pth"
+    thresholds_used = ()  # class maps by argmax: no score, NMS or mask threshold
 
     def build_network(self, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
         return CrossCooperativeNetwork(config)

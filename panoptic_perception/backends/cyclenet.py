@@ -352,6 +352,7 @@ class CycleNetBackend(Backend):
     """
 
     bundled_weights = "cyclenet_synthetic.pth"
+    thresholds_used = ()  # class maps by argmax: no score, NMS or mask threshold
     capabilities = frozenset({Capability.SEMANTIC, Capability.DRIVABLE_AREA})
     config_type = CycleNetConfig
     label_map = CITYSCAPES

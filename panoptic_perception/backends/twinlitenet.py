@@ -325,6 +325,8 @@ class TwinLiteNetBackend(Backend):
     label_map = DRIVING_MASKS
     config_type = TwinLiteNetConfig
     bundled_weights = "twinlitenet_synthetic.pth"
+    real_weights = "the official TwinLiteNet pretrained/best.pth"
+    thresholds_used = ("mask",)  # no detections
     input_multiple = 8
     resize_mode = ResizeMode.RESIZE
 

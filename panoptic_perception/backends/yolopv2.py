@@ -467,6 +467,7 @@ class YOLOPv2Backend(Backend):
     config_type = YOLOPv2Config
     input_multiple = 32
     bundled_weights = "yolopv2_synthetic.pth"
+    real_weights = "the official yolopv2.pt TorchScript file"
     resize_mode = ResizeMode.LETTERBOX
     pad_value = 114
     accepts_torchscript = True

@@ -4,11 +4,13 @@
 with its :class:`~panoptic_perception.evaluation.evaluator.Evaluator` summary and per-frame records)
 and writes to the output folder:
 
-- ``metrics.json`` (everything) and ``metrics.csv`` (one row per metric, one column per run),
+- ``metrics.json`` (everything) and ``metrics.csv`` (one row per metric, one column per run; per-class
+  values named ``<class name> (<id>)``, in the label map's order),
 - ``frames_<run>.csv`` (per-frame results),
 - ``pr_curve.png`` (precision-recall at IoU 0.5), ``per_class_iou.png`` (IoU bars per class),
   ``latency.png`` (latency histogram) where the runs have the data,
-- ``report.md``: the data, a side-by-side table of the key metrics, the plots.
+- ``report.md``: the data, a side-by-side table of the key metrics, the IoU per semantic class by name,
+  the plots.
 """
 
 from __future__ import annotations
@@ -71,14 +73,29 @@ def _flatten(summary: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _value(summary: dict, section: str, key: str):
+def _named_classes(run: dict) -> dict:
+    """The run's summary with per-class tables keyed ``<class name> (<id>)`` (ids where no name is known)."""
+    names = run.get("class_names", {})
+
+    def rename(value):
+        if isinstance(value, dict):
+            return {(f"{names[k]} ({k})" if k in names else k): rename(v) for k, v in value.items()}
+        return value
+
+    return {section: ({key: rename(v) if key.startswith("per_class") else v for key, v in values.items()}
+                      if isinstance(values, dict) else values)
+            for section, values in run["summary"].items()}
+
+
+def metric_value(summary: dict, section: str, key: str):
     """``summary[section][key]``; a dotted ``section`` walks nested dicts; None where any level is missing."""
     for part in section.split(".") if section else ():
         summary = summary.get(part) or {}
     return summary.get(key)
 
 
-def _format(value, percent: bool) -> str:
+def format_metric(value, percent: bool) -> str:
+    """A metric for a table: percent with two decimals, or the value with two; "–" where missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{100 * value:.2f}" if percent else f"{value:.2f}"
@@ -157,8 +174,8 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(json_safe({"data": data, "runs": runs}), indent=2))
-    flats = [_flatten(r["summary"]) for r in runs]
-    keys = sorted(set().union(*flats))
+    flats = [_flatten(_named_classes(r)) for r in runs]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))  # the summaries' order: classes by label map
     with open(output / "metrics.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["metric", *(r["name"] for r in runs)])
@@ -181,9 +198,15 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
                      f"{run['summary']['frames']} frames" + (f", {len(run['skipped'])} skipped" if run.get("skipped") else ""))
     lines += ["", "| metric | " + " | ".join(r["name"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
     for section, key, label, percent in KEY_METRICS:
-        values = [_value(r["summary"], section, key) for r in runs]
+        values = [metric_value(r["summary"], section, key) for r in runs]
         if any(v is not None for v in values):
-            lines.append(f"| {label}{' (%)' if percent else ''} | " + " | ".join(_format(v, percent) for v in values) + " |")
+            lines.append(f"| {label}{' (%)' if percent else ''} | " + " | ".join(format_metric(v, percent) for v in values) + " |")
+    semantic = [(r["name"], _class_ious(r)) for r in runs if "semantic" in r["summary"]]
+    if semantic:
+        classes = list(dict.fromkeys(c for _, ious in semantic for c in ious))
+        lines += ["", "| semantic IoU per class (%) | " + " | ".join(name for name, _ in semantic) + " |",
+                  "| --- |" + " --- |" * len(semantic)]
+        lines += [f"| {c} | " + " | ".join(format_metric(ious.get(c), True) for _, ious in semantic) + " |" for c in classes]
     lines += ["", "Official TwinLiteNet/YOLOP form: a confusion matrix per frame, averaged over frames; "
               "dataset-wide: one confusion matrix over all frames. Detection: see `metrics.json` for all COCO numbers.", ""]
     lines += [f"![{plot}]({plot})" for plot in plots]

@@ -147,6 +147,7 @@ class PerceptionNode(LifecycleNode):
                 self._swap_backend(backend)
             elif self.backend is not None and thresholds:
                 self.backend.set_thresholds(**thresholds)
+                self._publish_label_info()  # its threshold is the score threshold
         except Exception as error:  # any failure leaves the node as it was
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
             self.get_logger().warning(f"rejected parameter change {changes}: {reason}")
@@ -219,7 +220,7 @@ class PerceptionNode(LifecycleNode):
         if self._label_info_publisher is not None and self.backend is not None:
             header = Header(stamp=self.get_clock().now().to_msg())
             self._label_info_publisher.publish(
-                label_info_msg(self.backend.label_map, self.settings["score_threshold"], header)
+                label_info_msg(self.backend.label_map, self.backend.applied_thresholds().get("score", 0.0), header)
             )
 
     def _incompatible_publisher_qos(self, topic: str):

@@ -50,7 +50,7 @@ def replay_offline(
             sample = frame.sample
             header = stamp_header(sample.stamp_ns, sample.frame_id)
             if index == 0:
-                writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.thresholds.score, header))
+                writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
             if sample.image is None:
                 skipped.append({"frame": sample.name, "error": sample.error})
                 if on_frame:

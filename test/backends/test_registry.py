@@ -48,6 +48,13 @@ def test_thresholds_change_at_runtime_and_are_validated():
     assert backend.thresholds.mask == 1.0, "a rejected change leaves the thresholds as they were"
 
 
+@pytest.mark.parametrize("name, used", [("twinlitenet", {"mask"}), ("cyclenet", set()), ("cross_cooperative", set()),
+                                        ("yolopv2", {"score", "iou", "max_detections", "mask"}),
+                                        ("fusion_panoptic", {"score", "iou", "max_detections", "mask"})])
+def test_reports_name_only_the_thresholds_post_processing_applies(name, used):
+    assert set(create_backend(name).describe()["thresholds"]) == used
+
+
 #: A narrow variant of every registered backend (random weights: the claim is about the input, and one
 #: backend instance runs every form of the same frame).
 NARROW = {

@@ -78,6 +78,15 @@ def test_random_weights_only_when_asked_and_loudly(monkeypatch, caplog):
     assert "RANDOM WEIGHTS" in caplog.text
 
 
+@pytest.mark.parametrize("name, real_weights", [("twinlitenet", "the official TwinLiteNet pretrained/best.pth"),
+                                                 ("yolopv2", "the official yolopv2.pt"),
+                                                 ("cyclenet", "a checkpoint trained on Cityscapes")])
+def test_bundled_weights_warn_and_name_what_real_cameras_need(name, real_weights, caplog):
+    with caplog.at_level(logging.WARNING):
+        create_backend(name)
+    assert "trained on synthetic scenes only" in caplog.text and real_weights in caplog.text
+
+
 def test_unknown_config_option_is_named(tmp_path):
     path = save_checkpoint(tmp_path / "own.pth", "twinlitenet", TwinLiteNet().state_dict(), {})
     with pytest.raises(ValueError, match="unknown TwinLiteNetConfig options: width_mult"):

@@ -83,7 +83,13 @@ def test_semantic_and_panoptic_sections(tmp_path):
     assert summary["semantic"]["miou"] == pytest.approx(1.0)
     assert summary["panoptic"]["all"]["pq"] == pytest.approx(1.0)
     # The report's table shows them side by side, as fusion comparisons need (PQ with things and stuff, SQ, RQ).
-    runs = [{"name": name, "summary": summary, "frames": evaluator.frames, "backend": {}} for name in ("a", "b")]
+    runs = [{"name": name, "summary": summary, "frames": evaluator.frames, "backend": {},
+             "class_names": {c.id: c.name for c in label_map.classes}} for name in ("a", "b")]
     text = write_report(runs, tmp_path, "toy").read_text()
     for label in ("semantic mIoU", "PQ", "PQ things", "PQ stuff", "SQ", "RQ"):
         assert f"| {label} (%) | 100.00 | 100.00 |" in text, label
+    # Per class by name: a table in the report, rows in the CSV in the label map's order (road 7, car 26).
+    assert "| semantic IoU per class (%) | a | b |" in text and "| car | 100.00 | 100.00 |" in text
+    metrics = [row.split(",")[0] for row in (tmp_path / "metrics.csv").read_text().splitlines()]
+    per_class = [m for m in metrics if m.startswith("semantic.per_class_iou.")]
+    assert per_class == ["semantic.per_class_iou.road (7)", "semantic.per_class_iou.car (26)"]

@@ -243,8 +243,13 @@ def test_yolopv2_publishes_detections(start_node, start_camera, probe, yolopv2_s
     assert bundle.backend == "yolopv2" and len(bundle.detections.detections) > 0
     assert (bundle.drivable_area.width, bundle.lane_lines.width) == (FRAME[0], FRAME[0])
     assert [(c.class_id, c.class_name) for c in label_info[0][1].class_map] == [(0, "vehicle")]
+    assert label_info[0][1].threshold == pytest.approx(0.3), "the score threshold"
     topics = probe.topics()
     assert f"{NODE}/detections" in topics and f"{NODE}/semantic" not in topics and f"{NODE}/panoptic" not in topics
+    # A new score threshold is announced again on ~/label_info.
+    (result,) = probe.set_parameters(score_threshold=0.6)
+    assert result.successful, result.reason
+    probe.wait_for(lambda: label_info[-1][1].threshold == pytest.approx(0.6), 30, "LabelInfo with the new threshold")
 
 
 def test_fusion_panoptic_publishes_panoptic_semantic_and_detections(start_node, start_camera, probe):
@@ -304,12 +309,14 @@ def test_semantic_backends_publish_semantic_images(start_node, start_camera, pro
     # a subscription of the probe's own would put ~/drivable_area in the graph: only where it is published
     drivable = probe.record(Image, f"{NODE}/drivable_area") if drives else []
     results = probe.record(DrivingPerception, f"{NODE}/result")
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    label_info = probe.record(LabelInfo, f"{NODE}/label_info", latched)
     node = start_node(backend=backend, max_frame_age_ms=0.0)
     # Starts up while the node does; publishes once the node has subscribed, until stopped.
     camera = start_camera("--rate", "2", "--wait-for-subscriber", "300")
     probe.wait_for_node(node, timeout=120)
-    probe.wait_for(lambda: len(semantic) >= 2 and len(results) >= 2 and (len(drivable) >= 2 or not drives), 180,
-                   "two semantic images and results")
+    probe.wait_for(lambda: len(semantic) >= 2 and len(results) >= 2 and (len(drivable) >= 2 or not drives)
+                   and label_info, 180, "two semantic images and results, LabelInfo")
     camera.stop()
 
     road = CITYSCAPES.id_of("road")
@@ -323,6 +330,9 @@ def test_semantic_backends_publish_semantic_images(start_node, start_camera, pro
             np.testing.assert_array_equal(image_values(msg) > 0, by_stamp[stamp_ns(msg.header)] == road)
     bundle = results[-1][1]
     assert bundle.backend == backend and bundle.semantic.width == FRAME[0] and bundle.panoptic.panoptic.width == 0
+    info = label_info[0][1]
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(c.id, c.name) for c in CITYSCAPES.classes]
+    assert info.threshold == 0.0, "a class map by argmax applies no score threshold"
     topics = probe.topics()
     assert f"{NODE}/semantic" in topics and (f"{NODE}/drivable_area" in topics) == drives
     assert f"{NODE}/detections" not in topics and f"{NODE}/lane_lines" not in topics
