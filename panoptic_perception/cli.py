@@ -281,6 +281,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary else 1
 
 
+def _weights_label(weights: str | None, every: list[str | None]) -> str:
+    """A run's weights in its name: the file's stem, with its folder where stems repeat (runs/a/best.pth and
+    runs/b/best.pth: a-best, b-best)."""
+    if weights is None:
+        return "bundled"
+    path = Path(weights)
+    repeated = sum(w is not None and Path(w).stem == path.stem for w in every) > 1
+    return f"{path.parent.name}-{path.stem}" if repeated else path.stem
+
+
 def _runs(backends: list[str], weights: list[str]) -> list[tuple[str, str | None]]:
     """Pair ``--backend`` and ``--weights`` options: one backend with several weights, or one each."""
     weights = [None if w in ("", "-", "bundled") else w for w in weights]
@@ -307,7 +317,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runs, names = [], set()
     for (backend_name, weights), options in ((pair, options) for pair in pairs for options in variants):
         backend = create_backend(backend_name, weights, args.device, **_runtime_options(args, args.runtime), **options)
-        name = backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1 else f"{backend_name}_{Path(weights or 'bundled').stem}"
+        name = (backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1
+                else f"{backend_name}_{_weights_label(weights, [w for _, w in pairs])}")
         if options:
             name += "[" + ",".join(f"{key}={value}" for key, value in options.items()) + "]"
         while name in names:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -222,6 +223,16 @@ def test_evaluate_two_weights_side_by_side(tmp_path, small_weights, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     bundled, tiny = (run["summary"]["driving"]["drivable_miou"] for run in metrics["runs"])
     assert bundled > 0.8 and bundled > tiny, "trained weights beat random ones"
+
+
+def test_evaluate_names_runs_of_weights_with_the_same_file_name_by_their_folders(tmp_path, small_weights):
+    for run in ("stage1", "stage2"):
+        (tmp_path / run).mkdir()
+        shutil.copy(small_weights, tmp_path / run / "best.pth")
+    argv = ["-q", "evaluate", "--weights", str(tmp_path / "stage1" / "best.pth"), "--weights",
+            str(tmp_path / "stage2" / "best.pth"), "--data", "synthetic:1@160x96", "--output", str(tmp_path / "report")]
+    assert main(argv) == 0
+    assert "| metric | twinlitenet_stage1-best | twinlitenet_stage2-best |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_evaluate_skips_frames_that_cannot_be_read(tmp_path, small_weights, capsys):
