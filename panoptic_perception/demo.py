@@ -99,7 +99,7 @@ def summary_markdown(summary: dict) -> str:
     ]
     for section, key, label, percent in KEY_METRICS:
         value = metric_value(summary["metrics"], section, key)
-        if value is not None and section != "latency_ms":
+        if value is not None:
             lines.append(f"| {label}{' (%)' if percent else ''} | {format_metric(value, percent)} |")
     latency = summary["latency_ms"]
     lines.append(f"| latency median / p90 (ms) | {latency['median']:.1f} / {latency['p90']:.1f} |")

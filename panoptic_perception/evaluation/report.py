@@ -77,10 +77,8 @@ def _named_classes(run: dict) -> dict:
     """The run's summary with per-class tables keyed ``<class name> (<id>)`` (ids where no name is known)."""
     names = run.get("class_names", {})
 
-    def rename(value):
-        if isinstance(value, dict):
-            return {(f"{names[k]} ({k})" if k in names else k): rename(v) for k, v in value.items()}
-        return value
+    def rename(table: dict) -> dict:
+        return {(f"{names[k]} ({k})" if k in names else k): v for k, v in table.items()}
 
     return {section: ({key: rename(v) if key.startswith("per_class") else v for key, v in values.items()}
                       if isinstance(values, dict) else values)

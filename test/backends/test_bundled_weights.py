@@ -68,7 +68,7 @@ def test_bundled_semantic_weights_segment_held_out_scenes(name, validation_miou)
 
 
 def test_bundled_cyclenet_weights_reach_the_miou_target_on_the_readme_held_out_scenes():
-    # Issue 10's target, on the scenes `evaluate --data synthetic:200@640x360` uses (about a minute here).
+    # Issue 10's target, on the scenes `evaluate --data synthetic:200@640x360` uses (about 30 s here).
     backend = create_backend("cyclenet")
     metrics = SemanticSegmentationMetrics(CITYSCAPES.ids)
     for scene in SyntheticScenes(200, 640, 360, first_seed=HELD_OUT_SEED):
