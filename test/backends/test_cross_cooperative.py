@@ -145,7 +145,24 @@ def test_output_option_selects_a_network_or_the_softmax_ensemble(output):
         torch.testing.assert_close(ensemble_scores(logits), expected)
 
 
+def test_output_stride_8_dilates_both_backbones_and_doubles_the_aspp_rates_on_the_same_weights():
+    os16, os8 = small_network(seed=4), small_network(seed=4, output_stride=8)
+    assert backbone_keys(os16, "") == backbone_keys(os8, "")  # one checkpoint serves both strides
+    os8.load_state_dict(os16.state_dict())
+    images = torch.rand(1, 3, 64, 96)
+    assert os16.top_backbone.forward_features(images)["out"].shape[-2:] == (4, 6)
+    assert os8.top_backbone.forward_features(images)["out"].shape[-2:] == (8, 12)
+    assert os8.bottom_backbone.forward_features(images, ("layer4",))["layer4"].shape[-2:] == (8, 12)
+    rates = [branch.conv.dilation[0] for branch in os8.top_head.aspp.branches[1:4]]
+    assert rates == [12, 24, 36]
+    os8.eval()
+    with torch.no_grad():
+        assert os8(images).top.shape == (1, len(CITYSCAPES), 64, 96)
+
+
 def test_invalid_options_are_named():
+    with pytest.raises(ValueError, match="output_stride must be 8 or 16"):
+        CrossCooperativeConfig(output_stride=32)
     with pytest.raises(ValueError, match="output must be one of"):
         CrossCooperativeConfig(output="mean")
     with pytest.raises(ValueError, match="connection2 must be one of"):
