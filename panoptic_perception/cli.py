@@ -433,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
-    infer.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="backend option, e.g. fusion=kirillov or output=top (repeatable)")
+    infer.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend option, e.g. fusion=kirillov or output=top (repeatable; also --options KEY=VALUE,KEY=VALUE)")
     _add_threshold_arguments(infer)
     _add_runtime_arguments(infer)
     infer.set_defaults(func=cmd_infer)
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
     bench.add_argument("--random-weights", action="store_true", help="time untrained random weights instead of bundled ones (speed only; --option sets the architecture)")
     _add_threshold_arguments(bench)
-    bench.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="backend architecture option, e.g. width=0.25 (repeatable)")
+    bench.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
+                       help="backend architecture option, e.g. width=0.25 (repeatable; also --options KEY=VALUE,KEY=VALUE)")
     _add_runtime_arguments(bench, repeatable=True)
     bench.set_defaults(func=cmd_benchmark)
 
@@ -464,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--precision", choices=PRECISIONS, help="TensorRT engine precision (default fp32)")
     export.add_argument("--plain", action="store_true", help="export the network as trained, without inference optimisations")
     export.add_argument("--random-weights", action="store_true", help="untrained random weights (to test a deployment)")
-    export.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="backend option, e.g. width=0.25 (repeatable)")
+    export.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
+                        help="backend option, e.g. width=0.25 (repeatable; also --options KEY=VALUE,KEY=VALUE)")
     export.set_defaults(func=cmd_export)
 
     train = commands.add_parser("train", parents=[common], help="train a backend from a YAML config")

@@ -126,6 +126,20 @@ def test_infer_with_yolopv2_writes_detections(tmp_path, yolopv2_small_checkpoint
     assert cv2.imread(str(out / "frame_overlay.jpg")).shape == (360, 640, 3)
 
 
+def test_infer_records_the_backend_options_it_ran_with(tmp_path):
+    from panoptic_perception.data.synthetic import generate_scene
+
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), generate_scene(2, 160, 96).image)
+    argv = ["-q", "infer", "--backend", "cross_cooperative", str(image), "--output", str(tmp_path / "out"),
+            "--options", "output=top,output_stride=8", "--input-size", "160x96"]
+    assert main(argv) == 0
+    for name in ("frame.json", "summary.json"):
+        record = json.loads((tmp_path / "out" / name).read_text())
+        assert (record["config"]["output"], record["config"]["output_stride"]) == ("top", 8), name
+        assert record["input_size"] == [160, 96] and "input_width" not in record["config"], name
+
+
 def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_files(tmp_path, capsys):
     import torch
 

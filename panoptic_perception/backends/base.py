@@ -316,5 +316,7 @@ class Backend(abc.ABC):
             **({"precision": self.precision} if self.runtime == "tensorrt" else {}),
             "thresholds": self.applied_thresholds(),
             "weights": self.weights_info.to_dict(),
+            # options such as output or output_stride; the input size is the one above, not the checkpoint's
+            "config": {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("input_width", "input_height")},
         }
 

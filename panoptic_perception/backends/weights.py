@@ -102,11 +102,18 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"weights file not found: {path}")
     if not path.is_file():
         raise WeightsError(f"weights path is not a file: {path}")
+    with path.open("rb") as file:
+        head = file.read(4)
+    # torch.save writes a zip archive (since torch 1.6) or, before, a pickle (protocol 2+: b"\x80").
+    if not (head == b"PK\x03\x04" or head[:1] == b"\x80"):
+        raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: not a file torch.save wrote "
+                           f"(neither a zip archive nor a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign or unsafe files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: {reason}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: "
+                           f"{type(error).__name__}{': ' + reason if reason else ''}") from error
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return Checkpoint(
             _strip_module_prefix(obj["state_dict"]),

@@ -412,6 +412,7 @@ class PerceptionNode(LifecycleNode):
             "onnx": str(getattr(backend.run_network, "path", "")) if backend else self.settings["onnx_path"],
             "precision": backend.precision if backend else self.settings["precision"],
             "input_size": "x".join(map(str, backend.input_size)) if backend else "",
+            "backend_options": self.settings["backend_options"],
             "input_rate_hz": f"{self._input_rate.rate():.2f}",
             "output_rate_hz": f"{self._output_rate.rate():.2f}",
             "latency_median_ms": f"{self._latency.median():.2f}",

@@ -1,3 +1,4 @@
+import json
 import re
 
 import numpy as np
@@ -53,6 +54,13 @@ def test_thresholds_change_at_runtime_and_are_validated():
                                         ("fusion_panoptic", {"score", "iou", "max_detections", "mask"})])
 def test_reports_name_only_the_thresholds_post_processing_applies(name, used):
     assert set(create_backend(name).describe()["thresholds"]) == used
+
+
+def test_describe_records_the_options_the_backend_runs_with():
+    described = create_backend("cross_cooperative", output="top", output_stride=8).describe()["config"]
+    assert described["output"] == "top" and described["output_stride"] == 8
+    assert described["layer_connections"] == "cross" and described["top_width"] == 0.125  # the checkpoint's
+    assert json.loads(json.dumps(described)) == described
 
 
 #: A narrow variant of every registered backend (random weights: the claim is about the input, and one

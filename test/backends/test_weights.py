@@ -17,8 +17,16 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_non_checkpoint_file_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot read .* as a weights-only PyTorch checkpoint"):
+    with pytest.raises(WeightsError, match="cannot read .* as a weights-only PyTorch checkpoint: not a file torch.save"):
         read_checkpoint(path)
+
+
+def test_truncated_checkpoint_names_the_error(tmp_path):
+    whole, cut = tmp_path / "whole.pth", tmp_path / "cut.pth"
+    torch.save({"w": torch.zeros(1000)}, whole)
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(WeightsError, match=r"cannot read .*cut.pth as a weights-only PyTorch checkpoint: \w+Error"):
+        read_checkpoint(cut)
 
 
 class Payload:

@@ -101,6 +101,7 @@ class TestDefaultNode:
             assert key in values, key
         assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
         assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
+        assert values["backend_options"] == ""
         # While frames flow (before the camera starts the node rightly warns that no input arrives): the input
         # rate the node reports is the one this process saw, and nothing is wrong, except that on a machine
         # busy enough to make inference slower than max_frame_age_ms, frames rightly go stale.

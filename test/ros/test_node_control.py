@@ -57,13 +57,24 @@ def mask_of(msg) -> np.ndarray:
     return np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, : msg.width]
 
 
-def test_lifecycle_transitions(start_node, start_camera, probe):
-    node = start_node(autostart=False)
+def test_lifecycle_transitions(start_node, start_camera, probe, tmp_path):
+    node = start_node(autostart=False, weights=str(tmp_path / "missing.pth"))
     start_camera("--rate", "10")  # until stopped; starts up while the node does
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     probe.wait_for(lambda: f"{NODE}/get_state" in {n for n, _ in probe.node.get_service_names_and_types()}, 120,
                    "the lifecycle services")
     assert lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED
     assert probe.node.count_publishers(f"{NODE}/drivable_area") == 0, "no outputs before configure"
+
+    # A backend that cannot load: configure fails, the node stays unconfigured, alive, and says why.
+    assert not transition(probe, Transition.TRANSITION_CONFIGURE)
+    assert lifecycle_state(probe) == State.PRIMARY_STATE_UNCONFIGURED and node.popen.poll() is None
+    probe.wait_for(lambda: any("backend failed to load" in diagnostic_values(m)[1] for _, m in diagnostics), 30,
+                   "the load error in diagnostics")
+    level, message, _ = next(diagnostic_values(m) for _, m in diagnostics if "failed to load" in diagnostic_values(m)[1])
+    assert level == 2 and "weights file not found" in message
+    (result,) = probe.set_parameters(weights="")  # fixed while unconfigured, then configured again
+    assert result.successful, result.reason
 
     assert transition(probe, Transition.TRANSITION_CONFIGURE)
     assert lifecycle_state(probe) == State.PRIMARY_STATE_INACTIVE
