@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pack", metavar="FILE",
                        help="then pack the last stage's best.pth into FILE as float16, as the bundled weights are shipped")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, dotted keys, YAML values (repeatable; e.g. model.layer_connections=none)")
+                       help="override a config value, dotted keys, YAML values (repeatable; e.g. model.layer_connections=none; a number indexes a list: data.train.0.count=8)")
     train.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pth")
     train.set_defaults(func=cmd_train)
 

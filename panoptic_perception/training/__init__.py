@@ -19,8 +19,9 @@ from .recipes import RECIPES
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set ``dotted.key=value`` pairs in the nested config dict ``values`` (in place; also returned). A value
-    is read as YAML (``none``, ``0.3``, ``[128, 128]``, ``{name: sgd}``). Raises ValueError for a pair
-    without ``=`` or a key below a value that is not a mapping."""
+    is read as YAML (``none``, ``0.3``, ``[128, 128]``, ``{name: sgd}``); a number indexes a list
+    (``data.train.0.count=4``). Raises ValueError for a pair without ``=``, a key below a value that is not a
+    mapping or list, or a list index that is not a number in range."""
     for pair in overrides:
         key, sep, text = pair.partition("=")
         if not sep or not key:
@@ -28,11 +29,17 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
         *parents, leaf = key.split(".")
         node = values
         for name in parents:
-            node = node.setdefault(name, {})
-            if not isinstance(node, dict):
+            node = node.setdefault(name, {}) if isinstance(node, dict) else node[_list_index(node, name, pair)]
+            if not isinstance(node, (dict, list)):
                 raise ValueError(f"override {pair!r}: {name!r} is not a section of the config")
-        node[leaf] = yaml.safe_load(text)
+        node[leaf if isinstance(node, dict) else _list_index(node, leaf, pair)] = yaml.safe_load(text)
     return values
+
+
+def _list_index(items: list, name: str, pair: str) -> int:
+    if not (name.isdigit() and int(name) < len(items)):
+        raise ValueError(f"override {pair!r}: {name!r} must index a list of {len(items)} (0..{len(items) - 1})")
+    return int(name)
 
 
 def load_train_config(path: str | Path, overrides: Sequence[str] = (), output_dir: str | None = None) -> tuple[TrainConfig, Any]:

@@ -17,10 +17,18 @@ def test_overrides_set_nested_keys_with_yaml_values():
                       "recipe": {"crop": [64, 32]}, "optimizer": {"name": "sgd"}}
 
 
-@pytest.mark.parametrize("pair, message", [("epochs", "KEY=VALUE"), ("=3", "KEY=VALUE"), ("epochs.x=1", "not a section")])
+def test_overrides_index_lists_by_number():
+    values = {"data": {"train": [{"source": "synthetic", "count": 1200}], "val": [{"count": 60}]}}
+    apply_overrides(values, ["data.train.0.count=4", "data.val.0={count: 2}"])
+    assert values == {"data": {"train": [{"source": "synthetic", "count": 4}], "val": [{"count": 2}]}}
+
+
+@pytest.mark.parametrize("pair, message", [("epochs", "KEY=VALUE"), ("=3", "KEY=VALUE"), ("epochs.x=1", "not a section"),
+                                           ("data.train.1.count=4", "must index a list of 1"),
+                                           ("data.train.first.count=4", "must index a list of 1")])
 def test_bad_overrides_are_rejected_by_name(pair, message):
     with pytest.raises(ValueError, match=message):
-        apply_overrides({"epochs": 12}, [pair])
+        apply_overrides({"epochs": 12, "data": {"train": [{"count": 1200}]}}, [pair])
 
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config").glob("*_synthetic*.yaml"))
