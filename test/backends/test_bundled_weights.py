@@ -53,7 +53,7 @@ def test_fast_path_equals_plain_path_on_bundled_weights(scenes):
             assert (x - y).abs().max() < 1e-3
 
 
-@pytest.mark.parametrize("name, validation_miou", [("cyclenet", 0.8), ("fusion_panoptic", 0.8), ("cross_cooperative", 0.775)])
+@pytest.mark.parametrize("name, validation_miou", [("cyclenet", 0.8), ("fusion_panoptic", 0.8), ("cross_cooperative", 0.8)])
 def test_bundled_semantic_weights_segment_held_out_scenes(name, validation_miou):
     backend = create_backend(name)
     assert backend.weights_info.source == "bundled"
