@@ -67,7 +67,8 @@ Choices where the paper is silent (all in :class:`CrossCooperativeConfig`):
   Xception's exit flow and ResNet's layer3 dilated too, ASPP rates doubled to 12 / 24 / 36), which that
   paper uses at evaluation with weights trained at 16. The state dict is the same at both strides. The
   bundled small pair, trained at 16 only, loses at 8 (measured: mIoU 0.789 -> 0.783 on 50 held-out
-  synthetic scenes; 0.762 -> 0.751 with the stage-6 weights), so the default is 16; for full-size weights it is worth measuring.
+  synthetic scenes; 0.762 -> 0.751 with the stage-6 weights), so the default is 16; for full-size
+  weights it is worth measuring.
 - Default input 2048x1024: the paper trains on 768x768 crops of full-resolution Cityscapes images,
   so it infers at full resolution. ``top_width`` / ``bottom_width`` narrow the backbones and
   ``head_channels`` / ``reduced_channels`` the heads for CPU variants.
