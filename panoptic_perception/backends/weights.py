@@ -3,8 +3,9 @@
 Checkpoints are read with ``torch.load(..., weights_only=True)`` only: tensors and plain containers,
 never arbitrary pickled objects. Accepted layouts: a plain state dict (optionally saved from
 ``DataParallel``, keys prefixed ``module.``), a ``{"state_dict": ...}`` / ``{"model": ...}`` training
-checkpoint, and this project's format (:func:`save_checkpoint`), which also records the backend name,
-its architecture config and metadata such as validation metrics.
+checkpoint, this project's format (:func:`save_checkpoint`), which also records the backend name,
+its architecture config and metadata such as validation metrics, and the trainer's resume state
+(``last.pth``: its EMA weights where it keeps an EMA, else the model's, with the backend and config).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 CHECKPOINT_FORMAT = "panoptic_perception.checkpoint/1"
+TRAINING_STATE_FORMAT_PREFIX = "panoptic_perception.training_state/"  # the trainer's last.pth (resume state)
 MODULE_PREFIX = "module."
 _LISTED = 8  # keys named per category in an error message
 
@@ -121,6 +123,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             dict(obj.get("config", {})),
             dict(obj.get("metadata", {})),
         )
+    if isinstance(obj, Mapping) and str(obj.get("format", "")).startswith(TRAINING_STATE_FORMAT_PREFIX):
+        # The trainer's last.pth: its EMA weights, when kept, are what validation scored and best.pth holds.
+        weights = obj["ema"]["model"] if obj.get("ema") else obj["model"]
+        return Checkpoint(_strip_module_prefix(weights), obj.get("backend"), dict(obj.get("config", {})),
+                          {"epoch": obj.get("epoch")})
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and _is_state_dict(obj.get(key)):
             return Checkpoint(_strip_module_prefix(obj[key]))

@@ -395,7 +395,8 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
         history.append(record)
         if distributed.main:
             log.info("epoch %s", json.dumps(record))
-            _save_state(last_path, _unwrap(model), optimizer, ema, scaler, epoch + 1, best_score, history)
+            _save_state(last_path, _unwrap(model), optimizer, ema, scaler, epoch + 1, best_score, history,
+                        config.backend, recipe.model_config())
             _write_logs(output, history, writer)
             if on_epoch is not None:
                 on_epoch(record)
@@ -422,9 +423,14 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _save_state(path: Path, model, optimizer, ema, scaler, epoch: int, best_score: float, history: list) -> None:
+def _save_state(
+    path: Path, model, optimizer, ema, scaler, epoch: int, best_score: float, history: list, backend: str,
+    model_config: dict,
+) -> None:
+    # backend and config let `--weights last.pth` build the network as best.pth does (backends/weights.py).
     state = {
-        "format": RESUME_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "format": RESUME_FORMAT, "backend": backend, "config": dict(model_config),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "ema": None if ema is None else {"model": ema.model.state_dict(), "updates": ema.updates},
         "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score, "history": history,
         "torch_rng": torch.get_rng_state(),

@@ -45,6 +45,11 @@ def test_training_lowers_the_loss_and_writes_checkpoints_and_logs(tmp_path):
     assert best.backend == "toy" and best.config == {"channels": 8}
     scores = [r["val_pixel_accuracy"] for r in history]
     assert best.metadata["validation"]["pixel_accuracy"] == max(scores)
+    # The resume state loads as weights too (`--weights last.pth`): same backend and config, last weights.
+    last = read_checkpoint(run / "last.pth")
+    assert last.backend == "toy" and last.config == {"channels": 8} and last.metadata == {"epoch": 3}
+    state = torch.load(run / "last.pth", weights_only=True)
+    assert state["ema"] is None and all(torch.equal(v, state["model"][k]) for k, v in last.state_dict.items())
 
 
 class Interrupt(Exception):
@@ -93,6 +98,8 @@ def test_training_with_ema_saves_the_averaged_weights(tmp_path):
     assert state["ema"]["updates"] == 3
     assert torch.equal(best["0.weight"], state["ema"]["model"]["0.weight"])
     assert not torch.equal(best["0.weight"], state["model"]["0.weight"])
+    # Read as weights, the resume state gives the EMA, as validation scored it (one epoch: the same as best).
+    assert torch.equal(read_checkpoint(tmp_path / "run" / "last.pth").state_dict["0.weight"], best["0.weight"])
 
 
 def test_config_errors_are_clear(tmp_path):
