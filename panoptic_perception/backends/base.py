@@ -58,7 +58,8 @@ def build_config(config_type: type, values: dict[str, Any]) -> Any:
     for name, value in values.items():
         kinds = accepted.get(hints[name])
         if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and hints[name] is not bool)):
-            raise ValueError(f"{config_type.__name__} option {name} must be {hints[name].__name__}, got {value!r}")
+            got = "no value" if value is None else repr(value)  # `--option output=` reads as None
+            raise ValueError(f"{config_type.__name__} option {name} must be {hints[name].__name__}, got {got}")
     return config_type(**values)
 
 
@@ -168,7 +169,17 @@ class Backend(abc.ABC):
             self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
             network = self.build_network(self.config)
             if checkpoint is not None:
-                load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
+                try:
+                    load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
+                except WeightsError as error:
+                    changed = sorted(k for k, v in config.items() if checkpoint.config.get(k, v) != v)
+                    if not changed:
+                        raise
+                    # The usual cause: an option that changes the architecture, over weights built without it.
+                    raise WeightsError(f"{error}. The options {', '.join(f'{k}={config[k]!r}' for k in changed)} "
+                                       f"differ from the config these weights were trained with "
+                                       f"({', '.join(f'{k}={checkpoint.config[k]!r}' for k in changed)}); options "
+                                       f"that change the architecture need weights trained with them") from error
             network.eval().requires_grad_(False)
             self.metadata = checkpoint.metadata if checkpoint else {}
             self.network = (self.optimize_network(network) if fast else network).to(self.device)

@@ -99,3 +99,15 @@ def test_unknown_config_option_is_named(tmp_path):
     path = save_checkpoint(tmp_path / "own.pth", "twinlitenet", TwinLiteNet().state_dict(), {})
     with pytest.raises(ValueError, match="unknown TwinLiteNetConfig options: width_mult"):
         create_backend("twinlitenet", str(path), width_mult=2)
+
+
+def test_an_architecture_option_over_weights_trained_without_it_is_named(tmp_path):
+    from panoptic_perception.backends.yolopv2 import YOLOPv2
+
+    trained = {"width": 0.25, "depth": 0.33}
+    path = save_checkpoint(tmp_path / "small.pth", "yolopv2", YOLOPv2(**trained).state_dict(), trained)
+    with pytest.raises(WeightsError, match=r"mis-shaped keys.*The options width=0\.5 differ from the config these "
+                                           r"weights were trained with \(width=0\.25\)"):
+        create_backend("yolopv2", str(path), width=0.5)
+    with pytest.raises(ValueError, match="option width must be float, got no value"):
+        create_backend("yolopv2", str(path), width=None)
