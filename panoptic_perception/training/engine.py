@@ -52,12 +52,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..backends.weights import WeightsError, save_checkpoint
+from ..backends.weights import TRAINING_STATE_FORMAT_PREFIX, WeightsError, save_checkpoint
 from .data import DataConfig
 
 log = logging.getLogger("panoptic_perception.training")
 
-RESUME_FORMAT = "panoptic_perception.training_state/2"
+RESUME_FORMAT = TRAINING_STATE_FORMAT_PREFIX + "2"
 
 
 @dataclass
