@@ -65,9 +65,13 @@ def _add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
 def _create_backend(args: argparse.Namespace, **options):
     """The backend the arguments name, with the thresholds given on the command line (others: its defaults)."""
     backend = create_backend(args.backend, args.weights, args.device, **options)
+    _set_given_thresholds(backend, args)
+    return backend
+
+
+def _set_given_thresholds(backend, args: argparse.Namespace) -> None:
     given = {"score": args.score_threshold, "iou": args.iou_threshold, "max_detections": args.max_detections}
     backend.set_thresholds(**{name: value for name, value in given.items() if value is not None})
-    return backend
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -317,6 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     runs, names = [], set()
     for (backend_name, weights), options in ((pair, options) for pair in pairs for options in variants):
         backend = create_backend(backend_name, weights, args.device, **_runtime_options(args, args.runtime), **options)
+        _set_given_thresholds(backend, args)
         name = (backend_name if len(pairs) == 1 or [b for b, _ in pairs].count(backend_name) == 1
                 else f"{backend_name}_{_weights_label(weights, [w for _, w in pairs])}")
         if options:
@@ -511,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "e.g. --options fusion=paper --options fusion=kirillov")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--threads", type=int)
+    _add_threshold_arguments(evaluate)
     _add_runtime_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 

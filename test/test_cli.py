@@ -239,6 +239,22 @@ def test_evaluate_two_weights_side_by_side(tmp_path, small_weights, capsys):
     assert bundled > 0.8 and bundled > tiny, "trained weights beat random ones"
 
 
+def test_evaluate_applies_the_given_detection_thresholds_and_records_them(tmp_path, yolopv2_small_checkpoint):
+    path, _ = yolopv2_small_checkpoint
+    reports = {}
+    for name, thresholds in (("default", []), ("protocol", ["--score-threshold", "0.001", "--iou-threshold", "0.6",
+                                                            "--max-detections", "7"])):
+        argv = ["-q", "evaluate", "--backend", "yolopv2", "--weights", path, "--data", "synthetic:1@160x96",
+                "--output", str(tmp_path / name), *thresholds]
+        assert main(argv) == 0
+        reports[name] = json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]
+    assert reports["default"]["backend"]["thresholds"]["score"] == 0.3
+    assert {k: reports["protocol"]["backend"]["thresholds"][k] for k in ("score", "iou", "max_detections")} == {
+        "score": 0.001, "iou": 0.6, "max_detections": 7}
+    assert reports["protocol"]["frames"][0]["detections"] == 7, "a random detector has thousands of candidates above 0.001"
+    assert "thresholds: score 0.001, iou 0.6, max_detections 7, mask 0.5" in (tmp_path / "protocol" / "report.md").read_text()
+
+
 def test_evaluate_names_runs_of_weights_with_the_same_file_name_by_their_folders(tmp_path, small_weights):
     for run in ("stage1", "stage2"):
         (tmp_path / run).mkdir()

@@ -191,9 +191,11 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
     for run in runs:
         backend = run.get("backend", {})
         weights = backend.get("weights", {})
+        thresholds = ", ".join(f"{name} {value:g}" for name, value in backend.get("thresholds", {}).items())
         lines.append(f"- **{run['name']}**: backend `{backend.get('backend', '?')}`, weights {weights.get('source', '?')} "
                      f"`{weights.get('path') or ''}`, input {'x'.join(map(str, backend.get('input_size', [])))}, "
-                     f"{run['summary']['frames']} frames" + (f", {len(run['skipped'])} skipped" if run.get("skipped") else ""))
+                     f"{run['summary']['frames']} frames" + (f", {len(run['skipped'])} skipped" if run.get("skipped") else "")
+                     + (f", thresholds: {thresholds}" if thresholds else ""))
     lines += ["", "| metric | " + " | ".join(r["name"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
     for section, key, label, percent in KEY_METRICS:
         values = [metric_value(r["summary"], section, key) for r in runs]
