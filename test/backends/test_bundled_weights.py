@@ -9,7 +9,9 @@ from panoptic_perception.backends import create_backend
 from panoptic_perception.core.preprocess import prepare_batch
 from panoptic_perception.data.synthetic import SyntheticScenes
 from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.data.sources import open_dataset
 from panoptic_perception.evaluation import DrivingSegmentationMetrics
+from panoptic_perception.evaluation.evaluator import Evaluator
 from panoptic_perception.evaluation.semantic import SemanticSegmentationMetrics
 
 HELD_OUT_SEED = 5_000_000  # disjoint from training (0..) and validation (1,000,000..) seeds
@@ -75,6 +77,19 @@ def test_bundled_semantic_weights_reach_the_miou_target_on_the_readme_held_out_s
     for scene in SyntheticScenes(200, 640, 360, first_seed=HELD_OUT_SEED):
         metrics.add(backend(scene.image).semantic, scene.semantic)
     assert metrics.compute()["miou"] >= 0.8
+
+
+def test_bundled_yolopv2_weights_reach_the_ap50_target_on_the_readme_held_out_scenes():
+    # Issue 12's target, as `evaluate --backend yolopv2 --data synthetic:200@640x360 --score-threshold 0.001
+    # --iou-threshold 0.6` measures it (YOLOP's AP protocol); drivable area and lanes stay segmented.
+    backend = create_backend("yolopv2")
+    backend.set_thresholds(score=0.001, iou=0.6)
+    evaluator = Evaluator(backend.label_map, backend.capabilities)
+    for sample in open_dataset("synthetic:200@640x360"):
+        evaluator.add(sample.name, backend(sample.image), sample.truth)
+    summary = evaluator.compute()
+    assert summary["detection"]["AP50"] >= 0.5
+    assert summary["driving"]["drivable_miou"] > 0.95 and summary["driving"]["lane_iou"] > 0.6
 
 
 def test_bundled_fusion_panoptic_weights_reach_the_panoptic_quality_target():
