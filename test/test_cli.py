@@ -353,3 +353,25 @@ def test_train_runs_stages_in_order_and_packs_the_last_one(tmp_path, capsys):
         if value.is_floating_point():
             assert shipped.state_dict[name].dtype == torch.float16 and torch.equal(shipped.state_dict[name], value.half())
     assert create_backend("twinlitenet", str(packed)).input_size == (64, 48)
+
+
+def test_train_refuses_too_little_data_and_initial_weights_that_do_not_fit(tmp_path, capsys, yolopv2_small_checkpoint):
+    import yaml
+
+    config = {"backend": "twinlitenet", "output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 4,
+              "optimizer": {"name": "adam", "learning_rate": 1.0e-3}, "model": {"input_width": 64, "input_height": 48},
+              "data": {"train": [{"source": "synthetic", "count": 3, "width": 64, "height": 48}]}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["-q", "train", "--config", str(path), "--set", "threads=1"]) == 2
+    assert "the training data has 3 samples, fewer than batch_size 4" in capsys.readouterr().err
+    argv = ["-q", "train", "--config", str(path), "--set", "threads=1", "--set", "batch_size=3",
+            "--set", f"init_weights={yolopv2_small_checkpoint[0]}"]
+    assert main(argv) == 2
+    assert "no tensor fits this twinlitenet model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["synthetic:abc", "synthetic:2@640", "synthetic:0", "synthetic:2@0x10"])
+def test_evaluate_rejects_a_malformed_synthetic_spec(tmp_path, spec, capsys):
+    assert main(["-q", "evaluate", "--data", spec, "--output", str(tmp_path / "r")]) == 2
+    assert "synthetic:N or synthetic:N@WxH" in capsys.readouterr().err

@@ -15,6 +15,7 @@ image files, a folder of images, or a video
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -64,9 +65,10 @@ class _Synthetic:
 def open_dataset(spec: str, image_topic: str | None = None) -> Iterable[Sample]:
     """A sized iterable of :class:`Sample` for ``spec`` (see the module docstring)."""
     if spec.startswith("synthetic:"):
-        count, _, size = spec.split(":", 1)[1].partition("@")
-        width, height = (int(v) for v in size.lower().split("x")) if size else (1280, 720)
-        return _Synthetic(int(count), (width, height))
+        match = re.fullmatch(r"synthetic:(\d+)(?:@(\d+)x(\d+))?", spec.lower())
+        if not match or int(match[1]) < 1 or (match[2] and min(int(match[2]), int(match[3])) < 1):
+            raise ValueError(f"synthetic data is synthetic:N or synthetic:N@WxH with positive N, W and H, got {spec!r}")
+        return _Synthetic(int(match[1]), (int(match[2]), int(match[3])) if match[2] else (1280, 720))
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {spec}")

@@ -322,9 +322,14 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
     train_samples = open_sources(config.data.train, progress and distributed.main)
     val_samples = open_sources(config.data.val, progress and distributed.main) if config.data.val else None
     train_set = Examples(train_samples, recipe.example, config.seed)
+    if len(train_set) < config.batch_size:  # the sampler drops the last partial batch: no step would run
+        raise ValueError(f"the training data has {len(train_set)} samples, fewer than batch_size {config.batch_size}")
 
     model = recipe.build_model().to(device)
     init_report = recipe.initialize(model, config.init_weights) if config.init_weights else None
+    if init_report is not None and not init_report["loaded"]:
+        raise ValueError(f"init_weights {config.init_weights}: no tensor fits this {config.backend} model "
+                         f"({len(init_report['skipped'])} skipped); weights of another backend or variant?")
     if init_report and distributed.main:
         log.info("initialised from %s: %d tensors loaded, %d skipped", config.init_weights,
                  len(init_report["loaded"]), len(init_report["skipped"]))
@@ -341,7 +346,7 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
     if distributed.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    steps_per_epoch = max(1, len(train_set) // config.batch_size)
+    steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     writer = _tensorboard(output) if distributed.main else None
     for epoch in range(start_epoch, config.epochs):

@@ -102,7 +102,7 @@ def test_data_config_reads_lists_of_sources_and_refuses_overlapping_seeds():
         DataConfig(train=[DataSource(count=10)], val=[DataSource(count=5, first_seed=5)])
     with pytest.raises(ValueError, match="needs a root"):
         DataSource(source="cityscapes")
-    with pytest.raises(ValueError, match="unknown keys in x: data.train\\[0\\].: colour"):
+    with pytest.raises(ValueError, match="unknown keys in x: data.train\\[0\\]: colour"):
         from_dict(DataConfig, {"train": [{"colour": 1}]}, "x: data.")
 
 

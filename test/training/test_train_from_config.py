@@ -8,6 +8,8 @@ import pytest
 import yaml
 
 from panoptic_perception.training import apply_overrides, load_train_config
+from panoptic_perception.training.config import from_dict
+from panoptic_perception.training.engine import TrainConfig
 
 
 def test_overrides_set_nested_keys_with_yaml_values():
@@ -29,6 +31,18 @@ def test_overrides_index_lists_by_number():
 def test_bad_overrides_are_rejected_by_name(pair, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides({"epochs": 12, "data": {"train": [{"count": 1200}]}}, [pair])
+
+
+@pytest.mark.parametrize("pair, message", [("epochs=abc", "epochs must be int, got 'abc'"),
+                                           ("optimizer.learning_rate=true", "optimizer.learning_rate must be float, got True"),
+                                           ("data.train.0.count=1.5", "data.train\\[0\\].count must be int, got 1.5")])
+def test_values_of_the_wrong_type_are_rejected_by_name(pair, message):
+    def config():
+        return {"backend": "twinlitenet", "output_dir": "unused", "data": {"train": [{"count": 4}]}}
+
+    with pytest.raises(ValueError, match=f"^x.yaml: {message}"):
+        from_dict(TrainConfig, apply_overrides(config(), [pair]), "x.yaml: ")
+    from_dict(TrainConfig, apply_overrides(config(), ["optimizer.learning_rate=1", "init_weights=null"]))  # int for float, None where optional
 
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config").glob("*_synthetic*.yaml"))
