@@ -30,8 +30,8 @@ def _check_scalar(hint: Any, value: Any, place: str) -> None:
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses (and lists of them).
 
-    Raises ValueError naming the place (``where`` + key) of an unknown key or of a value that is not a
-    mapping (or a list) where one is expected."""
+    Raises ValueError naming the place (``where`` + key) of an unknown key, of a value that is not a
+    mapping (or a list) where one is expected, or of a scalar of the wrong type (``epochs: abc``)."""
     if not isinstance(values, dict):
         raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
