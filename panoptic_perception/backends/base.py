@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import logging
 import time
+import types
 import typing
 import warnings
 from dataclasses import dataclass, replace
@@ -54,13 +55,29 @@ def build_config(config_type: type, values: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"unknown {config_type.__name__} options: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     hints = typing.get_type_hints(config_type)
-    accepted = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
     for name, value in values.items():
-        kinds = accepted.get(hints[name])
-        if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and hints[name] is not bool)):
-            got = "no value" if value is None else repr(value)  # `--option output=` reads as None
-            raise ValueError(f"{config_type.__name__} option {name} must be {hints[name].__name__}, got {got}")
+        error = scalar_type_error(hints[name], value)
+        if error:
+            raise ValueError(f"{config_type.__name__} option {name} {error}")
     return config_type(**values)
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def scalar_type_error(hint: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit the scalar type hint ``hint`` ("must be int, got 'abc'"), or None where it
+    fits. int passes for float, bool only for bool, None for an optional hint (``float | None``); other
+    hints (lists, tuples, dataclasses) are not checked here."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    scalars = tuple(t for t in options if t in _SCALARS)
+    if not scalars or len(scalars) + (type(None) in options) < len(options) or (value is None and type(None) in options):
+        return None
+    accepted = scalars + ((int,) if float in scalars else ())
+    if isinstance(value, accepted) and not (isinstance(value, bool) and bool not in scalars):
+        return None
+    got = "no value" if value is None else repr(value)  # `--option output=` reads as None
+    return f"must be {' or '.join(t.__name__ for t in scalars)}, got {got}"
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from typing import Any, TypeVar
 
+from ..backends.base import scalar_type_error
+
 T = TypeVar("T")
-
-
-_SCALARS = (bool, int, float, str)
-
-
-def _check_scalar(hint: Any, value: Any, place: str) -> None:
-    """Raise ValueError where ``value`` is not of the scalar type ``hint`` (int passes for float; None for an
-    optional one); other hints (lists, mappings, tuples) are left to the dataclass's own checks."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    scalars = tuple(t for t in options if t in _SCALARS)
-    if not scalars or len(scalars) + (type(None) in options) < len(options):
-        return
-    if value is None and type(None) in options:
-        return
-    accepted = scalars + ((int,) if float in scalars else ())
-    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in scalars):
-        raise ValueError(f"{place} must be {' or '.join(t.__name__ for t in scalars)}, got {value!r}")
 
 
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
@@ -49,7 +33,7 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
             if not isinstance(value, list):
                 raise ValueError(f"{where}{name}: expected a list, got {type(value).__name__}")
             value = [from_dict(item, v, f"{where}{name}[{i}].") for i, v in enumerate(value)]
-        else:
-            _check_scalar(hint, value, f"{where}{name}")
+        elif error := scalar_type_error(hint, value):
+            raise ValueError(f"{where}{name} {error}")
         kwargs[name] = value
     return cls(**kwargs)
