@@ -163,14 +163,22 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     # Runs are named by their path, and by path/runtime when runtimes are compared.
     backends = {
         path if runtimes == ["torch"] else f"{path}/{runtime}": _create_backend(
-            args, fast=path == "fast", input_size=args.size, allow_random_weights=args.random_weights,
+            args, fast=path == "fast", input_size=args.input_size, allow_random_weights=args.random_weights,
             **_runtime_options(args, runtime), **parse_options(args.option)
         )
         for path in paths for runtime in runtimes
     }
     first = next(iter(backends.values()))
-    image = read_image(args.image) if args.image else generate_scene(0, *first.input_size).image
+    # A camera frame, not the network's input size: post-processing works at the frame's resolution.
+    if args.image:
+        image = read_image(args.image)
+        if args.size:
+            image = cv2.resize(image, args.size, interpolation=cv2.INTER_AREA)
+    else:
+        image = generate_scene(0, *(args.size or (1280, 720))).image
     results = measure_latency(backends, image, runs=args.runs, warmup=args.warmup)
+    for stats in results.values():
+        stats["postprocess_ratio"] = stats["postprocess_ms"]["median"] / stats["inference_ms"]["median"]
     for path, backend in backends.items():
         batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, channels_last=backend.channels_last)
         results[path]["parameters"] = count_parameters(backend.network)
@@ -208,6 +216,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         for stage in STAGES:
             fps = 1000 / stats[stage]["median"] if stats[stage]["median"] > 0 else float("inf")
             print(f"{path:<{column}} {stage[:-3]:<12} {stats[stage]['median']:>10.2f} {stats[stage]['p90']:>10.2f} {fps:>8.1f}")
+    for path, stats in results.items():
+        print(f"{path}: post-processing / network (medians) {stats['postprocess_ratio']:.2f}")
     for path, stats in results.items():
         if "candidates" in stats:
             print(f"{path}: post-processing {stats['postprocess_ms']['median']:.2f} ms median for {stats['candidates']['median']:.0f} "
@@ -446,8 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("benchmark", parents=[common], help="per-stage latency of the fast and plain paths")
     _add_backend_arguments(bench)
-    bench.add_argument("--size", type=_size, help="network input WxH (default from the weights)")
-    bench.add_argument("--image", help="image to time on (default: a synthetic frame of the network size)")
+    bench.add_argument("--size", type=_size, help="camera frame WxH to time on (default 1280x720; with --image, "
+                       "the image resized to it)")
+    bench.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
+    bench.add_argument("--image", help="image to time on (default: a synthetic camera frame, see --size)")
     bench.add_argument("--runs", type=int, default=30)
     bench.add_argument("--warmup", type=int, default=5)
     bench.add_argument("--paths", default="fast,plain", help="comma-separated: fast, plain")

@@ -73,21 +73,36 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
 def test_benchmark_json_reports_both_paths_and_their_ratio(small_weights, capsys):
     assert main(["benchmark", "--weights", small_weights, "--runs", "3", "--warmup", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["input_size"] == [96, 56] and report["runs"] == 3
+    # a camera frame by default, whatever the network's input size
+    assert report["input_size"] == [96, 56] and report["image_size"] == [1280, 720] and report["runs"] == 3
     for path in ("fast", "plain"):
         stats = report["paths"][path]
         assert stats["total_ms"]["median"] >= stats["inference_ms"]["median"] > 0
         assert stats["total_ms"]["p90"] >= stats["total_ms"]["median"]
         assert stats["fps"]["median"] == pytest.approx(1000 / stats["total_ms"]["median"])
+        assert stats["postprocess_ratio"] == pytest.approx(stats["postprocess_ms"]["median"] / stats["inference_ms"]["median"])
     assert report["speedup_total"] == pytest.approx(
         report["paths"]["plain"]["total_ms"]["median"] / report["paths"]["fast"]["total_ms"]["median"]
     )
 
 
 def test_benchmark_table(small_weights, capsys):
-    assert main(["benchmark", "--weights", small_weights, "--runs", "2", "--warmup", "0", "--paths", "fast", "--size", "64x48"]) == 0
+    argv = ["benchmark", "--weights", small_weights, "--runs", "2", "--warmup", "0", "--paths", "fast", "--input-size", "64x48",
+            "--size", "200x100"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "network input 64x48" in out and "fast   inference" in out and "speed-up" not in out
+    assert "network input 64x48, image 200x100" in out and "fast   inference" in out and "speed-up" not in out
+    assert "fast: post-processing / network (medians) " in out
+
+
+def test_benchmark_resizes_the_given_image_to_the_given_size(small_weights, tmp_path, capsys):
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.zeros((90, 160, 3), np.uint8))
+    argv = ["benchmark", "--weights", small_weights, "--runs", "1", "--warmup", "0", "--paths", "fast", "--json"]
+    assert main([*argv, "--image", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out)["image_size"] == [160, 90]
+    assert main([*argv, "--image", str(image), "--size", "320x180"]) == 0
+    assert json.loads(capsys.readouterr().out)["image_size"] == [320, 180]
 
 
 def test_backends_lists_capabilities(capsys):
@@ -179,7 +194,7 @@ def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_file
 
 def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
     argv = ["benchmark", "--backend", "yolopv2", "--random-weights", "--option", "width=0.25", "--option", "depth=0.33",
-            "--size", "320x192", "--runs", "2", "--warmup", "1", "--json"]
+            "--input-size", "320x192", "--size", "320x180", "--runs", "2", "--warmup", "1", "--json"]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["weights"]["source"] == "random" and report["input_size"] == [320, 192]
@@ -200,7 +215,7 @@ def test_benchmark_runs_the_bundled_weights_of_the_new_backends(backend, capsys)
 def test_benchmark_reports_nms_candidates_next_to_the_network_time(yolopv2_small_checkpoint, capsys):
     """The randomized small checkpoint at 640x384: every one of the 15,120 anchors is a candidate."""
     path, _ = yolopv2_small_checkpoint
-    argv = ["benchmark", "--backend", "yolopv2", "--weights", path, "--size", "640x384", "--runs", "2", "--warmup", "1",
+    argv = ["benchmark", "--backend", "yolopv2", "--weights", path, "--input-size", "640x384", "--runs", "2", "--warmup", "1",
             "--paths", "fast"]
     assert main([*argv, "--json"]) == 0
     fast = json.loads(capsys.readouterr().out)["paths"]["fast"]

@@ -29,8 +29,9 @@ are the same:
   proposal by :func:`project_masks_on_boxes`).
 * :func:`paste_masks_in_image` puts 28x28 mask probabilities into the image as torchvision does, one
   pixel of zero padding around the mask with the box enlarged to match, box corners truncated to
-  integers, and bilinear (``align_corners=False``) resizing to the box's whole-pixel size; here all
-  boxes at once, as two batched matrix products with the interpolation weights.
+  integers, and bilinear (``align_corners=False``) resizing to the box's whole-pixel size; here as two
+  matrix products with the interpolation weights, computed only over the part of the image each box
+  covers (:func:`paste_masks_in_boxes`).
 """
 
 from __future__ import annotations
@@ -185,46 +186,48 @@ def maskrcnn_loss(
 
 
 def _resize_weights(
-    start: torch.Tensor, end: torch.Tensor, extent: int, length: int, dtype: torch.dtype
+    start: torch.Tensor, end: torch.Tensor, pixels: torch.Tensor, length: int, dtype: torch.dtype
 ) -> torch.Tensor:
-    """``(K, extent, length)`` weights that resize a ``length``-long signal bilinearly (``align_corners=False``,
-    as ``F.interpolate``'s CPU kernel) onto the whole pixels ``start .. end`` of an ``extent``-long axis
-    (``end - start + 1`` pixels, at least 1), zero outside that span and outside the axis."""
+    """``(..., length)`` weights that resize a ``length``-long signal bilinearly (``align_corners=False``,
+    as ``F.interpolate``'s CPU kernel) onto the whole pixels ``start .. end`` of an axis (``end - start +
+    1`` pixels, at least 1), evaluated at ``pixels``; zero outside that span. ``start``, ``end`` and
+    ``pixels`` broadcast together."""
     size = (end - start + 1).clamp(min=1)
-    pixels = torch.arange(extent, device=start.device)
-    local = pixels[None, :] - start[:, None]
-    inside = (pixels[None, :] >= start[:, None]) & (pixels[None, :] <= end[:, None])
+    local = pixels - start
+    inside = (local >= 0) & (pixels <= end)
     scale = torch.tensor(float(length), dtype=dtype, device=start.device) / size.to(dtype)
-    source = (scale[:, None] * (local.to(dtype) + 0.5) - 0.5).clamp(min=0)
+    source = (scale * (local.to(dtype) + 0.5) - 0.5).clamp(min=0)
     first = source.floor().long().clamp(max=length - 1)
     fraction = (source - first).clamp(0, 1)
     second = first + (first < length - 1).long()
     weights = torch.zeros(*local.shape, length, dtype=dtype, device=start.device)
-    weights.scatter_add_(2, first[..., None], (1 - fraction)[..., None])
-    weights.scatter_add_(2, second[..., None], fraction[..., None])
+    weights.scatter_add_(-1, first[..., None], (1 - fraction)[..., None])
+    weights.scatter_add_(-1, second[..., None], fraction[..., None])
     return weights * inside[..., None]
 
 
-def paste_masks_in_image(
+def paste_masks_in_boxes(
     masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], padding: int = 1
-) -> torch.Tensor:
-    """Mask probabilities pasted into the image at their boxes (torchvision's ``paste_masks_in_image``).
+) -> list[tuple[tuple[int, int, int, int], torch.Tensor]]:
+    """Mask probabilities resized onto their boxes (torchvision's ``paste_masks_in_image``), each only
+    over the part of the image its box covers.
 
     Each ``M x M`` mask is padded by ``padding`` zero pixels on every side and its box enlarged about its
     centre by ``(M + 2 padding) / M`` so that the mask keeps its place; the enlarged corners are truncated
     to integers (towards zero) ``x0, y0, x1, y1``; the padded mask is resized bilinearly
     (``align_corners=False``) to ``(y1 - y0 + 1) x (x1 - x0 + 1)`` pixels (at least 1x1) with its top-left
     pixel at ``(x0, y0)``, and the part inside the image is kept. A box entirely outside the image gives
-    an empty mask (torchvision's slicing fails there).
+    an empty window (torchvision's slicing fails there).
 
     Args:
         masks: ``(K, 1, M, M)`` float probabilities.
         boxes: ``(K, 4)`` xyxy boxes in image pixels.
-        image_size: ``(h, w)`` of the output.
+        image_size: ``(h, w)`` of the image.
         padding: zero pixels around each mask (1).
 
     Returns:
-        ``(K, 1, h, w)`` in ``masks``' dtype, zero outside the boxes.
+        Per mask its window ``(x, y, w, h)`` in the image (w or h 0 when empty, as ``cv2.boundingRect``
+        gives it) and the ``(h, w)`` probabilities there, in ``masks``' dtype; the mask is zero outside.
 
     Raises:
         ValueError: on masks that are not ``(K, 1, M, M)`` or boxes that are not ``(K, 4)``.
@@ -234,8 +237,6 @@ def paste_masks_in_image(
             f"expected masks (K, 1, M, M) and boxes (K, 4), got {tuple(masks.shape)}, {tuple(boxes.shape)}"
         )
     height, width = image_size
-    if len(masks) == 0:
-        return masks.new_zeros((0, 1, height, width))
     resolution = masks.shape[-1]
     padded = F.pad(masks[:, 0], (padding,) * 4)
     scale = (resolution + 2 * padding) / resolution
@@ -246,11 +247,34 @@ def paste_masks_in_image(
     centre_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
     x0, x1 = (centre_x - half_w).long(), (centre_x + half_w).long()
     y0, y1 = (centre_y - half_h).long(), (centre_y + half_h).long()
+    # The whole pixels of each enlarged box inside the image, as one list per axis for all boxes.
+    left, top = x0.clamp(min=0), y0.clamp(min=0)
+    wide, tall = (x1.clamp(max=width - 1) - left + 1).clamp(min=0), (y1.clamp(max=height - 1) - top + 1).clamp(min=0)
     length = padded.shape[-1]
-    columns = _resize_weights(x0, x1, width, length, masks.dtype)  # (K, w, L)
-    rows = _resize_weights(y0, y1, height, length, masks.dtype)  # (K, h, L)
+
+    def weights(first: torch.Tensor, last: torch.Tensor, start: torch.Tensor, count: torch.Tensor) -> list[torch.Tensor]:
+        owner = torch.repeat_interleave(torch.arange(len(count), device=count.device), count)
+        pixels = start[owner] + torch.arange(len(owner), device=count.device) - (count.cumsum(0) - count)[owner]
+        return list(_resize_weights(first[owner], last[owner], pixels, length, masks.dtype).split(count.tolist()))
+
+    columns, rows = weights(x0, x1, left, wide), weights(y0, y1, top, tall)
     # Along x first, then y, as the interpolation kernel does.
-    return torch.bmm(rows, torch.bmm(padded, columns.transpose(1, 2)))[:, None]
+    return [
+        ((int(l), int(t), int(w), int(h)), r @ (p @ c.T))
+        for l, t, w, h, r, p, c in zip(left, top, wide, tall, rows, padded, columns)
+    ]
+
+
+def paste_masks_in_image(
+    masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], padding: int = 1
+) -> torch.Tensor:
+    """:func:`paste_masks_in_boxes` pasted into whole images: ``(K, 1, h, w)`` in ``masks``' dtype, zero
+    outside the boxes (torchvision's ``paste_masks_in_image``). Raises ValueError as that function does."""
+    windows = paste_masks_in_boxes(masks, boxes, image_size, padding)
+    pasted = masks.new_zeros((len(masks), 1, *image_size))
+    for image, ((x, y, w, h), values) in zip(pasted, windows):
+        image[0, y : y + h, x : x + w] = values
+    return pasted
 
 
 class RoIHeads(nn.Module):
