@@ -6,7 +6,7 @@ the decision (argmax or threshold), so mask edges are as sharp as the input allo
 **The reference computation** is ``F.interpolate(maps, size, mode="bilinear", align_corners=False)`` of
 the contiguous maps, then the decision (the first maximum over channels, or ``value > threshold``). At
 camera resolution it writes every channel of every pixel (19 x 1920 x 1080 floats for Cityscapes) and
-cost several times the network. What is computed instead gives the same result at every pixel:
+costs several times the network. What is computed instead gives the same result at every pixel:
 
 - **Uniform cells.** A pixel's interpolated value is a convex combination of the 2x2 network-resolution
   values around it (its *cell*). Where all four corners decide alike (the same first maximum, or all
@@ -18,13 +18,20 @@ cost several times the network. What is computed instead gives the same result a
   but only for the classes that can win there: a class whose largest corner value is below the
   largest smallest-corner value of any class (less the margin) cannot. A pixel whose two best
   values lie within the margin is computed again with the kernel's exact arithmetic (below).
-- **The kernel's arithmetic**, as torch 2.13's CPU kernel runs it on a CPU with fused multiply-add
-  (x86-64 AVX2): weights from the source coordinate ``scale * (i + 0.5) - 0.5`` with one rounding,
-  then ``fma(v0, w0, v1 * w1)`` along the width and then along the height. It is emulated in float64;
-  the emulation's rounding twice (float64, then float32) can differ from one fused rounding in about
-  one case in 2^29, so a pixel whose two best classes are *equal to the last bit* in the reference
-  may, that rarely, take the other class: the only difference from the reference, a tie. Tests
-  compare with ``F.interpolate`` on random and on real logits.
+- **The kernel's arithmetic**: that of torch 2.13's generic CPU kernel, the one ``F.interpolate`` runs on
+  contiguous float32 maps (except 3-channel maps on one thread and outputs with H + W <= 128, which go
+  to its channels-last kernel), on an x86-64 CPU with fused multiply-add: weights from the source
+  coordinate ``scale * (i + 0.5) - 0.5`` with one rounding, then ``fma(v0, w0, v1 * w1)`` along the
+  width and then along the height. It is emulated in float64; rounding twice (float64, then float32)
+  can differ from one fused rounding in about one case in 2^29, so a pixel whose two best classes are
+  *equal to the last bit* in the reference may, that rarely, take the other class: a tie.
+
+**Ties.** The channels-last kernel (which the maps of cyclenet's and fusion_panoptic's fast networks went
+through before, being channels-last) rounds differently from the generic one: pixels whose two best
+classes lie within a float32 rounding of each other may come out differently from what those two
+backends gave before. On the golden frames recorded before this change (4 frames x 4 sizes per backend):
+1 pixel of 925,043 (cyclenet, 1283x721) and 1 of 2,073,600 (fusion_panoptic, 1920x1080), both road
+against sidewalk with equal interpolated logits to 5 digits; every other output equal.
 
 Logits in channels-last memory format (what the fast networks return) need no copy: only their
 network-resolution values are read. On a GPU the reference computation itself runs (it is fast there).
