@@ -151,7 +151,7 @@ class _Upsampling:
             top, bottom = _fma(c[0], wx0, c[1] * wx1), _fma(c[2], wx0, c[3] * wx1)
             return _fma(top, wy0, bottom * wy1)
         top, bottom = c[0] * wx0 + c[1] * wx1, c[2] * wx0 + c[3] * wx1
-        return top * wy0 + bottom * wy1
+        return top + (bottom - top) * wy1  # two operations at the output's size, not three
 
     def write(self, out: np.ndarray, y: torch.Tensor, x: torch.Tensor, values: torch.Tensor) -> None:
         """``out[y, x] = values`` for broadcastable pixel coordinates."""
@@ -220,10 +220,11 @@ def _argmax_in_cells(upsampling: _Upsampling, out: torch.Tensor, corners: torch.
         upsampling.write(out, y, x, values[classes[:, 0]][:, None, None])
         return
     scores = upsampling.interpolate(corners[..., None, None], y[:, None], x[:, None])  # (n, K, bh, bw)
-    best, index = scores.max(1)
-    winner = classes.gather(1, index.flatten(1)).view_as(index)
+    near = scores >= scores.amax(1, keepdim=True) - margin  # as for the corners: max(1) with indices is slower
+    index = (near * torch.arange(classes.shape[1], dtype=torch.uint8)[:, None, None]).sum(1, dtype=torch.uint8)
+    winner = classes.gather(1, index.long().flatten(1).clamp(max=classes.shape[1] - 1)).view_as(index)
     upsampling.write(out, y, x, values[winner])
-    close = torch.nonzero((scores >= (best - margin)[:, None]).sum(1, dtype=torch.uint8) > 1, as_tuple=True)
+    close = torch.nonzero(near.sum(1, dtype=torch.uint8) > 1, as_tuple=True)
     if len(close[0]):  # near-ties: the kernel's own arithmetic, ties to the lowest class
         cell, i, j = close
         py, px = y[cell, i, 0], x[cell, 0, j]
