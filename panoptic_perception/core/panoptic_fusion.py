@@ -30,11 +30,13 @@ each object is (its class, e.g. car or truck) and *which* object a pixel belongs
    semantic path ... breadth-first-search based region growing"). Distances are geodesic, counted in
    steps between ``connectivity``-neighbours (8: chessboard steps, the default, so that diagonally
    touching pixels of a thin object stay one region; 4: city-block). Equal distances go to the
-   higher-scoring instance. The growing is a multi-source breadth-first search that touches only
-   the frontier, one vectorised numpy pass per BFS layer (no Python loop per pixel): linear in the
-   pixels it labels, plus a small fixed cost per layer; the number of layers is the largest
-   geodesic distance (a few pixels for misaligned masks, an object's width when an undetected
-   object touches a detected one of its category: the paper's scheme then gives it to that one).
+   higher-scoring instance. A label never leaves a region of unlabelled foreground (connected, one
+   category), so a region that touches kept pixels of a single instance (a misaligned mask's gap;
+   an undetected object touching a detected one of its category: the paper's scheme then gives it
+   to that one) takes that instance whole, found with one flood fill. Only regions between two or
+   more instances need the multi-source breadth-first search, which touches only the frontier, one
+   vectorised numpy pass per BFS layer (no Python loop per pixel), and stops once a single instance
+   holds the whole frontier.
 5. New instances. The foreground pixels no instance reached form regions (``connectivity``-
    connected, one category): undetected objects, like Fig. 2's pedestrian. A region of at least
    ``min_area`` pixels becomes a new instance; its class is the most frequent semantic class in it
@@ -61,13 +63,24 @@ score order, then new instances. At most 999 instances of one class (``PANOPTIC_
 Instance masks as Mask R-CNN gives them: ``(K, H, W)`` (or ``(K, 1, H, W)``, torchvision's layout)
 pasted at image size, either boolean (or 0/1 integers) or probabilities, which are binarised with
 ``mask > mask_threshold`` (0.5, Mask R-CNN's). They may overlap and need not be sorted. numpy arrays
-or torch tensors (any device; copied to the CPU). Binary masks are cheaper than probabilities (one
-threshold pass less per instance).
+or torch tensors (any device; copied to the CPU). With each mask's window (the box it was pasted
+into, :attr:`InstanceSegmentation.windows`), fusion reads masks only there; without, it searches
+each whole mask for its bounding box. Binary masks are cheaper than probabilities (one threshold
+pass less per instance; only inside the windows when given).
+
+Fusion changes pixels only inside one window (the paper: the foreground's bounding box; Kirillov:
+the bounding box of the masks that may claim pixels). Steps 3 to 5 work there only; outside it the
+panoptic image is a lookup of the semantic map, and segment statistics are merged from the row runs
+of the parts.
 
 Speed: the paper's fusion takes 3 ms on a GTX 1080 Ti. On this project's 2-core development CPU,
-shared with other jobs, :func:`benchmark_fusion` (a 1280x720 street scene, 17 to 20 instances,
-boolean masks) measured a median of 14 to 22 ms for the paper's fusion and 7 ms for the baseline;
-float probability masks add one threshold pass over each mask (about 6 ms for 17 masks).
+shared with other jobs (OpenCV on 2 threads), :func:`benchmark_fusion` (street scenes, boolean masks
+with their windows, median of 20 calls) measured 4.7 ms for the paper's fusion and 2 ms for the
+baseline at 1280x720 (19 instances), 9 ms and 3.6 ms at 1920x1080 (19 instances; 6.6 and 2.9 ms with
+13); without windows (each mask's bounding box searched) 5.7 and 3 ms, 11 and 5.8 ms (8.5 and 4.3
+ms). The former implementation (whole-image passes, one BFS layer at a time everywhere) took 11 and
+6 ms, 37 and 25 ms (30 and 11 ms) on the same inputs and machine. Probability masks add one
+threshold pass per mask (inside its window when given).
 """
 
 from __future__ import annotations
@@ -105,12 +118,20 @@ class InstanceSegmentation:
 
     ``masks``: (K, H, W) or (K, 1, H, W), bool, 0/1 integers or float probabilities.
     ``scores``: (K,) detector confidences. ``class_ids``: (K,) label ids of thing classes.
-    numpy arrays or torch tensors; stored as numpy. Raises ValueError on inconsistent shapes.
+    ``windows``: optional (K, 4) integers ``(x, y, w, h)`` (``cv2.boundingRect``'s layout), one per
+    mask, inside the image: a promise that the mask is zero outside its window, as when Mask R-CNN
+    pastes a mask into its box; the window may be larger than the mask's bounding box. :func:`fuse`
+    then reads each mask only inside its window, instead of searching the whole mask for its
+    bounding box: a pixel outside counts as 0 and is not checked (which would cost a pass over the
+    whole mask). Stored as int64.
+    numpy arrays or torch tensors; stored as numpy. Raises ValueError on inconsistent shapes, and on
+    windows that are not (K, 4) integers or reach outside the image.
     """
 
     masks: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    windows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.masks = _numpy(self.masks)
@@ -124,6 +145,22 @@ class InstanceSegmentation:
                 f"masks (K, H, W) or (K, 1, H, W), scores (K,) and class_ids (K,) expected, got masks "
                 f"{self.masks.shape}, scores {self.scores.shape}, class_ids {self.class_ids.shape}"
             )
+        if self.windows is not None:
+            windows = _numpy(self.windows)
+            if windows.shape != (k, 4) or not (np.issubdtype(windows.dtype, np.integer) or windows.size == 0):
+                raise ValueError(
+                    f"windows must be (K, 4) = ({k}, 4) integers (x, y, w, h), got {windows.shape} {windows.dtype}"
+                )
+            windows = windows.astype(np.int64)
+            height, width = self.masks.shape[1:]
+            x, y, w, h = windows.T
+            outside = (x < 0) | (y < 0) | (w < 0) | (h < 0) | (x + w > width) | (y + h > height)
+            if outside.any():
+                bad = int(np.flatnonzero(outside)[0])
+                raise ValueError(
+                    f"window {bad} (x, y, w, h) = {tuple(windows[bad].tolist())} is not inside the {width}x{height} image"
+                )
+            self.windows = windows
 
     @classmethod
     def empty(cls, height: int, width: int) -> InstanceSegmentation:
@@ -207,8 +244,13 @@ class _Instance:
     source: int
 
 
-def _semantic_ids(semantic: Any, label_map: LabelMap) -> np.ndarray:
-    """(H, W) integer label ids → contiguous uint8; ids neither void nor in the label map raise ValueError."""
+def _semantic_ids(semantic: Any, label_map: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) integer label ids → contiguous uint8 and its :func:`_region_stats` (256 values).
+
+    The statistics serve as the check (ids neither void nor in the label map raise ValueError), give
+    the foreground's bounding box and, in the paper's method, the stuff segments (whose pixels fusion
+    never changes): one pass over the image for all three.
+    """
     semantic = _numpy(semantic)
     if semantic.ndim != 2 or not np.issubdtype(semantic.dtype, np.integer):
         raise ValueError(f"semantic must be an (H, W) integer array of label ids, got {semantic.shape} {semantic.dtype}")
@@ -217,11 +259,12 @@ def _semantic_ids(semantic: Any, label_map: LabelMap) -> np.ndarray:
             raise ValueError(f"semantic label ids must be in [0, 255], got [{semantic.min()}, {semantic.max()}]")
         semantic = semantic.astype(np.uint8)
     semantic = np.ascontiguousarray(semantic)
-    present = np.flatnonzero(cv2.calcHist([semantic], [0], None, [256], [0, 256]).ravel())
+    stats = _region_stats(semantic, 256)
+    present = np.flatnonzero(stats[0])
     unknown = sorted(set(present.tolist()) - set(label_map.ids.tolist()) - {VOID_ID})
     if unknown:
         raise ValueError(f"semantic holds ids {unknown} that are neither void nor classes of label map {label_map.name!r}")
-    return semantic
+    return semantic, stats
 
 
 def _category_table(label_map: LabelMap, categories: Mapping[str, tuple[int, ...]]) -> np.ndarray:
@@ -242,39 +285,57 @@ def _category_table(label_map: LabelMap, categories: Mapping[str, tuple[int, ...
     return table
 
 
-def _binary_masks(masks: np.ndarray, threshold: float) -> np.ndarray:
-    """(K, H, W) masks of any dtype → contiguous uint8 0/1 (a view for bool masks)."""
-    if masks.dtype == bool:
-        return np.ascontiguousarray(masks).view(np.uint8)
-    if np.issubdtype(masks.dtype, np.floating):
-        return np.ascontiguousarray(masks > threshold).view(np.uint8)
-    return np.ascontiguousarray(masks != 0).view(np.uint8)
+def _nonzero(image: np.ndarray) -> np.ndarray:
+    """Flat indices (int64, ascending) of the nonzero pixels of an (h, w) uint8 image, as
+    ``np.flatnonzero`` (which is several times slower on uint8 than ``cv2.findNonZero``)."""
+    points = cv2.findNonZero(image)
+    if points is None:
+        return np.zeros(0, np.int64)
+    points = points.reshape(-1, 2).astype(np.int64)
+    return points[:, 1] * image.shape[1] + points[:, 0]
 
 
-def _region_stats(labels: np.ndarray, count: int) -> tuple[np.ndarray, ...]:
-    """Area and inclusive box ``(x0, y0, x1, y1)`` of each value ``0..count-1`` of an (H, W) int map.
+def _region_stats(
+    labels: np.ndarray, count: int, origin: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(5, count) int64: area and inclusive box ``x0, y0, x1, y1`` of each value ``0..count-1`` of an
+    (h, w) non-negative integer map (a view is fine).
 
-    Computed on the row runs of equal values: one pass over the image, then work per run. Boxes of
-    absent values are empty (``x0 > x1``).
+    The map may be a window of a larger image: ``origin`` is its top-left pixel ``(x, y)`` there and
+    ``size`` that image's ``(width, height)`` (default: the map itself). Boxes are in the image's
+    coordinates; those of absent values are empty (``x0 = width > x1 = -1``, ``y0 = height > y1 =
+    -1``), so that statistics of disjoint windows merge with :func:`_merge_stats`. Computed on the row
+    runs of equal values: one pass over the map, then work per run.
     """
     height, width = labels.shape
-    starts = np.empty((height, width), bool)
-    starts[:, 0] = True
-    np.not_equal(labels[:, 1:], labels[:, :-1], out=starts[:, 1:])
-    index = np.flatnonzero(starts)
-    values = labels.ravel()[index]
-    length = np.diff(index, append=labels.size)
+    image_width, image_height = size or (width, height)
+    stats = np.empty((5, count), np.int64)
+    stats[0], stats[1], stats[2], stats[3], stats[4] = 0, image_width, image_height, -1, -1
+    if labels.size == 0:
+        return stats
+    starts = np.empty((height, width), np.uint8)
+    starts[:, 0] = 1
+    if width > 1:  # (OpenCV's comparison is several times faster than numpy's)
+        cv2.compare(labels[:, 1:], labels[:, :-1], cv2.CMP_NE, dst=starts[:, 1:])
+    index = _nonzero(starts)
     rows, columns = np.divmod(index, width)
-    area = np.bincount(values, weights=length, minlength=count).astype(np.int64)
-    x0 = np.full(count, width)
-    np.minimum.at(x0, values, columns)
-    x1 = np.full(count, -1)
-    np.maximum.at(x1, values, columns + length - 1)
-    y0 = np.full(count, height)
-    np.minimum.at(y0, values, rows)
-    y1 = np.full(count, -1)
-    np.maximum.at(y1, values, rows)
-    return area, x0, y0, x1, y1
+    values = labels[rows, columns]
+    length = np.diff(index, append=labels.size)
+    columns += origin[0]
+    rows += origin[1]
+    stats[0] = np.bincount(values, weights=length, minlength=count)[:count]
+    np.minimum.at(stats[1], values, columns)
+    np.maximum.at(stats[3], values, columns + length - 1)
+    np.minimum.at(stats[2], values, rows)
+    np.maximum.at(stats[4], values, rows)
+    return stats
+
+
+def _merge_stats(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Statistics of the union of two disjoint windows from theirs (areas add, boxes join)."""
+    return np.concatenate(
+        [first[:1] + second[:1], np.minimum(first[1:3], second[1:3]), np.maximum(first[3:], second[3:])]
+    )
 
 
 def _neighbours(connectivity: int, row_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -285,122 +346,261 @@ def _neighbours(connectivity: int, row_length: int) -> tuple[np.ndarray, np.ndar
     return np.array([-row_length, -1, 1, row_length]), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
+def _intersect(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The intersection of two ``(x, y, w, h)`` boxes; ``w`` or ``h`` is 0 when it is empty."""
+    x, y = max(a[0], b[0]), max(a[1], b[1])
+    return x, y, max(0, min(a[0] + a[2], b[0] + b[2]) - x), max(0, min(a[1] + a[3], b[1] + b[3]) - y)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """``cv2.boundingRect`` ``(x, y, w, h)`` of an (h, w) bool mask (a C-contiguous one of a width
+    divisible by 8 in about a third of its time: OR-reductions of 8 pixels at a time)."""
+    if mask.shape[1] % 8 or not mask.flags.c_contiguous:
+        return cv2.boundingRect(mask.view(np.uint8))
+    words = mask.view(np.uint64)
+    rows = np.flatnonzero(np.bitwise_or.reduce(words, axis=1))
+    if not rows.size:
+        return 0, 0, 0, 0
+    columns = np.flatnonzero(np.bitwise_or.reduce(words[rows[0] : rows[-1] + 1], axis=0).view(np.uint8))
+    return int(columns[0]), int(rows[0]), int(columns[-1] - columns[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def _mask_crops(
+    instances: InstanceSegmentation, order: np.ndarray, threshold: float, clip: tuple[int, int, int, int] | None
+) -> list[tuple[int, int, tuple[int, int, int, int], np.ndarray]]:
+    """``(rank, k, (x, y, w, h), bool crop)`` of each instance in ``order`` whose binary mask is not
+    empty inside ``clip`` (default: the image); the crop holds all its pixels there.
+
+    Masks are binarised (``> threshold`` for probabilities, ``!= 0`` for integers) only inside their
+    :attr:`InstanceSegmentation.windows` when given; otherwise in the rows of ``clip``, where their
+    bounding box is searched.
+    """
+    masks, windows = instances.masks, instances.windows
+    top, bottom = (clip[1], clip[1] + clip[3]) if clip is not None else (0, masks.shape[1])
+    crops: list[tuple[int, int, tuple[int, int, int, int], np.ndarray]] = []
+    if bottom <= top or masks.shape[2] == 0:
+        return crops
+    for rank, k in enumerate(order.tolist()):
+        if windows is None:
+            mask = _binary(masks[k][top:bottom], threshold)
+            x, y, w, h = _bounding_box(np.ascontiguousarray(mask))
+            box = (x, y + top, w, h)
+        else:
+            mask, box = masks[k], tuple(windows[k].tolist())
+        if clip is not None:
+            box = _intersect(box, clip)
+        x, y, w, h = box
+        if w == 0 or h == 0:
+            continue
+        if windows is None:
+            crop = mask[y - top : y - top + h, x : x + w]
+        else:
+            crop = _binary(mask[y : y + h, x : x + w], threshold)
+        crops.append((rank, k, box, crop))
+    return crops
+
+
+def _binary(mask: np.ndarray, threshold: float) -> np.ndarray:
+    """A mask of any dtype as bool: ``> threshold`` for probabilities, ``!= 0`` for integers."""
+    if mask.dtype == bool:
+        return mask
+    return mask > threshold if np.issubdtype(mask.dtype, np.floating) else mask != 0
+
+
 def _claim(
-    masks: np.ndarray,
+    crops: list[tuple[int, int, tuple[int, int, int, int], np.ndarray]],
+    ranks: int,
     instances: InstanceSegmentation,
     category: np.ndarray | None,
     category_of: np.ndarray,
     labels: np.ndarray,
-    config: FusionConfig,
+    window: tuple[int, int, int, int],
+    overlap_threshold: float,
 ) -> list[_Instance]:
     """Step 3: instances claim mask pixels in descending score order; returns the kept ones.
 
-    ``category``: the semantic category image for the paper's compatibility test, ``None`` for
-    Kirillov's baseline (whole masks). ``labels`` (H, W) int32, 0 where unclaimed, is written in
-    place. Label values decrease with the rank, so that the region growing's maximum prefers the
-    higher score.
+    ``crops``: from :func:`_mask_crops`, in claim order, inside ``window`` ``(x, y, w, h)``.
+    ``labels``: (h + 2, w + 2) uint8 or int32, the window with a 1-pixel border, 0 where unclaimed,
+    written in place. ``category``: the semantic category image of the same layout for the paper's
+    compatibility test, ``None`` for Kirillov's baseline (whole masks). Label values decrease with the
+    rank (``ranks - rank``), so that the region growing's maximum prefers the higher score.
     """
-    order = np.argsort(-instances.scores, kind="stable")
-    order = order[instances.scores[order] >= config.score_threshold]
     kept: list[_Instance] = []
-    for rank, k in enumerate(order.tolist()):
-        x, y, w, h = cv2.boundingRect(masks[k])
-        if w == 0:
-            continue
-        window = (slice(y, y + h), slice(x, x + w))
-        candidate = masks[k][window].view(bool)
+    for rank, k, (x, y, w, h), candidate in crops:
+        inside = (slice(y - window[1] + 1, y - window[1] + 1 + h), slice(x - window[0] + 1, x - window[0] + 1 + w))
         if category is not None:
-            candidate = candidate & (category[window] == category_of[instances.class_ids[k]])
+            candidate = candidate & (category[inside] == category_of[instances.class_ids[k]])
         n_candidate = np.count_nonzero(candidate)
-        free = candidate & (labels[window] == 0)
+        free = candidate & (labels[inside] == 0)
         n_free = np.count_nonzero(free)
-        if n_free == 0 or n_candidate - n_free > config.overlap_threshold * n_candidate:
+        if n_free == 0 or n_candidate - n_free > overlap_threshold * n_candidate:
             continue
-        value = len(order) - rank
-        labels[window][free] = value
+        value = ranks - rank
+        labels[inside][free] = value
         kept.append(_Instance(value, int(instances.class_ids[k]), float(instances.scores[k]), k))
     return kept
 
 
-def _grow(labels: np.ndarray, category: np.ndarray, connectivity: int) -> np.ndarray:
-    """Step 4: breadth-first region growing of the instance labels over unlabelled foreground, in place.
+def _breadth_first(
+    labels: np.ndarray, category: np.ndarray, todo: np.ndarray, frontier: np.ndarray, offsets: np.ndarray, finish: bool
+) -> None:
+    """Multi-source breadth-first search on flattened images (``offsets``: the neighbours', see
+    :func:`_neighbours`), in place: labels move from the ``frontier`` pixels to neighbours of the same
+    category that are still ``todo`` (their category there, 0 elsewhere), one BFS layer per loop
+    pass; a pixel reached by several labels in the same layer takes the largest. Touches the
+    frontier's pixels only.
 
-    ``labels`` (H, W) int32, 0 = unlabelled; ``category`` (H, W) uint8, 0 = background. A label
-    moves from a pixel to an unlabelled neighbour of the same category. Each loop pass is one BFS
-    layer and touches the frontier's pixels only (linear time in the pixels labelled); a pixel
-    reached by several labels in the same layer takes the largest (the higher score). Returns the
-    (H, W) bool image of the foreground pixels no label reached.
+    ``finish``: every todo pixel is reachable. Then, as soon as one label holds the whole frontier,
+    every shortest path to the rest passes through it: the rest takes that label at once.
     """
-    unlabelled = np.zeros(labels.shape, bool)
-    x, y, w, h = cv2.boundingRect(category)
-    if w == 0:
-        return unlabelled
-    window = (slice(y, y + h), slice(x, x + w))
-    # Copies of the foreground's window with a 1-pixel border of background, so that neighbour
-    # offsets never leave it.
-    label_image = np.zeros((h + 2, w + 2), np.int32)
-    label_image[1:-1, 1:-1] = labels[window]
-    category_image = np.zeros((h + 2, w + 2), np.uint8)
-    category_image[1:-1, 1:-1] = category[window]
-    todo_image = (category_image > 0) & (label_image == 0)
-    offsets, kernel = _neighbours(connectivity, w + 2)
-    seeds = cv2.dilate(todo_image.view(np.uint8), kernel).view(bool) & (label_image > 0)
-    label_flat, category_flat, todo = label_image.ravel(), category_image.ravel(), todo_image.ravel()
-    frontier = np.flatnonzero(seeds)
-    stamp = np.empty(label_flat.size, np.int32)
+    stamp = np.empty(labels.size, np.int32)
     while frontier.size:
+        values = labels[frontier]
+        if finish and values.min() == values.max():
+            np.copyto(labels, values[0], where=todo != 0)
+            return
         reached = (frontier[:, None] + offsets).ravel()
-        same = todo[reached] & (category_flat[reached] == np.repeat(category_flat[frontier], len(offsets)))
-        values = np.repeat(label_flat[frontier], len(offsets))[same]
+        same = todo[reached] == np.repeat(category[frontier], len(offsets))
+        values = np.repeat(values, len(offsets))[same]
         reached = reached[same]
-        np.maximum.at(label_flat, reached, values)
-        todo[reached] = False
+        np.maximum.at(labels, reached, values)
+        todo[reached] = 0
         # The next frontier: each reached pixel once (the last of its repeats).
         position = np.arange(reached.size, dtype=np.int32)
         stamp[reached] = position
         frontier = reached[stamp[reached] == position]
-    labels[window] = label_image[1:-1, 1:-1]
-    unlabelled[window] = todo_image[1:-1, 1:-1]
-    return unlabelled
+
+
+def _grow(labels: np.ndarray, category: np.ndarray, connectivity: int) -> None:
+    """Step 4: breadth-first region growing of the instance labels over unlabelled foreground, in place.
+
+    ``labels`` (h + 2, w + 2) uint8 or int32, 0 = unlabelled; ``category`` (h + 2, w + 2) uint8, 0 =
+    background; both with a border of 0. A label moves from a pixel to an unlabelled neighbour of the
+    same category: a pixel takes the largest (highest-scoring) label among those at the smallest
+    geodesic distance, and foreground no label reaches stays unlabelled.
+
+    Labels never leave a region of unlabelled foreground (``connectivity``-connected, one category).
+    So each region touching a kept pixel of its category is numbered with one ``cv2.floodFill`` (its
+    mask-only mode, with kept pixels as barriers: work in proportion to the region), and the regions
+    touching a single label take it whole (one lookup for all). Only regions between two or more
+    labels need the breadth-first search (:func:`_breadth_first`, in their bounding box), as all
+    regions do when their number (over 253) or the labels (int32) outgrow uint8.
+    """
+    offsets, kernel = _neighbours(connectivity, labels.shape[1])
+    free = category * (labels == 0)  # the category of each unlabelled pixel, 0 elsewhere
+    # Kept pixels next to unlabelled foreground, and their pairs with such neighbours of their category.
+    kept = (labels > 0).view(np.uint8)
+    seeds = _nonzero(cv2.min(cv2.dilate(free, kernel), kept))
+    label_flat, category_flat, free_flat = labels.ravel(), category.ravel(), free.ravel()
+    reached = (seeds[:, None] + offsets).ravel()
+    same = free_flat[reached] == np.repeat(category_flat[seeds], len(offsets))  # kept pixels are foreground
+    neighbour = reached[same]
+    if not neighbour.size:
+        return
+    if labels.dtype != np.uint8:
+        _breadth_first(label_flat, category_flat, free_flat, seeds, offsets, False)
+        return
+    image = category[1:-1, 1:-1]  # floodFill's mask has the image's size plus a 1-pixel border
+    flags = connectivity | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE
+
+    # Number the regions the pairs reach: flood each once into the kept pixels' mask (1: barriers)
+    # with 2, 3, ...; the pairs are scanned in blocks, so that the Python loop turns once per region.
+    scratch, scratch_flat = kept, kept.ravel()
+    boxes: list[tuple[int, int, int, int]] = []  # of the regions, from floodFill
+    index = 0
+    while index < neighbour.size:
+        block = np.flatnonzero(scratch_flat[neighbour[index : index + 1024]] == 0)
+        if not block.size:
+            index += 1024
+            continue
+        if len(boxes) == 254:  # more regions than uint8 numbers
+            _breadth_first(label_flat, category_flat, free_flat, seeds, offsets, False)
+            return
+        index += int(block[0])
+        row, column = divmod(int(neighbour[index]), labels.shape[1])
+        boxes.append(cv2.floodFill(image, scratch, (column - 1, row - 1), 0, 0, 0, flags | (len(boxes) + 2) << 8)[3])
+        index += 1
+    region = scratch_flat[neighbour].astype(np.intp) - 2
+    touching = np.repeat(label_flat[seeds], len(offsets))[same]
+    low = np.full(len(boxes), 255, np.uint8)
+    np.minimum.at(low, region, touching)
+    high = np.zeros(len(boxes), np.uint8)
+    np.maximum.at(high, region, touching)
+    contested = low < high
+    table = np.zeros(256, np.uint8)  # region number → its label where it touches one label only
+    table[2 : 2 + len(boxes)] = np.where(contested, 0, high)
+    cv2.max(labels, cv2.LUT(scratch, table), dst=labels)
+    if contested.any():
+        # The search runs in the contested regions' bounding box, 2 pixels wider (their kept
+        # neighbours and theirs: neighbour offsets never leave it).
+        box = np.array(boxes)[contested]
+        x0, y0 = np.maximum(box[:, :2].min(0) - 1, 0).tolist()  # floodFill's boxes: 1 pixel inside the border
+        x1, y1 = np.minimum((box[:, :2] + box[:, 2:]).max(0) + 3, labels.shape[::-1]).tolist()
+        crop = (slice(y0, y1), slice(x0, x1))
+        table[2 : 2 + len(boxes)] = np.where(contested, 255, 0)
+        todo = cv2.min(free[crop], cv2.LUT(scratch[crop], table)).ravel()  # contested pixels (kept: 0 in free)
+        cropped = np.ascontiguousarray(labels[crop])
+        # The first BFS layer is the pairs' neighbours in contested regions.
+        rows, columns = np.divmod(neighbour[contested[region]], labels.shape[1])
+        first = (rows - y0) * (x1 - x0) + columns - x0
+        np.maximum.at(cropped.ravel(), first, touching[contested[region]])
+        todo[first] = 0
+        offsets = _neighbours(connectivity, x1 - x0)[0]
+        category = np.ascontiguousarray(category[crop])
+        _breadth_first(cropped.ravel(), category.ravel(), todo, np.unique(first), offsets, True)
+        labels[crop] = cropped
 
 
 def _new_instances(
     semantic: np.ndarray,
-    category: np.ndarray,
-    categories: int,
+    window: tuple[int, int, int, int],
     labels: np.ndarray,
-    unlabelled: np.ndarray,
+    category: np.ndarray,
+    categories: list[int],
     first_value: int,
     config: FusionConfig,
     semantic_confidence: np.ndarray | None,
-) -> list[_Instance]:
+) -> tuple[np.ndarray, list[_Instance]]:
     """Step 5: connected regions of unlabelled foreground of one category become new instances.
 
-    ``semantic``, ``category`` (numbers 1 to ``categories``), ``labels`` (written in place) and
-    ``unlabelled`` (bool) are (H, W). Regions smaller than ``config.min_area`` stay unlabelled (noise).
+    ``semantic`` (H, W) uint8 and ``semantic_confidence`` (H, W) are the whole image's; ``labels``
+    and ``category`` cover ``window`` ``(x, y, w, h)`` with a 1-pixel border, ``categories`` are the
+    category numbers present. Regions smaller than ``config.min_area`` stay unlabelled (noise).
+    Returns ``labels`` (written in place; widened to int32 when the values outgrow uint8) and the
+    new instances, numbered by category, then in ``cv2.connectedComponents``'s order on the
+    category's unlabelled pixels cropped to their bounding box.
     """
     created: list[_Instance] = []
-    for g in range(1, categories + 1):
-        # numpy, not cv2.compare: OpenCV takes a 1x1 array for a scalar
-        rest = np.logical_and(unlabelled, category == g).view(np.uint8)
-        x, y, w, h = cv2.boundingRect(rest)
-        if w == 0:
+    unlabelled = category * (labels == 0)  # the category of each unlabelled pixel
+    for g in categories:
+        rest = np.equal(unlabelled, g).view(np.uint8)
+        pixels = np.count_nonzero(rest)
+        if pixels < config.min_area:  # no region can be large enough
             continue
-        window = (slice(y, y + h), slice(x, x + w))
-        count, regions = cv2.connectedComponents(rest[window], connectivity=config.connectivity, ltype=cv2.CV_32S)
-        area = np.bincount(regions.ravel(), minlength=count)
-        for region_id in np.flatnonzero(area[1:] >= config.min_area) + 1:
-            inside = regions == region_id
-            classes = np.bincount(semantic[window][inside], minlength=256)
+        x, y, w, h = cv2.boundingRect(rest)
+        ltype = cv2.CV_16U if pixels < 1 << 16 else cv2.CV_32S  # as many regions as pixels at most
+        count, regions = cv2.connectedComponents(rest[y : y + h, x : x + w], connectivity=config.connectivity, ltype=ltype)
+        stats = _region_stats(regions, count)
+        for region_id in (np.flatnonzero(stats[0, 1:] >= config.min_area) + 1).tolist():
+            _, x0, y0, x1, y1 = stats[:, region_id].tolist()
+            inside = regions[y0 : y1 + 1, x0 : x1 + 1] == region_id
+            # The region's own box: the same pixels in the same (row-major) order as in the crop.
+            image_window = (
+                slice(window[1] + y - 1 + y0, window[1] + y + y1),
+                slice(window[0] + x - 1 + x0, window[0] + x + x1),
+            )
+            classes = np.bincount(semantic[image_window][inside], minlength=256)
             score = (
-                float(semantic_confidence[window][inside].mean())
+                float(semantic_confidence[image_window][inside].mean())
                 if semantic_confidence is not None
                 else config.new_instance_score
             )
             value = first_value + len(created)
-            labels[window][inside] = value
+            if value > 255 and labels.dtype == np.uint8:
+                labels = labels.astype(np.int32)
+            labels[y + y0 : y + y1 + 1, x + x0 : x + x1 + 1][inside] = value
             created.append(_Instance(value, int(classes.argmax()), score, -1))
-    return created
+    return labels, created
 
 
 def fuse(
@@ -413,15 +613,17 @@ def fuse(
     """Fuse a semantic segmentation and an instance segmentation into a panoptic image.
 
     ``semantic``: (H, W) integer label ids of ``label_map`` (0 = void), numpy or torch.
-    ``instances``: masks (K, H, W) at the same size, scores, thing class ids.
+    ``instances``: masks (K, H, W) at the same size, scores, thing class ids, optional windows.
     ``semantic_confidence``: optional (H, W) float, the semantic head's probability of each pixel's
     class; the score of the paper's new instances is its mean over the instance.
     Method and parameters: ``config`` (default :class:`FusionConfig`); see the module docstring.
     Raises ValueError on mismatched shapes, ids outside the label map, instance classes that are not
     thing classes, or more than 999 instances of one class.
+
+    Steps 3 to 5 work on the window fusion can change (module docstring), with a 1-pixel border.
     """
     config = config or FusionConfig()
-    semantic = _semantic_ids(semantic, label_map)
+    semantic, semantic_stats = _semantic_ids(semantic, label_map)
     height, width = semantic.shape
     if instances.masks.shape[1:] != (height, width):
         raise ValueError(f"instance masks {instances.masks.shape} do not match semantic {semantic.shape}")
@@ -434,46 +636,97 @@ def fuse(
         raise ValueError(f"instance class ids {not_things} are not thing classes of label map {label_map.name!r}")
     paper = config.method == "paper"
     category_of = _category_table(label_map, config.categories)
-    masks = _binary_masks(instances.masks, config.mask_threshold)
+    order = np.argsort(-instances.scores, kind="stable")
+    order = order[instances.scores[order] >= config.score_threshold]
 
-    # Step 1: the category of each pixel, 0 for background.
-    category = cv2.LUT(semantic, category_of)
-    labels = np.zeros((height, width), np.int32)  # 0: no instance, else the instance's value
-    fused = _claim(masks, instances, category if paper else None, category_of, labels, config)
-    if paper:
-        unlabelled = _grow(labels, category, config.connectivity)
-        fused += _new_instances(
-            semantic, category, int(category_of.max()), labels, unlabelled, len(instances) + 1, config, semantic_confidence
+    if paper:  # step 1: the foreground (thing classes) and its bounding box, from the semantic statistics
+        things = np.flatnonzero(category_of)
+        things = things[semantic_stats[0, things] > 0]
+        x0, y0 = semantic_stats[1:3, things].min(1, initial=1 << 30).tolist()
+        x1, y1 = semantic_stats[3:5, things].max(1, initial=-1).tolist()
+        window = (x0, y0, x1 - x0 + 1, y1 - y0 + 1) if len(things) else (0, 0, 0, 0)
+        crops = _mask_crops(instances, order, config.mask_threshold, window)  # masks off the foreground cannot claim
+    else:
+        crops = _mask_crops(instances, order, config.mask_threshold, None)
+        boxes = np.array([box for _, _, box, _ in crops], np.int64).reshape(-1, 4)
+        x0, y0 = boxes[:, :2].min(0, initial=1 << 30).tolist()
+        x1, y1 = (boxes[:, :2] + boxes[:, 2:]).max(0, initial=0).tolist()
+        window = (x0, y0, x1 - x0, y1 - y0) if len(crops) else (0, 0, 0, 0)
+    x, y, w, h = window
+    # 0: no instance, else the instance's value; values fit uint8 unless there are many instances
+    labels = np.zeros((h + 2, w + 2), np.uint8 if len(order) <= 255 else np.int32)
+    fused: list[_Instance] = []
+    if paper and w:
+        category = np.zeros((h + 2, w + 2), np.uint8)
+        cv2.LUT(semantic[y : y + h, x : x + w], category_of, dst=category[1:-1, 1:-1])
+        fused = _claim(crops, len(order), instances, category, category_of, labels, window, config.overlap_threshold)
+        _grow(labels, category, config.connectivity)
+        present = [int(g) for g in np.unique(category_of[np.flatnonzero(semantic_stats[0])]) if g]
+        labels, created = _new_instances(
+            semantic, window, labels, category, present, len(order) + 1, config, semantic_confidence
         )
-    return _assemble(semantic, labels, fused, label_map, config)
+        fused += created
+    elif w:
+        fused = _claim(crops, len(order), instances, None, category_of, labels, window, config.overlap_threshold)
+    return _assemble(semantic, semantic_stats, window, labels[1:-1, 1:-1], fused, label_map, config)
 
 
 def _assemble(
-    semantic: np.ndarray, labels: np.ndarray, fused: list[_Instance], label_map: LabelMap, config: FusionConfig
+    semantic: np.ndarray,
+    semantic_stats: np.ndarray,
+    window: tuple[int, int, int, int],
+    labels: np.ndarray,
+    fused: list[_Instance],
+    label_map: LabelMap,
+    config: FusionConfig,
 ) -> FusedPanoptic:
-    """Step 6: panoptic image, segments, refined semantic map and detections from the label image."""
-    # One index image for stuff and things: label id (< 256) where no instance, 255 + value elsewhere.
-    count = 256 + max((i.value for i in fused), default=0)
-    index = semantic.astype(np.uint16 if count <= 1 << 16 else np.int32)
-    np.add(labels, 255, out=index, where=labels > 0, casting="unsafe")
-    area, x0, y0, x1, y1 = _region_stats(index, count)
-    to_panoptic = np.zeros(count, np.int32)
-    to_semantic = np.zeros(count, np.uint8)
-    to_semantic[:256] = np.arange(256)
+    """Step 6: panoptic image, segments, refined semantic map and detections.
+
+    ``semantic`` (H, W) uint8 with its statistics; ``labels`` (h, w), the instance values inside
+    ``window`` ``(x, y, w, h)``, 0 elsewhere. Outside the window the panoptic image is a lookup of
+    the semantic map and the refined map is the semantic map; segment statistics are merged from
+    the parts.
+    """
+    height, width = semantic.shape
+    x, y, w, h = window
+    paper = config.method == "paper"
+    values = 1 + max((i.value for i in fused), default=0)
+    if paper:
+        # Stuff pixels never change: the semantic map's statistics are the stuff segments'.
+        stuff_stats = semantic_stats
+        thing_stats = _region_stats(labels, values, (x, y), (width, height))
+    else:
+        # Stuff outside the window (up to four bands around it) and inside it where no instance:
+        # inside, one index image for stuff and things, the label id (< 256) where no instance,
+        # 255 + value elsewhere.
+        index = semantic[y : y + h, x : x + w].astype(np.uint16 if 255 + values <= 1 << 16 else np.int32)
+        np.add(labels, 255, out=index, where=labels > 0, dtype=index.dtype, casting="unsafe")
+        stats = _region_stats(index, 255 + values, (x, y), (width, height))
+        bands = (
+            ((0, 0), semantic[:y]),
+            ((0, y + h), semantic[y + h :]),
+            ((0, y), semantic[y : y + h, :x]),
+            ((x + w, y), semantic[y : y + h, x + w :]),
+        )
+        for origin, band in bands:
+            stats = _merge_stats(stats, _region_stats(band, 255 + values, origin, (width, height)))
+        stuff_stats, thing_stats = stats[:, :256], stats[:, 255:]  # value v at 255 + v
+    to_panoptic = np.zeros(256, np.int32)  # stuff classes; thing classes and void: 0
+    value_panoptic = np.zeros(values, np.int32)
+    value_class = np.zeros(values, np.uint8)
     segments: list[SegmentInfo] = []
 
-    def segment(i: int, segment_id: int, class_id: int, is_thing: bool, score: float) -> SegmentInfo:
-        to_panoptic[i] = segment_id
-        to_semantic[i] = class_id
-        box = (int(x0[i]), int(y0[i]), int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1))
-        info = SegmentInfo(segment_id, class_id, is_thing, int(area[i]), box, score)
+    def segment(stats: np.ndarray, segment_id: int, class_id: int, is_thing: bool, score: float) -> SegmentInfo:
+        area, x0, y0, x1, y1 = stats.tolist()
+        info = SegmentInfo(segment_id, class_id, is_thing, int(area), (x0, y0, x1 - x0 + 1, y1 - y0 + 1), score)
         segments.append(info)
         return info
 
-    paper = config.method == "paper"
     for c in label_map.classes:
-        if not c.is_thing and area[c.id] > 0 and (paper or area[c.id] >= config.stuff_area_threshold):
-            segment(c.id, c.id * PANOPTIC_LABEL_DIVISOR, c.id, False, 1.0)
+        area = stuff_stats[0, c.id]
+        if not c.is_thing and area > 0 and (paper or area >= config.stuff_area_threshold):
+            to_panoptic[c.id] = c.id * PANOPTIC_LABEL_DIVISOR
+            segment(stuff_stats[:, c.id], c.id * PANOPTIC_LABEL_DIVISOR, c.id, False, 1.0)
     numbers: dict[int, int] = {}
     things: list[SegmentInfo] = []
     sources: dict[int, int] = {}
@@ -483,7 +736,9 @@ def _assemble(
             raise ValueError(f"more than {PANOPTIC_LABEL_DIVISOR - 1} instances of class {instance.class_id}")
         numbers[instance.class_id] = number
         segment_id = instance.class_id * PANOPTIC_LABEL_DIVISOR + number
-        things.append(segment(255 + instance.value, segment_id, instance.class_id, True, instance.score))
+        value_panoptic[instance.value] = segment_id
+        value_class[instance.value] = instance.class_id
+        things.append(segment(thing_stats[:, instance.value], segment_id, instance.class_id, True, instance.score))
         sources[segment_id] = instance.source
     segments.sort(key=lambda s: s.id)
 
@@ -497,13 +752,27 @@ def _assemble(
         )
     else:
         detections = Detections.empty()
-    return FusedPanoptic(
-        panoptic=to_panoptic.take(index),
-        segments=segments,
-        semantic=to_semantic.take(index),
-        detections=detections,
-        sources=sources,
-    )
+
+    # Both images by lookup from one uint8 code image: the semantic map, where instances are the
+    # code of their value, an id absent from the semantic map; or, with too many values for the
+    # free ids, lookups of the semantic map with the instances' pixels written over.
+    free_ids = np.flatnonzero(semantic_stats[0] == 0)
+    if fused and labels.dtype == np.uint8 and values - 1 <= len(free_ids):
+        code_of = np.zeros(256, np.uint8)
+        code_of[1:values] = free_ids[: values - 1]
+        to_panoptic[code_of[1:values]] = value_panoptic[1:values]
+        to_semantic = np.arange(256, dtype=np.uint8)
+        to_semantic[code_of[1:values]] = value_class[1:values]
+        code = semantic.copy()
+        cv2.copyTo(cv2.LUT(labels, code_of), labels, code[y : y + h, x : x + w])
+        panoptic, refined = cv2.LUT(code, to_panoptic), cv2.LUT(code, to_semantic)
+    else:
+        panoptic, refined = cv2.LUT(semantic, to_panoptic), semantic.copy()
+        if fused:
+            instance = labels > 0
+            np.copyto(panoptic[y : y + h, x : x + w], value_panoptic.take(labels), where=instance)
+            np.copyto(refined[y : y + h, x : x + w], value_class.take(labels), where=instance)
+    return FusedPanoptic(panoptic=panoptic, segments=segments, semantic=refined, detections=detections, sources=sources)
 
 
 def _benchmark_scene(width: int, height: int, objects: int, seed: int) -> tuple[np.ndarray, InstanceSegmentation]:
@@ -516,7 +785,8 @@ def _benchmark_scene(width: int, height: int, objects: int, seed: int) -> tuple[
     small noise blobs. Instances: objects less than 30 % visible are not detected, and one in
     ten of the others is missed; masks are the visible part grown by 2 pixels (so neighbours'
     masks overlap) at Mask R-CNN's 28x28 resolution, shifted by up to 3 pixels and cropped by up to
-    15 % on one side; one false detection on the road; scores in [0.5, 1).
+    15 % on one side; one false detection on the road; scores in [0.5, 1); windows: the masks'
+    bounding boxes.
     """
     rng = np.random.default_rng(seed)
     semantic = np.full((height, width), 23, np.uint8)  # sky
@@ -581,18 +851,27 @@ def _benchmark_scene(width: int, height: int, objects: int, seed: int) -> tuple[
     masks.append(false)  # a "car" on the road
     scores.append(0.55)
     class_ids.append(26)
-    return semantic, InstanceSegmentation(np.stack(masks), np.array(scores), np.array(class_ids))
+    windows = [cv2.boundingRect(mask.view(np.uint8)) for mask in masks]  # the boxes Mask R-CNN pastes into
+    return semantic, InstanceSegmentation(np.stack(masks), np.array(scores), np.array(class_ids), np.array(windows))
 
 
 def benchmark_fusion(
-    size: tuple[int, int] = (1280, 720), objects: int = 30, runs: int = 20, method: str = "paper", seed: int = 0
+    size: tuple[int, int] = (1280, 720),
+    objects: int = 30,
+    runs: int = 20,
+    method: str = "paper",
+    seed: int = 0,
+    windows: bool = True,
 ) -> float:
     """Median milliseconds of :func:`fuse` on a synthetic street scene.
 
     ``size`` = (width, height); ``objects`` in the scene (30 give about 20 detected instances, see
-    :func:`_benchmark_scene`); boolean masks, as Mask R-CNN's are after its 0.5 threshold.
+    :func:`_benchmark_scene`); boolean masks, as Mask R-CNN's are after its 0.5 threshold, with
+    their windows (``windows=False``: without, so that fusion searches each mask's bounding box).
     """
     semantic, detected = _benchmark_scene(size[0], size[1], objects, seed)
+    if not windows:
+        detected = InstanceSegmentation(detected.masks, detected.scores, detected.class_ids)
     config = FusionConfig(method=method)
     fuse(semantic, detected, CITYSCAPES, config)  # warm-up
     times = []

@@ -1,13 +1,19 @@
 """The fusion of semantic and instance segmentation (Costea et al., section IV; Kirillov et al.'s baseline).
 
 Small hand-made maps, written as character grids, with the right answer written out; one oracle test
-against a brute-force pixel-by-pixel breadth-first search.
+against a brute-force pixel-by-pixel breadth-first search; property tests of every output against a
+slow whole-image reference of all steps (random scenes, both methods, many configurations, mask
+kinds and windows, the paths for many instances and regions); and digests of the outputs on
+street scenes recorded from the implementation before its speed-up (windows, flood fills).
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections import deque
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -21,6 +27,7 @@ from panoptic_perception.core.panoptic_fusion import (
     benchmark_fusion,
     fuse,
 )
+from panoptic_perception.core.types import SegmentInfo
 from panoptic_perception.evaluation.panoptic import PanopticQuality
 
 # Semantic grids: Cityscapes label ids.
@@ -449,3 +456,337 @@ def test_segments_detections_and_maps_are_consistent_on_a_street_scene():
 
 def test_benchmark_returns_milliseconds():
     assert benchmark_fusion(size=(160, 90), objects=8, runs=2) > 0
+
+
+def test_benchmark_without_windows_returns_milliseconds():
+    assert benchmark_fusion(size=(160, 90), objects=8, runs=2, method="kirillov", windows=False) > 0
+
+
+# --- Exactness: a slow whole-image reference of every step, and digests of the former implementation.
+
+
+def _reference_fuse(
+    semantic: np.ndarray, detected: InstanceSegmentation, config: FusionConfig, confidence: np.ndarray | None = None
+) -> dict:
+    """The fusion written for clarity, not speed: whole-image boolean images, a pixel-by-pixel
+    breadth-first search, segment statistics from np.nonzero. Masks are read inside their windows
+    only. New instances are numbered as documented: by category, then in cv2.connectedComponents's
+    order on the category's unlabelled pixels cropped to their bounding box."""
+    semantic = np.asarray(semantic).astype(np.uint8)
+    height, width = semantic.shape
+    group = {c: g for g, ids in enumerate(config.categories.values(), 1) for c in ids}
+    for c in sorted(CITYSCAPES.thing_ids - set(group)):
+        group[c] = max(group.values(), default=0) + 1
+    category = np.vectorize(lambda c: group.get(int(c), 0), otypes=[np.int64])(semantic)
+    masks = detected.masks > config.mask_threshold if detected.masks.dtype.kind == "f" else detected.masks != 0
+    if detected.windows is not None:
+        window = np.zeros_like(masks)
+        for k, (x, y, w, h) in enumerate(detected.windows.tolist()):
+            window[k, y : y + h, x : x + w] = True
+        masks = masks & window
+    paper = config.method == "paper"
+
+    # Step 3: label = 1 + rank of the claiming detection (lower: higher score).
+    labels = np.zeros((height, width), np.int64)
+    instances = {}  # label → (class id, score, source)
+    order = sorted((k for k in range(len(detected)) if detected.scores[k] >= config.score_threshold), key=lambda k: -detected.scores[k])
+    for rank, k in enumerate(order):
+        candidate = masks[k] & (category == group[int(detected.class_ids[k])]) if paper else masks[k]
+        free = candidate & (labels == 0)
+        if free.sum() == 0 or candidate.sum() - free.sum() > config.overlap_threshold * candidate.sum():
+            continue
+        labels[free] = rank + 1
+        instances[rank + 1] = (int(detected.class_ids[k]), float(detected.scores[k]), k)
+    if paper:
+        # Step 4: one BFS layer per pass; a pixel reached twice in a layer takes the lower label.
+        steps = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+        if config.connectivity == 4:
+            steps = [(dy, dx) for dy, dx in steps if dy == 0 or dx == 0]
+        frontier = list(zip(*np.nonzero(labels)))
+        while frontier:
+            layer: dict[tuple[int, int], int] = {}
+            for y, x in frontier:
+                for dy, dx in steps:
+                    v, u = y + dy, x + dx
+                    if 0 <= v < height and 0 <= u < width and labels[v, u] == 0 and category[v, u] == category[y, x] > 0:
+                        layer[v, u] = min(layer.get((v, u), labels[y, x]), labels[y, x])
+            for (v, u), label in layer.items():
+                labels[v, u] = label
+            frontier = list(layer)
+        # Step 5.
+        for g in range(1, max(group.values()) + 1):
+            rest = (labels == 0) & (category == g)
+            if not rest.any():
+                continue
+            ys, xs = np.nonzero(rest)
+            crop = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            count, regions = cv2.connectedComponents(rest[crop].astype(np.uint8), connectivity=config.connectivity, ltype=cv2.CV_32S)
+            for number in range(1, count):
+                inside = regions == number
+                if inside.sum() < config.min_area:
+                    continue
+                label = len(order) + 1 + sum(1 for v in instances if v > len(order))
+                classes = np.bincount(semantic[crop][inside], minlength=256)
+                score = float(confidence[crop][inside].mean()) if confidence is not None else config.new_instance_score
+                labels[crop][inside] = label
+                instances[label] = (int(classes.argmax()), score, -1)
+
+    # Step 6.
+    panoptic = np.zeros((height, width), np.int32)
+    refined = semantic.copy()
+    segments = []
+
+    def add(pixels: np.ndarray, segment_id: int, class_id: int, is_thing: bool, score: float) -> None:
+        ys, xs = np.nonzero(pixels)
+        box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+        segments.append(SegmentInfo(segment_id, class_id, is_thing, len(ys), box, score))
+        panoptic[pixels] = segment_id
+
+    for c in CITYSCAPES.classes:
+        pixels = (semantic == c.id) & (labels == 0)
+        if not c.is_thing and pixels.any() and (paper or pixels.sum() >= config.stuff_area_threshold):
+            add(pixels, c.id * 1000, c.id, False, 1.0)
+    numbers: dict[int, int] = {}
+    sources = {}
+    things = []
+    for label in sorted(instances):  # kept detections by rank, then new instances
+        class_id, score, source = instances[label]
+        numbers[class_id] = numbers.get(class_id, 0) + 1
+        add(labels == label, class_id * 1000 + numbers[class_id], class_id, True, score)
+        refined[labels == label] = class_id
+        sources[segments[-1].id] = source
+        things.append(segments[-1])
+    things.sort(key=lambda s: -s.score)
+    return {
+        "panoptic": panoptic,
+        "semantic": refined,
+        "segments": sorted(segments, key=lambda s: s.id),
+        "boxes": np.array([(x, y, x + w, y + h) for x, y, w, h in (s.bbox for s in things)], np.float32).reshape(-1, 4),
+        "scores": np.array([s.score for s in things], np.float32),
+        "class_ids": np.array([s.category_id for s in things], np.int64),
+        "class_names": [CITYSCAPES.name_of(s.category_id) for s in things],
+        "sources": sources,
+    }
+
+
+def _assert_same(fused, expected: dict) -> None:
+    assert fused.panoptic.dtype == np.int32 and fused.semantic.dtype == np.uint8
+    np.testing.assert_array_equal(fused.panoptic, expected["panoptic"])
+    np.testing.assert_array_equal(fused.semantic, expected["semantic"])
+    assert fused.segments == expected["segments"]
+    assert fused.detections.boxes.dtype == np.float32 and fused.detections.scores.dtype == np.float32
+    np.testing.assert_array_equal(fused.detections.boxes, expected["boxes"])
+    np.testing.assert_array_equal(fused.detections.scores, expected["scores"])
+    np.testing.assert_array_equal(fused.detections.class_ids, expected["class_ids"])
+    assert fused.detections.class_names == expected["class_names"]
+    assert fused.sources == expected["sources"]
+
+
+THINGS = [24, 25, 26, 27, 28, 31, 32, 33]
+STUFF = [7, 8, 11, 17, 21, 23]
+CONFIGS = [
+    {},
+    {"min_area": 1},
+    {"min_area": 3, "connectivity": 4},
+    {"overlap_threshold": 0.0, "score_threshold": 0.0},
+    {"categories": {}, "min_area": 2},
+    {"method": "kirillov"},
+    {"method": "kirillov", "stuff_area_threshold": 0, "overlap_threshold": 0.2},
+    {"method": "kirillov", "score_threshold": 0.0, "stuff_area_threshold": 20, "connectivity": 4},
+]
+
+
+def _random_scene(rng: np.random.Generator, height: int, width: int, k: int) -> tuple[np.ndarray, InstanceSegmentation]:
+    """Blocky semantic regions with pixel noise; rectangles, noise and empty masks, some off the
+    image's edge; scores with ties."""
+    cells = (max(1, height // int(rng.integers(1, 8))), max(1, width // int(rng.integers(1, 8))))
+    pool = np.array([0, *STUFF, *THINGS])
+    weights = np.r_[0.05, np.full(len(STUFF), 0.45 / len(STUFF)), np.full(len(THINGS), 0.5 / len(THINGS))]
+    semantic = cv2.resize(rng.choice(pool, cells, p=weights).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST)
+    noise = rng.random((height, width)) < 0.03
+    semantic[noise] = rng.choice(pool, int(noise.sum()))
+    masks = np.zeros((k, height, width), bool)
+    for i in range(k):
+        y0, x0 = int(rng.integers(-3, height)), int(rng.integers(-3, width))
+        y1, x1 = max(0, y0 + int(rng.integers(0, height // 2 + 3))), max(0, x0 + int(rng.integers(0, width // 2 + 3)))
+        y0, x0 = max(y0, 0), max(x0, 0)
+        kind = i % 4
+        if kind == 0:
+            masks[i, y0:y1, x0:x1] = True
+        elif kind == 1:
+            masks[i, y0:y1, x0:x1] = rng.random((min(y1, height) - y0, min(x1, width) - x0)) < 0.7 if y1 > y0 and x1 > x0 else False
+        elif kind == 2:
+            masks[i] = rng.random((height, width)) < 0.2
+    scores = rng.choice([0.3, 0.5, 0.6, 0.6, 0.9], k) if rng.random() < 0.5 else rng.uniform(0.2, 1.0, k)
+    return semantic, InstanceSegmentation(masks, scores, rng.choice(THINGS, k))
+
+
+def _variants(detected: InstanceSegmentation, rng: np.random.Generator):
+    """The same detections as bool, 0/1 integer and probability masks, without and with windows
+    (tight; loose; zero-size for empty masks)."""
+    masks = detected.masks
+    probabilities = np.where(masks, rng.uniform(0.5, 1.0, masks.shape), rng.uniform(0.0, 0.5, masks.shape)).astype(np.float32)
+    probabilities[masks & (rng.random(masks.shape) < 0.05)] = 0.5  # not above the threshold: off
+    binary = probabilities > 0.5
+    tight = np.array([cv2.boundingRect(m.astype(np.uint8)) for m in binary], np.int64).reshape(-1, 4)
+    height, width = masks.shape[1:]
+    grown = rng.integers(0, 4, tight.shape)
+    x0, y0 = np.maximum(tight[:, 0] - grown[:, 0], 0), np.maximum(tight[:, 1] - grown[:, 1], 0)
+    x1 = np.minimum(tight[:, 0] + tight[:, 2] + grown[:, 2], width)
+    y1 = np.minimum(tight[:, 1] + tight[:, 3] + grown[:, 3], height)
+    loose = np.stack([x0, y0, x1 - x0, y1 - y0], 1)
+    loose[tight[:, 2] == 0] = 0
+    for windows in (None, tight, loose):
+        for kind in (binary, binary.astype(np.uint8), probabilities):
+            yield InstanceSegmentation(kind, detected.scores, detected.class_ids, windows=windows)
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_fusion_equals_the_whole_image_reference_on_random_scenes(seed):
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(1, 40)), int(rng.integers(1, 48))
+    semantic, detected = _random_scene(rng, height, width, int(rng.integers(0, 9)))
+    config = FusionConfig(**CONFIGS[seed % len(CONFIGS)])
+    confidence = rng.random((height, width), np.float32) if seed % 3 == 0 else None
+    variants = list(_variants(detected, rng))
+    expected = _reference_fuse(semantic, variants[0], config, confidence)
+    for variant in variants:
+        _assert_same(fuse(semantic, variant, config=config, semantic_confidence=confidence), expected)
+
+
+@pytest.mark.parametrize("method", ["paper", "kirillov"])
+def test_fusion_equals_the_reference_with_many_instances_regions_and_new_instances(method):
+    # Beyond uint8: 300 detections (236 kept: int32 labels); 6 of them and 266 new instances (the
+    # labels widen during step 5); no detection at all. Car blocks between road lines.
+    rng = np.random.default_rng(7)
+    semantic = np.full((60, 90), CAR, np.uint8)
+    semantic[::4] = 7
+    semantic[:, ::5] = 7
+    masks = np.zeros((300, 60, 90), bool)
+    for i in range(300):
+        y, x = rng.integers(0, 58), rng.integers(0, 88)
+        masks[i, y : y + rng.integers(1, 3), x : x + rng.integers(1, 3)] = True
+    detected = InstanceSegmentation(masks, rng.uniform(0.5, 1, 300), np.full(300, CAR))
+    for config in (FusionConfig(method=method, min_area=1), FusionConfig(method=method, connectivity=4, min_area=2)):
+        _assert_same(fuse(semantic, detected, config=config), _reference_fuse(semantic, detected, config))
+        few = InstanceSegmentation(masks[:6], detected.scores[:6], detected.class_ids[:6])
+        _assert_same(fuse(semantic, few, config=config), _reference_fuse(semantic, few, config))
+        none = InstanceSegmentation.empty(60, 90)
+        _assert_same(fuse(semantic, none, config=config), _reference_fuse(semantic, none, config))
+    # Hundreds of regions, each touched by one of a few masks (more regions than uint8 numbers).
+    semantic = np.full((100, 100), 7, np.uint8)
+    for y in range(0, 100, 4):
+        for x in range(0, 100, 4):
+            semantic[y : y + 3, x : x + 3] = rng.choice([PERSON, CAR])
+    masks = np.stack([rng.random((100, 100)) < p for p in (0.1, 0.05, 0.2)])
+    detected = InstanceSegmentation(masks, [0.9, 0.8, 0.7], [CAR, PERSON, CAR])
+    config = FusionConfig(method=method, min_area=1)
+    _assert_same(fuse(semantic, detected, config=config), _reference_fuse(semantic, detected, config))
+
+
+@pytest.mark.parametrize("method", ["paper", "kirillov"])
+def test_more_instances_than_label_ids_absent_from_the_semantic_map(method):
+    # 240 one-pixel cars apart from each other (detected for Kirillov's baseline, new instances for
+    # the paper's), and every class of the label map present: fewer free ids than instances.
+    semantic = np.full((34, 64), 7, np.uint8)
+    semantic[:32:2, :30:2] = CAR
+    semantic[-1, : len(CITYSCAPES.classes)] = [c.id for c in CITYSCAPES.classes]  # 2 regions of things
+    masks = np.zeros((240 if method == "kirillov" else 0, 34, 64), bool)
+    masks.reshape(len(masks), semantic.size)[np.arange(len(masks)), np.flatnonzero(semantic == CAR)[: len(masks)]] = True
+    detected = InstanceSegmentation(masks, np.linspace(0.99, 0.6, len(masks)), np.full(len(masks), CAR))
+    config = FusionConfig(method=method, min_area=1, stuff_area_threshold=0)
+    fused = fuse(semantic, detected, config=config)
+    _assert_same(fused, _reference_fuse(semantic, detected, config))
+    assert len(fused.sources) == (240 if method == "kirillov" else 242)
+
+
+def test_large_unlabelled_foreground_and_thin_images():
+    semantic = np.full((300, 240), CAR, np.uint8)  # 72000 unlabelled pixels in one category
+    semantic[:, 120:] = PERSON
+    semantic[140:150] = 7
+    detected = InstanceSegmentation(np.zeros((1, 300, 240), bool), [0.9], [CAR])
+    _assert_same(fuse(semantic, detected), _reference_fuse(semantic, detected, FusionConfig()))
+    rng = np.random.default_rng(3)
+    for height, width in ((1, 1), (1, 17), (23, 1), (2, 2)):
+        semantic, detected = _random_scene(rng, height, width, 3)
+        for config in (FusionConfig(min_area=1), FusionConfig(method="kirillov", stuff_area_threshold=0)):
+            _assert_same(fuse(semantic, detected, config=config), _reference_fuse(semantic, detected, config))
+
+
+def _digest(fused) -> str:
+    """16 hex digits of SHA-256 over every output: panoptic and refined images, segments, detections, sources."""
+    h = hashlib.sha256()
+    h.update(fused.panoptic.astype("<i4").tobytes())
+    h.update(fused.semantic.astype(np.uint8).tobytes())
+    for s in fused.segments:
+        h.update(struct.pack("<qq?q4qd", s.id, s.category_id, s.is_thing, s.area, *s.bbox, s.score))
+    h.update(fused.detections.boxes.astype("<f4").tobytes())
+    h.update(fused.detections.scores.astype("<f4").tobytes())
+    h.update(fused.detections.class_ids.astype("<i8").tobytes())
+    h.update(repr(sorted(fused.sources.items())).encode())
+    return h.hexdigest()[:16]
+
+
+# Recorded with the implementation before the speed-up (without windows, commit 167326a) by running
+# the same _digest on the same inputs: _benchmark_scene(width, height, objects, seed), the configs
+# of DIGEST_CONFIGS, "paper4" with semantic_confidence = default_rng(seed).random((height, width),
+# float32). Probability masks (0.8 in, 0.3 out) gave the boolean masks' digests.
+DIGEST_CONFIGS = {
+    "paper": {},
+    "kirillov": {"method": "kirillov"},
+    "paper4": {"min_area": 16, "connectivity": 4},
+    "kirillov0": {"method": "kirillov", "stuff_area_threshold": 0, "overlap_threshold": 0.2},
+}
+DIGESTS = {
+    (33, 21, 3, 10): {"paper": "81ed28c70517009f", "kirillov": "07088325e7532de9", "paper4": "fb14d256850b518c", "kirillov0": "51ad1fdc754f7192"},
+    (97, 55, 12, 8): {"paper": "8116f725b0b2318b", "kirillov": "4d37bd8589c3ed92", "paper4": "14cf8d8c5b0ff209", "kirillov0": "2aab8586221cf50a"},
+    (160, 90, 0, 7): {"paper": "1771e9ed31fc2a52", "kirillov": "ac60bf0d5890d110", "paper4": "84f87c4cb77ee3d5", "kirillov0": "cf66a49d1af046d3"},
+    (320, 180, 30, 1): {"paper": "8b4225c38d44fa17", "kirillov": "9ca2700ab62458a3", "paper4": "935a1b782fd61abb", "kirillov0": "0d869462f2bc7c48"},
+    (321, 181, 30, 6): {"paper": "926c859611767387", "kirillov": "79accee24b5e227e", "paper4": "6de1b337691df452", "kirillov0": "299fffe3115ef41a"},
+    (1283, 721, 30, 2): {"paper": "46d753b9afbac815", "kirillov": "d11da0462d457f00", "paper4": "c383ff2af91c04d3", "kirillov0": "2780a79ea02f1ecc"},
+    (1920, 1080, 12, 0): {"paper": "48489a085b32865a", "kirillov": "53928e4e5281f6da", "paper4": "9096f24af2b55bfc", "kirillov0": "53928e4e5281f6da"},
+}
+
+
+@pytest.mark.parametrize("scene", list(DIGESTS))
+def test_street_scenes_give_the_former_implementations_outputs(scene):
+    width, height, objects, seed = scene
+    semantic, detected = _benchmark_scene(width, height, objects, seed)
+    confidence = np.random.default_rng(seed).random((height, width), np.float32)
+    without_windows = InstanceSegmentation(detected.masks, detected.scores, detected.class_ids)
+    probabilities = np.where(detected.masks, np.float32(0.8), np.float32(0.3))
+    for name, options in DIGEST_CONFIGS.items():
+        config = FusionConfig(**options)
+        given = confidence if name == "paper4" else None
+        for instances in (detected, without_windows):
+            assert _digest(fuse(semantic, instances, config=config, semantic_confidence=given)) == DIGESTS[scene][name], name
+    for windows in (detected.windows, None):
+        fused = fuse(semantic, InstanceSegmentation(probabilities, detected.scores, detected.class_ids, windows))
+        assert _digest(fused) == DIGESTS[scene]["paper"]
+
+
+def test_windows_are_checked_and_a_mask_is_read_only_inside_its_window():
+    semantic = semantic_grid(FIG2_SEMANTIC)
+    mask = mask_grid(FIG2_CAR_MASK)[None]
+    with pytest.raises(ValueError, match=r"windows must be \(K, 4\) = \(1, 4\) integers"):
+        InstanceSegmentation(mask, [0.9], [CAR], windows=np.zeros((1, 3), np.int64))
+    with pytest.raises(ValueError, match="integers"):
+        InstanceSegmentation(mask, [0.9], [CAR], windows=np.array([[3.0, 2.0, 6.0, 2.0]]))
+    for bad in ([-1, 2, 6, 2], [3, 2, 8, 2], [3, 4, 6, 2], [3, 2, -1, 2]):
+        with pytest.raises(ValueError, match=r"window 0 \(x, y, w, h\) = .* is not inside the 10x5 image"):
+            InstanceSegmentation(mask, [0.9], [CAR], windows=[bad])
+    reference = fuse(semantic, InstanceSegmentation(mask, [0.9], [CAR]), config=FusionConfig(min_area=3))
+    for window in ([3, 2, 6, 2], [0, 0, 10, 5], torch.tensor([[2, 1, 8, 3]])):  # tight, whole image, loose
+        windowed = InstanceSegmentation(mask, [0.9], [CAR], windows=torch.as_tensor(window).reshape(1, 4))
+        assert _digest(fuse(semantic, windowed, config=FusionConfig(min_area=3))) == _digest(reference)
+    # Pixels outside the window are not read: the same as a mask zeroed there.
+    cropped = InstanceSegmentation(mask, [0.9], [CAR], windows=[[3, 2, 3, 1]])
+    zeroed = np.zeros_like(mask)
+    zeroed[:, 2:3, 3:6] = mask[:, 2:3, 3:6]
+    for method in ("paper", "kirillov"):
+        config = FusionConfig(method=method, min_area=3)
+        assert _digest(fuse(semantic, cropped, config=config)) == _digest(fuse(semantic, InstanceSegmentation(zeroed, [0.9], [CAR]), config=config))
+    # An empty mask may have an empty window; no instances, no windows.
+    empty = InstanceSegmentation(np.zeros((1, 5, 10), bool), [0.9], [CAR], windows=[[0, 0, 0, 0]])
+    assert fuse(semantic, empty, config=FusionConfig(min_area=3)).sources == {24001: -1, 26001: -1}
+    assert InstanceSegmentation(np.zeros((0, 5, 10), bool), [], [], windows=np.zeros((0, 4))).windows.shape == (0, 4)
