@@ -313,13 +313,15 @@ class FusionPanopticBackend(Backend):
     @staticmethod
     def _instances(detection: dict, geometry: Geometry, score_threshold: float, mask_threshold: float) -> InstanceSegmentation:
         """Detections at or above the score threshold with their masks pasted at the input resolution, each
-        computed only inside its box (:func:`~panoptic_perception.nn.roi_heads.paste_masks_in_boxes`)."""
+        computed and kept only inside its box (:func:`~panoptic_perception.nn.roi_heads.paste_masks_in_boxes`):
+        memory grows with the boxes' area, not with the detections times the image's."""
         keep = detection["scores"] >= score_threshold
         boxes = torch.from_numpy(geometry.boxes_to_source(detection["boxes"][keep].cpu().numpy()))
         width, height = geometry.source_size
         pasted = paste_masks_in_boxes(detection["masks"][keep].cpu().float(), boxes, (height, width))
-        masks = np.zeros((len(pasted), height, width), bool)  # pages outside the boxes are never touched
-        for mask, ((x, y, w, h), probabilities) in zip(masks, pasted):
-            mask[y : y + h, x : x + w] = (probabilities > mask_threshold).numpy()
         class_ids = np.asarray(THING_IDS)[detection["labels"][keep].cpu().numpy() - 1]
-        return InstanceSegmentation(masks, detection["scores"][keep].cpu().numpy(), class_ids)
+        return InstanceSegmentation(
+            [(probabilities > mask_threshold).numpy() for _, probabilities in pasted],
+            detection["scores"][keep].cpu().numpy(), class_ids,
+            windows=np.array([window for window, _ in pasted], np.int64).reshape(-1, 4), image_size=(height, width),
+        )

@@ -88,7 +88,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -114,37 +114,54 @@ def _numpy(array: Any) -> np.ndarray:
 
 @dataclass
 class InstanceSegmentation:
-    """An instance segmentation at image size: one mask, score and class per detected object.
+    """An instance segmentation: one mask, score and class per detected object.
 
-    ``masks``: (K, H, W) or (K, 1, H, W), bool, 0/1 integers or float probabilities.
+    ``masks``: (K, H, W) or (K, 1, H, W) at image size, bool, 0/1 integers or float probabilities;
+    or, with ``windows`` and ``image_size``, a sequence of K masks each covering only its window
+    (``(h_k, w_k)``, as Mask R-CNN pastes a mask into its box): memory then grows with the boxes'
+    area, not with K times the image's.
     ``scores``: (K,) detector confidences. ``class_ids``: (K,) label ids of thing classes.
     ``windows``: optional (K, 4) integers ``(x, y, w, h)`` (``cv2.boundingRect``'s layout), one per
-    mask, inside the image: a promise that the mask is zero outside its window, as when Mask R-CNN
-    pastes a mask into its box; the window may be larger than the mask's bounding box. :func:`fuse`
-    then reads each mask only inside its window, instead of searching the whole mask for its
-    bounding box: a pixel outside counts as 0 and is not checked (which would cost a pass over the
-    whole mask). Stored as int64.
+    mask, inside the image: a promise that the mask is zero outside its window; the window may be
+    larger than the mask's bounding box. :func:`fuse` then reads each mask only inside its window,
+    instead of searching the whole mask for its bounding box: a pixel outside counts as 0 and is not
+    checked (which would cost a pass over the whole mask). Stored as int64.
+    ``image_size``: (H, W); taken from full-size masks, required with windowed ones.
     numpy arrays or torch tensors; stored as numpy. Raises ValueError on inconsistent shapes, and on
     windows that are not (K, 4) integers or reach outside the image.
     """
 
-    masks: np.ndarray
+    masks: np.ndarray | Sequence[np.ndarray]
     scores: np.ndarray
     class_ids: np.ndarray
     windows: np.ndarray | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        self.masks = _numpy(self.masks)
         self.scores = _numpy(self.scores).astype(np.float32, copy=False).reshape(-1)
         self.class_ids = _numpy(self.class_ids).astype(np.int64, copy=False).reshape(-1)
-        if self.masks.ndim == 4 and self.masks.shape[1] == 1:
-            self.masks = self.masks[:, 0]
-        k = len(self.masks)
-        if self.masks.ndim != 3 or len(self.scores) != k or len(self.class_ids) != k:
+        k = len(self.scores)
+        windowed = isinstance(self.masks, (list, tuple))
+        if windowed:
+            if self.windows is None or self.image_size is None:
+                raise ValueError("masks given per window need windows and image_size")
+            self.masks = tuple(_numpy(mask) for mask in self.masks)
+            shapes = [mask.shape for mask in self.masks]
+            valid = all(len(shape) == 2 for shape in shapes)
+        else:
+            self.masks = _numpy(self.masks)
+            if self.masks.ndim == 4 and self.masks.shape[1] == 1:
+                self.masks = self.masks[:, 0]
+            shapes = self.masks.shape
+            valid = self.masks.ndim == 3
+            if valid:
+                self.image_size = self.masks.shape[1:]
+        if not valid or len(self.masks) != k or len(self.class_ids) != k:
             raise ValueError(
-                f"masks (K, H, W) or (K, 1, H, W), scores (K,) and class_ids (K,) expected, got masks "
-                f"{self.masks.shape}, scores {self.scores.shape}, class_ids {self.class_ids.shape}"
+                f"masks (K, H, W) or (K, 1, H, W) (or K windowed masks), scores (K,) and class_ids (K,) expected, "
+                f"got masks {shapes}, scores {self.scores.shape}, class_ids {self.class_ids.shape}"
             )
+        self.image_size = tuple(int(v) for v in self.image_size)
         if self.windows is not None:
             windows = _numpy(self.windows)
             if windows.shape != (k, 4) or not (np.issubdtype(windows.dtype, np.integer) or windows.size == 0):
@@ -152,7 +169,7 @@ class InstanceSegmentation:
                     f"windows must be (K, 4) = ({k}, 4) integers (x, y, w, h), got {windows.shape} {windows.dtype}"
                 )
             windows = windows.astype(np.int64)
-            height, width = self.masks.shape[1:]
+            height, width = self.image_size
             x, y, w, h = windows.T
             outside = (x < 0) | (y < 0) | (w < 0) | (h < 0) | (x + w > width) | (y + h > height)
             if outside.any():
@@ -160,6 +177,12 @@ class InstanceSegmentation:
                 raise ValueError(
                     f"window {bad} (x, y, w, h) = {tuple(windows[bad].tolist())} is not inside the {width}x{height} image"
                 )
+            if windowed:
+                sizes = [(h, w) for _, _, w, h in windows.tolist()]
+                wrong = [i for i, (shape, size) in enumerate(zip(shapes, sizes)) if shape != size]
+                if wrong:
+                    raise ValueError(f"windowed mask {wrong[0]} is {shapes[wrong[0]]}, its window "
+                                     f"{sizes[wrong[0]][0]}x{sizes[wrong[0]][1]} (h x w)")
             self.windows = windows
 
     @classmethod
@@ -167,7 +190,14 @@ class InstanceSegmentation:
         return cls(np.zeros((0, height, width), bool), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
     def __len__(self) -> int:
-        return len(self.masks)
+        return len(self.scores)
+
+    def window_mask(self, k: int) -> np.ndarray:
+        """Mask ``k`` inside its window (``windows`` must be given): a view, in the masks' dtype."""
+        if isinstance(self.masks, tuple):
+            return self.masks[k]
+        x, y, w, h = self.windows[k].tolist()
+        return self.masks[k, y : y + h, x : x + w]
 
 
 @dataclass(frozen=True)
@@ -375,28 +405,27 @@ def _mask_crops(
     :attr:`InstanceSegmentation.windows` when given; otherwise in the rows of ``clip``, where their
     bounding box is searched.
     """
-    masks, windows = instances.masks, instances.windows
-    top, bottom = (clip[1], clip[1] + clip[3]) if clip is not None else (0, masks.shape[1])
+    windows = instances.windows
+    height, width = instances.image_size
+    top, bottom = (clip[1], clip[1] + clip[3]) if clip is not None else (0, height)
     crops: list[tuple[int, int, tuple[int, int, int, int], np.ndarray]] = []
-    if bottom <= top or masks.shape[2] == 0:
+    if bottom <= top or width == 0:
         return crops
     for rank, k in enumerate(order.tolist()):
         if windows is None:
-            mask = _binary(masks[k][top:bottom], threshold)
+            mask = _binary(instances.masks[k][top:bottom], threshold)  # the rows of clip
             x, y, w, h = _bounding_box(np.ascontiguousarray(mask))
-            box = (x, y + top, w, h)
+            box, origin = (x, y + top, w, h), (0, top)
         else:
-            mask, box = masks[k], tuple(windows[k].tolist())
+            mask, box = instances.window_mask(k), tuple(windows[k].tolist())
+            origin = box[:2]
         if clip is not None:
             box = _intersect(box, clip)
         x, y, w, h = box
         if w == 0 or h == 0:
             continue
-        if windows is None:
-            crop = mask[y - top : y - top + h, x : x + w]
-        else:
-            crop = _binary(mask[y : y + h, x : x + w], threshold)
-        crops.append((rank, k, box, crop))
+        crop = mask[y - origin[1] : y - origin[1] + h, x - origin[0] : x - origin[0] + w]
+        crops.append((rank, k, box, crop if windows is None else _binary(crop, threshold)))
     return crops
 
 
@@ -625,8 +654,8 @@ def fuse(
     config = config or FusionConfig()
     semantic, semantic_stats = _semantic_ids(semantic, label_map)
     height, width = semantic.shape
-    if instances.masks.shape[1:] != (height, width):
-        raise ValueError(f"instance masks {instances.masks.shape} do not match semantic {semantic.shape}")
+    if instances.image_size != (height, width):
+        raise ValueError(f"instance masks of a {instances.image_size} image do not match semantic {semantic.shape}")
     if semantic_confidence is not None:
         semantic_confidence = _numpy(semantic_confidence)
         if semantic_confidence.shape != (height, width):

@@ -352,7 +352,7 @@ def test_no_instances_and_no_foreground():
 def test_bad_input_raises_value_error():
     semantic = semantic_grid("rrC rrC")
     good = instances(("..# ..#", 0.9, CAR))
-    with pytest.raises(ValueError, match=r"\(1, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"masks of a \(3, 3\) image do not match semantic \(2, 3\)"):
         fuse(semantic, InstanceSegmentation(np.zeros((1, 3, 3), bool), [0.9], [CAR]))
     with pytest.raises(ValueError, match="scores"):
         InstanceSegmentation(np.zeros((2, 2, 3), bool), [0.9], [CAR, CAR])
@@ -639,6 +639,13 @@ def _variants(detected: InstanceSegmentation, rng: np.random.Generator):
     for windows in (None, tight, loose):
         for kind in (binary, binary.astype(np.uint8), probabilities):
             yield InstanceSegmentation(kind, detected.scores, detected.class_ids, windows=windows)
+            if windows is not None:  # each mask stored only inside its window
+                yield _windowed(kind, detected, windows)
+
+
+def _windowed(masks: np.ndarray, detected: InstanceSegmentation, windows: np.ndarray) -> InstanceSegmentation:
+    crops = [mask[y : y + h, x : x + w] for mask, (x, y, w, h) in zip(masks, windows.tolist())]
+    return InstanceSegmentation(crops, detected.scores, detected.class_ids, windows, image_size=masks.shape[1:])
 
 
 @pytest.mark.parametrize("seed", range(150))
@@ -758,7 +765,7 @@ def test_street_scenes_give_the_former_implementations_outputs(scene):
     for name, options in DIGEST_CONFIGS.items():
         config = FusionConfig(**options)
         given = confidence if name == "paper4" else None
-        for instances in (detected, without_windows):
+        for instances in (detected, without_windows, _windowed(detected.masks, detected, detected.windows)):
             assert _digest(fuse(semantic, instances, config=config, semantic_confidence=given)) == DIGESTS[scene][name], name
     for windows in (detected.windows, None):
         fused = fuse(semantic, InstanceSegmentation(probabilities, detected.scores, detected.class_ids, windows))
@@ -790,3 +797,19 @@ def test_windows_are_checked_and_a_mask_is_read_only_inside_its_window():
     empty = InstanceSegmentation(np.zeros((1, 5, 10), bool), [0.9], [CAR], windows=[[0, 0, 0, 0]])
     assert fuse(semantic, empty, config=FusionConfig(min_area=3)).sources == {24001: -1, 26001: -1}
     assert InstanceSegmentation(np.zeros((0, 5, 10), bool), [], [], windows=np.zeros((0, 4))).windows.shape == (0, 4)
+
+
+def test_masks_stored_per_window_need_their_windows_and_the_image_size():
+    crops = [np.ones((2, 3), bool)]
+    with pytest.raises(ValueError, match="masks given per window need windows and image_size"):
+        InstanceSegmentation(crops, [0.9], [CAR], windows=[[3, 2, 3, 2]])
+    with pytest.raises(ValueError, match=r"windowed mask 0 is \(2, 3\), its window 2x4"):
+        InstanceSegmentation(crops, [0.9], [CAR], windows=[[3, 2, 4, 2]], image_size=(5, 10))
+    with pytest.raises(ValueError, match=r"window 0 .* is not inside the 10x5 image"):
+        InstanceSegmentation(crops, [0.9], [CAR], windows=[[8, 2, 3, 2]], image_size=(5, 10))
+    with pytest.raises(ValueError, match="scores"):
+        InstanceSegmentation(crops, [0.9, 0.8], [CAR, CAR], windows=[[3, 2, 3, 2]] * 2, image_size=(5, 10))
+    windowed = InstanceSegmentation(crops, [0.9], [CAR], windows=[[3, 2, 3, 2]], image_size=(5, 10))
+    assert len(windowed) == 1 and windowed.image_size == (5, 10) and windowed.window_mask(0).shape == (2, 3)
+    with pytest.raises(ValueError, match=r"masks of a \(5, 10\) image do not match semantic \(4, 10\)"):
+        fuse(np.zeros((4, 10), np.uint8), windowed)
