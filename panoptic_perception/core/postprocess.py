@@ -159,12 +159,22 @@ class _Upsampling:
         out.reshape(-1)[flat.reshape(-1).numpy()] = values.expand(flat.shape).reshape(-1).numpy()
 
 
+def _dense(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+    """The maps at ``size`` where no interpolation is needed (the same size) or where the reference
+    computation itself runs (a GPU, where it is fast); None where the per-cell computation applies."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    if maps.device.type != "cpu":
+        return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    return None
+
+
 def _margin(maps: torch.Tensor) -> float:
     low, high = torch.aminmax(maps)
     return _MARGIN * max(-float(low), float(high))
 
 
-def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Tensor | None = None) -> torch.Tensor:
+def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Tensor | None = None) -> np.ndarray:
     """The first maximum over channels of (C, h, w) maps bilinearly interpolated to ``size`` (H, W).
 
     Equal to ``F.interpolate(maps[None], size, mode="bilinear", align_corners=False)[0].max(0).indices``
@@ -176,10 +186,9 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Te
     if channels > 256:
         raise ValueError(f"at most 256 channels fit a uint8 map, got {channels}")
     values = torch.arange(channels, dtype=torch.uint8) if values is None else values
-    if maps.device.type != "cpu" or tuple(maps.shape[-2:]) == tuple(size):
-        if tuple(maps.shape[-2:]) != tuple(size):
-            maps = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-        return values.to(maps.device)[maps.max(0).indices].cpu().numpy()
+    dense = _dense(maps, size)
+    if dense is not None:
+        return values.to(dense.device)[dense.max(0).indices].cpu().numpy()
     maps = maps.float()
     margin = _margin(maps)
     if channels == 1:
@@ -210,7 +219,7 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Te
     return out
 
 
-def _argmax_in_cells(upsampling: _Upsampling, out: torch.Tensor, corners: torch.Tensor, classes: torch.Tensor,
+def _argmax_in_cells(upsampling: _Upsampling, out: np.ndarray, corners: torch.Tensor, classes: torch.Tensor,
                      rows: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, margin: float) -> None:
     """Writes the first maximum over ``classes`` (n, K) of the pixels of n cells, from the K classes'
     ``corners`` (4, n, K)."""
@@ -233,14 +242,13 @@ def _argmax_in_cells(upsampling: _Upsampling, out: torch.Tensor, corners: torch.
         upsampling.write(out, py, px, values[lowest.min(1).values])
 
 
-def upsampled_threshold(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+def upsampled_threshold(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
     """``value > threshold`` of a (1, h, w) map bilinearly interpolated to ``size`` (H, W), as an (H, W)
     bool numpy array; equal to ``F.interpolate(maps[None], size, mode="bilinear", align_corners=False)[0, 0] >
     threshold`` (see the module docstring). ``threshold`` may be infinite."""
-    if maps.device.type != "cpu" or tuple(maps.shape[-2:]) == tuple(size):
-        if tuple(maps.shape[-2:]) != tuple(size):
-            maps = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-        return (maps[0] > threshold).cpu().numpy()
+    dense = _dense(maps, size)
+    if dense is not None:
+        return (dense[0] > threshold).cpu().numpy()
     maps = maps.float()
     margin = _margin(maps)
     value = maps[0]
