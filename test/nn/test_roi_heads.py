@@ -22,6 +22,7 @@ from panoptic_perception.nn.roi_heads import (
     TwoMLPHead,
     fastrcnn_loss,
     maskrcnn_loss,
+    paste_masks_in_boxes,
     paste_masks_in_image,
     project_masks_on_boxes,
 )
@@ -62,6 +63,23 @@ def test_paste_masks_equals_torchvision():
     torch.testing.assert_close(actual, expected, rtol=0, atol=2e-6)
     assert torch.equal(actual == 0, expected == 0)  # the same pixels covered
     assert (actual > 0).sum(dim=(1, 2, 3)).min() > 0
+
+
+def test_paste_masks_in_boxes_keeps_only_the_boxes_and_each_window_holds_all_of_its_mask():
+    generator = torch.Generator().manual_seed(1)
+    height, width = 90, 130
+    boxes = torch.cat((random_boxes(30, generator, height, width),
+                       torch.tensor([[-30.0, -20, -10, -5], [125.0, 85, 140, 99], [0.0, 0.0, float(width), float(height)]])))
+    masks = torch.rand(len(boxes), 1, 28, 28, generator=generator)
+    pasted = paste_masks_in_boxes(masks, boxes, (height, width))
+    whole = paste_masks_in_image(masks, boxes, (height, width))
+    for (x, y, w, h), values in pasted:
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height and values.shape == (h, w)
+    for image, ((x, y, w, h), values) in zip(whole[:, 0], pasted):
+        assert torch.equal(image[y : y + h, x : x + w], values)
+        image[y : y + h, x : x + w] = 0
+        assert not image.any(), "nothing outside the window"
+    assert pasted[30][0][2:] == (0, 0) and pasted[31][0] == (124, 84, 6, 6) and pasted[32][0] == (0, 0, width, height)
 
 
 def test_paste_masks_geometry_by_hand():
