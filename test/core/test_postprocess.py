@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from panoptic_perception.core import postprocess
 from panoptic_perception.core.labels import CITYSCAPES
 from panoptic_perception.core.postprocess import (
     binary_masks,
@@ -48,10 +49,19 @@ SIZES = [  # (h, w) of the maps, (H, W) of the image
 ]
 
 
+@pytest.fixture(params=["chosen", "per_cell"])
+def route(request, monkeypatch):
+    """As chosen by the boundary's size, or per cell however large the boundary (noise is all boundary)."""
+    if request.param == "per_cell":
+        monkeypatch.setattr(postprocess, "_ARGMAX_DENSE", 0)
+        monkeypatch.setattr(postprocess, "_THRESHOLD_DENSE", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("low, size", SIZES)
 @pytest.mark.parametrize("channels", [2, 19])
-def test_upsampled_argmax_equals_interpolating_then_the_argmax(low, size, channels, channels_last):
+def test_upsampled_argmax_equals_interpolating_then_the_argmax(low, size, channels, channels_last, route):
     for seed, logits in enumerate([smooth_logits(channels, *low, seed=0), torch.randn(channels, *low) * 3]):
         if channels_last:  # what the fast networks return: read as it is, never copied
             logits = logits[None].contiguous(memory_format=torch.channels_last)[0]
@@ -60,7 +70,7 @@ def test_upsampled_argmax_equals_interpolating_then_the_argmax(low, size, channe
         np.testing.assert_array_equal(labels, reference_argmax(logits, size), err_msg=f"logits {seed}")
 
 
-def test_upsampled_argmax_resolves_ties_to_the_first_class_as_argmax_does():
+def test_upsampled_argmax_resolves_ties_to_the_first_class_as_argmax_does(route):
     """Small integers: corners tie exactly, and so do many interpolated values (the tie goes to the lowest
     channel in both); a channel equal to another everywhere never wins over it."""
     generator = torch.Generator().manual_seed(1)
@@ -73,7 +83,7 @@ def test_upsampled_argmax_resolves_ties_to_the_first_class_as_argmax_does():
     assert (upsampled_argmax(torch.zeros(19, 4, 4), (9, 9)) == 0).all()
 
 
-def test_upsampled_argmax_near_ties_take_the_kernels_own_rounding():
+def test_upsampled_argmax_near_ties_take_the_kernels_own_rounding(route):
     """Two classes whose corners differ by a float32 rounding or two: only the kernel's exact arithmetic
     decides these pixels as the reference does. (Four channels: for three, torch runs another kernel on
     one thread, which rounds differently.)"""
@@ -97,15 +107,30 @@ def test_upsampled_argmax_writes_the_given_values_and_refuses_too_many_channels(
 
 
 @pytest.mark.parametrize("low, size", SIZES)
-def test_upsampled_threshold_equals_interpolating_then_comparing(low, size):
-    logits = smooth_logits(1, *low, seed=4)
-    for threshold in (0.0, 0.37, -1.5, math.inf, -math.inf):
-        mask = upsampled_threshold(logits, size, threshold)
-        assert mask.shape == size and mask.dtype == bool
-        np.testing.assert_array_equal(mask, (reference(logits, size)[0] > threshold).numpy(), err_msg=f"threshold {threshold}")
+def test_upsampled_threshold_equals_interpolating_then_comparing(low, size, route):
+    for logits in (smooth_logits(1, *low, seed=4), torch.randn(1, *low)):
+        for threshold in (0.0, 0.37, -1.5, math.inf, -math.inf):
+            mask = upsampled_threshold(logits, size, threshold)
+            assert mask.shape == size and mask.dtype == bool
+            np.testing.assert_array_equal(mask, (reference(logits, size)[0] > threshold).numpy(), err_msg=f"threshold {threshold}")
 
 
-def test_upsampled_threshold_at_values_equal_to_the_threshold():
+def test_noise_takes_the_reference_computation_and_real_maps_do_not(monkeypatch):
+    """Where nearly every cell is a boundary (an untrained network), interpolating everything is cheaper."""
+    calls = []
+    interpolated = postprocess._interpolated
+    monkeypatch.setattr(postprocess, "_interpolated", lambda *args: calls.append(args) or interpolated(*args))
+    upsampled_argmax(torch.randn(19, 88, 160), (720, 1280))
+    upsampled_threshold(torch.randn(1, 88, 160), (720, 1280), 0.0)
+    assert len(calls) == 2
+    columns = torch.arange(160.0).expand(88, 160)
+    stripes = torch.stack([-(columns - 8 * k - 0.5).abs() for k in range(19)])  # 19 classes side by side: 12 % boundary
+    upsampled_argmax(stripes, (720, 1280))
+    upsampled_threshold((columns - 80.5)[None], (720, 1280), 0.0)  # one edge
+    assert len(calls) == 2
+
+
+def test_upsampled_threshold_at_values_equal_to_the_threshold(route):
     """Quarter steps interpolate exactly onto the threshold at many pixels: equal is not above."""
     logits = torch.randint(0, 5, (1, 9, 14), generator=torch.Generator().manual_seed(5)).float() / 4
     for size in ((36, 56), (37, 59)):
