@@ -269,6 +269,7 @@ class FusionPanopticBackend(Backend):
     resize_mode = ResizeMode.RESIZE
     default_thresholds = Thresholds(score=0.5, iou=0.5, max_detections=100, mask=0.5)
     bundled_weights = "fusion_panoptic_synthetic.pth"
+    dropped_instances: int = 0  # instances fusion dropped beyond 999 of one class, over this backend's frames
 
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
@@ -298,6 +299,12 @@ class FusionPanopticBackend(Backend):
         for semantic, detection, geometry in zip(class_maps(semantic_logits, geometries, self.label_map), detections, geometries):
             instances = self._instances(detection, geometry, t.score, t.mask)
             fused = fuse(semantic, instances, self.label_map, fusion)
+            if fused.dropped:
+                self.dropped_instances += fused.dropped
+                if self.dropped_instances == fused.dropped:  # the first time: then only counted
+                    self.log.warning("fusion_panoptic: %d instances of a class beyond the panoptic format's 999 "
+                                     "(label divisor 1000) dropped, the smallest first; dropped_instances counts them",
+                                     fused.dropped)
             results.append(PerceptionResult(
                 geometry.source_size, self.name, detections=fused.detections,
                 semantic=fused.semantic if fusion.method == "paper" else semantic,  # the baseline refines nothing

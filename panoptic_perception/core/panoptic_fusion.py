@@ -58,7 +58,10 @@ baseline takes things from the detector only.
 Both methods: the refined semantic map is the panoptic segment's class where the panoptic image is
 not void, and the input semantic class elsewhere. Instances are numbered per class from 1 (instance 0
 of a thing class means a crowd region in this project's ground truth): kept detections in descending
-score order, then new instances. At most 999 instances of one class (``PANOPTIC_LABEL_DIVISOR``).
+score order, then new instances. At most 999 instances of one class fit the panoptic format (label
+divisor ``PANOPTIC_LABEL_DIVISOR`` = 1000): beyond that, the class's smallest instances are dropped (their
+pixels void in the panoptic image, their semantic class kept) and counted in ``FusedPanoptic.dropped``, so
+that a crowded frame still gives its output.
 
 Instance masks as Mask R-CNN gives them: ``(K, H, W)`` (or ``(K, 1, H, W)``, torchvision's layout)
 pasted at image size, either boolean (or 0/1 integers) or probabilities, which are binarised with
@@ -86,6 +89,7 @@ threshold pass per mask (inside its window when given).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
@@ -255,6 +259,7 @@ class FusedPanoptic:
     ``detections``: one box per thing segment, ``(x1, y1, x2, y2)`` = ``(min_x, min_y, max_x + 1,
     max_y + 1)`` of the fused segment, sorted by descending score.
     ``sources``: thing segment id → index of its instance in the input, -1 for a new instance.
+    ``dropped``: instances left out because their class had more than 999 (see :func:`fuse`).
     """
 
     panoptic: np.ndarray
@@ -262,6 +267,7 @@ class FusedPanoptic:
     semantic: np.ndarray
     detections: Detections
     sources: dict[int, int]
+    dropped: int = 0
 
 
 @dataclass
@@ -646,8 +652,9 @@ def fuse(
     ``semantic_confidence``: optional (H, W) float, the semantic head's probability of each pixel's
     class; the score of the paper's new instances is its mean over the instance.
     Method and parameters: ``config`` (default :class:`FusionConfig`); see the module docstring.
-    Raises ValueError on mismatched shapes, ids outside the label map, instance classes that are not
-    thing classes, or more than 999 instances of one class.
+    Raises ValueError on mismatched shapes, ids outside the label map or instance classes that are not
+    thing classes. More than 999 instances of one class: the smallest are dropped and counted
+    (``FusedPanoptic.dropped``).
 
     Steps 3 to 5 work on the window fusion can change (module docstring), with a 1-pixel border.
     """
@@ -697,7 +704,30 @@ def fuse(
         fused += created
     elif w:
         fused = _claim(crops, len(order), instances, None, category_of, labels, window, config.overlap_threshold)
-    return _assemble(semantic, semantic_stats, window, labels[1:-1, 1:-1], fused, label_map, config)
+    labels = labels[1:-1, 1:-1]
+    fused, dropped = _fit_label_divisor(labels, fused)
+    assembled = _assemble(semantic, semantic_stats, window, labels, fused, label_map, config)
+    assembled.dropped = dropped
+    return assembled
+
+
+def _fit_label_divisor(labels: np.ndarray, fused: list[_Instance]) -> tuple[list[_Instance], int]:
+    """At most 999 instances of one class fit the panoptic format (``class * 1000 + instance``): beyond
+    that, the class's smallest instances (fewest pixels; the later one on equal areas) are dropped, so that
+    a crowded frame still gives its output. A dropped instance's pixels get no instance (``labels``
+    written in place): void in the panoptic image, their semantic class kept. Returns the instances kept
+    and how many were dropped."""
+    counts = Counter(instance.class_id for instance in fused)
+    if max(counts.values(), default=0) < PANOPTIC_LABEL_DIVISOR:
+        return fused, 0
+    area = np.bincount(labels.ravel(), minlength=1 + max(instance.value for instance in fused))
+    dropped: set[int] = set()
+    for class_id, count in counts.items():
+        if count >= PANOPTIC_LABEL_DIVISOR:
+            members = sorted((i for i in fused if i.class_id == class_id), key=lambda i: -area[i.value])  # stable
+            dropped.update(i.value for i in members[PANOPTIC_LABEL_DIVISOR - 1 :])
+    labels[np.isin(labels, list(dropped))] = 0
+    return [i for i in fused if i.value not in dropped], len(dropped)
 
 
 def _assemble(
@@ -761,8 +791,6 @@ def _assemble(
     sources: dict[int, int] = {}
     for instance in fused:
         number = numbers.get(instance.class_id, 0) + 1
-        if number >= PANOPTIC_LABEL_DIVISOR:
-            raise ValueError(f"more than {PANOPTIC_LABEL_DIVISOR - 1} instances of class {instance.class_id}")
         numbers[instance.class_id] = number
         segment_id = instance.class_id * PANOPTIC_LABEL_DIVISOR + number
         value_panoptic[instance.value] = segment_id

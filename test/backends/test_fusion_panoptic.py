@@ -93,6 +93,28 @@ def test_backend_outputs_are_consistent_at_the_input_resolution(small_backend):
     assert (result.detections.boxes[:, [0, 2]] <= 320).all() and (result.detections.boxes[:, [1, 3]] <= 180).all()
 
 
+def test_instances_dropped_by_the_fusion_are_counted_and_logged_once(small_backend, monkeypatch, caplog):
+    """More than 999 instances of a class (the panoptic format's limit): fuse drops the smallest; the
+    backend counts them over its frames and warns the first time."""
+    from panoptic_perception.backends import fusion_panoptic
+
+    real_fuse = fusion_panoptic.fuse
+
+    def crowded(*args, **kwargs):
+        fused = real_fuse(*args, **kwargs)
+        fused.dropped = 4
+        return fused
+
+    monkeypatch.setattr(fusion_panoptic, "fuse", crowded)
+    image = generate_scene(1, 320, 180).image
+    with caplog.at_level("WARNING", logger="panoptic_perception"):
+        small_backend(image)
+        small_backend(image)
+    assert small_backend.dropped_instances == 8
+    warnings = [r for r in caplog.records if "beyond the panoptic format's 999" in r.getMessage()]
+    assert len(warnings) == 1 and "4 instances" in warnings[0].getMessage()
+
+
 def test_runtime_thresholds_reach_the_box_head(small_backend):
     batch = torch.rand(1, 3, 160, 256)
     small_backend.set_thresholds(score=0.0, iou=0.3, max_detections=3)

@@ -813,3 +813,30 @@ def test_masks_stored_per_window_need_their_windows_and_the_image_size():
     assert len(windowed) == 1 and windowed.image_size == (5, 10) and windowed.window_mask(0).shape == (2, 3)
     with pytest.raises(ValueError, match=r"masks of a \(5, 10\) image do not match semantic \(4, 10\)"):
         fuse(np.zeros((4, 10), np.uint8), windowed)
+
+
+@pytest.mark.parametrize("method", ["paper", "kirillov"])
+def test_more_than_999_instances_of_a_class_drop_the_smallest_and_keep_the_frame(method):
+    """1,005 cars, 6 of them smaller: the panoptic format numbers 999 per class (label divisor 1000)."""
+    rows, columns = 26, 40
+    semantic = np.full((rows * 5, columns * 5), 7, np.uint8)  # road
+    crops, windows, small = [], [], {17, 230, 501, 777, 900, 1004}
+    for k in range(1005):
+        y, x = divmod(k, columns)
+        side = 2 if k in small else 4
+        semantic[y * 5 : y * 5 + side, x * 5 : x * 5 + side] = CAR
+        crops.append(np.ones((side, side), bool))
+        windows.append((x * 5, y * 5, side, side))
+    scores = np.linspace(0.99, 0.6, 1005)
+    instances = InstanceSegmentation(crops, scores, [CAR] * 1005, windows, image_size=semantic.shape)
+    fused = fuse(semantic, instances, config=FusionConfig(method=method, min_area=1, stuff_area_threshold=0))
+    assert fused.dropped == 6
+    things = [s for s in fused.segments if s.is_thing]
+    assert len(things) == 999 and {s.area for s in things} == {16}
+    assert max(s.id for s in things) == CAR * 1000 + 999 and len(fused.detections) == 999
+    for k in small:  # void in the panoptic image, still a car in the semantic map
+        y, x = divmod(k, columns)
+        assert (fused.panoptic[y * 5 : y * 5 + 2, x * 5 : x * 5 + 2] == 0).all()
+        assert (fused.semantic[y * 5 : y * 5 + 2, x * 5 : x * 5 + 2] == CAR).all()
+    assert fuse(semantic, InstanceSegmentation(crops[:999], scores[:999], [CAR] * 999, windows[:999],
+                                               image_size=semantic.shape), config=FusionConfig(method=method)).dropped == 0
