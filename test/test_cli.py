@@ -155,24 +155,27 @@ def test_infer_records_the_backend_options_it_ran_with(tmp_path):
         assert record["input_size"] == [160, 96] and "input_width" not in record["config"], name
 
 
-def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_files(tmp_path, capsys):
-    import torch
-
-    from panoptic_perception.backends import save_checkpoint
+@pytest.fixture(scope="module")
+def fusion_weights(tmp_path_factory):
+    """A small random fusion_panoptic checkpoint (256x160 input)."""
     from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
-    from panoptic_perception.core.labels import CITYSCAPES
-    from panoptic_perception.data.cityscapes import panoptic_from_png, rgb_to_id
-    from panoptic_perception.data.synthetic import generate_scene
 
     torch.manual_seed(0)
     config = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size=64, mask_channels=32,
                   semantic_channels=32, group_norm_groups=8, input_width=256, input_height=160)
-    weights = save_checkpoint(tmp_path / "fp.pth", "fusion_panoptic",
-                              FusionPanopticNetwork(FusionPanopticConfig(**config)).state_dict(), config)
+    return str(save_checkpoint(tmp_path_factory.mktemp("weights") / "fp.pth", "fusion_panoptic",
+                               FusionPanopticNetwork(FusionPanopticConfig(**config)).state_dict(), config))
+
+
+def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_files(tmp_path, fusion_weights, capsys):
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.cityscapes import panoptic_from_png, rgb_to_id
+    from panoptic_perception.data.synthetic import generate_scene
+
     image = tmp_path / "frame.png"
     cv2.imwrite(str(image), generate_scene(5, 320, 180).image)
     out = tmp_path / "out"
-    argv = ["-q", "infer", "--backend", "fusion_panoptic", "--weights", str(weights), str(image), "--output", str(out),
+    argv = ["-q", "infer", "--backend", "fusion_panoptic", "--weights", fusion_weights, str(image), "--output", str(out),
             "--score-threshold", "0"]
     assert main(argv) == 0
     semantic = cv2.imread(str(out / "frame_semantic.png"), cv2.IMREAD_UNCHANGED)
@@ -190,6 +193,60 @@ def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_file
         assert (segment["id"] // 1000 == segment["category_id"]) if is_thing else segment["id"] == segment["category_id"]
     panoptic, _ = panoptic_from_png(ids, annotation["segments_info"], {c.id: c.id for c in CITYSCAPES.classes})
     assert np.array_equal(panoptic // 1000, ids // np.where(ids >= 1000, 1000, 1)), "the classes read back"
+
+
+def test_infer_reports_a_frame_whose_fusion_fails_and_goes_on(tmp_path, fusion_weights, monkeypatch, capsys):
+    from panoptic_perception.backends import fusion_panoptic
+    from panoptic_perception.data.synthetic import generate_scene
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), generate_scene(i, 160, 96).image)
+    calls = []
+
+    def fuse(*args, **kwargs):  # infer calls the backend once per frame: the second call is f1's
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("fusion exploded")
+        return original(*args, **kwargs)
+
+    original = fusion_panoptic.fuse
+    monkeypatch.setattr(fusion_panoptic, "fuse", fuse)
+    out = tmp_path / "out"
+    assert main(["-q", "infer", "--backend", "fusion_panoptic", "--weights", fusion_weights, str(frames),
+                 "--output", str(out)]) == 1
+    assert len(calls) == 3, "the frame after the failed one ran"
+    captured = capsys.readouterr()
+    assert captured.err.count("skipped") == 1 and "skipped f1 (backend): RuntimeError: fusion exploded" in captured.err
+    assert "2 frames written" in captured.out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 2
+    assert summary["failed"] == [{"frame": "f1", "stage": "backend", "error": "RuntimeError: fusion exploded",
+                                  "source": str(frames / "f1.png")}]
+    assert [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]] == ["f0", "f2"]
+    assert sorted(p.name for p in out.glob("f1*")) == []
+    assert (out / "f2_panoptic.png").is_file() and (out / "f2.json").is_file()
+
+
+def test_infer_leaves_no_partial_outputs_of_a_frame_that_cannot_be_written(tmp_path, small_weights, monkeypatch, capsys):
+    from panoptic_perception import cli
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    imwrite = cv2.imwrite
+    # OpenCV reports a failed write (a full disk, say) by returning False, after f1's masks were written.
+    monkeypatch.setattr(cli.cv2, "imwrite", lambda path, image: False if path.endswith("f1_overlay.jpg") else imwrite(path, image))
+    out = tmp_path / "out"
+    assert main(["-q", "infer", "--weights", small_weights, str(frames), "--output", str(out)]) == 1
+    assert f"skipped f1 (writing): OSError: cannot write {out / 'f1_overlay.jpg'}" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "f0.json", "f0_drivable.png", "f0_lane.png", "f0_overlay.jpg",
+        "f2.json", "f2_drivable.png", "f2_lane.png", "f2_overlay.jpg", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processed"] == 2 and [(f["frame"], f["stage"]) for f in summary["failed"]] == [("f1", "writing")]
 
 
 def test_benchmark_reports_parameters_and_flops_of_a_random_variant(capsys):
@@ -285,10 +342,35 @@ def test_evaluate_skips_frames_that_cannot_be_read(tmp_path, small_weights, caps
     frames.mkdir()
     cv2.imwrite(str(frames / "good.png"), np.zeros((48, 64, 3), np.uint8))
     (frames / "bad.jpg").write_bytes(b"not a jpeg")
-    assert main(["-q", "evaluate", "--weights", small_weights, "--data", str(frames), "--output", str(tmp_path / "r")]) == 0
-    assert "skipped bad" in capsys.readouterr().err
+    assert main(["-q", "evaluate", "--weights", small_weights, "--data", str(frames), "--output", str(tmp_path / "r")]) == 1
+    assert "twinlitenet: skipped bad (read): cannot decode image" in capsys.readouterr().err
     run = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]
-    assert run["summary"]["frames"] == 1 and run["skipped"][0]["frame"] == "bad"
+    assert run["summary"]["frames"] == 1 and run["failed"][0]["frame"] == "bad"
+
+
+def test_evaluate_reports_a_frame_the_backend_fails_on_and_scores_the_others(tmp_path, small_weights, monkeypatch, capsys):
+    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+    from panoptic_perception.data.sources import EVALUATION_FIRST_SEED
+    from panoptic_perception.data.synthetic import generate_scene
+
+    bad = generate_scene(EVALUATION_FIRST_SEED + 1, 64, 48).image  # the second of synthetic:3@64x48
+    call = TwinLiteNetBackend.__call__
+
+    def failing(self, image):
+        if np.array_equal(image, bad):
+            raise RuntimeError("backend exploded")
+        return call(self, image)
+
+    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+    argv = ["-q", "evaluate", "--weights", small_weights, "--data", "synthetic:3@64x48", "--output", str(tmp_path / "r")]
+    assert main(argv) == 1
+    name = f"synthetic_{EVALUATION_FIRST_SEED + 1}"
+    assert capsys.readouterr().err.count(f"skipped {name} (backend): RuntimeError: backend exploded") == 1
+    run = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]
+    assert [f["frame"] for f in run["frames"]] == [f"synthetic_{EVALUATION_FIRST_SEED}", f"synthetic_{EVALUATION_FIRST_SEED + 2}"]
+    assert run["summary"]["frames"] == 2 and run["failed"] == [{"frame": name, "stage": "backend",
+                                                                  "error": "RuntimeError: backend exploded"}]
+    assert f"- twinlitenet: {name} (backend): RuntimeError: backend exploded" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_export_writes_a_checked_onnx_file(tmp_path, small_weights, capsys):

@@ -60,3 +60,27 @@ def test_bag_errors_are_clear(tmp_path):
         BagDataset(tmp_path / "bag", image_topic="/ground_truth/panoptic")
     with pytest.raises(FileExistsError):
         make_bag("synthetic:1", tmp_path / "bag", size=(64, 48))
+
+
+def test_a_frame_whose_ground_truth_cannot_be_read_is_reported_and_the_others_read(tmp_path):
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.rosbag import GROUND_TRUTH_PREFIX
+    from panoptic_perception.ros.bags import BagWriter, stamp_header
+    from panoptic_perception.ros.conversions import bgr_to_image, perception_messages
+
+    with BagWriter(tmp_path / "bag") as bag:
+        for index in range(3):
+            scene = generate_scene(index, 64, 48)
+            header = stamp_header(DEFAULT_START_NS + index, "camera")
+            bag.write("/camera/image_raw", DEFAULT_START_NS + index, bgr_to_image(scene.image, header))
+            truth = perception_messages(scene.to_result(), header, scene.image, CITYSCAPES, {"drivable_area", "lane_lines"})
+            if index == 1:
+                truth["drivable_area"].data = truth["drivable_area"].data[:100]  # truncated
+            for name, msg in truth.items():
+                bag.write(f"{GROUND_TRUTH_PREFIX}/{name}", DEFAULT_START_NS + index, msg)
+    samples = list(BagDataset(tmp_path / "bag"))
+    assert [s.name for s in samples] == ["frame_000000", "frame_000001", "frame_000002"]
+    assert samples[1].image is None and "its ground truth cannot be read: RejectedImage" in samples[1].error
+    assert samples[1].error.endswith("data too short: 100 bytes for 64x48, step 64")
+    for index in (0, 2):
+        assert np.array_equal(samples[index].truth.drivable_mask, generate_scene(index, 64, 48).drivable_mask)
