@@ -85,8 +85,14 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 # -- infer --------------------------------------------------------------------------------------------
-def _write_frame_files(stem: Path, images: dict[str, np.ndarray], record: dict) -> None:
-    """Write ``<stem><suffix>`` for each image of ``images`` and ``<stem>.json``: all of them, or none.
+#: infer's folder of semantic maps for cityscapesscripts' pixel-level evaluation, which takes the one file
+#: matching ``<city>_<seq>_<frame>*.png`` under CITYSCAPES_RESULTS (the flat folder holds several).
+CITYSCAPES_SEMANTIC_DIR = "cityscapes_semantic"
+
+
+def _write_frame_files(folder: Path, images: dict[str, np.ndarray], record_name: str, record: dict) -> None:
+    """Write each image of ``images`` (file names relative to ``folder``) and ``record`` as JSON to
+    ``folder / record_name``: all of them, or none.
 
     Raises OSError (a full disk, a folder that cannot be written; OpenCV reports a failed write only by
     its return value) or cv2.error; the files already written for this frame are removed first, so that
@@ -94,12 +100,13 @@ def _write_frame_files(stem: Path, images: dict[str, np.ndarray], record: dict) 
     """
     written: list[Path] = []
     try:
-        for suffix, image in images.items():
-            path = Path(f"{stem}{suffix}")
+        for name, image in images.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
             written.append(path)
             if not cv2.imwrite(str(path), image):
                 raise OSError(f"cannot write {path}")
-        path = Path(f"{stem}.json")
+        path = folder / record_name
         written.append(path)
         path.write_text(json.dumps(record, indent=2))
     except Exception:
@@ -109,10 +116,17 @@ def _write_frame_files(stem: Path, images: dict[str, np.ndarray], record: dict) 
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    """Per frame NAME (an image's stem; a Cityscapes image ``<city>_<seq>_<frame>_leftImg8bit.png`` is
+    NAME = ``<city>_<seq>_<frame>``, the id Cityscapes' tools match), what the backend produces:
+    ``NAME_drivable.png`` / ``NAME_lane.png`` (0/255), ``NAME_semantic.png`` (class ids: ``--class-ids``),
+    ``NAME_semantic_color.png``, ``NAME_panoptic.png`` (COCO / Cityscapes panoptic PNG), ``NAME_overlay.jpg``
+    and ``NAME.json``; for Cityscapes images also ``cityscapes_semantic/NAME.png`` (label ids, for
+    ``csEvalPixelLevelSemanticLabeling``). Then ``summary.json`` and ``panoptic.json`` (``image_id`` NAME)."""
     from tqdm import tqdm
 
     from .core.failures import FrameFailures
-    from .core.io import FrameSource
+    from .core.io import FrameSource, cityscapes_id
+    from .core.labels import CITYSCAPES, CITYSCAPES_TRAIN_IDS
     from .core.visualize import colorize_semantic, draw_overlay
     from .data.cityscapes import panoptic_to_png
 
@@ -120,6 +134,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
     frames = FrameSource(args.inputs)
     backend = _create_backend(args, fast=not args.plain, **({"input_size": args.input_size} if args.input_size else {}),
                               **_runtime_options(args, args.runtime), **parse_options(args.option))
+    cityscapes_classes = backend.label_map == CITYSCAPES
+    if args.class_ids == "train" and not cityscapes_classes:
+        raise ValueError(f"--class-ids train: train ids are those of the Cityscapes classes; {args.backend} outputs "
+                         f"{backend.label_map.name} classes")
+    # Label ids are the backend's own class ids; train ids through the table (255: not evaluated).
+    class_ids = CITYSCAPES_TRAIN_IDS if args.class_ids == "train" else np.arange(256, dtype=np.uint8)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     info = backend.describe()
@@ -131,19 +151,23 @@ def cmd_infer(args: argparse.Namespace) -> int:
         with failures.frame(frame.name, "backend", frame.source) as stage:
             result = backend(frame.image)
             stage.name = "output"
-            images = {}
+            name, images = frame.name, {}
             if result.drivable_mask is not None:
-                images["_drivable.png"] = result.drivable_mask * 255
+                images[f"{name}_drivable.png"] = result.drivable_mask * 255
             if result.lane_mask is not None:
-                images["_lane.png"] = result.lane_mask * 255
-            if result.semantic is not None:  # label ids, and the label map's colours
-                images["_semantic.png"] = result.semantic
-                images["_semantic_color.png"] = colorize_semantic(result.semantic, backend.label_map)
+                images[f"{name}_lane.png"] = result.lane_mask * 255
+            if result.semantic is not None:
+                images[f"{name}_semantic.png"] = class_ids[result.semantic]
+                images[f"{name}_semantic_color.png"] = colorize_semantic(result.semantic, backend.label_map)
+                if cityscapes_classes and cityscapes_id(frame.source) is not None:
+                    images[f"{CITYSCAPES_SEMANTIC_DIR}/{name}.png"] = result.semantic
             annotation = None
             if result.panoptic is not None:
-                images["_panoptic.png"], segments_info = panoptic_to_png(result.panoptic, result.segments)
-                annotation = {"image_id": frame.name, "file_name": f"{frame.name}_panoptic.png", "segments_info": segments_info}
-            images["_overlay.jpg"] = draw_overlay(frame.image, result, backend.label_map)
+                images[f"{name}_panoptic.png"], segments_info = panoptic_to_png(result.panoptic, result.segments)
+                for segment in segments_info:
+                    segment["category_id"] = int(class_ids[segment["category_id"]])
+                annotation = {"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": segments_info}
+            images[f"{name}_overlay.jpg"] = draw_overlay(frame.image, result, backend.label_map)
             record = {
                 "source": frame.source,
                 "image_size": list(result.image_size),
@@ -154,14 +178,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 "lane_pixels": int(result.lane_mask.sum()) if result.lane_mask is not None else None,
             }
             stage.name = "writing"
-            _write_frame_files(output / frame.name, images, record)
+            _write_frame_files(output, images, f"{name}.json", record)
             if annotation is not None:  # only frames whose files were all written
                 panoptic_annotations.append(annotation)
             processed += 1
-    summary = {**info, "processed": processed, "failed": failures.to_list(), "output": str(output)}
+    summary = {**info, "class_ids": args.class_ids, "processed": processed, "failed": failures.to_list(),
+               "output": str(output)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     if panoptic_annotations:  # the COCO / Cityscapes panoptic format, e.g. for cityscapesscripts' evaluation
-        categories = [{"id": c.id, "name": c.name, "isthing": int(c.is_thing)} for c in backend.label_map.classes]
+        categories = [{"id": int(class_ids[c.id]), "name": c.name, "isthing": int(c.is_thing)} for c in backend.label_map.classes]
         (output / "panoptic.json").write_text(json.dumps({"annotations": panoptic_annotations, "categories": categories}))
     print(f"{processed} frames written to {output}"
           + (f", {len(failures)} skipped (listed in {output / 'summary.json'})" if failures else ""))
@@ -472,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
+    infer.add_argument("--class-ids", choices=("label", "train"), default="label",
+                       help="Cityscapes class ids in NAME_semantic.png and panoptic.json: label ids (what cityscapesscripts' "
+                            "evaluation reads) or train ids 0-18, 255 not evaluated (e.g. for ground truth of "
+                            "createPanopticImgs --use-train-id)")
     infer.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend option, e.g. fusion=kirillov or output=top (repeatable; also --options KEY=VALUE,KEY=VALUE)")
     _add_threshold_arguments(infer)

@@ -195,6 +195,101 @@ def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_file
     assert np.array_equal(panoptic // 1000, ids // np.where(ids >= 1000, 1000, 1)), "the classes read back"
 
 
+def synthetic_cityscapes(root, count: int = 2):
+    """A Cityscapes folder (val split, city ``synth``) of synthetic scenes: images, labelIds, instanceIds,
+    and the panoptic ground truth made by cityscapesscripts itself, with label ids and with train ids."""
+    import contextlib
+    import io
+
+    from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
+
+    from panoptic_perception.data.synthetic import generate_scene
+
+    for folder in ("leftImg8bit", "gtFine"):
+        (root / folder / "val" / "synth").mkdir(parents=True)
+    for index in range(count):
+        scene = generate_scene(100 + index, 320, 180)
+        name = f"synth_000000_{index:06d}"
+        cv2.imwrite(str(root / "leftImg8bit" / "val" / "synth" / f"{name}_leftImg8bit.png"), scene.image)
+        classes, instances = scene.panoptic // 1000, scene.panoptic % 1000
+        # instanceIds: the label id for stuff, label id * 1000 + k (from 0) for each thing instance
+        instance_ids = np.where(instances > 0, classes * 1000 + instances - 1, classes).astype(np.uint16)
+        cv2.imwrite(str(root / "gtFine" / "val" / "synth" / f"{name}_gtFine_instanceIds.png"), instance_ids)
+        cv2.imwrite(str(root / "gtFine" / "val" / "synth" / f"{name}_gtFine_labelIds.png"), classes.astype(np.uint8))
+    with contextlib.redirect_stdout(io.StringIO()):
+        for train_ids in (False, True):
+            convert2panoptic(str(root / "gtFine"), useTrainId=train_ids, setNames=["val"])
+    return root
+
+
+def official_panoptic_quality(gt_json, gt_folder, prediction_folder, monkeypatch):
+    import contextlib
+    import io
+    import multiprocessing
+
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
+
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 2)  # it starts one process per core
+    with contextlib.redirect_stdout(io.StringIO()):
+        return evaluatePanoptic(str(gt_json), str(gt_folder), str(prediction_folder / "panoptic.json"),
+                                str(prediction_folder), str(prediction_folder / "pq.json"))
+
+
+def test_infer_on_cityscapes_images_writes_what_cityscapesscripts_evaluates(tmp_path, monkeypatch):
+    """cityscapesscripts' panoptic and pixel-level evaluations of infer's files give evaluate's numbers."""
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as pixel_level
+
+    root = synthetic_cityscapes(tmp_path / "cityscapes")
+    names = ["synth_000000_000000", "synth_000000_000001"]
+    out = tmp_path / "out"
+    assert main(["-q", "infer", "--backend", "fusion_panoptic", str(root / "leftImg8bit" / "val"), "--output", str(out)]) == 0
+    assert [a["image_id"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]] == names
+    assert all((out / f"{name}_panoptic.png").is_file() and (out / f"{name}.json").is_file() for name in names)
+    assert sorted(p.name for p in (out / "cityscapes_semantic").iterdir()) == [f"{name}.png" for name in names]
+    assert main(["-q", "evaluate", "--backend", "fusion_panoptic", "--data", str(root), "--output", str(tmp_path / "r")]) == 0
+    ours = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]["summary"]
+
+    gt = root / "gtFine"
+    theirs = official_panoptic_quality(gt / "cityscapes_panoptic_val.json", gt / "cityscapes_panoptic_val", out, monkeypatch)
+    assert 0.3 < ours["panoptic"]["all"]["pq"] < 1, "a real score: the bundled weights on synthetic scenes"
+    for key in ("pq", "sq", "rq"):
+        assert theirs["All"][key] == pytest.approx(ours["panoptic"]["all"][key], abs=1e-6), key
+
+    # The pixel-level evaluation takes the one prediction <city>_<seq>_<frame>*.png under CITYSCAPES_RESULTS.
+    monkeypatch.setattr(pixel_level.args, "predictionPath", str(out / "cityscapes_semantic"))
+    monkeypatch.setattr(pixel_level.args, "predictionWalk", None)
+    monkeypatch.setattr(pixel_level.args, "quiet", True)
+    monkeypatch.setattr(pixel_level.args, "JSONOutput", False)
+    monkeypatch.setattr(pixel_level.args, "evalInstLevelScore", False)  # its instance part calls np.in1d, gone in numpy 2
+    truth = sorted(str(p) for p in gt.glob("val/*/*_gtFine_labelIds.png"))
+    predictions = [pixel_level.getPrediction(pixel_level.args, path) for path in truth]
+    assert predictions == [str(out / "cityscapes_semantic" / f"{name}.png") for name in names]
+    scores = pixel_level.evaluateImgLists(predictions, truth, pixel_level.args)
+    assert scores["averageScoreClasses"] == pytest.approx(ours["semantic"]["miou"], abs=1e-6)
+
+    # Train ids, for ground truth made with createPanopticImgs --use-train-id (and for training code).
+    from panoptic_perception.core.labels import CITYSCAPES_TRAIN_IDS
+
+    train = tmp_path / "train"
+    assert main(["-q", "infer", "--backend", "fusion_panoptic", "--class-ids", "train", str(root / "leftImg8bit" / "val"),
+                 "--output", str(train)]) == 0
+    for name in names:
+        label_ids = cv2.imread(str(out / f"{name}_semantic.png"), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(cv2.imread(str(train / f"{name}_semantic.png"), cv2.IMREAD_UNCHANGED), CITYSCAPES_TRAIN_IDS[label_ids])
+    assert {c["id"] for c in json.loads((train / "panoptic.json").read_text())["categories"]} == set(range(19))
+    theirs = official_panoptic_quality(gt / "cityscapes_panoptic_val_trainId.json", gt / "cityscapes_panoptic_val_trainId",
+                                       train, monkeypatch)
+    assert theirs["All"]["pq"] == pytest.approx(ours["panoptic"]["all"]["pq"], abs=1e-6)
+
+
+def test_train_ids_are_those_of_the_cityscapes_classes(tmp_path, small_weights, capsys):
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((48, 64, 3), np.uint8))
+    assert main(["-q", "infer", "--weights", small_weights, "--class-ids", "train", str(image), "--output", str(tmp_path / "o")]) == 2
+    assert "--class-ids train: train ids are those of the Cityscapes classes; twinlitenet outputs driving_masks classes" in (
+        capsys.readouterr().err)
+
+
 def test_infer_reports_a_frame_whose_fusion_fails_and_goes_on(tmp_path, fusion_weights, monkeypatch, capsys):
     from panoptic_perception.backends import fusion_panoptic
     from panoptic_perception.data.synthetic import generate_scene
