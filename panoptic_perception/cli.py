@@ -572,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", parents=[common], help="score backends on a dataset, bag or synthetic:N")
     evaluate.add_argument("--backend", action="append", help="backend (repeatable; default twinlitenet)")
     evaluate.add_argument("--weights", action="append", default=[], help="checkpoint (repeatable; '-': bundled)")
-    evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH], images or video")
+    evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH][+SEED] (default seeds: the held-out "
+                          "evaluation scenes from 5,000,000), images or video")
     evaluate.add_argument("--output", required=True, help="report folder")
     evaluate.add_argument("--image-topic", help="camera topic of a bag (default: its only image topic)")
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")

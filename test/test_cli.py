@@ -563,7 +563,15 @@ def test_train_refuses_too_little_data_and_initial_weights_that_do_not_fit(tmp_p
     assert "no tensor fits this twinlitenet model" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("spec", ["synthetic:abc", "synthetic:2@640", "synthetic:0", "synthetic:2@0x10"])
+@pytest.mark.parametrize("spec", ["synthetic:abc", "synthetic:2@640", "synthetic:0", "synthetic:2@0x10", "synthetic:2+-1",
+                                  "synthetic:2+7@64x48"])
 def test_evaluate_rejects_a_malformed_synthetic_spec(tmp_path, spec, capsys):
     assert main(["-q", "evaluate", "--data", spec, "--output", str(tmp_path / "r")]) == 2
-    assert "synthetic:N or synthetic:N@WxH" in capsys.readouterr().err
+    assert "synthetic data is synthetic:N[@WxH][+SEED] with positive N, W and H" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec, seeds", [("synthetic:2@64x48", [5_000_000, 5_000_001]), ("synthetic:2@64x48+7", [7, 8])])
+def test_evaluate_synthetic_scenes_are_the_held_out_ones_unless_a_first_seed_is_given(tmp_path, small_weights, spec, seeds):
+    assert main(["-q", "evaluate", "--weights", small_weights, "--data", spec, "--output", str(tmp_path / "r")]) == 0
+    frames = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]["frames"]
+    assert [f["frame"] for f in frames] == [f"synthetic_{seed}" for seed in seeds]
