@@ -37,15 +37,15 @@ OUTPUT_TOPICS = {Capability.DETECTION: "detections", Capability.DRIVABLE_AREA: "
 
 def replay_offline(
     bag: str | Path, backend: Backend, output: str | Path, image_topic: str | None = None, overlay: bool = False,
-    progress: bool = True, failures: FrameFailures | None = None,
+    progress: bool = True,
 ) -> dict:
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
-    A frame that fails (undecodable, the backend raises, its messages cannot be built or scored) is
-    reported and recorded in ``failures`` (a new :class:`FrameFailures` if None) and skipped; its input
-    frame stays in the output bag. The summary's ``failed`` lists those frames.
+    A frame that fails (undecodable, the backend raises, its messages cannot be built, written or
+    scored) is reported on stderr and skipped (:class:`FrameFailures`); its input frame stays in the
+    output bag. The summary's ``failed`` lists those frames.
     """
-    failures = FrameFailures() if failures is None else failures
+    failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
     topics = {OUTPUT_TOPICS[c] for c in backend.capabilities if c in OUTPUT_TOPICS} | {"result"} | ({"overlay"} if overlay else set())
     evaluator = Evaluator(backend.label_map, backend.capabilities)
