@@ -4,8 +4,8 @@
 An ``Exception`` raised there (an image that cannot be decoded, a backend or panoptic-fusion error, a
 prediction that does not fit its ground truth, a file that cannot be written) ends that frame only: it
 is reported on one line of stderr, recorded with the frame's name and the stage it had reached, and the
-caller goes on with the next frame. ``KeyboardInterrupt`` and ``SystemExit`` are not ``Exception``\\ s
-and still stop the run. The commands exit with status 1 when any frame failed.
+caller goes on with the next frame. ``KeyboardInterrupt`` and ``SystemExit`` do not derive from
+``Exception`` and still stop the run. The commands exit with status 1 when any frame failed.
 """
 
 from __future__ import annotations
