@@ -1,8 +1,10 @@
 """The ``panoptic-perception`` command line: infer, benchmark, export, train, demo, backends.
 
 Errors (a missing file, an unknown backend, unreadable weights or images) print one line and exit
-with status 2. In ``infer``, a frame that cannot be read is reported and skipped; the others are
-still processed, and the exit status is 1 if any frame failed.
+with status 2. In ``infer``, ``evaluate`` and ``replay`` a frame that fails (it cannot be decoded, the
+backend or the fusion raises on it, its outputs cannot be written or scored) is reported on stderr and
+skipped (:mod:`~panoptic_perception.core.failures`); the other frames are processed, the summary names
+the failed frames, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import cv2
+import numpy as np
 
 from .backends import WeightsError, backend_class, create_backend, list_backends
 from .backends.base import parse_options
@@ -82,10 +85,48 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 # -- infer --------------------------------------------------------------------------------------------
+#: infer's folder of semantic maps for cityscapesscripts' pixel-level evaluation, which takes the one file
+#: matching ``<city>_<seq>_<frame>*.png`` under CITYSCAPES_RESULTS (the flat folder holds several).
+CITYSCAPES_SEMANTIC_DIR = "cityscapes_semantic"
+
+
+def _write_frame_files(folder: Path, images: dict[str, np.ndarray], record_name: str, record: dict) -> None:
+    """Write each image of ``images`` (file names relative to ``folder``) and ``record`` as JSON to
+    ``folder / record_name``: all of them, or none.
+
+    Raises OSError (a full disk, a folder that cannot be written; OpenCV reports a failed write only by
+    its return value) or cv2.error; the files already written for this frame are removed first, so that
+    a failed frame leaves no partial outputs beside the others.
+    """
+    written: list[Path] = []
+    try:
+        for name, image in images.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(path)
+            if not cv2.imwrite(str(path), image):
+                raise OSError(f"cannot write {path}")
+        path = folder / record_name
+        written.append(path)
+        path.write_text(json.dumps(record, indent=2))
+    except Exception:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
+    """Per frame NAME (an image's stem; a Cityscapes image ``<city>_<seq>_<frame>_leftImg8bit.png`` is
+    NAME = ``<city>_<seq>_<frame>``, the id Cityscapes' tools match), what the backend produces:
+    ``NAME_drivable.png`` / ``NAME_lane.png`` (0/255), ``NAME_semantic.png`` (class ids: ``--class-ids``),
+    ``NAME_semantic_color.png``, ``NAME_panoptic.png`` (COCO / Cityscapes panoptic PNG), ``NAME_overlay.jpg``
+    and ``NAME.json``; for Cityscapes images also ``cityscapes_semantic/NAME.png`` (label ids, for
+    ``csEvalPixelLevelSemanticLabeling``). Then ``summary.json`` and ``panoptic.json`` (``image_id`` NAME)."""
     from tqdm import tqdm
 
-    from .core.io import FrameSource
+    from .core.failures import FrameFailures
+    from .core.io import FrameSource, cityscapes_id
+    from .core.labels import CITYSCAPES, CITYSCAPES_TRAIN_IDS
     from .core.visualize import colorize_semantic, draw_overlay
     from .data.cityscapes import panoptic_to_png
 
@@ -93,53 +134,63 @@ def cmd_infer(args: argparse.Namespace) -> int:
     frames = FrameSource(args.inputs)
     backend = _create_backend(args, fast=not args.plain, **({"input_size": args.input_size} if args.input_size else {}),
                               **_runtime_options(args, args.runtime), **parse_options(args.option))
+    cityscapes_classes = backend.label_map == CITYSCAPES
+    if args.class_ids == "train" and not cityscapes_classes:
+        raise ValueError(f"--class-ids train: train ids are those of the Cityscapes classes; {args.backend} outputs "
+                         f"{backend.label_map.name} classes")
+    # Label ids are the backend's own class ids; train ids through the table (255: not evaluated).
+    class_ids = CITYSCAPES_TRAIN_IDS if args.class_ids == "train" else np.arange(256, dtype=np.uint8)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     info = backend.describe()
-    processed, failed, panoptic_annotations = 0, [], []
+    processed, failures, panoptic_annotations = 0, FrameFailures(), []
     for frame in tqdm(frames, total=len(frames), desc="infer", disable=args.quiet):
         if frame.image is None:
-            failed.append({"source": frame.source, "error": frame.error})
-            tqdm.write(f"skipped {frame.source}: {frame.error}", file=sys.stderr)
+            failures.add(frame.name, "read", frame.error, frame.source)
             continue
-        try:
+        with failures.frame(frame.name, "backend", frame.source) as stage:
             result = backend(frame.image)
-        except InvalidImageError as error:
-            failed.append({"source": frame.source, "error": str(error)})
-            tqdm.write(f"skipped {frame.source}: {error}", file=sys.stderr)
-            continue
-        stem = output / frame.name
-        if result.drivable_mask is not None:
-            cv2.imwrite(f"{stem}_drivable.png", result.drivable_mask * 255)
-        if result.lane_mask is not None:
-            cv2.imwrite(f"{stem}_lane.png", result.lane_mask * 255)
-        if result.semantic is not None:  # label ids, and the label map's colours
-            cv2.imwrite(f"{stem}_semantic.png", result.semantic)
-            cv2.imwrite(f"{stem}_semantic_color.png", colorize_semantic(result.semantic, backend.label_map))
-        if result.panoptic is not None:
-            png, segments_info = panoptic_to_png(result.panoptic, result.segments)
-            cv2.imwrite(f"{stem}_panoptic.png", png)
-            panoptic_annotations.append({"image_id": frame.name, "file_name": f"{frame.name}_panoptic.png",
-                                         "segments_info": segments_info})
-        cv2.imwrite(f"{stem}_overlay.jpg", draw_overlay(frame.image, result, backend.label_map))
-        record = {
-            "source": frame.source,
-            "image_size": list(result.image_size),
-            **info,
-            "timings": result.timings.to_dict(),
-            "detections": result.detections.to_list() if result.detections is not None else None,
-            "drivable_pixels": int(result.drivable_mask.sum()) if result.drivable_mask is not None else None,
-            "lane_pixels": int(result.lane_mask.sum()) if result.lane_mask is not None else None,
-        }
-        Path(f"{stem}.json").write_text(json.dumps(record, indent=2))
-        processed += 1
-    summary = {**info, "processed": processed, "failed": failed, "output": str(output)}
+            stage.name = "output"
+            name, images = frame.name, {}
+            if result.drivable_mask is not None:
+                images[f"{name}_drivable.png"] = result.drivable_mask * 255
+            if result.lane_mask is not None:
+                images[f"{name}_lane.png"] = result.lane_mask * 255
+            if result.semantic is not None:
+                images[f"{name}_semantic.png"] = class_ids[result.semantic]
+                images[f"{name}_semantic_color.png"] = colorize_semantic(result.semantic, backend.label_map)
+                if cityscapes_classes and cityscapes_id(frame.source) is not None:
+                    images[f"{CITYSCAPES_SEMANTIC_DIR}/{name}.png"] = result.semantic
+            annotation = None
+            if result.panoptic is not None:
+                images[f"{name}_panoptic.png"], segments_info = panoptic_to_png(result.panoptic, result.segments)
+                for segment in segments_info:
+                    segment["category_id"] = int(class_ids[segment["category_id"]])
+                annotation = {"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": segments_info}
+            images[f"{name}_overlay.jpg"] = draw_overlay(frame.image, result, backend.label_map)
+            record = {
+                "source": frame.source,
+                "image_size": list(result.image_size),
+                **info,
+                "timings": result.timings.to_dict(),
+                "detections": result.detections.to_list() if result.detections is not None else None,
+                "drivable_pixels": int(result.drivable_mask.sum()) if result.drivable_mask is not None else None,
+                "lane_pixels": int(result.lane_mask.sum()) if result.lane_mask is not None else None,
+            }
+            stage.name = "writing"
+            _write_frame_files(output, images, f"{name}.json", record)
+            if annotation is not None:  # only frames whose files were all written
+                panoptic_annotations.append(annotation)
+            processed += 1
+    summary = {**info, "class_ids": args.class_ids, "processed": processed, "failed": failures.to_list(),
+               "output": str(output)}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     if panoptic_annotations:  # the COCO / Cityscapes panoptic format, e.g. for cityscapesscripts' evaluation
-        categories = [{"id": c.id, "name": c.name, "isthing": int(c.is_thing)} for c in backend.label_map.classes]
+        categories = [{"id": int(class_ids[c.id]), "name": c.name, "isthing": int(c.is_thing)} for c in backend.label_map.classes]
         (output / "panoptic.json").write_text(json.dumps({"annotations": panoptic_annotations, "categories": categories}))
-    print(f"{processed} frames written to {output}" + (f", {len(failed)} skipped" if failed else ""))
-    return 1 if failed else 0
+    print(f"{processed} frames written to {output}"
+          + (f", {len(failures)} skipped (listed in {output / 'summary.json'})" if failures else ""))
+    return 1 if failures else 0
 
 
 # -- benchmark ----------------------------------------------------------------------------------------
@@ -320,6 +371,7 @@ def _runs(backends: list[str], weights: list[str]) -> list[tuple[str, str | None
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .core.failures import FrameFailures
     from .data.sources import open_dataset
     from .evaluation.evaluator import Evaluator
     from .evaluation.report import write_report
@@ -340,30 +392,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             name += "_"
         names.add(name)
         evaluator = Evaluator(backend.label_map, backend.capabilities)
-        skipped = []
+        failures = FrameFailures(label=name)
         total = min(len(dataset), args.limit) if args.limit else len(dataset)
         for index, sample in enumerate(tqdm(dataset, total=total, desc=name, disable=args.quiet)):
             if args.limit and index >= args.limit:
                 break
             if sample.image is None:
-                skipped.append({"frame": sample.name, "error": sample.error})
+                failures.add(sample.name, "read", sample.error)
                 continue
-            try:
+            with failures.frame(sample.name, "backend") as stage:
                 if not evaluator.frames:
                     backend(sample.image)  # warm-up, untimed: the first call allocates and picks kernels
                 result = backend(sample.image)
-            except InvalidImageError as error:
-                skipped.append({"frame": sample.name, "error": str(error)})
-                continue
-            evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
-        for item in skipped:
-            tqdm.write(f"skipped {item['frame']}: {item['error']}", file=sys.stderr)
+                stage.name = "scoring"
+                evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
         runs.append({"name": name, "backend": backend.describe(), "summary": evaluator.compute(), "frames": evaluator.frames,
-                     "skipped": skipped, "class_names": {c.id: c.name for c in backend.label_map.classes}})
+                     "failed": failures.to_list(), "class_names": {c.id: c.name for c in backend.label_map.classes}})
     report = write_report(runs, args.output, args.data)
     print(report.read_text())
     print(f"report, plots, metrics.json/csv and per-frame results written to {args.output}")
-    return 0
+    return 1 if any(run["failed"] for run in runs) else 0
 
 
 def cmd_make_bag(args: argparse.Namespace) -> int:
@@ -386,9 +434,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     frames = summary.pop("frames_detail", [])
     if args.report:
-        write_report([{"name": "live" if args.live else args.backend, "summary": summary, "frames": frames}], args.report, str(args.bag))
+        write_report([{"name": "live" if args.live else args.backend, "summary": summary, "frames": frames,
+                       "failed": summary["failed"]}], args.report, str(args.bag))
     print(json.dumps(json_safe(summary), indent=2))
-    return 0
+    return 1 if summary["failed"] else 0
 
 
 def cmd_pack_weights(args: argparse.Namespace) -> int:
@@ -448,6 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=_size, help="network input WxH (default from the weights)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
+    infer.add_argument("--class-ids", choices=("label", "train"), default="label",
+                       help="Cityscapes class ids in NAME_semantic.png and panoptic.json: label ids (what cityscapesscripts' "
+                            "evaluation reads) or train ids 0-18, 255 not evaluated (e.g. for ground truth of "
+                            "createPanopticImgs --use-train-id)")
     infer.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
                        help="backend option, e.g. fusion=kirillov or output=top (repeatable; also --options KEY=VALUE,KEY=VALUE)")
     _add_threshold_arguments(infer)
@@ -519,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", parents=[common], help="score backends on a dataset, bag or synthetic:N")
     evaluate.add_argument("--backend", action="append", help="backend (repeatable; default twinlitenet)")
     evaluate.add_argument("--weights", action="append", default=[], help="checkpoint (repeatable; '-': bundled)")
-    evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH], images or video")
+    evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH][+SEED] (default seeds: the held-out "
+                          "evaluation scenes from 5,000,000), images or video")
     evaluate.add_argument("--output", required=True, help="report folder")
     evaluate.add_argument("--image-topic", help="camera topic of a bag (default: its only image topic)")
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")

@@ -13,13 +13,24 @@ from .preprocess import InvalidImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+#: Cityscapes names a camera image ``<city>_<seq>_<frame>_leftImg8bit.png`` and the frame itself
+#: ``<city>_<seq>_<frame>``: the ``image_id`` of its panoptic JSON, the prefix its evaluation scripts match.
+CITYSCAPES_IMAGE_TAG = "_leftImg8bit"
+
+
+def cityscapes_id(path: str | Path) -> str | None:
+    """``<city>_<seq>_<frame>`` for a Cityscapes camera image file (``..._leftImg8bit.png``), else None."""
+    stem = Path(path).stem
+    if stem.endswith(CITYSCAPES_IMAGE_TAG) and len(stem) > len(CITYSCAPES_IMAGE_TAG):
+        return stem[: -len(CITYSCAPES_IMAGE_TAG)]
+    return None
 
 
 @dataclass
 class Frame:
     """One input frame, or the reason it could not be read (``image`` is None then)."""
 
-    name: str  # unique output stem
+    name: str  # unique output stem: the file's stem (a Cityscapes image's: its cityscapes_id)
     source: str
     image: np.ndarray | None = None
     error: str | None = None
@@ -66,6 +77,9 @@ def _unique(name: str, seen: set[str]) -> str:
 class FrameSource:
     """Frames of image files, folders (recursively) and videos, in order.
 
+    A frame is named by its file's stem (Cityscapes images by their id, without ``_leftImg8bit``), a
+    video's frames ``<stem>_<index:06d>``; a repeated name gets ``_2``, ``_3``, ...
+
     Missing inputs fail at construction; a file that cannot be decoded yields a :class:`Frame` with
     ``error`` set, so a caller can report it and go on with the others.
     """
@@ -91,7 +105,7 @@ class FrameSource:
             if path.suffix.lower() in VIDEO_SUFFIXES:
                 yield from self._video_frames(path, seen)
                 continue
-            name = _unique(path.stem, seen)
+            name = _unique(cityscapes_id(path) or path.stem, seen)
             try:
                 yield Frame(name, str(path), image=read_image(path))
             except InvalidImageError as error:

@@ -105,6 +105,21 @@ CITYSCAPES = LabelMap(
 #: Cityscapes label id of unlabeled pixels: void in semantic and panoptic maps.
 VOID_ID = 0
 
+#: The train id of pixels Cityscapes does not evaluate (void and the classes not among the 19).
+IGNORE_TRAIN_ID = 255
+
+
+def _train_id_table() -> np.ndarray:
+    table = np.full(256, IGNORE_TRAIN_ID, np.uint8)
+    table[CITYSCAPES.ids] = np.arange(len(CITYSCAPES))
+    return table
+
+
+#: (256,) uint8: Cityscapes label id → train id, the class's index in :data:`CITYSCAPES` (road = 0 ..
+#: bicycle = 18), as most training code and ``createTrainIdLabelImgs`` / ``createPanopticImgs
+#: --use-train-id`` use them; :data:`IGNORE_TRAIN_ID` for every other label id, void included.
+CITYSCAPES_TRAIN_IDS = _train_id_table()
+
 #: The two binary masks of the drivable-area / lane-line backends (ids as published in LabelInfo).
 DRIVING_MASKS = LabelMap(
     "driving_masks",

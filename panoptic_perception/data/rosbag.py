@@ -77,7 +77,9 @@ class BagFrame:
 class BagDataset:
     """The camera frames of a bag, in recording order, with their ground truth.
 
-    ``image_topic``: default the bag's only image topic outside ``/ground_truth``.
+    ``image_topic``: default the bag's only image topic outside ``/ground_truth``. A frame whose image
+    cannot be decoded, or whose ground truth cannot be read, is a ``Sample`` with ``image=None`` and the
+    reason in ``error``; the frames after it are read as usual.
     """
 
     def __init__(self, path: str | Path, image_topic: str | None = None) -> None:
@@ -153,10 +155,14 @@ class BagDataset:
         size = (image.shape[1], image.shape[0])
         result = None
         if truth:
-            result = result_from_messages(
-                size, "ground truth", truth.get("drivable_area"), truth.get("lane_lines"), truth.get("semantic"),
-                truth.get("panoptic"), truth.get("detections"), names,
-            )
+            try:
+                result = result_from_messages(
+                    size, "ground truth", truth.get("drivable_area"), truth.get("lane_lines"), truth.get("semantic"),
+                    truth.get("panoptic"), truth.get("detections"), names,
+                )
+            except Exception as error:  # malformed labels of one frame: that frame is reported, the others read on
+                return Sample(name, None, stamp_ns=stamp, error=f"its ground truth cannot be read: {type(error).__name__}: {error}",
+                              frame_id=msg.header.frame_id)
         return Sample(name, image, result, stamp_ns=stamp, frame_id=msg.header.frame_id)
 
 

@@ -1,8 +1,10 @@
 """Evaluation data from a short spec: a dataset folder, a bag, ``synthetic:N``, images or a video.
 
-``synthetic:N[@WxH]``
-    N synthetic scenes (default 1280x720) from seed 5,000,000 on: seeds no training, validation or
-    demo run uses.
+``synthetic:N[@WxH][+SEED]``
+    N synthetic scenes (default 1280x720) with seeds SEED, SEED + 1, ..., by default from
+    :data:`EVALUATION_FIRST_SEED` (5,000,000) on: the held-out evaluation scenes, which no training
+    (seeds below 64,000 in the bundled recipes), validation (from 1,000,000) or demo (from 3,000,000)
+    run uses. ``make-bag`` takes the same spec.
 a rosbag2 bag (a folder with ``metadata.yaml``, or an ``.mcap`` / ``.db3`` file)
     its camera frames and ``/ground_truth/*`` topics (:class:`~.rosbag.BagDataset`).
 a BDD100K folder in the YOLOP layout (``images/``, ``da_seg_annotations/``, ...)
@@ -17,12 +19,31 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ..core.io import FrameSource
 from .sample import Sample
 
+#: First seed of the held-out synthetic evaluation scenes (the default of every ``synthetic:N``).
 EVALUATION_FIRST_SEED = 5_000_000
+
+
+class SyntheticSpec(NamedTuple):
+    count: int
+    size: tuple[int, int] | None  # (width, height); None: not given
+    first_seed: int | None  # None: not given
+
+
+def parse_synthetic(spec: str) -> SyntheticSpec:
+    """``synthetic:N[@WxH][+SEED]`` → its parts (size and seed None where the spec leaves them out).
+
+    Raises ValueError naming the form for anything else, N, W or H below 1 included."""
+    match = re.fullmatch(r"synthetic:(\d+)(?:@(\d+)x(\d+))?(?:\+(\d+))?", spec.lower())
+    if not match or int(match[1]) < 1 or (match[2] and min(int(match[2]), int(match[3])) < 1):
+        raise ValueError(f"synthetic data is synthetic:N[@WxH][+SEED] with positive N, W and H (e.g. synthetic:200@640x360 "
+                         f"or synthetic:10+0), got {spec!r}")
+    return SyntheticSpec(int(match[1]), (int(match[2]), int(match[3])) if match[2] else None,
+                         int(match[4]) if match[4] is not None else None)
 
 
 def _split(root: Path, images: str) -> str:
@@ -49,10 +70,10 @@ class _Frames:
 
 
 class _Synthetic:
-    def __init__(self, count: int, size: tuple[int, int]) -> None:
+    def __init__(self, count: int, size: tuple[int, int], first_seed: int) -> None:
         from .synthetic import SyntheticScenes
 
-        self.scenes = SyntheticScenes(count, *size, first_seed=EVALUATION_FIRST_SEED)
+        self.scenes = SyntheticScenes(count, *size, first_seed=first_seed)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -65,10 +86,8 @@ class _Synthetic:
 def open_dataset(spec: str, image_topic: str | None = None) -> Iterable[Sample]:
     """A sized iterable of :class:`Sample` for ``spec`` (see the module docstring)."""
     if spec.startswith("synthetic:"):
-        match = re.fullmatch(r"synthetic:(\d+)(?:@(\d+)x(\d+))?", spec.lower())
-        if not match or int(match[1]) < 1 or (match[2] and min(int(match[2]), int(match[3])) < 1):
-            raise ValueError(f"synthetic data is synthetic:N or synthetic:N@WxH with positive N, W and H, got {spec!r}")
-        return _Synthetic(int(match[1]), (int(match[2]), int(match[3])) if match[2] else (1280, 720))
+        count, size, first_seed = parse_synthetic(spec)
+        return _Synthetic(count, size or (1280, 720), EVALUATION_FIRST_SEED if first_seed is None else first_seed)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"data not found: {spec}")

@@ -56,12 +56,20 @@ class Evaluator:
         self._latencies: list[float] = []
 
     def add(self, name: str, prediction: PerceptionResult, truth: PerceptionResult | None, latency_ms: float | None = None) -> dict:
-        """Score one frame; returns its per-frame record (also kept in :attr:`frames`)."""
+        """Score one frame; returns its per-frame record (also kept in :attr:`frames`).
+
+        Raises ValueError, before anything is counted, when a map of the prediction (drivable area, lane
+        lines, semantic, panoptic) has another shape than the truth's: a frame is scored whole or not at all.
+        """
         record: dict = {"frame": name}
         if latency_ms is not None:
-            self._latencies.append(latency_ms)
             record["latency_ms"] = round(latency_ms, 3)
         if truth is not None:
+            for field in ("drivable_mask", "lane_mask", "semantic", "panoptic"):
+                predicted, true = getattr(prediction, field), getattr(truth, field)
+                if predicted is not None and true is not None and predicted.shape != true.shape:
+                    raise ValueError(f"{name}: the prediction's {field} is {predicted.shape[1]}x{predicted.shape[0]}, "
+                                     f"the truth's {true.shape[1]}x{true.shape[0]}")
             self._add_driving(prediction, truth, record)
             self._add_detection(prediction, truth, record)
             if self.semantic is not None and prediction.semantic is not None and truth.semantic is not None:
@@ -69,6 +77,8 @@ class Evaluator:
             if self.panoptic is not None and prediction.panoptic is not None and truth.panoptic is not None:
                 # Datasets with crowd regions (Cityscapes) list them on the truth; others have none.
                 self.panoptic.add(prediction.panoptic, truth.panoptic, getattr(truth, "crowd_segments", ()))
+        if latency_ms is not None:
+            self._latencies.append(latency_ms)
         self.frames.append(record)
         return record
 

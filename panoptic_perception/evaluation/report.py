@@ -168,7 +168,9 @@ def _class_ious(run: dict) -> dict[str, float]:
 
 
 def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
-    """Write the report of ``runs`` ({name, summary, frames, backend, class_names}) into ``output``."""
+    """Write the report of ``runs`` ({name, summary, frames, backend, class_names, failed}) into ``output``.
+
+    ``failed``: the run's skipped frames (:meth:`~panoptic_perception.core.failures.FrameFailures.to_list`)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(json_safe({"data": data, "runs": runs}), indent=2))
@@ -194,7 +196,7 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
         thresholds = ", ".join(f"{name} {value:g}" for name, value in backend.get("thresholds", {}).items())
         lines.append(f"- **{run['name']}**: backend `{backend.get('backend', '?')}`, weights {weights.get('source', '?')} "
                      f"`{weights.get('path') or ''}`, input {'x'.join(map(str, backend.get('input_size', [])))}, "
-                     f"{run['summary']['frames']} frames" + (f", {len(run['skipped'])} skipped" if run.get("skipped") else "")
+                     f"{run['summary']['frames']} frames" + (f", {len(run['failed'])} failed" if run.get("failed") else "")
                      + (f", thresholds: {thresholds}" if thresholds else ""))
     lines += ["", "| metric | " + " | ".join(r["name"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
     for section, key, label, percent in KEY_METRICS:
@@ -210,8 +212,11 @@ def write_report(runs: list[dict], output: str | Path, data: str) -> Path:
     lines += ["", "Official TwinLiteNet/YOLOP form: a confusion matrix per frame, averaged over frames; "
               "dataset-wide: one confusion matrix over all frames. Detection: see `metrics.json` for all COCO numbers.", ""]
     lines += [f"![{plot}]({plot})" for plot in plots]
-    skipped = [s for r in runs for s in r.get("skipped", [])]
-    if skipped:
-        lines += ["", "## Skipped frames", ""] + [f"- {s['frame']}: {s['error']}" for s in skipped[:50]]
+    failed = [(r["name"], f) for r in runs for f in r.get("failed", [])]
+    if failed:  # all of them are in metrics.json
+        lines += ["", "## Failed frames (skipped)", ""] + [f"- {run}: {f['frame']} ({f['stage']}): {f['error']}"
+                                                            for run, f in failed[:50]]
+        if len(failed) > 50:
+            lines.append(f"- ... {len(failed) - 50} more in metrics.json")
     (output / "report.md").write_text("\n".join(lines) + "\n")
     return output / "report.md"

@@ -2,7 +2,8 @@
 
 Messages are built with the node's own conversions and serialized by rclpy, so a bag holds exactly
 what the node publishes; ``rosbags`` writes the container (the ros2 bag CLI is not needed).
-``make-bag`` turns synthetic scenes, image files, folders or a video into a bag: camera frames on
+``make-bag`` turns synthetic scenes (by default the held-out evaluation scenes of ``synthetic:N``),
+image files, folders or a video into a bag: camera frames on
 ``/camera/image_raw`` (or ``/camera/image_raw/compressed``), plus, for synthetic scenes, the ground
 truth on the ``/ground_truth/*`` topics read by :class:`~panoptic_perception.data.rosbag.BagDataset`.
 """
@@ -20,6 +21,7 @@ from std_msgs.msg import Header
 from ..core.io import FrameSource
 from ..core.labels import CITYSCAPES
 from ..data.rosbag import GROUND_TRUTH_PREFIX, typestore
+from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
 from ..data.synthetic import SyntheticScenes
 from .camera import compressed_msg
 from .conversions import bgr_to_image, label_info_msg, perception_messages
@@ -72,15 +74,24 @@ class BagWriter:
         self.messages += 1
 
 
-def _frames(source: str, size: tuple[int, int], first_seed: int) -> Iterator[tuple[np.ndarray, object]]:
-    """(image, synthetic scene or None) for ``synthetic:N`` or image files / folders / a video."""
+def _given_once(what: str, in_spec, argument):
+    """The value the synthetic spec or the argument gives (None if neither); ValueError if they disagree."""
+    if in_spec is not None and argument is not None and in_spec != argument:
+        raise ValueError(f"the synthetic spec and the {what} argument give different values ({in_spec} and {argument})")
+    return in_spec if in_spec is not None else argument
+
+
+def _frames(source: str, size: tuple[int, int] | None, first_seed: int | None) -> Iterator[tuple[np.ndarray, object]]:
+    """(image, synthetic scene or None) for ``synthetic:N[@WxH][+SEED]`` or image files / folders / a video.
+
+    Checks ``source`` now (before a bag is created), reads the frames as they are iterated."""
     if source.startswith("synthetic:"):
-        for scene in SyntheticScenes(int(source.split(":", 1)[1]), *size, first_seed=first_seed):
-            yield scene.image, scene
-        return
-    for frame in FrameSource([source]):
-        if frame.image is not None:
-            yield frame.image, None
+        spec = parse_synthetic(source)
+        size = _given_once("size", spec.size, size) or (1280, 720)
+        first_seed = _given_once("first seed", spec.first_seed, first_seed)
+        scenes = SyntheticScenes(spec.count, *size, first_seed=EVALUATION_FIRST_SEED if first_seed is None else first_seed)
+        return ((scene.image, scene) for scene in scenes)
+    return ((frame.image, None) for frame in FrameSource([source]) if frame.image is not None)
 
 
 def make_bag(
@@ -88,18 +99,26 @@ def make_bag(
     output: str | Path,
     storage: str = "mcap",
     rate: float = 10.0,
-    size: tuple[int, int] = (1280, 720),
+    size: tuple[int, int] | None = None,
     compressed: bool = False,
-    first_seed: int = 0,
+    first_seed: int | None = None,
     start_ns: int = DEFAULT_START_NS,
     topic: str = "/camera/image_raw",
     frame_id: str = "camera",
 ) -> dict:
-    """Write the frames of ``source`` (``synthetic:N``, image files, a folder or a video) as a bag."""
+    """Write the frames of ``source`` (``synthetic:N[@WxH][+SEED]``, image files, a folder or a video) as a bag.
+
+    Synthetic scenes are ``size`` (width, height) or the spec's, default 1280x720, with seeds from
+    ``first_seed`` or the spec's, by default the held-out evaluation seeds
+    (:data:`~panoptic_perception.data.sources.EVALUATION_FIRST_SEED`), so that a bag evaluates the scenes
+    ``evaluate --data synthetic:N`` does. Raises ValueError for a malformed spec, or a size or seed given
+    differently in the spec and as an argument.
+    """
     period_ns = int(round(1e9 / rate))
     frames = 0
+    frames_of_source = _frames(source, size, first_seed)
     with BagWriter(output, storage) as bag:
-        for index, (image, scene) in enumerate(_frames(source, size, first_seed)):
+        for index, (image, scene) in enumerate(frames_of_source):
             stamp = start_ns + index * period_ns
             header = stamp_header(stamp, frame_id)
             if compressed:
@@ -125,11 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="bag to create (a folder)")
     parser.add_argument("--storage", choices=sorted(STORAGE), default="mcap")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
-    parser.add_argument("--size", default="1280x720", help="synthetic frame WxH")
+    parser.add_argument("--size", help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
     parser.add_argument("--compressed", action="store_true", help="store JPEG (sensor_msgs/CompressedImage)")
-    parser.add_argument("--first-seed", type=int, default=0, help="first synthetic scene")
+    parser.add_argument("--first-seed", type=int, help=f"seed of the first synthetic scene (or synthetic:N+SEED; default "
+                        f"{EVALUATION_FIRST_SEED}, the held-out evaluation scenes of evaluate --data synthetic:N)")
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    summary = make_bag(args.source, args.output, args.storage, args.rate, (width, height), args.compressed, args.first_seed)
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    summary = make_bag(args.source, args.output, args.storage, args.rate, size, args.compressed, args.first_seed)
     print(f"{summary['frames']} frames ({summary['messages']} messages) written to {summary['bag']}")
     return 0

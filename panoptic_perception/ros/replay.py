@@ -17,17 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
-from rclpy.serialization import deserialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from tqdm import tqdm
 
 from ..backends.base import Backend
+from ..core.failures import FrameFailures
 from ..core.messages import result_from_messages
 from ..core.types import Capability
 from ..data.rosbag import BagDataset
 from ..evaluation.evaluator import Evaluator
-from .bags import BagWriter, stamp_header
+from .bags import BagWriter, ros_type_name, stamp_header
 from .conversions import label_info_msg, perception_messages
 
 NODE = "/panoptic_perception"
@@ -37,13 +37,18 @@ OUTPUT_TOPICS = {Capability.DETECTION: "detections", Capability.DRIVABLE_AREA: "
 
 def replay_offline(
     bag: str | Path, backend: Backend, output: str | Path, image_topic: str | None = None, overlay: bool = False,
-    progress: bool = True, on_frame: Callable[[str, str], None] | None = None,
+    progress: bool = True,
 ) -> dict:
-    """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation."""
+    """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
+
+    A frame that fails (undecodable, the backend raises, its messages cannot be built, written or
+    scored) is reported on stderr and skipped (:class:`FrameFailures`); its input frame stays in the
+    output bag. The summary's ``failed`` lists those frames.
+    """
+    failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
     topics = {OUTPUT_TOPICS[c] for c in backend.capabilities if c in OUTPUT_TOPICS} | {"result"} | ({"overlay"} if overlay else set())
     evaluator = Evaluator(backend.label_map, backend.capabilities)
-    skipped = []
     with BagWriter(output, "mcap") as writer:
         for index, frame in enumerate(tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="replay")):
             writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
@@ -52,27 +57,32 @@ def replay_offline(
             if index == 0:
                 writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
             if sample.image is None:
-                skipped.append({"frame": sample.name, "error": sample.error})
-                if on_frame:
-                    on_frame(sample.name, sample.error)
+                failures.add(sample.name, "read", sample.error)
                 continue
-            if not evaluator.frames:
-                backend(sample.image)  # warm-up, untimed
-            result = backend(sample.image)
-            for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items():
-                writer.write(f"{NODE}/{topic}", frame.log_time_ns, msg)
-            evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
-    return {"bag": str(bag), "output": str(output), "skipped": skipped, "messages_written": writer.messages,
+            with failures.frame(sample.name, "backend") as stage:
+                if not evaluator.frames:
+                    backend(sample.image)  # warm-up, untimed
+                result = backend(sample.image)
+                stage.name = "messages"  # all serialized before any is written: a frame's topics are written whole
+                messages = [(f"{NODE}/{topic}", ros_type_name(msg), serialize_message(msg))
+                            for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items()]
+                stage.name = "writing"
+                for topic, msgtype, raw in messages:
+                    writer.write(topic, frame.log_time_ns, raw=raw, msgtype=msgtype)
+                stage.name = "scoring"
+                evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
+    return {"bag": str(bag), "output": str(output), "failed": failures.to_list(), "messages_written": writer.messages,
             **evaluator.compute(), "frames_detail": evaluator.frames}
 
 
 class _LiveRecorder:
     """Receives the node's outputs (on the executor's thread) and scores them as they come."""
 
-    def __init__(self, node, writer: BagWriter, evaluator: Evaluator, capabilities: set[Capability]) -> None:
+    def __init__(self, node, writer: BagWriter, evaluator: Evaluator, capabilities: set[Capability],
+                 failures: FrameFailures) -> None:
         from panoptic_perception.msg import DrivingPerception
 
-        self.node, self.writer, self.evaluator = node, writer, evaluator
+        self.node, self.writer, self.evaluator, self.failures = node, writer, evaluator, failures
         self.capabilities = capabilities
         self.lock = threading.Lock()
         self.pending: dict[int, tuple[str, object, float]] = {}  # publish stamp → (frame, truth, publish time)
@@ -93,16 +103,18 @@ class _LiveRecorder:
         if frame is None:
             return
         name, truth, _ = frame
-        width = msg.drivable_area.width or msg.lane_lines.width or msg.semantic.width or msg.panoptic.panoptic.width
-        height = msg.drivable_area.height or msg.lane_lines.height or msg.semantic.height or msg.panoptic.panoptic.height
-        result = result_from_messages(
-            (width, height), msg.backend, msg.drivable_area, msg.lane_lines, msg.semantic, msg.panoptic,
-            msg.detections if Capability.DETECTION in self.capabilities else None,
-        )
         latency = (received - stamp) / 1e6
         self.latencies.append(latency)
         self.answered += 1
-        self.evaluator.add(name, result, truth, latency)
+        # On the executor's thread: an exception here would end the executor and lose every later answer.
+        with self.failures.frame(name, "scoring"):
+            width = msg.drivable_area.width or msg.lane_lines.width or msg.semantic.width or msg.panoptic.panoptic.width
+            height = msg.drivable_area.height or msg.lane_lines.height or msg.semantic.height or msg.panoptic.panoptic.height
+            result = result_from_messages(
+                (width, height), msg.backend, msg.drivable_area, msg.lane_lines, msg.semantic, msg.panoptic,
+                msg.detections if Capability.DETECTION in self.capabilities else None,
+            )
+            self.evaluator.add(name, result, truth, latency)
 
     def forget_older_than(self, seconds: float) -> None:
         """Frames unanswered for ``seconds`` were dropped by the node (superseded or stale)."""
@@ -116,7 +128,11 @@ def replay_live(
     bag: str | Path, output: str | Path, rate: float = 1.0, image_topic: str | None = None, publish_topic: str | None = None,
     reliable: bool = False, result_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0, progress: bool = True,
 ) -> dict:
-    """Play ``bag`` into the running node; record its outputs to ``output``; report latency, drops, accuracy."""
+    """Play ``bag`` into the running node; record its outputs to ``output``; report latency, drops, accuracy.
+
+    A frame that cannot be published (its recorded message does not deserialize) or whose answer cannot
+    be scored is reported and listed in the summary's ``failed``; the replay goes on.
+    """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -143,9 +159,10 @@ def replay_live(
         capabilities = {c for c, topic in OUTPUT_TOPICS.items() if node.count_publishers(f"{NODE}/{topic}") > 0}
         label_map = _label_map(node, LabelInfo, deadline)
         evaluator = Evaluator(label_map, capabilities)
+        failures = FrameFailures()
         reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
         with BagWriter(output, "mcap") as writer:
-            recorder = _LiveRecorder(node, writer, evaluator, capabilities)
+            recorder = _LiveRecorder(node, writer, evaluator, capabilities, failures)
             publisher = None
             sent, first_log, started = 0, None, time.monotonic()
             for frame in tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="live replay"):
@@ -160,14 +177,15 @@ def replay_live(
                         time.sleep(0.5)
                     first_log, started = frame.log_time_ns, time.monotonic()
                 time.sleep(max(0.0, started + (frame.log_time_ns - first_log) / 1e9 / rate - time.monotonic()))
-                msg = deserialize_message(frame.raw, msg_type)
-                stamp = node.get_clock().now().nanoseconds
-                msg.header.stamp = stamp_header(stamp, msg.header.frame_id).stamp
-                recorder.expect(stamp, frame.sample.name, frame.sample.truth)
-                with recorder.lock:
-                    writer.write(publish_topic, stamp, msg)
-                publisher.publish(msg)
-                sent += 1
+                with failures.frame(frame.sample.name, "publishing"):
+                    msg = deserialize_message(frame.raw, msg_type)
+                    stamp = node.get_clock().now().nanoseconds
+                    msg.header.stamp = stamp_header(stamp, msg.header.frame_id).stamp
+                    recorder.expect(stamp, frame.sample.name, frame.sample.truth)
+                    with recorder.lock:
+                        writer.write(publish_topic, stamp, msg)
+                    publisher.publish(msg)
+                    sent += 1
                 recorder.forget_older_than(result_timeout_s)
             end = time.monotonic() + result_timeout_s
             while recorder.pending and time.monotonic() < end:
@@ -175,7 +193,8 @@ def replay_live(
         metrics = evaluator.compute() if recorder.answered else {}
         return {
             "bag": str(bag), "output": str(output), "frames_sent": sent, "frames_answered": recorder.answered,
-            "drop_rate": 1 - recorder.answered / sent if sent else 0.0, **metrics, "frames_detail": evaluator.frames,
+            "drop_rate": 1 - recorder.answered / sent if sent else 0.0, "failed": failures.to_list(), **metrics,
+            "frames_detail": evaluator.frames,
         }
     finally:
         executor.shutdown()

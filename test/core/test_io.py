@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from panoptic_perception.core.io import FrameSource, read_image
+from panoptic_perception.core.io import FrameSource, cityscapes_id, read_image
 from panoptic_perception.core.preprocess import InvalidImageError
 
 
@@ -49,3 +49,11 @@ def test_read_image_error_names_the_file(tmp_path):
     bad.write_bytes(b"nope")
     with pytest.raises(InvalidImageError, match="x.png"):
         read_image(bad)
+
+
+def test_cityscapes_images_are_named_by_their_cityscapes_id(tmp_path):
+    assert cityscapes_id("val/aachen/aachen_000000_000019_leftImg8bit.png") == "aachen_000000_000019"
+    assert cityscapes_id("frame.png") is None and cityscapes_id("_leftImg8bit.png") is None
+    for name in ("synth_000000_000000_leftImg8bit.png", "_leftImg8bit.png", "road.jpg"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    assert [f.name for f in FrameSource([tmp_path])] == ["_leftImg8bit", "road", "synth_000000_000000"]

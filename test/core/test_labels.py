@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from panoptic_perception.core.labels import CITYSCAPES, DRIVING_MASKS, LabelClass, LabelMap
+from panoptic_perception.core.labels import CITYSCAPES, CITYSCAPES_TRAIN_IDS, DRIVING_MASKS, IGNORE_TRAIN_ID, LabelClass, LabelMap
 
 
 def test_cityscapes_has_the_19_evaluation_classes_with_label_ids():
@@ -22,3 +22,10 @@ def test_lookups_and_errors():
         CITYSCAPES[99]
     with pytest.raises(ValueError, match="repeats"):
         LabelMap("bad", (LabelClass(1, "a", (0, 0, 0)), LabelClass(1, "b", (0, 0, 0))))
+
+
+def test_cityscapes_train_ids():
+    # cityscapesscripts' labels.py: road 7 -> 0, sidewalk 8 -> 1, ..., car 26 -> 13, bicycle 33 -> 18
+    assert CITYSCAPES_TRAIN_IDS[[7, 8, 11, 17, 23, 24, 26, 33]].tolist() == [0, 1, 2, 5, 10, 11, 13, 18]
+    evaluated = set(CITYSCAPES.ids.tolist())
+    assert all(CITYSCAPES_TRAIN_IDS[i] == IGNORE_TRAIN_ID == 255 for i in range(256) if i not in evaluated)

@@ -93,3 +93,17 @@ def test_semantic_and_panoptic_sections(tmp_path):
     metrics = [row.split(",")[0] for row in (tmp_path / "metrics.csv").read_text().splitlines()]
     per_class = [m for m in metrics if m.startswith("semantic.per_class_iou.")]
     assert per_class == ["semantic.per_class_iou.road (7)", "semantic.per_class_iou.car (26)"]
+
+
+def test_a_frame_whose_maps_do_not_fit_the_truth_is_refused_whole():
+    evaluator = Evaluator(CITYSCAPES, {Capability.SEMANTIC, Capability.PANOPTIC})
+    truth = PerceptionResult((4, 2), "t", semantic=np.full((2, 4), 7, np.uint8), panoptic=np.full((2, 4), 7000, np.int32))
+    good = PerceptionResult((4, 2), "p", semantic=np.full((2, 4), 7, np.uint8), panoptic=np.full((2, 4), 7000, np.int32))
+    # The semantic map fits; the panoptic one does not: nothing of this frame may be counted.
+    bad = PerceptionResult((4, 2), "p", semantic=np.full((2, 4), 8, np.uint8), panoptic=np.full((3, 4), 7000, np.int32))
+    evaluator.add("a", good, truth, 5.0)
+    with pytest.raises(ValueError, match="b: the prediction's panoptic is 4x3, the truth's 4x2"):
+        evaluator.add("b", bad, truth, 50.0)
+    summary = evaluator.compute()
+    assert [f["frame"] for f in evaluator.frames] == ["a"] and summary["frames"] == 1
+    assert summary["semantic"]["miou"] == 1.0 and summary["latency_ms"]["max"] == 5.0

@@ -9,6 +9,7 @@ pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
 pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
 
 from panoptic_perception.data.rosbag import BagDataset, is_bag  # noqa: E402
+from panoptic_perception.data.sources import EVALUATION_FIRST_SEED  # noqa: E402
 from panoptic_perception.data.synthetic import generate_scene  # noqa: E402
 from panoptic_perception.ros.bags import DEFAULT_START_NS, make_bag  # noqa: E402
 
@@ -60,3 +61,61 @@ def test_bag_errors_are_clear(tmp_path):
         BagDataset(tmp_path / "bag", image_topic="/ground_truth/panoptic")
     with pytest.raises(FileExistsError):
         make_bag("synthetic:1", tmp_path / "bag", size=(64, 48))
+
+
+def test_a_frame_whose_ground_truth_cannot_be_read_is_reported_and_the_others_read(tmp_path):
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.rosbag import GROUND_TRUTH_PREFIX
+    from panoptic_perception.ros.bags import BagWriter, stamp_header
+    from panoptic_perception.ros.conversions import bgr_to_image, perception_messages
+
+    with BagWriter(tmp_path / "bag") as bag:
+        for index in range(3):
+            scene = generate_scene(index, 64, 48)
+            header = stamp_header(DEFAULT_START_NS + index, "camera")
+            bag.write("/camera/image_raw", DEFAULT_START_NS + index, bgr_to_image(scene.image, header))
+            truth = perception_messages(scene.to_result(), header, scene.image, CITYSCAPES, {"drivable_area", "lane_lines"})
+            if index == 1:
+                truth["drivable_area"].data = truth["drivable_area"].data[:100]  # truncated
+            for name, msg in truth.items():
+                bag.write(f"{GROUND_TRUTH_PREFIX}/{name}", DEFAULT_START_NS + index, msg)
+    samples = list(BagDataset(tmp_path / "bag"))
+    assert [s.name for s in samples] == ["frame_000000", "frame_000001", "frame_000002"]
+    assert samples[1].image is None and "its ground truth cannot be read: RejectedImage" in samples[1].error
+    assert samples[1].error.endswith("data too short: 100 bytes for 64x48, step 64")
+    for index in (0, 2):
+        assert np.array_equal(samples[index].truth.drivable_mask, generate_scene(index, 64, 48).drivable_mask)
+
+
+def test_synthetic_bags_hold_the_held_out_evaluation_scenes_unless_told_otherwise(tmp_path):
+    from panoptic_perception.cli import main
+
+    # The bundled weights were trained on seeds from 0: a bag for evaluation must not start there.
+    assert main(["make-bag", "synthetic:2", "--output", str(tmp_path / "default"), "--size", "64x48"]) == 0
+    samples = list(BagDataset(tmp_path / "default"))
+    for index, sample in enumerate(samples):
+        assert np.array_equal(sample.image, generate_scene(EVALUATION_FIRST_SEED + index, 64, 48).image), index
+    # Told otherwise: in the spec (the evaluate spec's form) or as arguments.
+    make_bag("synthetic:2@64x48+7", tmp_path / "spec")
+    make_bag("synthetic:2", tmp_path / "arguments", size=(64, 48), first_seed=7)
+    for bag in ("spec", "arguments"):
+        images = [s.image for s in BagDataset(tmp_path / bag)]
+        assert all(np.array_equal(image, generate_scene(7 + i, 64, 48).image) for i, image in enumerate(images)), bag
+    with pytest.raises(ValueError, match=r"the synthetic spec and the first seed argument give different values \(7 and 8\)"):
+        make_bag("synthetic:2+7", tmp_path / "both", first_seed=8)
+    with pytest.raises(ValueError, match="synthetic:N\\[@WxH\\]\\[\\+SEED\\]"):
+        make_bag("synthetic:2@64", tmp_path / "malformed")
+    assert not (tmp_path / "both").exists() and not (tmp_path / "malformed").exists(), "checked before the bag is made"
+
+
+def test_the_readme_make_bag_then_evaluate_scores_the_scenes_of_evaluate_synthetic(tmp_path):
+    import json
+
+    from panoptic_perception.cli import main
+
+    assert main(["make-bag", "synthetic:3", "--output", str(tmp_path / "drive"), "--size", "160x96"]) == 0
+    metrics = {}
+    for name, data in (("bag", str(tmp_path / "drive")), ("synthetic", "synthetic:3@160x96")):
+        assert main(["-q", "evaluate", "--data", data, "--output", str(tmp_path / name)]) == 0
+        metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]["summary"]["driving"]
+    assert metrics["bag"] == metrics["synthetic"]

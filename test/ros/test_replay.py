@@ -21,9 +21,9 @@ FRAMES, SIZE = 4, (320, 184)
 
 @pytest.fixture(scope="module")
 def synthetic_bag(tmp_path_factory):
-    """A bag of the same synthetic scenes as ``synthetic:4@320x184``, with ground truth, at 10 Hz."""
+    """A bag of the same (held-out) synthetic scenes as ``synthetic:4@320x184``, with ground truth, at 10 Hz."""
     bag = tmp_path_factory.mktemp("bags") / "drive"
-    make_bag(f"synthetic:{FRAMES}", bag, size=SIZE, first_seed=EVALUATION_FIRST_SEED)
+    make_bag(f"synthetic:{FRAMES}", bag, size=SIZE)
     return bag
 
 
@@ -66,7 +66,7 @@ def test_offline_replay_writes_every_topic_and_scores_like_direct_evaluation(syn
     direct = Evaluator(backend.label_map, backend.capabilities)
     for sample in open_dataset(f"synthetic:{FRAMES}@{SIZE[0]}x{SIZE[1]}"):
         direct.add(sample.name, backend(sample.image), sample.truth)
-    assert summary["frames"] == FRAMES and not summary["skipped"]
+    assert summary["frames"] == FRAMES and summary["failed"] == []
     for key, value in direct.compute()["driving"].items():
         assert summary["driving"][key] == pytest.approx(value, abs=1e-12), key
 
@@ -100,3 +100,73 @@ def test_make_bag_and_replay_from_the_command_line(tmp_path, capsys):
     assert summary["frames"] == 2 and summary["driving"]["drivable_miou"] > 0.5
     assert "| drivable mIoU (%) |" in (tmp_path / "report" / "report.md").read_text()
     assert (tmp_path / "report" / "frames_twinlitenet.csv").read_text().count("\n") == 3
+
+
+def test_replay_reports_a_frame_the_backend_fails_on_and_replays_the_others(synthetic_bag, tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+
+    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+    from panoptic_perception.cli import main
+    from panoptic_perception.data.synthetic import generate_scene
+
+    bad = generate_scene(EVALUATION_FIRST_SEED + 1, *SIZE).image  # the bag's second frame
+    call = TwinLiteNetBackend.__call__
+
+    def failing(self, image):
+        if np.array_equal(image, bad):
+            raise RuntimeError("backend exploded")
+        return call(self, image)
+
+    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+    argv = ["-q", "replay", str(synthetic_bag), "--output", str(tmp_path / "out"), "--report", str(tmp_path / "report")]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("skipped frame_000001 (backend): RuntimeError: backend exploded") == 1
+    summary = json.loads(captured.out)
+    assert summary["frames"] == FRAMES - 1
+    assert summary["failed"] == [{"frame": "frame_000001", "stage": "backend", "error": "RuntimeError: backend exploded"}]
+    messages = read_bag(tmp_path / "out")
+    stamps = [DEFAULT_START_NS + i * 100_000_000 for i in range(FRAMES)]
+    assert [log for log, _, _ in messages["/camera/image_raw"]] == stamps, "every input frame is kept"
+    assert [log for log, _, _ in messages["/panoptic_perception/result"]] == stamps[:1] + stamps[2:]
+    assert "frame_000001 (backend): RuntimeError: backend exploded" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_live_replay_scores_the_answers_after_one_it_cannot_read(tmp_path):
+    """An answer of the node that cannot be converted is a failed frame, not the end of the executor's thread."""
+    import types
+
+    from std_msgs.msg import Header
+
+    from panoptic_perception.core.failures import FrameFailures
+    from panoptic_perception.core.labels import DRIVING_MASKS
+    from panoptic_perception.core.types import Capability
+    from panoptic_perception.data.synthetic import generate_scene
+    from panoptic_perception.ros.conversions import perception_messages
+    from panoptic_perception.ros.replay import _LiveRecorder
+
+    clock = types.SimpleNamespace(now=lambda: types.SimpleNamespace(nanoseconds=2_000_000_000))
+    node = types.SimpleNamespace(create_subscription=lambda *args: None, get_clock=lambda: clock)
+    written = []
+    writer = types.SimpleNamespace(write=lambda topic, time_ns, msg: written.append(topic))
+    capabilities = {Capability.DRIVABLE_AREA, Capability.LANE_LINES}
+    evaluator = Evaluator(DRIVING_MASKS, capabilities)
+    lines = []
+    failures = FrameFailures(report=lines.append)
+    recorder = _LiveRecorder(node, writer, evaluator, capabilities, failures)
+    for index in range(2):
+        scene = generate_scene(EVALUATION_FIRST_SEED + index, 64, 48)
+        header = Header()
+        header.stamp.sec = index
+        msg = perception_messages(scene.to_result(), header, scene.image, DRIVING_MASKS, {"result"})["result"]
+        if index == 0:
+            msg.drivable_area.data = msg.drivable_area.data[:10]  # truncated
+        recorder.expect(index * 1_000_000_000, f"frame_{index:06d}", scene.to_result())
+        recorder.on_result(msg)
+    assert [f["frame"] for f in failures.to_list()] == ["frame_000000"]
+    assert failures.to_list()[0]["stage"] == "scoring" and "data too short" in lines[0]
+    assert [f["frame"] for f in evaluator.frames] == ["frame_000001"]
+    assert evaluator.compute()["driving"]["drivable_miou"] == 1.0, "the truth's own messages score perfectly"
+    assert recorder.answered == 2 and len(written) == 2
