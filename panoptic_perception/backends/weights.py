@@ -10,6 +10,7 @@ its architecture config and metadata such as validation metrics, and the trainer
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import zipfile
 from dataclasses import dataclass, field
@@ -162,16 +163,35 @@ def _listing(items: list[str]) -> str:
     return shown + (f", ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
 
 
+def _meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers are meta tensors (shapes only, no data): loading
+    into it runs every module's own loading rules without touching ``module``."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+                            for p in module.parameters()}
+    memo.update((id(b), torch.empty_like(b, device="meta")) for b in module.buffers())
+    return copy.deepcopy(module, memo)
+
+
 def load_state_dict_strictly(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``module``; every key must exist and fit, or the error names those that do not."""
+    """Load ``state_dict`` into ``module``: every entry the module loads must be there with its shape and every
+    entry of ``state_dict`` must be one the module loads, as ``nn.Module.load_state_dict(strict=True)``
+    decides it: the modules' own loading rules count, so e.g. the ``num_batches_tracked`` entries that
+    :class:`~panoptic_perception.nn.resnet.FrozenBatchNorm2d` ignores (every checkpoint trained with
+    ``nn.BatchNorm2d`` has them) are not unexpected.
+
+    Raises:
+        WeightsError: naming the missing, unexpected and mis-shaped keys (``source`` says whose); ``module``
+            is then unchanged.
+    """
     expected = module.state_dict()
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    misshaped = [
-        f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
-        for k in sorted(expected.keys() & state_dict.keys())
-        if state_dict[k].shape != expected[k].shape
-    ]
+    misshaped_keys = {k for k in expected.keys() & state_dict.keys() if state_dict[k].shape != expected[k].shape}
+    # A dry run on a data-less copy: which keys the modules take and which they lack.
+    fitting = {k: v for k, v in state_dict.items() if k not in misshaped_keys}
+    result = _meta_copy(module).load_state_dict(fitting, strict=False, assign=True)
+    missing = sorted(set(result.missing_keys) - misshaped_keys)
+    unexpected = sorted(result.unexpected_keys)
+    misshaped = [f"{k} (checkpoint {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
+                 for k in sorted(misshaped_keys)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_listing(missing)}")

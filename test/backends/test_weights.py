@@ -111,3 +111,34 @@ def test_an_architecture_option_over_weights_trained_without_it_is_named(tmp_pat
         create_backend("yolopv2", str(path), width=0.5)
     with pytest.raises(ValueError, match="option width must be float, got no value"):
         create_backend("yolopv2", str(path), width=None)
+
+
+def test_batchnorm_counters_load_into_frozen_batchnorm_as_torch_strict_loading_allows(tmp_path):
+    """A checkpoint trained with nn.BatchNorm2d carries ``num_batches_tracked``; FrozenBatchNorm2d ignores it."""
+    from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
+
+    small = dict(width=0.25, fpn_channels=32, representation_size=64, mask_channels=32, semantic_channels=32,
+                 group_norm_groups=8, input_width=256, input_height=160)
+    torch.manual_seed(0)
+    trained = FusionPanopticNetwork(FusionPanopticConfig(norm="batch_norm", **small))
+    state = trained.state_dict()
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert len(counters) == 53  # one per BatchNorm of a ResNet-50
+    frozen = FusionPanopticNetwork(FusionPanopticConfig(**small))
+    frozen.load_state_dict(state, strict=True)  # torch's own strict loading accepts them
+    path = save_checkpoint(tmp_path / "bn.pth", "fusion_panoptic", state, small)
+    backend = create_backend("fusion_panoptic", str(path), fast=False)
+    loaded = backend.network.state_dict()
+    assert not any(k.endswith("num_batches_tracked") for k in loaded)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+    assert torch.equal(loaded["backbone.body.bn1.running_var"], trained.backbone.body.bn1.running_var)
+
+    # Other keys are still refused, and a refused checkpoint leaves the module untouched.
+    from panoptic_perception.backends.weights import load_state_dict_strictly
+
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    bad = {k: torch.zeros_like(v) for k, v in state.items()}
+    bad["backbone.body.bn1.momentum"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match=r"1 unexpected keys: backbone\.body\.bn1\.momentum$"):
+        load_state_dict_strictly(frozen, bad, "bad.pth")
+    assert all(torch.equal(frozen.state_dict()[k], v) for k, v in before.items())
