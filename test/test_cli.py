@@ -390,3 +390,29 @@ def test_train_refuses_too_little_data_and_initial_weights_that_do_not_fit(tmp_p
 def test_evaluate_rejects_a_malformed_synthetic_spec(tmp_path, spec, capsys):
     assert main(["-q", "evaluate", "--data", spec, "--output", str(tmp_path / "r")]) == 2
     assert "synthetic:N or synthetic:N@WxH" in capsys.readouterr().err
+
+
+def test_convert_weights_saves_a_torchvision_mask_rcnn_as_a_backend_checkpoint(tmp_path, capsys):
+    from panoptic_perception import create_backend
+    from panoptic_perception.backends import read_checkpoint
+    from panoptic_perception.nn.mask_rcnn import MaskRCNN
+
+    torch.manual_seed(0)
+    source = MaskRCNN(91, width=0.25, norm_layer=torch.nn.BatchNorm2d, fpn_channels=32, representation_size=64,
+                      mask_layers=(32,) * 4).state_dict()
+    torch.save(source, tmp_path / "coco.pth")
+    assert main(["convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "converted.pth")]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "converted.pth: fusion_panoptic weights (torchvision Mask R-CNN (91 classes)); options: width=0.25, "
+        "fpn_channels=32, representation_size=64, mask_channels=32, detector_classes=coco91, semantic_head=False")
+    converted = read_checkpoint(tmp_path / "converted.pth")
+    assert converted.backend == "fusion_panoptic" and converted.config["detector_classes"] == "coco91"
+    assert converted.metadata["converted_from"] == "torchvision Mask R-CNN (91 classes)"
+    counters = [k for k in source if k.endswith("num_batches_tracked")]
+    assert sorted(converted.state_dict) == sorted(set(source) - set(counters))
+    assert all(torch.equal(converted.state_dict[k], source[k]) for k in converted.state_dict)
+    backend = create_backend("fusion_panoptic", str(tmp_path / "converted.pth"), fast=False)  # no options needed
+    assert not backend.config.semantic_head and backend.network.roi_heads.num_classes == 91
+
+    assert main(["convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "out.pth"), "--option", "detector_classes=coco80"]) == 2
+    assert "mis-shaped keys" in capsys.readouterr().err

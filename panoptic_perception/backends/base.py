@@ -253,13 +253,20 @@ class Backend(abc.ABC):
         checkpoint = read_checkpoint(path)
         if checkpoint.backend is not None and checkpoint.backend != self.name:
             raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {self.name!r}")
-        return checkpoint, WeightsInfo(source, str(path), sha256_of(path))
+        return self.adapt_checkpoint(checkpoint, str(path)), WeightsInfo(source, str(path), sha256_of(path))
 
     def set_thresholds(self, **values: float) -> None:
         """Change thresholds (score, iou, max_detections, mask) for the next frames; invalid values raise."""
         self.thresholds = replace(self.thresholds, **values)
 
     # -- what subclasses define -------------------------------------------------------------------
+    @classmethod
+    def adapt_checkpoint(cls, checkpoint: Checkpoint, path: str) -> Checkpoint:
+        """The checkpoint read from ``path`` in this backend's layout. A backend that loads another
+        framework's format converts it here (tensors renamed, config and metadata filled); by default the
+        checkpoint is taken as it is. Raises WeightsError for a format the backend cannot convert."""
+        return checkpoint
+
     @abc.abstractmethod
     def build_network(self, config: Any) -> nn.Module:
         """The untrained network described by ``config``."""

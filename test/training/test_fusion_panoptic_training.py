@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from panoptic_perception.backends.fusion_panoptic import COCO_CLASS_INDICES, THING_IDS
+from panoptic_perception.cli import main
 from panoptic_perception.data.sample import Sample
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn.mask_rcnn import MaskRCNN
@@ -76,8 +78,20 @@ def test_initialisation_maps_coco_classes_and_loads_imagenet_resnets(tmp_path):
     assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], bias[list(COCO_CLASS_INDICES)])
     assert torch.equal(loaded["backbone.body.layer3.0.conv1.weight"], coco["backbone.body.layer3.0.conv1.weight"])
 
+    # The same weights converted by `panoptic-perception convert-weights` (the backend's checkpoint format) map alike.
+    assert main(["-q", "convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "converted.pth")]) == 0
+    converted = r.build_model()
+    r.initialize(converted, str(tmp_path / "converted.pth"))
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in loaded.items() if not k.startswith("semantic_head."))
+
     imagenet = resnet50(width=0.25, num_classes=1000).state_dict()
     torch.save(imagenet, tmp_path / "imagenet.pth")
     report = recipe().initialize(model, str(tmp_path / "imagenet.pth"))
     assert "backbone.body.layer4.2.conv3.weight" in report["loaded"] and report["skipped"] == ["fc.weight", "fc.bias"]
     assert torch.equal(model.state_dict()["backbone.body.conv1.weight"], imagenet["conv1.weight"])
+
+
+def test_the_recipe_trains_the_semantic_head_and_the_cityscapes_things_only():
+    for option in ({"semantic_head": False}, {"detector_classes": "coco91"}):
+        with pytest.raises(ValueError, match="semantic_head and detector_classes must keep their defaults"):
+            FusionPanopticRecipe(TrainConfig(backend="fusion_panoptic", output_dir="unused", model={**SMALL, **option}))
