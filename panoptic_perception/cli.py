@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack.set_defaults(func=cmd_pack_weights)
 
     convert = commands.add_parser("convert-weights", parents=[common],
-                                  help="save another framework's checkpoint (torchvision Mask R-CNN) as a backend checkpoint")
+                                  help="save another framework's checkpoint (torchvision Mask R-CNN, Detectron2 .pkl) as a backend checkpoint")
     convert.add_argument("input", help="a checkpoint the backend's --weights accepts")
     convert.add_argument("output")
     convert.add_argument("--backend", default="fusion_panoptic", help="backend name (default fusion_panoptic)")

@@ -416,3 +416,17 @@ def test_convert_weights_saves_a_torchvision_mask_rcnn_as_a_backend_checkpoint(t
 
     assert main(["convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "out.pth"), "--option", "detector_classes=coco80"]) == 2
     assert "mis-shaped keys" in capsys.readouterr().err
+
+
+def test_convert_weights_saves_a_detectron2_pkl_with_its_conventions(tmp_path, capsys):
+    from panoptic_perception.backends import read_checkpoint
+    from support import detectron2_model, write_detectron2_pkl
+
+    source = write_detectron2_pkl(tmp_path / "model_final.pkl", detectron2_model())
+    assert main(["convert-weights", source, str(tmp_path / "converted.pth")]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "(Detectron2 Mask R-CNN (80 classes)); options: width=0.25, fpn_channels=32, representation_size=64, "
+        "mask_channels=16, detector_classes=coco80, semantic_head=False, stride_in_1x1=True, roi_aligned=True, "
+        "roi_sampling_ratio=0, round_anchors=False")
+    converted = read_checkpoint(tmp_path / "converted.pth")
+    assert converted.origin is None and converted.backend == "fusion_panoptic" and converted.config["stride_in_1x1"]

@@ -30,9 +30,12 @@ Choices where the paper is silent (module-level decisions, all configurable in
   logits are bilinearly interpolated to the input image before the argmax.
 
 Weights of other frameworks (:mod:`panoptic_perception.backends.rcnn_weights`): a torchvision Mask R-CNN
-state dict loads as ``weights`` directly (e.g. torchvision's COCO weights). Its predictor keeps its rows
-(``detector_classes: coco91``; detections of COCO classes without a Cityscapes counterpart are dropped,
-riders come out as persons) and the network has no semantic head (``semantic_head: false``): the backend
+state dict or a Detectron2 Mask R-CNN checkpoint (its ``.pkl``) loads as ``weights`` directly (e.g. the
+COCO weights of either). Its predictor keeps its classes (``detector_classes: coco91`` / ``coco80``;
+detections of COCO classes without a Cityscapes counterpart are dropped, riders come out as persons; a
+Detectron2 checkpoint also sets Detectron2's conventions: ``stride_in_1x1``, ``roi_aligned``,
+``roi_sampling_ratio: 0``, ``round_anchors: false``) and the network has no semantic head
+(``semantic_head: false``): the backend
 then publishes detections and instance masks, as a panoptic image of the detected things only (every other
 pixel void, placed by Kirillov et al.'s rule: by score, whole masks), and no semantic map; its
 capabilities say so, so the node opens no ``~/semantic`` topic, and a warning says how to get the rest.
@@ -64,7 +67,9 @@ from .rcnn_weights import (
     DETECTOR_CLASSES,
     THING_IDS,
     cityscapes_ids_of_rows,
+    from_detectron2,
     from_torchvision,
+    is_detectron2_rcnn,
     is_torchvision_mask_rcnn,
     num_predictor_rows,
     seed_rows,
@@ -183,6 +188,9 @@ class FusionPanopticConfig:
     ``coco80`` (Detectron2's); COCO rows without a Cityscapes class are dropped in post-processing.
     ``semantic_head``: false builds the Mask R-CNN alone (weights converted from a detector whose semantic
     head is yet to be trained): detections and instance masks only, no semantic map (module docstring).
+    ``stride_in_1x1``, ``roi_aligned``, ``roi_sampling_ratio``, ``round_anchors``: torchvision's
+    conventions by default (false, false, 2, true); Detectron2's (true, true, 0, false) for its weights (see
+    :class:`~panoptic_perception.nn.mask_rcnn.MaskRCNN`).
     """
 
     input_width: int = 1024
@@ -204,6 +212,10 @@ class FusionPanopticConfig:
     batch_norm_eps: float = 1e-5
     detector_classes: str = "cityscapes"
     semantic_head: bool = True
+    stride_in_1x1: bool = False
+    roi_aligned: bool = False
+    roi_sampling_ratio: int = 2
+    round_anchors: bool = True
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -245,6 +257,8 @@ class FusionPanopticNetwork(MaskRCNN):
             norm_layer=functools.partial(NORMS[config.norm], eps=config.batch_norm_eps),
             fpn_channels=config.fpn_channels, representation_size=config.representation_size,
             mask_layers=(config.mask_channels,) * 4, box_score_thresh=config.box_score_threshold,
+            stride_in_1x1=config.stride_in_1x1, roi_sampling_ratio=config.roi_sampling_ratio,
+            roi_aligned=config.roi_aligned, rpn_round_anchors=config.round_anchors,
             rpn_anchor_sizes=tuple((size,) for size in config.anchor_sizes),
             rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
             box_batch_size_per_image=config.box_batch_size_per_image,
@@ -298,7 +312,8 @@ class FusionPanopticBackend(Backend):
     part (:meth:`FusionPanopticNetwork.dense`), the one ONNX Runtime and TensorRT run; :meth:`finish` keeps
     the data-dependent rest in torch (proposals, RoIAlign, box and mask heads, their NMS).
 
-    Without a semantic head (``semantic_head: false``, weights converted from a torchvision Mask R-CNN):
+    Without a semantic head (``semantic_head: false``, weights converted from a torchvision or Detectron2
+    Mask R-CNN):
     capabilities detection and panoptic only; the panoptic image holds the detected things, placed by
     Kirillov et al.'s rule (by score, whole masks) on an all-void background; no semantic map.
     """
@@ -309,6 +324,9 @@ class FusionPanopticBackend(Backend):
     resize_mode = ResizeMode.RESIZE
     default_thresholds = Thresholds(score=0.5, iou=0.5, max_detections=100, mask=0.5)
     bundled_weights = "fusion_panoptic_synthetic.pth"
+    converts = frozenset({"Detectron2"})
+    other_formats = ("fusion_panoptic also loads torchvision maskrcnn_resnet50_fpn state dicts and Detectron2 Mask "
+                     "R-CNN R50/R101-FPN checkpoints, converting them: README, Checkpoint formats")
 
     def __init__(self, *args, **kwargs) -> None:
         """As :class:`~panoptic_perception.backends.base.Backend`; without a semantic head the capabilities
@@ -325,11 +343,13 @@ class FusionPanopticBackend(Backend):
 
     @classmethod
     def adapt_checkpoint(cls, checkpoint: Checkpoint, path: str) -> Checkpoint:
-        """A torchvision Mask R-CNN state dict converts (:func:`~panoptic_perception.backends.rcnn_weights.from_torchvision`);
-        any other checkpoint is taken as it is."""
+        """Detectron2 checkpoints (a ``.pkl``, or its names in a torch file) and torchvision Mask R-CNN state
+        dicts convert (:mod:`~panoptic_perception.backends.rcnn_weights`); any other checkpoint is taken as it is."""
+        if checkpoint.origin == "Detectron2" or (checkpoint.backend is None and is_detectron2_rcnn(checkpoint.state_dict)):
+            return from_detectron2(checkpoint.state_dict, path)
         if checkpoint.backend is None and is_torchvision_mask_rcnn(checkpoint.state_dict):
             return from_torchvision(checkpoint.state_dict, path)
-        return checkpoint
+        return super().adapt_checkpoint(checkpoint, path)
 
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)

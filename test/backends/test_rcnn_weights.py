@@ -1,5 +1,6 @@
 """Other frameworks' Mask R-CNN checkpoints through ``weights``: torchvision's (against torchvision's own
-forward pass, test/oracles.py).
+forward pass, test/oracles.py) and Detectron2's ``.pkl`` (synthetic files with its names and shapes:
+nothing can be downloaded here; Detectron2's conventions themselves are tested in test/nn).
 
 The torchvision model is ``maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)``,
 whose state dict has the 53 ``num_batches_tracked`` entries of its ``nn.BatchNorm2d`` layers, with random
@@ -13,6 +14,8 @@ detections mix classes with a Cityscapes counterpart (person, car, truck) and wi
 from __future__ import annotations
 
 import copy
+import os
+import pickle
 
 import numpy as np
 import pytest
@@ -28,6 +31,7 @@ from panoptic_perception.core.preprocess import normalize
 from panoptic_perception.core.types import Capability
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn.mask_rcnn import MaskRCNN
+from support import D2_FC, D2_FPN, D2_MASK, detectron2_model, write_detectron2_pkl
 
 WIDTH, HEIGHT = 320, 256  # the network input: multiples of 64, so no resizing anywhere
 FAVOURED = [1, 3, 8, 18]  # person, car, truck (Cityscapes classes) and dog (none; favoured less)
@@ -168,3 +172,137 @@ def test_a_torchvision_mask_rcnn_of_other_classes_is_refused_saying_what_loads(t
                                            r"takes COCO's 91 .* or its own 9 \(background, then person, rider, .*"
                                            r"adapt_predictor_classes"):
         create_backend("fusion_panoptic", str(tmp_path / "five.pth"))
+
+
+# -- Detectron2 --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_detectron2_pkl_converts_every_tensor_to_its_place(tmp_path, protocol):
+    d2 = detectron2_model()
+    path = write_detectron2_pkl(tmp_path / "model_final.pkl", d2, protocol)
+    backend = create_backend("fusion_panoptic", path, fast=False, input_size=(192, 128))
+    config = backend.config
+    assert (config.stride_in_1x1, config.roi_aligned, config.roi_sampling_ratio, config.round_anchors) == (True, True, 0, False)
+    assert (config.detector_classes, config.semantic_head, config.depth, config.width) == ("coco80", False, 50, 0.25)
+    assert (config.fpn_channels, config.representation_size, config.mask_channels) == (D2_FPN, D2_FC, D2_MASK)
+    ours = backend.network.state_dict()
+    moved = {  # Detectron2 name -> ours, one of each kind, written out
+        "backbone.bottom_up.stem.conv1.norm.running_var": "backbone.body.bn1.running_var",
+        "backbone.bottom_up.res2.0.shortcut.weight": "backbone.body.layer1.0.downsample.0.weight",
+        "backbone.bottom_up.res2.0.shortcut.norm.bias": "backbone.body.layer1.0.downsample.1.bias",
+        "backbone.bottom_up.res3.0.conv1.weight": "backbone.body.layer2.0.conv1.weight",
+        "backbone.bottom_up.res4.5.conv2.norm.running_mean": "backbone.body.layer3.5.bn2.running_mean",
+        "backbone.bottom_up.res5.2.conv3.norm.weight": "backbone.body.layer4.2.bn3.weight",
+        "backbone.fpn_lateral2.weight": "backbone.fpn.inner_blocks.0.0.weight",
+        "backbone.fpn_output5.bias": "backbone.fpn.layer_blocks.3.0.bias",
+        "proposal_generator.rpn_head.conv.weight": "rpn.head.conv.0.0.weight",
+        "proposal_generator.rpn_head.objectness_logits.bias": "rpn.head.cls_logits.bias",
+        "proposal_generator.rpn_head.anchor_deltas.weight": "rpn.head.bbox_pred.weight",
+        "roi_heads.box_head.fc1.weight": "roi_heads.box_head.fc6.weight",
+        "roi_heads.box_head.fc2.bias": "roi_heads.box_head.fc7.bias",
+        "roi_heads.mask_head.mask_fcn1.weight": "roi_heads.mask_head.0.0.weight",
+        "roi_heads.mask_head.mask_fcn4.bias": "roi_heads.mask_head.3.0.bias",
+        "roi_heads.mask_head.deconv.weight": "roi_heads.mask_predictor.conv5_mask.weight",
+    }
+    for theirs, mine in moved.items():
+        assert torch.equal(ours[mine], d2[theirs]), theirs
+    # Every other tensor lands unchanged somewhere: all but the first convolution and the predictors.
+    changed = {"backbone.bottom_up.stem.conv1.weight", *(f"roi_heads.box_predictor.{p}.{q}" for p in ("cls_score", "bbox_pred")
+                                                          for q in ("weight", "bias")),
+               "roi_heads.mask_head.predictor.weight", "roi_heads.mask_head.predictor.bias"}
+    signatures = sorted((tuple(v.shape), v.sum().item(), v.abs().max().item()) for v in ours.values())
+    for name, value in d2.items():
+        if name not in changed:
+            assert (tuple(value.shape), value.sum().item(), value.abs().max().item()) in signatures, name
+    assert len(ours) == len(d2) == 307  # one to one: torchvision's Mask R-CNN has 307 entries
+    # The background moves first: the class probabilities are Detectron2's, whose background is last.
+    features = torch.randn(5, D2_FC)
+    probabilities = torch.softmax(features @ ours["roi_heads.box_predictor.cls_score.weight"].T
+                                  + ours["roi_heads.box_predictor.cls_score.bias"], 1)
+    theirs = torch.softmax(features @ d2["roi_heads.box_predictor.cls_score.weight"].T + d2["roi_heads.box_predictor.cls_score.bias"], 1)
+    torch.testing.assert_close(probabilities, torch.cat((theirs[:, -1:], theirs[:, :-1]), 1))
+    assert torch.equal(ours["roi_heads.box_predictor.bbox_pred.weight"][4:], d2["roi_heads.box_predictor.bbox_pred.weight"])
+    assert not ours["roi_heads.box_predictor.bbox_pred.bias"][:4].any()
+    assert torch.equal(ours["roi_heads.mask_predictor.mask_fcn_logits.weight"][1:], d2["roi_heads.mask_head.predictor.weight"])
+    assert ours["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0] == 81
+    # The first convolution on the backend's input computes Detectron2's on its own (BGR 0-255 minus its mean).
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), np.uint8)
+    bgr = torch.from_numpy(image).permute(2, 0, 1)[None].double()
+    detectron2_input = bgr - torch.tensor([103.530, 116.280, 123.675], dtype=torch.float64).view(1, 3, 1, 1)
+    expected = torch.nn.functional.conv2d(detectron2_input, d2["backbone.bottom_up.stem.conv1.weight"].double(), stride=2, padding=3)
+    actual = torch.nn.functional.conv2d(network_input(image).double(), ours["backbone.body.conv1.weight"].double(), stride=2, padding=3)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-4 * expected.abs().max().item())
+    backend.set_thresholds(score=0.0)
+    result = backend(generate_scene(1, 192, 128).image)  # it runs, and publishes Cityscapes classes only
+    assert result.semantic is None and set(result.detections.class_ids.tolist()) <= set(COCO_TO_CITYSCAPES.values())
+
+
+def test_detectron2_pixel_mean_and_std_in_the_file_are_folded_in_their_channel_order(tmp_path):
+    d2 = detectron2_model(classes=8)
+    rgb_mean, rgb_std = torch.tensor([123.675, 116.28, 103.53]), torch.tensor([58.395, 57.12, 57.375])
+    path = write_detectron2_pkl(tmp_path / "rgb.pkl", {**d2, "pixel_mean": rgb_mean.view(3, 1, 1),
+                                                       "pixel_std": rgb_std.view(3, 1, 1)})
+    backend = create_backend("fusion_panoptic", path, fast=False)
+    assert backend.config.detector_classes == "cityscapes"  # Detectron2's Cityscapes Mask R-CNN: our 8 things
+    image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), np.uint8)
+    rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)[None].double()
+    detectron2_input = (rgb - rgb_mean.double().view(1, 3, 1, 1)) / rgb_std.double().view(1, 3, 1, 1)
+    expected = torch.nn.functional.conv2d(detectron2_input, d2["backbone.bottom_up.stem.conv1.weight"].double(), stride=2, padding=3)
+    actual = torch.nn.functional.conv2d(network_input(image).double(),
+                                        backend.network.backbone.body.conv1.weight.double(), stride=2, padding=3)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-4 * expected.abs().max().item())
+
+    write_detectron2_pkl(tmp_path / "odd.pkl", {**d2, "pixel_mean": torch.tensor([100.0, 100.0, 100.0])})
+    with pytest.raises(WeightsError, match=r"pixel_mean \[100\.0, 100\.0, 100\.0\] is not ImageNet's"):
+        create_backend("fusion_panoptic", str(tmp_path / "odd.pkl"))
+
+
+def test_a_pickle_with_other_globals_is_refused_without_running_anything(tmp_path):
+    marker = tmp_path / "created_by_the_pickle"
+
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    data = pickle.dumps({"model": {"a": np.zeros(2, np.float32), "b": Payload()}, "__author__": "x"}, protocol=2)
+    (tmp_path / "evil.pkl").write_bytes(data)
+    with pytest.raises(WeightsError) as error:
+        read_checkpoint(tmp_path / "evil.pkl")
+    assert str(error.value) == (f"cannot read {tmp_path / 'evil.pkl'}: a pickle that refers to the Python object "
+                                f"{os.mkdir.__module__}.mkdir, which is not loaded (only tensors and numpy arrays in "
+                                f"plain containers are: torch.save checkpoints, Detectron2 .pkl files)")
+    assert not marker.exists()
+    pickle.loads(data)  # the payload is live: plain unpickling runs it
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d2: {k: v for k, v in d2.items() if "mask_head" not in k}, r"without a mask head \(a Faster R-CNN\?\)"),
+    (lambda d2: {**d2, "roi_heads.box_head.0.fc1.weight": torch.zeros(1)},
+     r"1 Detectron2 keys outside the standard Mask R-CNN ResNet-FPN layout .*: roi_heads\.box_head\.0\.fc1\.weight$"),
+    (lambda d2: {k: v for k, v in d2.items() if not k.startswith("backbone.bottom_up.stem")}, r"without a ResNet R-CNN"),
+    (lambda d2: detectron2_model(classes=3), r"a Detectron2 Mask R-CNN with 3 classes; fusion_panoptic takes COCO's 80"),
+])
+def test_detectron2_checkpoints_outside_the_standard_mask_rcnn_are_refused_in_one_line(tmp_path, change, message):
+    path = write_detectron2_pkl(tmp_path / "other.pkl", change(detectron2_model()))
+    with pytest.raises(WeightsError, match=message) as error:
+        create_backend("fusion_panoptic", path)
+    assert "\n" not in str(error.value)
+
+
+def test_other_backends_say_what_a_detectron2_file_is_and_who_converts_it(tmp_path):
+    path = write_detectron2_pkl(tmp_path / "model_final.pkl", detectron2_model())
+    with pytest.raises(WeightsError) as error:
+        create_backend("twinlitenet", path)
+    assert str(error.value) == f"{path} is a Detectron2 checkpoint, which backend twinlitenet cannot use (fusion_panoptic converts it)"
+
+
+def test_weights_that_do_not_fit_say_which_other_formats_load(tmp_path):
+    """E.g. a torchvision Faster R-CNN: no mask head, so not a Mask R-CNN to convert."""
+    state = {k: v for k, v in MaskRCNN(91, width=0.25, fpn_channels=32, representation_size=64,
+                                       mask_layers=(16,) * 4).state_dict().items() if "mask" not in k}
+    torch.save(state, tmp_path / "faster_rcnn.pth")
+    with pytest.raises(WeightsError, match=r"do not fit FusionPanopticNetwork: .* missing keys: .* \(fusion_panoptic "
+                                           r"also loads torchvision maskrcnn_resnet50_fpn state dicts and Detectron2 "
+                                           r"Mask R-CNN R50/R101-FPN checkpoints, converting them: README, Checkpoint "
+                                           r"formats\)$"):
+        create_backend("fusion_panoptic", str(tmp_path / "faster_rcnn.pth"))

@@ -95,3 +95,23 @@ def test_the_recipe_trains_the_semantic_head_and_the_cityscapes_things_only():
     for option in ({"semantic_head": False}, {"detector_classes": "coco91"}):
         with pytest.raises(ValueError, match="semantic_head and detector_classes must keep their defaults"):
             FusionPanopticRecipe(TrainConfig(backend="fusion_panoptic", output_dir="unused", model={**SMALL, **option}))
+
+
+def test_initialisation_from_a_detectron2_pkl_maps_its_coco_rows_and_names_its_conventions(tmp_path, caplog):
+    from panoptic_perception.backends.rcnn_weights import seed_rows
+    from support import detectron2_model, write_detectron2_pkl
+
+    d2 = detectron2_model()
+    path = write_detectron2_pkl(tmp_path / "model_final.pkl", d2)
+    r = recipe()
+    model = r.build_model()
+    with caplog.at_level("WARNING"):
+        report = r.initialize(model, path)
+    assert "backbone.body.layer3.0.conv1.weight" in report["loaded"]
+    loaded = model.state_dict()
+    assert torch.equal(loaded["backbone.body.layer3.0.conv1.weight"], d2["backbone.bottom_up.res4.0.conv1.weight"])
+    bias = d2["roi_heads.box_predictor.cls_score.bias"]
+    background_first = torch.cat((bias[-1:], bias[:-1]))
+    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], background_first[list(seed_rows("coco80"))])
+    assert seed_rows("coco80") == (0, 1, 1, 3, 8, 6, 7, 4, 2)  # person, person, car, truck, bus, train, motorcycle, bicycle
+    assert "stride_in_1x1=True, roi_aligned=True, roi_sampling_ratio=0, round_anchors=False" in caplog.text

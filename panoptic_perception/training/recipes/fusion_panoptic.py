@@ -25,6 +25,7 @@ Choices where the paper is silent or this machine differs (``recipe`` options, :
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,10 @@ from ..data import IGNORE_INDEX, Example, class_index_table, instance_targets, s
 from ..engine import TrainConfig
 from ..losses import class_weight_vector, semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
+
+log = logging.getLogger("panoptic_perception.training")
+#: Model options that change what a converted checkpoint's layers compute (not their shapes).
+ARCHITECTURE_CONVENTIONS = ("stride_in_1x1", "roi_aligned", "roi_sampling_ratio", "round_anchors", "batch_norm_eps")
 
 
 @dataclass
@@ -92,6 +97,12 @@ class FusionPanopticRecipe:
         or an ImageNet ResNet (torchvision / timm names, loaded into ``backbone.body``): tensors load by name
         and shape."""
         checkpoint = FusionPanopticBackend.adapt_checkpoint(read_checkpoint(path), path)
+        options = dataclasses.asdict(self.model_options)
+        differing = {k: v for k, v in checkpoint.config.items() if k in ARCHITECTURE_CONVENTIONS and options[k] != v}
+        if differing:  # e.g. Detectron2's weights in a model built with torchvision's conventions
+            log.warning("init_weights %s were converted with %s, which the model options do not set: the network "
+                        "computes otherwise than they were trained for (set them under model:)", path,
+                        ", ".join(f"{k}={v!r}" for k, v in differing.items()))
         state = checkpoint.state_dict
         classes = checkpoint.config.get("detector_classes", "cityscapes")
         if classes != "cityscapes":
