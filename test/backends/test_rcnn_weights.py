@@ -175,10 +175,16 @@ def test_a_torchvision_mask_rcnn_of_other_classes_is_refused_saying_what_loads(t
 
 
 # -- Detectron2 --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("protocol", [2, 5])
-def test_a_detectron2_pkl_converts_every_tensor_to_its_place(tmp_path, protocol):
+@pytest.mark.parametrize("kind", ["pkl protocol 2", "pkl protocol 5", "torch.save"])
+def test_a_detectron2_checkpoint_converts_every_tensor_to_its_place(tmp_path, kind):
+    """The model zoo's .pkl (protocol 2 names numpy.core, as old files do; 5 numpy._core) or what Detectron2's
+    trainer writes with torch.save (``model_final.pth``: the model's state dict under "model")."""
     d2 = detectron2_model()
-    path = write_detectron2_pkl(tmp_path / "model_final.pkl", d2, protocol)
+    if kind == "torch.save":
+        path = str(tmp_path / "model_final.pth")
+        torch.save({"model": d2, "iteration": 89999}, path)
+    else:
+        path = write_detectron2_pkl(tmp_path / "model_final.pkl", d2, int(kind[-1]))
     backend = create_backend("fusion_panoptic", path, fast=False, input_size=(192, 128))
     config = backend.config
     assert (config.stride_in_1x1, config.roi_aligned, config.roi_sampling_ratio, config.round_anchors) == (True, True, 0, False)
