@@ -65,23 +65,17 @@ from ..nn.roi_heads import ROI_FEATURE_NAMES, paste_masks_in_boxes
 from .base import Backend, Thresholds
 from .rcnn_weights import (
     DETECTOR_CLASSES,
-    THING_IDS,
+    THING_IDS,  # the Cityscapes things, the rows after the background of this backend's own predictor
     cityscapes_ids_of_rows,
     from_detectron2,
     from_torchvision,
     is_detectron2_rcnn,
     is_torchvision_mask_rcnn,
     num_predictor_rows,
-    seed_rows,
 )
 from .registry import register_backend
 from .weights import Checkpoint
 
-#: For initialising from torchvision's COCO Mask R-CNN: the COCO class (torchvision's 91-slot numbering)
-#: whose predictor rows seed each class: background, person, rider (COCO has none: person), car, truck,
-#: bus, train, motorcycle, bicycle. (THING_IDS, the Cityscapes things in label-map order, are the
-#: classes after the background of this package's own predictor.)
-COCO_CLASS_INDICES = seed_rows("coco91")
 NORMS = {"frozen_batch_norm": FrozenBatchNorm2d, "batch_norm": nn.BatchNorm2d}
 
 

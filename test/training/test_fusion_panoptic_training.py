@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_perception.backends.fusion_panoptic import COCO_CLASS_INDICES, THING_IDS
+from panoptic_perception.backends.fusion_panoptic import THING_IDS
+from panoptic_perception.backends.rcnn_weights import seed_rows
 from panoptic_perception.cli import main
 from panoptic_perception.data.sample import Sample
 from panoptic_perception.data.synthetic import generate_scene
@@ -75,7 +76,9 @@ def test_initialisation_maps_coco_classes_and_loads_imagenet_resnets(tmp_path):
     loaded = model.state_dict()
     assert not [k for k in report["missing"] if not k.startswith("semantic_head.")], "all of Mask R-CNN loaded"
     bias = coco["roi_heads.box_predictor.cls_score.bias"]
-    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], bias[list(COCO_CLASS_INDICES)])
+    # background, person, rider (COCO has none: person), car, truck, bus, train, motorcycle, bicycle
+    assert seed_rows("coco91") == (0, 1, 1, 3, 8, 6, 7, 4, 2)
+    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], bias[list(seed_rows("coco91"))])
     assert torch.equal(loaded["backbone.body.layer3.0.conv1.weight"], coco["backbone.body.layer3.0.conv1.weight"])
 
     # The same weights converted by `panoptic-perception convert-weights` (the backend's checkpoint format) map alike.
@@ -98,7 +101,6 @@ def test_the_recipe_trains_the_semantic_head_and_the_cityscapes_things_only():
 
 
 def test_initialisation_from_a_detectron2_pkl_maps_its_coco_rows_and_names_its_conventions(tmp_path, caplog):
-    from panoptic_perception.backends.rcnn_weights import seed_rows
     from support import detectron2_model, write_detectron2_pkl
 
     d2 = detectron2_model()
