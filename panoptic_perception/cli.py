@@ -1,4 +1,4 @@
-"""The ``panoptic-perception`` command line: infer, benchmark, export, train, demo, backends.
+"""The ``panoptic-perception`` command line: infer, benchmark, export, train, demo, convert-weights, backends.
 
 Errors (a missing file, an unknown backend, unreadable weights or images) print one line and exit
 with status 2. In ``infer``, ``evaluate`` and ``replay`` a frame that fails (it cannot be decoded, the
@@ -458,6 +458,26 @@ def _pack(source: str, output: str, half: bool) -> None:
     print(f"{path}: {path.stat().st_size / 1e6:.2f} MB ({checkpoint.backend})")
 
 
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    """Load INPUT as the backend loads ``--weights`` (converting another framework's checkpoint: see
+    :meth:`~panoptic_perception.backends.base.Backend.adapt_checkpoint`), and save it in this package's
+    format, with the backend's name and the config the conversion found, so running it or training from it
+    (``init_weights``) needs no options."""
+    import dataclasses
+
+    from .backends import save_checkpoint
+
+    backend = create_backend(args.backend, args.input, "cpu", fast=False, **parse_options(args.option))
+    config = dataclasses.asdict(backend.config)
+    defaults = dataclasses.asdict(backend.config_type())
+    metadata = {**backend.metadata, "converted_from_sha256": backend.weights_info.sha256}
+    path = save_checkpoint(args.output, backend.name, backend.network.state_dict(), config, metadata)
+    changed = ", ".join(f"{k}={v}" for k, v in config.items() if v != defaults[k]) or "the defaults"
+    origin = backend.metadata.get("converted_from", "already in this package's format")
+    print(f"{path}: {backend.name} weights ({origin}); options: {changed}")
+    return 0
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     for name in list_backends():
         cls = backend_class(name)
@@ -607,6 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("output")
     pack.add_argument("--half", action="store_true", help="store floating-point tensors as float16 (loaded as float32)")
     pack.set_defaults(func=cmd_pack_weights)
+
+    convert = commands.add_parser("convert-weights", parents=[common],
+                                  help="save another framework's checkpoint (torchvision Mask R-CNN, Detectron2 .pkl) as a backend checkpoint")
+    convert.add_argument("input", help="a checkpoint the backend's --weights accepts")
+    convert.add_argument("output")
+    convert.add_argument("--backend", default="fusion_panoptic", help="backend name (default fusion_panoptic)")
+    convert.add_argument("--option", "--options", dest="option", action="append", default=[], metavar="KEY=VALUE",
+                         help="backend option overriding what the conversion found, e.g. batch_norm_eps=1e-5")
+    convert.set_defaults(func=cmd_convert_weights)
 
     backends = commands.add_parser("backends", parents=[common], help="list backends and what they produce")
     backends.set_defaults(func=cmd_backends)

@@ -41,3 +41,80 @@ def randomized_yolopv2(network, seed: int = 0):
             bias[:, 4] = 1.0
             bias[:, 5] = 2.0
     return network.eval()
+
+
+#: A narrow ResNet-50-FPN Mask R-CNN in Detectron2's layout: stem width, FPN, box-head and mask-head channels.
+D2_WIDTH, D2_FPN, D2_FC, D2_MASK = 16, 32, 64, 16
+
+
+def detectron2_model(classes: int = 80, seed: int = 0) -> dict:
+    """A Mask R-CNN R50-FPN state dict with Detectron2's names and shapes (``detectron2/modeling``:
+    ``backbone.bottom_up`` a ResNet of ``stem.conv1`` and ``res2``..``res5`` blocks of ``conv1``..``conv3``
+    and ``shortcut``, each a Conv2d with its ``norm``; ``backbone.fpn_lateral{2..5}`` / ``fpn_output{2..5}``;
+    ``StandardRPNHead`` ``conv`` / ``objectness_logits`` / ``anchor_deltas``; ``FastRCNNConvFCHead``
+    ``fc1`` / ``fc2``; ``FastRCNNOutputLayers`` ``cls_score`` (classes + 1, background last) / ``bbox_pred``
+    (4 x classes); ``MaskRCNNConvUpsampleHead`` ``mask_fcn1``..``4`` / ``deconv`` / ``predictor`` (classes)),
+    random values, BatchNorm statistics included."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+
+    def tensor(name, *shape):
+        state[name] = torch.randn(*shape, generator=generator) * 0.1
+
+    def conv(name, out_channels, in_channels, size, bias=False):
+        tensor(f"{name}.weight", out_channels, in_channels, size, size)
+        if bias:
+            tensor(f"{name}.bias", out_channels)
+
+    def norm(name, channels):
+        for part in ("weight", "bias", "running_mean"):
+            tensor(f"{name}.norm.{part}", channels)
+        state[f"{name}.norm.running_var"] = torch.rand(channels, generator=generator) + 0.5
+
+    conv("backbone.bottom_up.stem.conv1", D2_WIDTH, 3, 7)
+    norm("backbone.bottom_up.stem.conv1", D2_WIDTH)
+    in_channels, stage_channels = D2_WIDTH, []
+    for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
+        planes = D2_WIDTH * 2 ** (stage - 2)
+        for block in range(blocks):
+            prefix = f"backbone.bottom_up.res{stage}.{block}"
+            if block == 0:
+                conv(f"{prefix}.shortcut", planes * 4, in_channels, 1)
+                norm(f"{prefix}.shortcut", planes * 4)
+            for index, (out_channels, channels, size) in enumerate(
+                    ((planes, in_channels if block == 0 else planes * 4, 1), (planes, planes, 3), (planes * 4, planes, 1)), 1):
+                conv(f"{prefix}.conv{index}", out_channels, channels, size)
+                norm(f"{prefix}.conv{index}", out_channels)
+        in_channels = planes * 4
+        stage_channels.append(in_channels)
+    for stage, channels in zip(range(2, 6), stage_channels):
+        conv(f"backbone.fpn_lateral{stage}", D2_FPN, channels, 1, bias=True)
+        conv(f"backbone.fpn_output{stage}", D2_FPN, D2_FPN, 3, bias=True)
+    conv("proposal_generator.rpn_head.conv", D2_FPN, D2_FPN, 3, bias=True)
+    conv("proposal_generator.rpn_head.objectness_logits", 3, D2_FPN, 1, bias=True)
+    conv("proposal_generator.rpn_head.anchor_deltas", 12, D2_FPN, 1, bias=True)
+    for name, out_features, in_features in (("roi_heads.box_head.fc1", D2_FC, D2_FPN * 49),
+                                            ("roi_heads.box_head.fc2", D2_FC, D2_FC),
+                                            ("roi_heads.box_predictor.cls_score", classes + 1, D2_FC),
+                                            ("roi_heads.box_predictor.bbox_pred", 4 * classes, D2_FC)):
+        tensor(f"{name}.weight", out_features, in_features)
+        tensor(f"{name}.bias", out_features)
+    for index in range(1, 5):
+        conv(f"roi_heads.mask_head.mask_fcn{index}", D2_MASK, D2_FPN if index == 1 else D2_MASK, 3, bias=True)
+    tensor("roi_heads.mask_head.deconv.weight", D2_MASK, D2_MASK, 2, 2)  # ConvTranspose2d: (in, out, k, k)
+    tensor("roi_heads.mask_head.deconv.bias", D2_MASK)
+    conv("roi_heads.mask_head.predictor", classes, D2_MASK, 1, bias=True)
+    return state
+
+
+def write_detectron2_pkl(path, model: dict, protocol: int = 2, **extra) -> str:
+    """Detectron2's model zoo format: a pickle of numpy arrays under "model" (protocol 2 names numpy.core)."""
+    import pickle
+
+    payload = {"model": {k: v.numpy() for k, v in model.items()}, "__author__": "Detectron2 Model Zoo",
+               "matching_heuristics": False, **extra}
+    with open(path, "wb") as file:
+        pickle.dump(payload, file, protocol=protocol)
+    return str(path)

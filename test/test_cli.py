@@ -575,3 +575,43 @@ def test_evaluate_synthetic_scenes_are_the_held_out_ones_unless_a_first_seed_is_
     assert main(["-q", "evaluate", "--weights", small_weights, "--data", spec, "--output", str(tmp_path / "r")]) == 0
     frames = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"][0]["frames"]
     assert [f["frame"] for f in frames] == [f"synthetic_{seed}" for seed in seeds]
+
+
+def test_convert_weights_saves_a_torchvision_mask_rcnn_as_a_backend_checkpoint(tmp_path, capsys):
+    from panoptic_perception import create_backend
+    from panoptic_perception.backends import read_checkpoint
+    from panoptic_perception.nn.mask_rcnn import MaskRCNN
+
+    torch.manual_seed(0)
+    source = MaskRCNN(91, width=0.25, norm_layer=torch.nn.BatchNorm2d, fpn_channels=32, representation_size=64,
+                      mask_layers=(32,) * 4).state_dict()
+    torch.save(source, tmp_path / "coco.pth")
+    assert main(["convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "converted.pth")]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "converted.pth: fusion_panoptic weights (torchvision Mask R-CNN (91 classes)); options: width=0.25, "
+        "fpn_channels=32, representation_size=64, mask_channels=32, detector_classes=coco91, semantic_head=False")
+    converted = read_checkpoint(tmp_path / "converted.pth")
+    assert converted.backend == "fusion_panoptic" and converted.config["detector_classes"] == "coco91"
+    assert converted.metadata["converted_from"] == "torchvision Mask R-CNN (91 classes)"
+    counters = [k for k in source if k.endswith("num_batches_tracked")]
+    assert sorted(converted.state_dict) == sorted(set(source) - set(counters))
+    assert all(torch.equal(converted.state_dict[k], source[k]) for k in converted.state_dict)
+    backend = create_backend("fusion_panoptic", str(tmp_path / "converted.pth"), fast=False)  # no options needed
+    assert not backend.config.semantic_head and backend.network.roi_heads.num_classes == 91
+
+    assert main(["convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "out.pth"), "--option", "detector_classes=coco80"]) == 2
+    assert "mis-shaped keys" in capsys.readouterr().err
+
+
+def test_convert_weights_saves_a_detectron2_pkl_with_its_conventions(tmp_path, capsys):
+    from panoptic_perception.backends import read_checkpoint
+    from support import detectron2_model, write_detectron2_pkl
+
+    source = write_detectron2_pkl(tmp_path / "model_final.pkl", detectron2_model())
+    assert main(["convert-weights", source, str(tmp_path / "converted.pth")]) == 0
+    assert capsys.readouterr().out.strip().endswith(
+        "(Detectron2 Mask R-CNN (80 classes)); options: width=0.25, fpn_channels=32, representation_size=64, "
+        "mask_channels=16, detector_classes=coco80, semantic_head=False, stride_in_1x1=True, roi_aligned=True, "
+        "roi_sampling_ratio=0, round_anchors=False")
+    converted = read_checkpoint(tmp_path / "converted.pth")
+    assert converted.origin is None and converted.backend == "fusion_panoptic" and converted.config["stride_in_1x1"]

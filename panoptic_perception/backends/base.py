@@ -26,6 +26,7 @@ from ..core.labels import LabelMap
 from ..core.preprocess import Geometry, ResizeMode, as_bgr_images, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
 from ..deploy.runtime import check_runtime, network_runner
+from .registry import backend_class, list_backends
 from .weights import (
     Checkpoint,
     WeightsError,
@@ -149,6 +150,10 @@ class Backend(abc.ABC):
     resize_mode: ClassVar[ResizeMode] = ResizeMode.LETTERBOX
     pad_value: ClassVar[int] = 114
     accepts_torchscript: ClassVar[bool] = False  # may ``weights`` be a TorchScript file of the whole network?
+    #: Other frameworks' formats (:attr:`Checkpoint.origin` values) that :meth:`adapt_checkpoint` converts.
+    converts: ClassVar[frozenset[str]] = frozenset()
+    #: What else the backend loads, added to the error of weights that do not fit (empty: nothing).
+    other_formats: ClassVar[str] = ""
     default_thresholds: ClassVar[Thresholds] = Thresholds()  # the paper's / official post-processing values
     #: The :class:`Thresholds` fields post-processing reads (a semantic-only backend reads none).
     thresholds_used: ClassVar[tuple[str, ...]] = ("score", "iou", "max_detections", "mask")
@@ -190,6 +195,8 @@ class Backend(abc.ABC):
                     load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
                 except WeightsError as error:
                     changed = sorted(k for k, v in config.items() if checkpoint.config.get(k, v) != v)
+                    if not changed and self.other_formats:
+                        raise WeightsError(f"{error} ({self.other_formats})") from error
                     if not changed:
                         raise
                     # The usual cause: an option that changes the architecture, over weights built without it.
@@ -253,13 +260,25 @@ class Backend(abc.ABC):
         checkpoint = read_checkpoint(path)
         if checkpoint.backend is not None and checkpoint.backend != self.name:
             raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {self.name!r}")
-        return checkpoint, WeightsInfo(source, str(path), sha256_of(path))
+        return self.adapt_checkpoint(checkpoint, str(path)), WeightsInfo(source, str(path), sha256_of(path))
 
     def set_thresholds(self, **values: float) -> None:
         """Change thresholds (score, iou, max_detections, mask) for the next frames; invalid values raise."""
         self.thresholds = replace(self.thresholds, **values)
 
     # -- what subclasses define -------------------------------------------------------------------
+    @classmethod
+    def adapt_checkpoint(cls, checkpoint: Checkpoint, path: str) -> Checkpoint:
+        """The checkpoint read from ``path`` in this backend's layout. A backend that loads another
+        framework's format converts it here (tensors renamed, config and metadata filled); by default the
+        checkpoint is taken as it is. Raises WeightsError for a format the backend cannot convert (a
+        checkpoint whose ``origin`` is not in :attr:`converts`), naming the backends that can."""
+        if checkpoint.origin is not None and checkpoint.origin not in cls.converts:
+            able = [name for name in list_backends() if checkpoint.origin in backend_class(name).converts]
+            raise WeightsError(f"{path} is a {checkpoint.origin} checkpoint, which backend {cls.name} cannot use"
+                               + (f" ({', '.join(able)} converts it)" if able else ""))
+        return checkpoint
+
     @abc.abstractmethod
     def build_network(self, config: Any) -> nn.Module:
         """The untrained network described by ``config``."""

@@ -28,11 +28,24 @@ Choices where the paper is silent (module-level decisions, all configurable in
 - GroupNorm uses 32 groups (Wu & He's default), i.e. 4 channels per group at 128 channels.
 - Upsampling in the refinement pyramid and to 1/4 is bilinear (``align_corners=False``); the class
   logits are bilinearly interpolated to the input image before the argmax.
+
+Weights of other frameworks (:mod:`panoptic_perception.backends.rcnn_weights`): a torchvision Mask R-CNN
+state dict or a Detectron2 Mask R-CNN checkpoint (its ``.pkl``) loads as ``weights`` directly (e.g. the
+COCO weights of either). Its predictor keeps its classes (``detector_classes: coco91`` / ``coco80``;
+detections of COCO classes without a Cityscapes counterpart are dropped, riders come out as persons; a
+Detectron2 checkpoint also sets Detectron2's conventions: ``stride_in_1x1``, ``roi_aligned``,
+``roi_sampling_ratio: 0``, ``round_anchors: false``) and the network has no semantic head
+(``semantic_head: false``): the backend
+then publishes detections and instance masks, as a panoptic image of the detected things only (every other
+pixel void, placed by Kirillov et al.'s rule: by score, whole masks), and no semantic map; its
+capabilities say so, so the node opens no ``~/semantic`` topic, and a warning says how to get the rest.
+A random semantic head never feeds an output.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -50,14 +63,19 @@ from ..nn.mask_rcnn import MaskRCNN
 from ..nn.resnet import FrozenBatchNorm2d
 from ..nn.roi_heads import ROI_FEATURE_NAMES, paste_masks_in_boxes
 from .base import Backend, Thresholds
+from .rcnn_weights import (
+    DETECTOR_CLASSES,
+    THING_IDS,  # the Cityscapes things, the rows after the background of this backend's own predictor
+    cityscapes_ids_of_rows,
+    from_detectron2,
+    from_torchvision,
+    is_detectron2_rcnn,
+    is_torchvision_mask_rcnn,
+    num_predictor_rows,
+)
 from .registry import register_backend
+from .weights import Checkpoint
 
-#: Mask R-CNN's classes after the background: the Cityscapes things, in label-map order.
-THING_IDS = tuple(c.id for c in CITYSCAPES.classes if c.is_thing)
-#: For initialising from torchvision's COCO Mask R-CNN: the COCO class (torchvision's 91-slot numbering)
-#: whose predictor rows seed each class: background, person, rider (COCO has none: person), car, truck,
-#: bus, train, motorcycle, bicycle.
-COCO_CLASS_INDICES = (0, 1, 1, 3, 8, 6, 7, 4, 2)
 NORMS = {"frozen_batch_norm": FrozenBatchNorm2d, "batch_norm": nn.BatchNorm2d}
 
 
@@ -157,6 +175,16 @@ class FusionPanopticConfig:
     anchors); ``rpn_post_nms_top_n_train`` and ``box_batch_size_per_image``: proposals kept and sampled
     per image in training (torchvision's 2000 and 512). ``fusion``: ``paper`` or ``kirillov``;
     ``min_area``: smallest new instance of the paper's fusion, in input-image pixels.
+    ``batch_norm_eps``: the ResNet's BatchNorm eps (1e-5; torchvision's COCO Mask R-CNN weights use 0).
+    ``detector_classes``: the box and mask predictors' rows (see
+    :data:`~panoptic_perception.backends.rcnn_weights.DETECTOR_CLASSES`): ``cityscapes`` (background and
+    the 8 Cityscapes things, this package's checkpoints), ``coco91`` (torchvision's COCO weights) or
+    ``coco80`` (Detectron2's); COCO rows without a Cityscapes class are dropped in post-processing.
+    ``semantic_head``: false builds the Mask R-CNN alone (weights converted from a detector whose semantic
+    head is yet to be trained): detections and instance masks only, no semantic map (module docstring).
+    ``stride_in_1x1``, ``roi_aligned``, ``roi_sampling_ratio``, ``round_anchors``: torchvision's
+    conventions by default (false, false, 2, true); Detectron2's (true, true, 0, false) for its weights (see
+    :class:`~panoptic_perception.nn.mask_rcnn.MaskRCNN`).
     """
 
     input_width: int = 1024
@@ -175,12 +203,21 @@ class FusionPanopticConfig:
     box_batch_size_per_image: int = 512
     fusion: str = "paper"
     min_area: int = 256
+    batch_norm_eps: float = 1e-5
+    detector_classes: str = "cityscapes"
+    semantic_head: bool = True
+    stride_in_1x1: bool = False
+    roi_aligned: bool = False
+    roi_sampling_ratio: int = 2
+    round_anchors: bool = True
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.fusion not in ("paper", "kirillov"):
             raise ValueError(f"fusion must be 'paper' or 'kirillov', got {self.fusion!r}")
+        if self.detector_classes not in DETECTOR_CLASSES:
+            raise ValueError(f"detector_classes must be one of {', '.join(DETECTOR_CLASSES)}, got {self.detector_classes!r}")
         self.anchor_sizes = tuple(self.anchor_sizes)
         if len(self.anchor_sizes) != 5:
             raise ValueError(f"anchor_sizes needs one size per level P2..P6, got {self.anchor_sizes}")
@@ -189,7 +226,7 @@ class FusionPanopticConfig:
 class DenseOutputs(NamedTuple):
     """The convolutional outputs of :meth:`FusionPanopticNetwork.dense` for a (N, 3, H, W) batch."""
 
-    semantic_logits: torch.Tensor  # (N, 19, H/4, W/4)
+    semantic_logits: torch.Tensor | None  # (N, 19, H/4, W/4); None without a semantic head
     levels: list[torch.Tensor]  # FPN P2..P5, (N, fpn_channels, H/s, W/s), s = 4..32: what RoIAlign pools
     objectness: list[torch.Tensor]  # RPN logits on P2..P6, (N, A, H/s, W/s)
     deltas: list[torch.Tensor]  # RPN box deltas on P2..P6, (N, 4A, H/s, W/s)
@@ -197,28 +234,35 @@ class DenseOutputs(NamedTuple):
 
 class FusionPanopticNetwork(MaskRCNN):
     """Mask R-CNN (torchvision's parameter layout: ``backbone``, ``rpn``, ``roi_heads``) and the
-    :class:`SemanticHead` (``semantic_head``) on one ResNet-FPN.
+    :class:`SemanticHead` (``semantic_head``; None where ``config.semantic_head`` is false) on one ResNet-FPN.
 
     ``forward(images, image_sizes, targets=None)``: ``images`` (N, 3, H, W) normalised, H and W multiples
     of 32. Training: ``(losses, semantic_logits)``, the five Mask R-CNN losses and (N, 19, H/4, W/4)
     logits. Evaluation: ``(semantic_logits, detections)``, detections per image with ``boxes`` (D, 4),
-    ``labels`` (D,) (1-based indices into :data:`THING_IDS`), ``scores`` and ``masks`` (D, 1, 28, 28)
-    probabilities, not pasted: the backend pastes them at the input image's resolution.
+    ``labels`` (D,) (predictor rows of ``config.detector_classes``: 1-based indices into
+    :data:`THING_IDS` for ``cityscapes``), ``scores`` and ``masks`` (D, 1, 28, 28) probabilities, not
+    pasted: the backend pastes them at the input image's resolution. Without a semantic head the logits
+    are None.
     """
 
     def __init__(self, config: FusionPanopticConfig) -> None:
         super().__init__(
-            1 + len(THING_IDS), depth=config.depth, width=config.width, norm_layer=NORMS[config.norm],
+            num_predictor_rows(config.detector_classes), depth=config.depth, width=config.width,
+            norm_layer=functools.partial(NORMS[config.norm], eps=config.batch_norm_eps),
             fpn_channels=config.fpn_channels, representation_size=config.representation_size,
             mask_layers=(config.mask_channels,) * 4, box_score_thresh=config.box_score_threshold,
+            stride_in_1x1=config.stride_in_1x1, roi_sampling_ratio=config.roi_sampling_ratio,
+            roi_aligned=config.roi_aligned, rpn_round_anchors=config.round_anchors,
             rpn_anchor_sizes=tuple((size,) for size in config.anchor_sizes),
             rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
             box_batch_size_per_image=config.box_batch_size_per_image,
         )
         self.semantic_head = SemanticHead(config.fpn_channels, len(CITYSCAPES), config.semantic_channels,
-                                          groups=config.group_norm_groups)
+                                          groups=config.group_norm_groups) if config.semantic_head else None
 
-    def semantic_logits(self, features) -> torch.Tensor:
+    def semantic_logits(self, features) -> torch.Tensor | None:
+        if self.semantic_head is None:
+            return None
         return self.semantic_head([features[level] for level in ROI_FEATURE_NAMES])
 
     def forward(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]], targets=None):
@@ -261,6 +305,11 @@ class FusionPanopticBackend(Backend):
     ``fast=True`` folds the ResNet's BatchNorms into its convolutions. :meth:`forward` is the fixed-graph
     part (:meth:`FusionPanopticNetwork.dense`), the one ONNX Runtime and TensorRT run; :meth:`finish` keeps
     the data-dependent rest in torch (proposals, RoIAlign, box and mask heads, their NMS).
+
+    Without a semantic head (``semantic_head: false``, weights converted from a torchvision or Detectron2
+    Mask R-CNN):
+    capabilities detection and panoptic only; the panoptic image holds the detected things, placed by
+    Kirillov et al.'s rule (by score, whole masks) on an all-void background; no semantic map.
     """
 
     capabilities = frozenset({Capability.DETECTION, Capability.SEMANTIC, Capability.PANOPTIC})
@@ -270,6 +319,32 @@ class FusionPanopticBackend(Backend):
     default_thresholds = Thresholds(score=0.5, iou=0.5, max_detections=100, mask=0.5)
     bundled_weights = "fusion_panoptic_synthetic.pth"
     dropped_instances: int = 0  # instances fusion dropped beyond 999 of one class, over this backend's frames
+    converts = frozenset({"Detectron2"})
+    other_formats = ("fusion_panoptic also loads torchvision maskrcnn_resnet50_fpn state dicts and Detectron2 Mask "
+                     "R-CNN R50/R101-FPN checkpoints, converting them: README, Checkpoint formats")
+
+    def __init__(self, *args, **kwargs) -> None:
+        """As :class:`~panoptic_perception.backends.base.Backend`; without a semantic head the capabilities
+        lose the semantic map, and a warning says what is published and how to get the rest."""
+        super().__init__(*args, **kwargs)
+        if not self.config.semantic_head:
+            self.capabilities = frozenset({Capability.DETECTION, Capability.PANOPTIC})
+            origin = self.metadata.get("converted_from", "semantic_head=false")
+            self.log.warning(
+                "%s: these weights have no semantic head (%s): publishing detections and instance masks only (a "
+                "panoptic image of the detected things, every other pixel void), no semantic map. For semantic and "
+                "panoptic output, train the semantic head starting from these weights (init_weights in a training "
+                "config).", self.name, origin)
+
+    @classmethod
+    def adapt_checkpoint(cls, checkpoint: Checkpoint, path: str) -> Checkpoint:
+        """Detectron2 checkpoints (a ``.pkl``, or its names in a torch file) and torchvision Mask R-CNN state
+        dicts convert (:mod:`~panoptic_perception.backends.rcnn_weights`); any other checkpoint is taken as it is."""
+        if checkpoint.origin == "Detectron2" or (checkpoint.backend is None and is_detectron2_rcnn(checkpoint.state_dict)):
+            return from_detectron2(checkpoint.state_dict, path)
+        if checkpoint.backend is None and is_torchvision_mask_rcnn(checkpoint.state_dict):
+            return from_torchvision(checkpoint.state_dict, path)
+        return super().adapt_checkpoint(checkpoint, path)
 
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
@@ -280,23 +355,30 @@ class FusionPanopticBackend(Backend):
         self.log.info("fusion_panoptic fast path: folded %d BatchNorms into the ResNet's convolutions", folded)
         return fast
 
-    def forward(self, batch: torch.Tensor) -> DenseOutputs:
-        return self.network.dense(normalize(batch))
+    def forward(self, batch: torch.Tensor) -> DenseOutputs | tuple:
+        dense = self.network.dense(normalize(batch))
+        # An exported graph returns tensors only: without a semantic head the (None) logits are left out.
+        return dense if self.config.semantic_head else tuple(dense[1:])
 
     def finish(self, outputs: Sequence, batch: torch.Tensor):
         heads = self.network.roi_heads
         heads.nms_thresh, heads.detections_per_img = self.thresholds.iou, self.thresholds.max_detections
-        dense = DenseOutputs(*outputs)
+        dense = DenseOutputs(*outputs) if self.config.semantic_head else DenseOutputs(None, *outputs)
         shape = tuple(batch.shape[-2:])
         return dense.semantic_logits, self.network.detect(dense, [shape] * len(batch), shape)
 
     def postprocess(self, outputs, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         semantic_logits, detections = outputs
         t = self.thresholds
-        fusion = FusionConfig(method=self.config.fusion, min_area=self.config.min_area, score_threshold=t.score,
-                              mask_threshold=t.mask)
+        if semantic_logits is None:  # instances only: whole masks by score on an all-void image
+            method = "kirillov"
+            semantic_maps = [np.zeros(geometry.source_size[::-1], np.uint8) for geometry in geometries]
+        else:
+            method = self.config.fusion
+            semantic_maps = class_maps(semantic_logits, geometries, self.label_map)
+        fusion = FusionConfig(method=method, min_area=self.config.min_area, score_threshold=t.score, mask_threshold=t.mask)
         results = []
-        for semantic, detection, geometry in zip(class_maps(semantic_logits, geometries, self.label_map), detections, geometries):
+        for semantic, detection, geometry in zip(semantic_maps, detections, geometries):
             instances = self._instances(detection, geometry, t.score, t.mask)
             fused = fuse(semantic, instances, self.label_map, fusion)
             if fused.dropped:
@@ -305,11 +387,12 @@ class FusionPanopticBackend(Backend):
                     self.log.warning("fusion_panoptic: %d instances of a class beyond the panoptic format's 999 "
                                      "(label divisor 1000) dropped, the smallest first; dropped_instances counts them",
                                      fused.dropped)
-            results.append(PerceptionResult(
-                geometry.source_size, self.name, detections=fused.detections,
-                semantic=fused.semantic if fusion.method == "paper" else semantic,  # the baseline refines nothing
-                panoptic=fused.panoptic, segments=fused.segments,
-            ))
+            if semantic_logits is None:
+                semantic = None
+            elif method == "paper":
+                semantic = fused.semantic  # the baseline refines nothing
+            results.append(PerceptionResult(geometry.source_size, self.name, detections=fused.detections,
+                                            semantic=semantic, panoptic=fused.panoptic, segments=fused.segments))
         return results
 
     def extra_benchmarks(self) -> dict[str, float]:
@@ -317,18 +400,19 @@ class FusionPanopticBackend(Backend):
         reports 3 ms on a GPU)."""
         return {f"fusion_{method}_1280x720_ms": benchmark_fusion((1280, 720), method=method) for method in ("paper", "kirillov")}
 
-    @staticmethod
-    def _instances(detection: dict, geometry: Geometry, score_threshold: float, mask_threshold: float) -> InstanceSegmentation:
-        """Detections at or above the score threshold with their masks pasted at the input resolution, each
-        computed and kept only inside its box (:func:`~panoptic_perception.nn.roi_heads.paste_masks_in_boxes`):
-        memory grows with the boxes' area, not with the detections times the image's."""
-        keep = detection["scores"] >= score_threshold
-        boxes = torch.from_numpy(geometry.boxes_to_source(detection["boxes"][keep].cpu().numpy()))
+    def _instances(self, detection: dict, geometry: Geometry, score_threshold: float, mask_threshold: float) -> InstanceSegmentation:
+        """Detections of a Cityscapes class at or above the score threshold with their masks pasted at the
+        input resolution, each computed and kept only inside its box
+        (:func:`~panoptic_perception.nn.roi_heads.paste_masks_in_boxes`): memory grows with the boxes' area,
+        not with the detections times the image's. Predictor rows map to Cityscapes label ids by
+        ``detector_classes``; rows without one (COCO's other classes) are dropped."""
+        class_ids = cityscapes_ids_of_rows(self.config.detector_classes)[detection["labels"].cpu().numpy()]
+        keep = (detection["scores"].cpu() >= score_threshold) & torch.from_numpy(class_ids > 0)
+        boxes = torch.from_numpy(geometry.boxes_to_source(detection["boxes"].cpu()[keep].numpy()))
         width, height = geometry.source_size
-        pasted = paste_masks_in_boxes(detection["masks"][keep].cpu().float(), boxes, (height, width))
-        class_ids = np.asarray(THING_IDS)[detection["labels"][keep].cpu().numpy() - 1]
+        pasted = paste_masks_in_boxes(detection["masks"].cpu()[keep].float(), boxes, (height, width))
         return InstanceSegmentation(
             [(probabilities > mask_threshold).numpy() for _, probabilities in pasted],
-            detection["scores"][keep].cpu().numpy(), class_ids,
+            detection["scores"].cpu()[keep].numpy(), class_ids[keep.numpy()],
             windows=np.array([window for window, _ in pasted], np.int64).reshape(-1, 4), image_size=(height, width),
         )

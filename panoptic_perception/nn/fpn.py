@@ -138,13 +138,14 @@ def resnet_fpn_backbone(
     width: float = 1.0,
     norm_layer: NormLayer = FrozenBatchNorm2d,
     out_channels: int = 256,
+    stride_in_1x1: bool = False,
 ) -> BackboneWithFPN:
     """A ResNet-50/101 + FPN as torchvision's ``resnet_fpn_backbone`` builds it for Mask R-CNN.
 
     The body uses ``norm_layer`` (FrozenBatchNorm2d by default, as torchvision with pretrained weights)
     and only its last ``trainable_layers`` stages train (see :meth:`ResNet.set_trainable_layers`; 3,
     torchvision's default, freezes the stem and layer1). ``width`` builds a narrow body (FPN channels
-    unchanged unless ``out_channels`` is given).
+    unchanged unless ``out_channels`` is given); ``stride_in_1x1`` as :class:`~panoptic_perception.nn.resnet.ResNet`.
 
     Raises:
         ValueError: on an unknown ``name`` (``"resnet50"``, ``"resnet101"``) or ``trainable_layers``
@@ -152,6 +153,6 @@ def resnet_fpn_backbone(
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
-    body = BACKBONES[name](width=width, norm_layer=norm_layer)
+    body = BACKBONES[name](width=width, norm_layer=norm_layer, stride_in_1x1=stride_in_1x1)
     body.set_trainable_layers(trainable_layers)
     return BackboneWithFPN(body, out_channels)

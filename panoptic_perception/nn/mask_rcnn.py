@@ -89,8 +89,12 @@ class MaskRCNN(nn.Module):
         fpn_channels: channels of the pyramid (256).
         representation_size: width of the box head's ``fc6``/``fc7`` (1024).
         mask_layers: channels of the mask head's convolutions ((256,) * 4).
+        stride_in_1x1: the ResNet's blocks stride in their 1x1 convolution (MSRA's / Detectron2's
+            ResNets) instead of the 3x3 (torchvision's).
+        roi_sampling_ratio, roi_aligned: the RoI poolers' samples per bin (2; 0: adaptive) and pixel-centre
+            model (False; Detectron2's "ROIAlignV2": ``0, True``).
         rpn_*: see :class:`~panoptic_perception.nn.rpn.RegionProposalNetwork` (anchor sizes and aspect
-            ratios per level, pre/post-NMS top-N 2000/2000 in training and 1000/1000 in evaluation, NMS
+            ratios per level, whether anchors are rounded, pre/post-NMS top-N 2000/2000 in training and 1000/1000 in evaluation, NMS
             0.7, matching 0.7/0.3, 256 anchors per image with half positives, score threshold 0.0).
         box_*: see :class:`~panoptic_perception.nn.roi_heads.RoIHeads` (score threshold 0.05, NMS 0.5, 100
             detections per image, matching 0.5/0.5, 512 proposals per image with 25% positives, box-coder
@@ -111,8 +115,12 @@ class MaskRCNN(nn.Module):
         fpn_channels: int = 256,
         representation_size: int = 1024,
         mask_layers: Sequence[int] = (256, 256, 256, 256),
+        stride_in_1x1: bool = False,
+        roi_sampling_ratio: int = 2,
+        roi_aligned: bool = False,
         rpn_anchor_sizes: Sequence[Sequence[float]] = DEFAULT_ANCHOR_SIZES,
         rpn_aspect_ratios: Sequence[Sequence[float]] = DEFAULT_ASPECT_RATIOS,
+        rpn_round_anchors: bool = True,
         rpn_pre_nms_top_n_train: int = 2000,
         rpn_pre_nms_top_n_test: int = 1000,
         rpn_post_nms_top_n_train: int = 2000,
@@ -138,12 +146,13 @@ class MaskRCNN(nn.Module):
         self.num_classes = num_classes
         self.backbone = resnet_fpn_backbone(
             f"resnet{depth}", trainable_layers=trainable_layers, width=width, norm_layer=norm_layer,
-            out_channels=fpn_channels,
+            out_channels=fpn_channels, stride_in_1x1=stride_in_1x1,
         )
         self.rpn = RegionProposalNetwork(
             fpn_channels,
             anchor_sizes=rpn_anchor_sizes,
             aspect_ratios=rpn_aspect_ratios,
+            round_anchors=rpn_round_anchors,
             pre_nms_top_n_train=rpn_pre_nms_top_n_train,
             pre_nms_top_n_test=rpn_pre_nms_top_n_test,
             post_nms_top_n_train=rpn_post_nms_top_n_train,
@@ -160,6 +169,8 @@ class MaskRCNN(nn.Module):
             fpn_channels,
             representation_size=representation_size,
             mask_layers=mask_layers,
+            sampling_ratio=roi_sampling_ratio,
+            aligned=roi_aligned,
             fg_iou_thresh=box_fg_iou_thresh,
             bg_iou_thresh=box_bg_iou_thresh,
             batch_size_per_image=box_batch_size_per_image,

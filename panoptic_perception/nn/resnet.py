@@ -1,8 +1,11 @@
 """ResNet with Bottleneck blocks in torchvision's layout, shared by the ResNet-based backends.
 
 He et al., *Deep Residual Learning for Image Recognition* (CVPR 2016), Table 1 (ResNet-50: 3, 4, 6, 3
-Bottleneck blocks; ResNet-101: 3, 4, 23, 3), in the "v1.5" variant of torchvision: a block that
+Bottleneck blocks; ResNet-101: 3, 4, 23, 3), by default in the "v1.5" variant of torchvision: a block that
 downsamples puts its stride on the 3x3 convolution (``conv2``) instead of the first 1x1.
+``stride_in_1x1=True`` builds the original layout instead (the stride on ``conv1``), that of MSRA's
+Caffe ResNets and of the Detectron2 models trained from them (its ``RESNETS.STRIDE_IN_1X1``, default
+true).
 
 Parameter and buffer names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ...,
 ``layer1.0.downsample.0``/``.1``, ``fc``), which timm's ``resnet50``/``resnet101`` share, so their
@@ -94,7 +97,7 @@ class FrozenBatchNorm2d(nn.Module):
 class Bottleneck(nn.Module):
     """1x1 reduce → 3x3 (stride, dilation) → 1x1 expand (x4), each followed by a norm; ReLU after the
     first two and after the residual sum. ``downsample`` (1x1 strided convolution + norm) projects the
-    shortcut when the shape changes."""
+    shortcut when the shape changes. ``stride_in_1x1`` moves the stride to the 1x1 reduction."""
 
     expansion = 4
 
@@ -106,12 +109,14 @@ class Bottleneck(nn.Module):
         dilation: int = 1,
         downsample: nn.Module | None = None,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         out_channels = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, planes, 1, stride_1x1, bias=False)
         self.bn1 = norm_layer(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride_3x3, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = norm_layer(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = norm_layer(out_channels)
@@ -149,6 +154,8 @@ class ResNet(nn.Module):
         norm_layer: the normalisation, called with the channel count (``nn.BatchNorm2d``,
             :class:`FrozenBatchNorm2d`, or e.g. ``functools.partial(FrozenBatchNorm2d, eps=0.0)``).
         num_classes: classes of the ImageNet-style head (average pool + ``fc``); ``None`` for a backbone.
+        stride_in_1x1: downsampling blocks stride in their first 1x1 convolution, not the 3x3 (MSRA's
+            ResNets, Detectron2's default); the parameters are the same either way.
 
     Attributes:
         stage_channels: ``{"layer1": C2 channels, ..., "layer4": C5 channels}``.
@@ -167,6 +174,7 @@ class ResNet(nn.Module):
         replace_stride_with_dilation: Sequence[bool] = (False, False, False),
         norm_layer: NormLayer = nn.BatchNorm2d,
         num_classes: int | None = None,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         layers = tuple(layers)
@@ -195,7 +203,8 @@ class ResNet(nn.Module):
             if index > 0 and dilate[index - 1]:
                 dilation *= stride
                 stride = 1
-            stage = self._make_stage(in_channels, planes, blocks, stride, first_dilation, dilation, norm_layer)
+            stage = self._make_stage(in_channels, planes, blocks, stride, first_dilation, dilation, norm_layer,
+                                     stride_in_1x1)
             self.add_module(name, stage)
             in_channels = planes * Bottleneck.expansion
             stride_so_far *= stride
@@ -218,6 +227,7 @@ class ResNet(nn.Module):
         first_dilation: int,
         dilation: int,
         norm_layer: NormLayer,
+        stride_in_1x1: bool,
     ) -> nn.Sequential:
         out_channels = planes * Bottleneck.expansion
         downsample = None
@@ -225,7 +235,7 @@ class ResNet(nn.Module):
             downsample = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm_layer(out_channels)
             )
-        stage = [Bottleneck(in_channels, planes, stride, first_dilation, downsample, norm_layer)]
+        stage = [Bottleneck(in_channels, planes, stride, first_dilation, downsample, norm_layer, stride_in_1x1)]
         stage += [Bottleneck(out_channels, planes, 1, dilation, None, norm_layer) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 

@@ -261,7 +261,10 @@ class MultiScaleRoIAlign(nn.Module):
     Each box is pooled from one level, chosen by :func:`assign_fpn_levels`. The levels are the entries
     of ``features`` whose names are in ``featmap_names``, in the dict's order, finest first; their scales
     are inferred from the feature height over the largest image height (:func:`infer_scale`), which
-    fixes ``k_min``/``k_max``. RoIAlign runs with ``aligned=False``, as torchvision's poolers do.
+    fixes ``k_min``/``k_max``. RoIAlign runs with ``aligned=False`` by default, as torchvision's poolers do;
+    ``aligned=True`` with ``sampling_ratio=0`` is Detectron2's "ROIAlignV2" pooler (whose level rule,
+    ``floor(k0 + log2(sqrt(area) / 224 + 1e-8))``, differs from the one here only for boxes within a
+    relative 1e-6 of a level boundary).
 
     Unlike torchvision, which infers the scales on the first call and caches them in the module, this
     module infers them on every call (no state; the same values whenever the image sizes map to the same
@@ -273,6 +276,7 @@ class MultiScaleRoIAlign(nn.Module):
         sampling_ratio: samples per bin per axis (``<= 0``: adaptive), 2 in torchvision's Mask R-CNN.
         canonical_scale: ``224`` in Eq. 1: the box size that maps to ``canonical_level``.
         canonical_level: ``k0 = 4`` in Eq. 1.
+        aligned: RoIAlign's pixel-centre model (see :func:`roi_align`).
     """
 
     def __init__(
@@ -283,11 +287,13 @@ class MultiScaleRoIAlign(nn.Module):
         *,
         canonical_scale: int = 224,
         canonical_level: int = 4,
+        aligned: bool = False,
     ) -> None:
         super().__init__()
         self.featmap_names = list(featmap_names)
         self.output_size = _output_size(output_size)
         self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level
 
@@ -325,12 +331,12 @@ class MultiScaleRoIAlign(nn.Module):
         for k, (feature, scale) in enumerate(zip(levels, scales), start=k_min):
             index = torch.nonzero(level_of_roi == k).flatten()
             # (K_l, oh, ow, C) rows: the assignment is the one layout copy
-            pooled = _roi_align_rows(feature, rois[index], self.output_size, scale, self.sampling_ratio, False)
+            pooled = _roi_align_rows(feature, rois[index], self.output_size, scale, self.sampling_ratio, self.aligned)
             result[index] = pooled.permute(0, 3, 1, 2).to(result.dtype)
         return result
 
     def extra_repr(self) -> str:
         return (
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-            f"sampling_ratio={self.sampling_ratio}"
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
         )

@@ -288,6 +288,8 @@ class RoIHeads(nn.Module):
             convolution keeps ``mask_layers[-1]`` channels.
         featmap_names: pyramid levels to pool from (``"0"``..``"3"``).
         box_pool_size, mask_pool_size, sampling_ratio: RoIAlign grids (7, 14) and samples per bin (2).
+        aligned: RoIAlign's pixel-centre model (False, torchvision's; True with ``sampling_ratio=0`` is
+            Detectron2's "ROIAlignV2").
         fg_iou_thresh, bg_iou_thresh: proposal IoU for a positive (``>=``, 0.5) and a negative (``<``, 0.5).
         batch_size_per_image, positive_fraction: proposals sampled per image in training (512, 0.25).
         bbox_reg_weights: box-coder weights (10, 10, 5, 5).
@@ -311,6 +313,7 @@ class RoIHeads(nn.Module):
         box_pool_size: int = 7,
         mask_pool_size: int = 14,
         sampling_ratio: int = 2,
+        aligned: bool = False,
         fg_iou_thresh: float = 0.5,
         bg_iou_thresh: float = 0.5,
         batch_size_per_image: int = 512,
@@ -326,10 +329,10 @@ class RoIHeads(nn.Module):
             raise ValueError(f"need num_classes >= 2 (background included) and mask layers, got {num_classes}, "
                              f"{tuple(mask_layers)}")
         self.num_classes = num_classes
-        self.box_roi_pool = MultiScaleRoIAlign(featmap_names, box_pool_size, sampling_ratio)
+        self.box_roi_pool = MultiScaleRoIAlign(featmap_names, box_pool_size, sampling_ratio, aligned=aligned)
         self.box_head = TwoMLPHead(in_channels * box_pool_size**2, representation_size)
         self.box_predictor = FastRCNNPredictor(representation_size, num_classes)
-        self.mask_roi_pool = MultiScaleRoIAlign(featmap_names, mask_pool_size, sampling_ratio)
+        self.mask_roi_pool = MultiScaleRoIAlign(featmap_names, mask_pool_size, sampling_ratio, aligned=aligned)
         self.mask_head = MaskRCNNHeads(in_channels, mask_layers)
         self.mask_predictor = MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes)
         self.box_coder = BoxCoder(bbox_reg_weights)

@@ -10,7 +10,8 @@ The rules are those of torchvision's ``models/detection/rpn.py``, ``anchor_utils
 (``head.conv.0.0.{weight,bias}``, ``head.cls_logits.*``, ``head.bbox_pred.*``) and the proposals are the same:
 
 * anchors: per level, zero-centred cell anchors ``round((-w, -h, w, h) / 2)`` with ``h = size * sqrt(r)``,
-  ``w = size / sqrt(r)`` (aspect ratio ``r = h / w``), ordered ratio-major then size; shifted to every
+  ``w = size / sqrt(r)`` (aspect ratio ``r = h / w``; ``round_anchors=False`` keeps the fractions, as
+  Detectron2 does), ordered ratio-major then size; shifted to every
   location ``(x * stride_w, y * stride_h)``, locations row-major, ``stride = batch size // grid size``
   (integer division of the padded batch tensor's size). All levels concatenated, finest first; the
   head's outputs are flattened in the same (level, y, x, anchor) order.
@@ -60,6 +61,7 @@ class AnchorGenerator(nn.Module):
     Args:
         sizes: per level, the anchor sizes (square-root areas) in input pixels.
         aspect_ratios: per level, the height / width ratios.
+        round_anchors: round the cell anchors' corners to whole pixels (torchvision) or not (Detectron2).
 
     Raises:
         ValueError: when ``sizes`` and ``aspect_ratios`` differ in length or a level has none.
@@ -69,8 +71,10 @@ class AnchorGenerator(nn.Module):
         self,
         sizes: Sequence[Sequence[float]] = DEFAULT_ANCHOR_SIZES,
         aspect_ratios: Sequence[Sequence[float]] = DEFAULT_ASPECT_RATIOS,
+        round_anchors: bool = True,
     ) -> None:
         super().__init__()
+        self.round_anchors = round_anchors
         self.sizes = tuple(tuple(level) for level in sizes)
         self.aspect_ratios = tuple(tuple(level) for level in aspect_ratios)
         if len(self.sizes) != len(self.aspect_ratios) or not all(self.sizes) or not all(self.aspect_ratios):
@@ -81,14 +85,16 @@ class AnchorGenerator(nn.Module):
         return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios)]
 
     def cell_anchors(self, level: int) -> torch.Tensor:
-        """Zero-centred anchors ``(A, 4)`` xyxy of one level, float32, rounded to whole pixels."""
+        """Zero-centred anchors ``(A, 4)`` xyxy of one level, float32, rounded to whole pixels unless
+        ``round_anchors`` is false."""
         sizes = torch.as_tensor(self.sizes[level], dtype=torch.float32)
         ratios = torch.as_tensor(self.aspect_ratios[level], dtype=torch.float32)
         height_factor = torch.sqrt(ratios)
         width_factor = 1 / height_factor
         widths = (width_factor[:, None] * sizes[None, :]).reshape(-1)
         heights = (height_factor[:, None] * sizes[None, :]).reshape(-1)
-        return (torch.stack((-widths, -heights, widths, heights), dim=1) / 2).round()
+        anchors = torch.stack((-widths, -heights, widths, heights), dim=1) / 2
+        return anchors.round() if self.round_anchors else anchors
 
     def forward(
         self,
@@ -312,7 +318,7 @@ class RegionProposalNetwork(nn.Module):
 
     Args:
         in_channels: channels of the pyramid levels (256).
-        anchor_sizes, aspect_ratios: per level, see :class:`AnchorGenerator`.
+        anchor_sizes, aspect_ratios, round_anchors: see :class:`AnchorGenerator`.
         pre_nms_top_n_train, pre_nms_top_n_test: best anchors kept per level before NMS (2000, 1000).
         post_nms_top_n_train, post_nms_top_n_test: proposals kept per image after NMS (2000, 1000).
         nms_thresh: IoU above which a proposal is suppressed by a better one of the same level (0.7).
@@ -331,6 +337,7 @@ class RegionProposalNetwork(nn.Module):
         *,
         anchor_sizes: Sequence[Sequence[float]] = DEFAULT_ANCHOR_SIZES,
         aspect_ratios: Sequence[Sequence[float]] = DEFAULT_ASPECT_RATIOS,
+        round_anchors: bool = True,
         pre_nms_top_n_train: int = 2000,
         pre_nms_top_n_test: int = 1000,
         post_nms_top_n_train: int = 2000,
@@ -344,7 +351,7 @@ class RegionProposalNetwork(nn.Module):
         min_size: float = 1e-3,
     ) -> None:
         super().__init__()
-        self.anchor_generator = AnchorGenerator(anchor_sizes, aspect_ratios)
+        self.anchor_generator = AnchorGenerator(anchor_sizes, aspect_ratios, round_anchors)
         anchors_per_location = set(self.anchor_generator.num_anchors_per_location())
         if len(anchors_per_location) != 1:
             raise ValueError(f"a shared head needs the same number of anchors on every level, got "

@@ -1,7 +1,9 @@
 """Loading weights: weights-only, clear errors, no silent random weights."""
 
 import logging
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,11 +35,13 @@ class Payload:
     """An arbitrary object: unpickling it could run code, so loading must refuse it."""
 
 
-def test_pickled_objects_are_refused(tmp_path):
+def test_pickled_objects_are_refused_in_one_clean_line_naming_them(tmp_path):
     path = tmp_path / "pickle.pth"
     torch.save({"model": Payload()}, path)
-    with pytest.raises(WeightsError, match="weights-only"):
+    with pytest.raises(WeightsError) as error:
         read_checkpoint(path)
+    assert str(error.value) == (f"cannot read {path} as a weights-only PyTorch checkpoint: it refers to the Python "
+                                f"object {__name__}.Payload, which a weights-only load does not create")
 
 
 def test_mismatched_checkpoint_names_missing_unexpected_and_misshaped_keys(tmp_path):
@@ -111,3 +115,69 @@ def test_an_architecture_option_over_weights_trained_without_it_is_named(tmp_pat
         create_backend("yolopv2", str(path), width=0.5)
     with pytest.raises(ValueError, match="option width must be float, got no value"):
         create_backend("yolopv2", str(path), width=None)
+
+
+def test_batchnorm_counters_load_into_frozen_batchnorm_as_torch_strict_loading_allows(tmp_path):
+    """A checkpoint trained with nn.BatchNorm2d carries ``num_batches_tracked``; FrozenBatchNorm2d ignores it."""
+    from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
+
+    small = dict(width=0.25, fpn_channels=32, representation_size=64, mask_channels=32, semantic_channels=32,
+                 group_norm_groups=8, input_width=256, input_height=160)
+    torch.manual_seed(0)
+    trained = FusionPanopticNetwork(FusionPanopticConfig(norm="batch_norm", **small))
+    state = trained.state_dict()
+    counters = [k for k in state if k.endswith("num_batches_tracked")]
+    assert len(counters) == 53  # one per BatchNorm of a ResNet-50
+    frozen = FusionPanopticNetwork(FusionPanopticConfig(**small))
+    frozen.load_state_dict(state, strict=True)  # torch's own strict loading accepts them
+    path = save_checkpoint(tmp_path / "bn.pth", "fusion_panoptic", state, small)
+    backend = create_backend("fusion_panoptic", str(path), fast=False)
+    loaded = backend.network.state_dict()
+    assert not any(k.endswith("num_batches_tracked") for k in loaded)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+    assert torch.equal(loaded["backbone.body.bn1.running_var"], trained.backbone.body.bn1.running_var)
+
+    # Other keys are still refused, and a refused checkpoint leaves the module untouched.
+    from panoptic_perception.backends.weights import load_state_dict_strictly
+
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    bad = {k: torch.zeros_like(v) for k, v in state.items()}
+    bad["backbone.body.bn1.momentum"] = torch.zeros(1)
+    with pytest.raises(WeightsError, match=r"1 unexpected keys: backbone\.body\.bn1\.momentum$"):
+        load_state_dict_strictly(frozen, bad, "bad.pth")
+    assert all(torch.equal(frozen.state_dict()[k], v) for k, v in before.items())
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_detectron2_pkl_files_are_read_as_numpy_arrays(tmp_path, protocol):
+    arrays = {"backbone.bottom_up.stem.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3),
+              "roi_heads.box_predictor.cls_score.bias": np.array([0.5, -1.0], np.float64), "counter": np.int64(7)}
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(pickle.dumps({"model": arrays, "__author__": "Detectron2 Model Zoo", "matching_heuristics": False},
+                                  protocol=protocol))
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.origin == "Detectron2" and checkpoint.backend is None
+    assert checkpoint.metadata == {"author": "Detectron2 Model Zoo"}
+    assert sorted(checkpoint.state_dict) == sorted(arrays)
+    for name, array in arrays.items():
+        assert torch.equal(checkpoint.state_dict[name], torch.from_numpy(np.asarray(array))), name
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"res2_0_branch2a_w": "array"}, r"is a Detectron / Caffe2 checkpoint \(numpy blobs with Caffe2 names\), which is not "
+                                     r"supported: Detectron2 \.pkl files and torch\.save checkpoints are$"),
+    ({"blobs": {"conv1_w": "array"}}, r"is a Detectron / Caffe2 checkpoint"),
+    ([1, 2], r"a pickle of a list, neither a torch\.save checkpoint nor a Detectron2 one"),
+    ({"model": {"conv1_w": "text"}}, r"a pickle in Detectron2's layout whose model holds entries that are not numeric "
+                                     r"arrays: conv1_w$"),
+])
+def test_other_pickles_are_refused_saying_what_they_are(tmp_path, payload, message):
+    def arrays(value):  # "array" stands for a numpy array
+        if isinstance(value, dict):
+            return {k: arrays(v) for k, v in value.items()}
+        return np.zeros(2, np.float32) if value == "array" else value
+
+    path = tmp_path / "other.pkl"
+    path.write_bytes(pickle.dumps(arrays(payload), protocol=2))
+    with pytest.raises(WeightsError, match=message):
+        read_checkpoint(path)

@@ -204,3 +204,28 @@ def test_bad_arguments_and_inputs_raise_value_errors():
         model.forward_features(torch.zeros(1, 3, 32, 32), ("layer5",))
     with pytest.raises(ValueError, match="0..5"):
         model.set_trainable_layers(6)
+
+
+def test_stride_in_1x1_moves_the_stride_of_downsampling_blocks_to_their_first_convolution():
+    """MSRA's layout (Detectron2's STRIDE_IN_1X1): same parameters, the stride on conv1 instead of conv2."""
+    torch.manual_seed(0)
+    v15, msra = resnet50(width=0.25), resnet50(width=0.25, stride_in_1x1=True)
+    msra.load_state_dict(v15.state_dict())
+    for name in ("layer2", "layer3", "layer4"):
+        first, second = getattr(msra, name)[0], getattr(msra, name)[1]
+        assert (first.conv1.stride, first.conv2.stride, first.downsample[0].stride) == ((2, 2), (1, 1), (2, 2))
+        assert (second.conv1.stride, second.conv2.stride) == ((1, 1), (1, 1))
+        assert getattr(v15, name)[0].conv1.stride == (1, 1) and getattr(v15, name)[0].conv2.stride == (2, 2)
+    assert msra.layer1[0].conv1.stride == msra.layer1[0].conv2.stride == (1, 1)  # layer1 does not downsample
+    block = msra.eval().layer2[0]
+    x = torch.randn(1, 64, 16, 16)
+    with torch.no_grad():
+        out = torch.relu(block.bn1(torch.nn.functional.conv2d(x, block.conv1.weight, stride=2)))
+        out = torch.relu(block.bn2(torch.nn.functional.conv2d(out, block.conv2.weight, padding=1)))
+        expected = torch.relu(block.bn3(block.conv3(out)) + block.downsample(x))
+        torch.testing.assert_close(block(x), expected)
+        images = torch.randn(1, 3, 64, 96)
+        shapes = [tuple(v.shape) for v in msra(images).values()]
+        assert shapes == [tuple(v.shape) for v in v15(images).values()] == [(1, 64, 16, 24), (1, 128, 8, 12),
+                                                                            (1, 256, 4, 6), (1, 512, 2, 3)]
+        assert not torch.allclose(msra(images)["layer4"], v15(images)["layer4"])

@@ -248,3 +248,19 @@ def test_timing_printed():
         elapsed = time.perf_counter() - start
         assert out.shape == (count, 256, size, size)
         print(f"\nroi_align {count} RoIs x 256 channels -> {size}x{size}, sampling 2: {elapsed * 1e3:.1f} ms")
+
+
+def test_multi_scale_pooler_with_aligned_runs_roialign_v2_on_each_boxs_level():
+    """Detectron2's ROIAlignV2 pooler: aligned RoIAlign, adaptive sampling, on the level of Eq. 1."""
+    generator = torch.Generator().manual_seed(0)
+    features = {"0": torch.randn(1, 4, 32, 48, generator=generator), "1": torch.randn(1, 4, 16, 24, generator=generator)}
+    boxes = [torch.tensor([[3.0, 5.0, 40.0, 30.0], [10.5, 2.25, 150.0, 120.0], [0.0, 0.0, 7.0, 9.0]])]
+    pooled = MultiScaleRoIAlign(["0", "1"], 7, 0, aligned=True)(features, boxes, [(128, 192)])
+    levels = assign_fpn_levels(boxes[0], 2, 3).tolist()
+    assert levels == [2, 3, 2]  # sqrt(area) 30.4, 128.2 and 7.9 against 224 / 4 and 224 / 2
+    for index, level in enumerate(levels):
+        rois = torch.cat((torch.zeros(1, 1), boxes[0][index : index + 1]), dim=1)
+        scale = 0.25 if level == 2 else 0.125
+        expected = roi_align(features[str(level - 2)], rois, 7, scale, 0, aligned=True)
+        torch.testing.assert_close(pooled[index : index + 1], expected, rtol=0, atol=1e-6)
+        assert not torch.allclose(expected, roi_align(features[str(level - 2)], rois, 7, scale, 0, aligned=False))

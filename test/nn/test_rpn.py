@@ -227,3 +227,18 @@ def test_training_losses_equal_torchvision():
         ours(features, IMAGE_SIZES, BATCH_SHAPE)
     with pytest.raises(ValueError, match="image sizes"):
         ours(features, IMAGE_SIZES[:1], BATCH_SHAPE, targets)
+
+
+def test_unrounded_anchors_are_detectron2s_cell_anchors():
+    """Detectron2's DefaultAnchorGenerator: w = sqrt(size^2 / r), h = r * w, corners +-(w/2, h/2), no rounding."""
+    generator = AnchorGenerator(round_anchors=False)
+    for level, size in enumerate((32, 64, 128, 256, 512)):
+        expected = []
+        for ratio in (0.5, 1.0, 2.0):
+            w = math.sqrt(size**2 / ratio)
+            h = ratio * w
+            expected.append([-w / 2, -h / 2, w / 2, h / 2])
+        torch.testing.assert_close(generator.cell_anchors(level), torch.tensor(expected), rtol=1e-6, atol=0)
+    assert AnchorGenerator().cell_anchors(0).tolist() == [[-23.0, -11.0, 23.0, 11.0], [-16.0, -16.0, 16.0, 16.0],
+                                                          [-11.0, -23.0, 11.0, 23.0]]
+    assert generator.cell_anchors(0)[0, 0].item() == pytest.approx(-22.627417)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from panoptic_perception.backends.fusion_panoptic import COCO_CLASS_INDICES, THING_IDS
+from panoptic_perception.backends.fusion_panoptic import THING_IDS
+from panoptic_perception.backends.rcnn_weights import seed_rows
+from panoptic_perception.cli import main
 from panoptic_perception.data.sample import Sample
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn.mask_rcnn import MaskRCNN
@@ -73,11 +76,44 @@ def test_initialisation_maps_coco_classes_and_loads_imagenet_resnets(tmp_path):
     loaded = model.state_dict()
     assert not [k for k in report["missing"] if not k.startswith("semantic_head.")], "all of Mask R-CNN loaded"
     bias = coco["roi_heads.box_predictor.cls_score.bias"]
-    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], bias[list(COCO_CLASS_INDICES)])
+    # background, person, rider (COCO has none: person), car, truck, bus, train, motorcycle, bicycle
+    assert seed_rows("coco91") == (0, 1, 1, 3, 8, 6, 7, 4, 2)
+    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], bias[list(seed_rows("coco91"))])
     assert torch.equal(loaded["backbone.body.layer3.0.conv1.weight"], coco["backbone.body.layer3.0.conv1.weight"])
+
+    # The same weights converted by `panoptic-perception convert-weights` (the backend's checkpoint format) map alike.
+    assert main(["-q", "convert-weights", str(tmp_path / "coco.pth"), str(tmp_path / "converted.pth")]) == 0
+    converted = r.build_model()
+    r.initialize(converted, str(tmp_path / "converted.pth"))
+    assert all(torch.equal(converted.state_dict()[k], v) for k, v in loaded.items() if not k.startswith("semantic_head."))
 
     imagenet = resnet50(width=0.25, num_classes=1000).state_dict()
     torch.save(imagenet, tmp_path / "imagenet.pth")
     report = recipe().initialize(model, str(tmp_path / "imagenet.pth"))
     assert "backbone.body.layer4.2.conv3.weight" in report["loaded"] and report["skipped"] == ["fc.weight", "fc.bias"]
     assert torch.equal(model.state_dict()["backbone.body.conv1.weight"], imagenet["conv1.weight"])
+
+
+def test_the_recipe_trains_the_semantic_head_and_the_cityscapes_things_only():
+    for option in ({"semantic_head": False}, {"detector_classes": "coco91"}):
+        with pytest.raises(ValueError, match="semantic_head and detector_classes must keep their defaults"):
+            FusionPanopticRecipe(TrainConfig(backend="fusion_panoptic", output_dir="unused", model={**SMALL, **option}))
+
+
+def test_initialisation_from_a_detectron2_pkl_maps_its_coco_rows_and_names_its_conventions(tmp_path, caplog):
+    from support import detectron2_model, write_detectron2_pkl
+
+    d2 = detectron2_model()
+    path = write_detectron2_pkl(tmp_path / "model_final.pkl", d2)
+    r = recipe()
+    model = r.build_model()
+    with caplog.at_level("WARNING"):
+        report = r.initialize(model, path)
+    assert "backbone.body.layer3.0.conv1.weight" in report["loaded"]
+    loaded = model.state_dict()
+    assert torch.equal(loaded["backbone.body.layer3.0.conv1.weight"], d2["backbone.bottom_up.res4.0.conv1.weight"])
+    bias = d2["roi_heads.box_predictor.cls_score.bias"]
+    background_first = torch.cat((bias[-1:], bias[:-1]))
+    assert torch.equal(loaded["roi_heads.box_predictor.cls_score.bias"], background_first[list(seed_rows("coco80"))])
+    assert seed_rows("coco80") == (0, 1, 1, 3, 8, 6, 7, 4, 2)  # person, person, car, truck, bus, train, motorcycle, bicycle
+    assert "stride_in_1x1=True, roi_aligned=True, roi_sampling_ratio=0, round_anchors=False" in caplog.text

@@ -14,15 +14,18 @@ Choices where the paper is silent or this machine differs (``recipe`` options, :
   the bottom / right (Mask R-CNN sees only the image part; padding is ignored by the semantic loss);
 - instance targets come from the panoptic ground truth (every thing segment except crowd regions);
 - where no pretrained weights exist (the bundled variant, trained from scratch on synthetic scenes) the
-  model config chooses trainable BatchNorm (``norm: batch_norm``); ``init_weights`` loads a torchvision /
-  COCO Mask R-CNN or ImageNet ResNet checkpoint by name and shape (the class-specific predictor rows are
-  left out when the class count differs; :func:`~panoptic_perception.nn.mask_rcnn.adapt_predictor_classes`
-  maps COCO classes explicitly).
+  model config chooses trainable BatchNorm (``norm: batch_norm``); ``init_weights`` loads what the backend's
+  ``weights`` loads (its own checkpoints, a torchvision / COCO Mask R-CNN, a checkpoint converted by
+  ``panoptic-perception convert-weights``), or an ImageNet ResNet, by name and shape; a COCO predictor's
+  rows are mapped to the Cityscapes things
+  (:func:`~panoptic_perception.nn.mask_rcnn.adapt_predictor_classes` with
+  :func:`~panoptic_perception.backends.rcnn_weights.seed_rows`: rider from person).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backends.base import build_config
-from ...backends.fusion_panoptic import COCO_CLASS_INDICES, THING_IDS, FusionPanopticConfig, FusionPanopticNetwork
+from ...backends.fusion_panoptic import THING_IDS, FusionPanopticBackend, FusionPanopticConfig, FusionPanopticNetwork
+from ...backends.rcnn_weights import seed_rows
 from ...backends.weights import read_checkpoint
 from ...nn.mask_rcnn import adapt_predictor_classes
 from ...core.labels import CITYSCAPES
@@ -42,7 +46,9 @@ from ..engine import TrainConfig
 from ..losses import class_weight_vector, semantic_cross_entropy
 from .common import image_tensor, load_matching, validate_with_backend
 
-COCO_PREDICTOR_KEY = "roi_heads.box_predictor.cls_score.weight"
+log = logging.getLogger("panoptic_perception.training")
+#: Model options that change what a converted checkpoint's layers compute (not their shapes).
+ARCHITECTURE_CONVENTIONS = ("stride_in_1x1", "roi_aligned", "roi_sampling_ratio", "round_anchors", "batch_norm_eps")
 
 
 @dataclass
@@ -71,6 +77,9 @@ class FusionPanopticRecipe:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.model_options = build_config(FusionPanopticConfig, dict(config.model))
+        if not self.model_options.semantic_head or self.model_options.detector_classes != "cityscapes":
+            raise ValueError("fusion_panoptic trains its semantic head and the Cityscapes things: the model options "
+                             "semantic_head and detector_classes must keep their defaults (true, cityscapes)")
         self.options = build_config(FusionTrainOptions, dict(config.recipe))
         self.size = (self.model_options.input_width, self.model_options.input_height)
         self.class_index = class_index_table(CITYSCAPES)
@@ -83,12 +92,21 @@ class FusionPanopticRecipe:
         return dataclasses.asdict(self.model_options)
 
     def initialize(self, model: nn.Module, path: str) -> dict[str, Any]:
-        """A checkpoint of this backend, a torchvision Mask R-CNN (COCO's 91 classes are mapped by
-        :data:`~panoptic_perception.backends.fusion_panoptic.COCO_CLASS_INDICES`), or an ImageNet ResNet
-        (torchvision / timm names, loaded into ``backbone.body``): tensors load by name and shape."""
-        state = read_checkpoint(path).state_dict
-        if state.get(COCO_PREDICTOR_KEY, torch.empty(0)).shape[:1] == (91,):
-            state = adapt_predictor_classes(state, COCO_CLASS_INDICES)
+        """A checkpoint the backend loads (converted as the backend converts it: a torchvision Mask R-CNN, a
+        converted one; COCO predictor rows mapped by :func:`~panoptic_perception.backends.rcnn_weights.seed_rows`),
+        or an ImageNet ResNet (torchvision / timm names, loaded into ``backbone.body``): tensors load by name
+        and shape."""
+        checkpoint = FusionPanopticBackend.adapt_checkpoint(read_checkpoint(path), path)
+        options = dataclasses.asdict(self.model_options)
+        differing = {k: v for k, v in checkpoint.config.items() if k in ARCHITECTURE_CONVENTIONS and options[k] != v}
+        if differing:  # e.g. Detectron2's weights in a model built with torchvision's conventions
+            log.warning("init_weights %s were converted with %s, which the model options do not set: the network "
+                        "computes otherwise than they were trained for (set them under model:)", path,
+                        ", ".join(f"{k}={v!r}" for k, v in differing.items()))
+        state = checkpoint.state_dict
+        classes = checkpoint.config.get("detector_classes", "cityscapes")
+        if classes != "cityscapes":
+            state = adapt_predictor_classes(state, seed_rows(classes))
 
         def rename(name: str) -> str | None:
             if name.startswith(("backbone.", "rpn.", "roi_heads.", "semantic_head.")):
