@@ -152,7 +152,6 @@ def test_memory_grows_with_the_boxes_not_with_detections_times_the_frame(small_b
     boxes, kept there and fused per window, the peak stays near what the frame's own images need."""
     import tracemalloc
 
-    from panoptic_perception.backends.fusion_panoptic import FusionPanopticBackend
     from panoptic_perception.core.panoptic_fusion import FusionConfig, fuse
     from panoptic_perception.core.preprocess import Geometry
 
@@ -168,7 +167,7 @@ def test_memory_grows_with_the_boxes_not_with_detections_times_the_frame(small_b
     semantic = np.full((1080, 1920), 7, np.uint8)
     semantic[300:700] = 26  # cars under most boxes
     tracemalloc.start()
-    instances = FusionPanopticBackend._instances(detection, geometry, 0.5, 0.5)
+    instances = small_backend._instances(detection, geometry, 0.5, 0.5)
     fused = fuse(semantic, instances, CITYSCAPES, FusionConfig())
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
