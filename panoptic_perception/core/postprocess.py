@@ -26,12 +26,22 @@ costs several times the network. What is computed instead gives the same result 
   can differ from one fused rounding in about one case in 2^29, so a pixel whose two best classes are
   *equal to the last bit* in the reference may, that rarely, take the other class: a tie.
 
+**Routes.** Where the per-cell work would cost more than interpolating everything (an untrained
+network's noise, whose cells are nearly all boundaries with most classes contending; masks, whose one
+channel interpolates in about a nanosecond a pixel, at up to about 1280x720), and for maps the margin
+argument does not cover (NaN, infinities, magnitudes beyond 2^64, dtypes other than float32), the reference
+computation itself runs. Which route is cheaper comes from costs measured on this CPU (``_ARGMAX_*_NS``,
+``_MASK_*_NS``); both give the same result.
+
 **Ties.** The channels-last kernel (which the maps of cyclenet's and fusion_panoptic's fast networks went
 through before, being channels-last) rounds differently from the generic one: pixels whose two best
 classes lie within a float32 rounding of each other may come out differently from what those two
 backends gave before. On the golden frames recorded before this change (4 frames x 4 sizes per backend):
 1 pixel of 925,043 (cyclenet, 1283x721) and 1 of 2,073,600 (fusion_panoptic, 1920x1080), both road
-against sidewalk with equal interpolated logits to 5 digits; every other output equal.
+against sidewalk with equal interpolated logits to 5 digits; every other output equal. A review comparing
+675 outputs (5 backends, 17 frames, several sizes) found 2 more such pixels, both cyclenet's, whose two
+classes were equal to the last bit in the channels-last values. The emulated arithmetic is torch 2.13's (the
+version ``constraints.txt`` pins); with another torch the kernel may round otherwise, and ties may differ.
 
 Logits in channels-last memory format (what the fast networks return) need no copy: only their
 network-resolution values are read. On a GPU the reference computation itself runs (it is fast there).
@@ -53,12 +63,16 @@ from .preprocess import Geometry
 
 #: Corner margins below this fraction of the map's largest magnitude are treated as possible ties.
 _MARGIN = 2.0**-16
-#: Boundary pixels per pixel beyond which the reference computation itself is cheaper: 1/96 per channel for
-#: class maps (20 % for 19 classes, which take 60-140 ms densely at 1280x720 and 1920x1080 and 3-7x that per
-#: cell when every cell is a boundary), 1/32 for masks (one channel: 1-2 ms densely, 18-58 ms per cell at
-#: worst). So noisy maps (an untrained network's) cost no more than before; real frames have 0.5-2 %
-#: boundary pixels in masks and 5-12 % in class maps.
-_ARGMAX_DENSE, _THRESHOLD_DENSE = 96, 32
+#: Which route is cheaper, from costs measured on this project's CPU (2 threads, torch 2.13) in nanoseconds;
+#: both routes give the same result. The reference computation: per pixel and channel (class maps: 19
+#: channels at 1280x720 take 45-60 ms), per pixel (masks: 0.9 ms at 1280x720, 2 ms at 1920x1080, 7.8 ms at
+#: 3840x2160). The per-cell one: per boundary cell, per boundary pixel and contending class, and for a mask
+#: per boundary pixel and a fixed part. Real frames' class maps have 4-25 % boundary pixels with 2-3 classes
+#: contending (5-15x cheaper per cell at every size); an untrained network's noise has nearly every pixel on
+#: a boundary with 16 of 19 classes contending (1.5-5x dearer per cell). Masks' reference is cheap enough
+#: that per cell pays only above 1920x1080-ish.
+_ARGMAX_DENSE_NS, _ARGMAX_CELL_NS, _ARGMAX_CONTENDER_NS = 3.0, 1000.0, 4.0
+_MASK_DENSE_NS, _MASK_FIXED_NS, _MASK_CELL_NS, _MASK_PIXEL_NS = 1.0, 1.2e6, 100.0, 15.0
 
 
 @dataclass(frozen=True)
@@ -126,10 +140,10 @@ class _Upsampling:
         empty = (self.rows.stop == self.rows.start)[:, None] | (self.columns.stop == self.columns.start)[None, :]
         return torch.nonzero(~(uniform | empty), as_tuple=True)
 
-    def pixels(self, rows: torch.Tensor, columns: torch.Tensor) -> int:
-        """How many output pixels the cells ``(rows[k], columns[k])`` hold."""
+    def cell_pixels(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """(n,) how many output pixels each cell ``(rows[k], columns[k])`` holds."""
         heights, widths = (axis.stop - axis.start for axis in (self.rows, self.columns))
-        return int((heights[rows] * widths[columns]).sum())
+        return heights[rows] * widths[columns]
 
     def corners(self, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """The (4, n, C) values at the corners of cells ``(rows[k], columns[k])``: top-left, top-right,
@@ -177,15 +191,17 @@ def _interpolated(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.contiguous()[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
-def _per_cell(maps: torch.Tensor, size: tuple[int, int]) -> bool:
-    """Whether the per-cell computation applies: a CPU (on a GPU the reference computation is fast) and a
-    different size."""
-    return maps.device.type == "cpu" and tuple(maps.shape[-2:]) != tuple(size)
-
-
-def _margin(maps: torch.Tensor) -> float:
+def _margin(maps: torch.Tensor, size: tuple[int, int]) -> float | None:
+    """The margin for float32 ties (module docstring), or None where the per-cell computation does not
+    apply: on a GPU (the reference computation is fast there), at the same size, for other dtypes than
+    float32 (the reference interpolates in theirs), and for maps with NaN, infinities or magnitudes
+    beyond 2^64 (where float32 sums could overflow). The absolute part covers subnormal values, whose
+    rounding error is absolute (at most 2^-150 a step)."""
+    if maps.device.type != "cpu" or tuple(maps.shape[-2:]) == tuple(size) or maps.dtype != torch.float32:
+        return None
     low, high = torch.aminmax(maps)
-    return _MARGIN * max(-float(low), float(high))
+    magnitude = max(-float(low), float(high))
+    return _MARGIN * magnitude + 2.0**-140 if magnitude < 2.0**64 else None  # False for NaN too
 
 
 def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Tensor | None = None) -> np.ndarray:
@@ -200,12 +216,9 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Te
     if channels > 256:
         raise ValueError(f"at most 256 channels fit a uint8 map, got {channels}")
     values = torch.arange(channels, dtype=torch.uint8) if values is None else values
-    if not _per_cell(maps, size):
+    margin = _margin(maps, size)
+    if margin is None or channels == 1:
         return values.to(maps.device)[_interpolated(maps, size).max(0).indices].cpu().numpy()
-    maps = maps.float()
-    margin = _margin(maps)
-    if channels == 1:
-        return np.full(size, int(values[0]), np.uint8)
     # The classes within the margin of each pixel's best (max(0) with its indices costs 4-8x more). -1 marks
     # a corner where another class comes that close: its cells are interpolated, and only where one class
     # is near is the sum of the near classes' indices that class.
@@ -214,11 +227,6 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Te
     corner = torch.where(near.sum(0, dtype=torch.uint8) == 1, index, -1)
     upsampling = _Upsampling(maps, size)
     rows, columns = upsampling.boundary(corner)
-    if upsampling.pixels(rows, columns) * _ARGMAX_DENSE > channels * size[0] * size[1]:
-        return values[_interpolated(maps, size).max(0).indices].numpy()
-    out = upsampling.spread(values[corner.clamp(min=0)])  # boundary cells are overwritten below
-    if len(rows) == 0:
-        return out
     corners = upsampling.corners(rows, columns)  # (4, n, C)
     # A class can win at a pixel of the cell only if its largest corner reaches the best guaranteed value.
     c = corners.unbind(0)
@@ -226,6 +234,10 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], values: torch.Te
     reach = torch.maximum(torch.maximum(c[0], c[1]), torch.maximum(c[2], c[3]))
     contender = reach >= floor - margin
     contenders = contender.sum(1)
+    per_cell = len(rows) * _ARGMAX_CELL_NS + int((upsampling.cell_pixels(rows, columns) * contenders).sum()) * _ARGMAX_CONTENDER_NS
+    if per_cell > size[0] * size[1] * channels * _ARGMAX_DENSE_NS:
+        return values[_interpolated(maps, size).max(0).indices].numpy()
+    out = upsampling.spread(values[corner.clamp(min=0)])  # boundary cells are overwritten below
     for count in contenders.unique().tolist():
         cells = torch.nonzero(contenders == count)[:, 0]
         classes = torch.nonzero(contender[cells])[:, 1].view(-1, count)  # (n, K): every possible winner, ascending
@@ -261,16 +273,17 @@ def upsampled_threshold(maps: torch.Tensor, size: tuple[int, int], threshold: fl
     """``value > threshold`` of a (1, h, w) map bilinearly interpolated to ``size`` (H, W), as an (H, W)
     bool numpy array; equal to ``F.interpolate(maps[None], size, mode="bilinear", align_corners=False)[0, 0] >
     threshold`` (see the module docstring). ``threshold`` may be infinite."""
-    if not _per_cell(maps, size):
+    margin = _margin(maps, size)
+    dense = size[0] * size[1] * _MASK_DENSE_NS
+    if margin is None or dense < _MASK_FIXED_NS:
         return (_interpolated(maps, size)[0] > threshold).cpu().numpy()
-    maps = maps.float()
-    margin = _margin(maps)
     value = maps[0]
     above = value > threshold
     corner = torch.where((value - threshold).abs() > margin, above.to(torch.int8), -1)
     upsampling = _Upsampling(maps, size)
     rows, columns = upsampling.boundary(corner)
-    if upsampling.pixels(rows, columns) * _THRESHOLD_DENSE > size[0] * size[1]:
+    pixels = int(upsampling.cell_pixels(rows, columns).sum())
+    if _MASK_FIXED_NS + len(rows) * _MASK_CELL_NS + pixels * _MASK_PIXEL_NS > dense:
         return (_interpolated(maps, size)[0] > threshold).numpy()
     out = upsampling.spread(above)
     if len(rows) == 0:

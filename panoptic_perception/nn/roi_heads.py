@@ -31,7 +31,10 @@ are the same:
   pixel of zero padding around the mask with the box enlarged to match, box corners truncated to
   integers, and bilinear (``align_corners=False``) resizing to the box's whole-pixel size; here as two
   matrix products with the interpolation weights, computed only over the part of the image each box
-  covers (:func:`paste_masks_in_boxes`).
+  covers (:func:`paste_masks_in_boxes`). One product per box sums in another order than the former
+  batched product over whole images: values differ by 1-2 float32 steps at most, so a probability that
+  close to the mask threshold may fall on its other side (2 pixels in 400 random scenes with probabilities
+  near 0.5 in a review; none on real frames).
 """
 
 from __future__ import annotations

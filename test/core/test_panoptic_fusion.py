@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.core.labels import CITYSCAPES, VOID_ID
 from panoptic_perception.core.panoptic_fusion import (
     CITYSCAPES_CATEGORIES,
     FusionConfig,
@@ -840,3 +840,25 @@ def test_more_than_999_instances_of_a_class_drop_the_smallest_and_keep_the_frame
         assert (fused.semantic[y * 5 : y * 5 + 2, x * 5 : x * 5 + 2] == CAR).all()
     assert fuse(semantic, InstanceSegmentation(crops[:999], scores[:999], [CAR] * 999, windows[:999],
                                                image_size=semantic.shape), config=FusionConfig(method=method)).dropped == 0
+
+
+@pytest.mark.parametrize("method", ["paper", "kirillov"])
+@pytest.mark.parametrize("extra", [0, 1])
+def test_as_many_instances_as_label_ids_the_semantic_map_leaves_free(method, extra):
+    """The panoptic and refined maps are looked up through the label ids absent from the semantic map, one
+    per instance, while there are enough of them (every Cityscapes id present leaves 256 - 34); one instance
+    more takes the other way. Both give the reference's outputs."""
+    ids = [int(i) for i in CITYSCAPES.ids] + [VOID_ID]
+    semantic = np.full((24, 600), CAR, np.uint8)
+    semantic[0, : len(ids)] = ids
+    free = 256 - len(set(ids))
+    count = free + extra
+    masks = np.zeros((count, 24, 600), bool)
+    for k in range(count):
+        y, x = divmod(k, 100)
+        masks[k, 4 + 4 * y : 6 + 4 * y, 6 * x : 6 * x + 3] = True
+    detected = InstanceSegmentation(masks, np.linspace(0.99, 0.6, count), [CAR] * count)
+    config = FusionConfig(method=method, min_area=1, stuff_area_threshold=0)
+    fused = fuse(semantic, detected, config=config)
+    assert len([s for s in fused.segments if s.is_thing]) >= count
+    _assert_same(fused, _reference_fuse(semantic, detected, config))

@@ -52,9 +52,9 @@ SIZES = [  # (h, w) of the maps, (H, W) of the image
 @pytest.fixture(params=["chosen", "per_cell"])
 def route(request, monkeypatch):
     """As chosen by the boundary's size, or per cell however large the boundary (noise is all boundary)."""
-    if request.param == "per_cell":
-        monkeypatch.setattr(postprocess, "_ARGMAX_DENSE", 0)
-        monkeypatch.setattr(postprocess, "_THRESHOLD_DENSE", 0)
+    if request.param == "per_cell":  # as if interpolating everything were infinitely dear
+        monkeypatch.setattr(postprocess, "_ARGMAX_DENSE_NS", math.inf)
+        monkeypatch.setattr(postprocess, "_MASK_DENSE_NS", math.inf)
     return request.param
 
 
@@ -97,6 +97,19 @@ def test_upsampled_argmax_near_ties_take_the_kernels_own_rounding(route):
     np.testing.assert_array_equal(upsampled_argmax(logits, size), interpolated.argmax(0).numpy())
 
 
+def test_a_class_one_rounding_below_every_corner_can_still_win(route):
+    """Interpolating a constant can round up: class 0, one float32 step below class 1 at every corner, ties
+    with it at some pixels, and the tie is class 0's. So the contenders of a cell include classes whose
+    largest corner lies within the margin below the best guaranteed value."""
+    for a in (7.1457743644714355, 1.7078194618225098):
+        high = torch.tensor([a], dtype=torch.float32)
+        low = torch.nextafter(high, torch.tensor([-1.0]))
+        logits = torch.cat([low.expand(1, 6, 7), high.expand(1, 6, 7), (high - 1).expand(2, 6, 7)]).contiguous()
+        expected = reference_argmax(logits, (131, 157))
+        assert (expected == 0).any() and (expected == 1).any()
+        np.testing.assert_array_equal(upsampled_argmax(logits, (131, 157)), expected)
+
+
 def test_upsampled_argmax_writes_the_given_values_and_refuses_too_many_channels():
     logits = smooth_logits(19, 10, 16, seed=3)
     ids = torch.as_tensor(CITYSCAPES.ids, dtype=torch.uint8)
@@ -115,19 +128,40 @@ def test_upsampled_threshold_equals_interpolating_then_comparing(low, size, rout
             np.testing.assert_array_equal(mask, (reference(logits, size)[0] > threshold).numpy(), err_msg=f"threshold {threshold}")
 
 
-def test_noise_takes_the_reference_computation_and_real_maps_do_not(monkeypatch):
-    """Where nearly every cell is a boundary (an untrained network), interpolating everything is cheaper."""
+def test_the_cheaper_route_is_taken(monkeypatch):
+    """Noise (an untrained network: every cell a boundary, most classes contending) and masks at up to about
+    1280x720 (one channel: cheap to interpolate whole) take the reference computation; regions do not."""
     calls = []
     interpolated = postprocess._interpolated
     monkeypatch.setattr(postprocess, "_interpolated", lambda *args: calls.append(args) or interpolated(*args))
-    upsampled_argmax(torch.randn(19, 88, 160), (720, 1280))
-    upsampled_threshold(torch.randn(1, 88, 160), (720, 1280), 0.0)
-    assert len(calls) == 2
     columns = torch.arange(160.0).expand(88, 160)
-    stripes = torch.stack([-(columns - 8 * k - 0.5).abs() for k in range(19)])  # 19 classes side by side: 12 % boundary
+    stripes = torch.stack([-(columns - 8 * k - 0.5).abs() for k in range(19)])  # 19 classes side by side
+    edge = (columns - 80.5)[None]
     upsampled_argmax(stripes, (720, 1280))
-    upsampled_threshold((columns - 80.5)[None], (720, 1280), 0.0)  # one edge
-    assert len(calls) == 2
+    upsampled_threshold(edge, (1080, 1920), 0.0)
+    assert len(calls) == 0
+    upsampled_argmax(torch.randn(19, 88, 160), (720, 1280))
+    upsampled_threshold(torch.randn(1, 88, 160), (1080, 1920), 0.0)
+    upsampled_threshold(edge, (720, 1280), 0.0)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("channels", [2, 19, 120])
+def test_unusual_maps_equal_the_reference(channels, route):
+    """NaN, infinities, magnitudes near float32's limit, subnormal values and half precision: the reference
+    computation itself, in the maps' own dtype."""
+    generator = torch.Generator().manual_seed(10)
+    base = smooth_logits(channels, 22, 40, seed=10)
+    size = (211, 377)
+    cases = {"subnormal": base * 1e-41, "huge": base * 3e37, "half": base.half(), "bfloat16": base.bfloat16()}
+    for name, value in (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf)):
+        spoiled = base.clone()
+        spoiled[int(torch.randint(channels, (1,), generator=generator)), 5, 7] = value
+        cases[name] = spoiled
+    for name, logits in cases.items():
+        expected = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        np.testing.assert_array_equal(upsampled_argmax(logits, size), expected.max(0).indices.numpy(), err_msg=name)
+        np.testing.assert_array_equal(upsampled_threshold(logits[:1], size, 0.0), (expected[0] > 0).numpy(), err_msg=name)
 
 
 def test_upsampled_threshold_at_values_equal_to_the_threshold(route):

@@ -79,6 +79,16 @@ def test_paste_masks_in_boxes_keeps_only_the_boxes_and_each_window_holds_all_of_
         assert torch.equal(image[y : y + h, x : x + w], values)
         image[y : y + h, x : x + w] = 0
         assert not image.any(), "nothing outside the window"
+    # Independently, torchvision's way: the padded mask resized to the enlarged box's whole pixels, cropped.
+    for mask, box, ((x, y, w, h), values) in zip(masks[:, 0], boxes.tolist(), pasted):
+        centre_x, centre_y, scale = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, 30 / 28
+        x0, x1 = int(centre_x - (box[2] - box[0]) / 2 * scale), int(centre_x + (box[2] - box[0]) / 2 * scale)
+        y0, y1 = int(centre_y - (box[3] - box[1]) / 2 * scale), int(centre_y + (box[3] - box[1]) / 2 * scale)
+        if w and h:
+            resized = torch.nn.functional.interpolate(torch.nn.functional.pad(mask, (1,) * 4)[None, None],
+                                                      size=(y1 - y0 + 1, x1 - x0 + 1), mode="bilinear",
+                                                      align_corners=False)[0, 0]
+            torch.testing.assert_close(values, resized[y - y0 : y - y0 + h, x - x0 : x - x0 + w], rtol=0, atol=2e-6)
     assert pasted[30][0][2:] == (0, 0) and pasted[31][0] == (124, 84, 6, 6) and pasted[32][0] == (0, 0, width, height)
 
 
