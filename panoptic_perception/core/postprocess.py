@@ -180,8 +180,8 @@ class _Upsampling:
 
     def write(self, out: np.ndarray, y: torch.Tensor, x: torch.Tensor, values: torch.Tensor) -> None:
         """``out[y, x] = values`` for broadcastable pixel coordinates."""
-        flat = y * self.size[1] + x
-        out.reshape(-1)[flat.reshape(-1).numpy()] = values.expand(flat.shape).reshape(-1).numpy()
+        flat = y * self.size[1] + x  # (torch's scatter into the shared memory: about twice numpy's speed)
+        torch.from_numpy(out).view(-1).scatter_(0, flat.reshape(-1), values.expand(flat.shape).reshape(-1))
 
 
 def _interpolated(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -257,9 +257,9 @@ def _argmax_in_cells(upsampling: _Upsampling, out: np.ndarray, corners: torch.Te
         return
     scores = upsampling.interpolate(corners[..., None, None], y[:, None], x[:, None])  # (n, K, bh, bw)
     near = scores >= scores.amax(1, keepdim=True) - margin  # as for the corners: max(1) with indices is slower
-    index = (near * torch.arange(classes.shape[1], dtype=torch.uint8)[:, None, None]).sum(1, dtype=torch.uint8)
-    winner = classes.gather(1, index.long().flatten(1).clamp(max=classes.shape[1] - 1)).view_as(index)
-    upsampling.write(out, y, x, values[winner])
+    # Where one class is near the best, the sum of the near classes' values is its value (the others are
+    # computed again below); no gather of indices.
+    upsampling.write(out, y, x, (near * values[classes][:, :, None, None]).sum(1, dtype=torch.uint8))
     close = torch.nonzero(near.sum(1, dtype=torch.uint8) > 1, as_tuple=True)
     if len(close[0]):  # near-ties: the kernel's own arithmetic, ties to the lowest class
         cell, i, j = close
