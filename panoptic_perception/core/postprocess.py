@@ -67,12 +67,14 @@ _MARGIN = 2.0**-16
 #: both routes give the same result. The reference computation: per pixel and channel (class maps: 19
 #: channels at 1280x720 take 45-60 ms), per pixel (masks: 0.9 ms at 1280x720, 2 ms at 1920x1080, 7.8 ms at
 #: 3840x2160). The per-cell one: per boundary cell, per boundary pixel and contending class, and for a mask
-#: per boundary pixel and a fixed part. Real frames' class maps have 4-25 % boundary pixels with 2-3 classes
+#: a fixed part, per network-resolution pixel, per boundary cell and per boundary pixel (fitted to 51
+#: measured masks; where the two are within about 0.5 ms of each other, as at 1920x1080, the choice may go
+#: either way). Real frames' class maps have 4-25 % boundary pixels with 2-3 classes
 #: contending (5-15x cheaper per cell at every size); an untrained network's noise has nearly every pixel on
 #: a boundary with 16 of 19 classes contending (1.5-5x dearer per cell). Masks' reference is cheap enough
 #: that per cell pays only above 1920x1080-ish.
 _ARGMAX_DENSE_NS, _ARGMAX_CELL_NS, _ARGMAX_CONTENDER_NS = 3.0, 1000.0, 4.0
-_MASK_DENSE_NS, _MASK_FIXED_NS, _MASK_CELL_NS, _MASK_PIXEL_NS = 1.0, 1.2e6, 100.0, 15.0
+_MASK_DENSE_NS, _MASK_FIXED_NS, _MASK_LOW_NS, _MASK_CELL_NS, _MASK_PIXEL_NS = 1.0, 1e6, 2.0, 100.0, 8.0
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ def upsampled_threshold(maps: torch.Tensor, size: tuple[int, int], threshold: fl
     upsampling = _Upsampling(maps, size)
     rows, columns = upsampling.boundary(corner)
     pixels = int(upsampling.cell_pixels(rows, columns).sum())
-    if _MASK_FIXED_NS + len(rows) * _MASK_CELL_NS + pixels * _MASK_PIXEL_NS > dense:
+    if _MASK_FIXED_NS + value.numel() * _MASK_LOW_NS + len(rows) * _MASK_CELL_NS + pixels * _MASK_PIXEL_NS > dense:
         return (_interpolated(maps, size)[0] > threshold).numpy()
     out = upsampling.spread(above)
     if len(rows) == 0:
