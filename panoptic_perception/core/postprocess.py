@@ -257,18 +257,33 @@ def _argmax_in_cells(upsampling: _Upsampling, out: np.ndarray, corners: torch.Te
     if classes.shape[1] == 1:
         upsampling.write(out, y, x, values[classes[:, 0]][:, None, None])
         return
+    if classes.shape[1] == 2:  # the most common case: the sign of one interpolated difference decides
+        difference = upsampling.interpolate((corners[..., 1] - corners[..., 0])[..., None, None], y, x)  # (n, bh, bw)
+        pair = values[classes]
+        upsampling.write(out, y, x, torch.where(difference > 0, pair[:, 1, None, None], pair[:, 0, None, None]))
+        close = torch.nonzero(difference.abs() <= margin, as_tuple=True)
+        if len(close[0]):
+            _exact_argmax(upsampling, out, corners, classes, values, y, x, close)
+        return
     scores = upsampling.interpolate(corners[..., None, None], y[:, None], x[:, None])  # (n, K, bh, bw)
     near = scores >= scores.amax(1, keepdim=True) - margin  # as for the corners: max(1) with indices is slower
     # Where one class is near the best, the sum of the near classes' values is its value (the others are
     # computed again below); no gather of indices.
     upsampling.write(out, y, x, (near * values[classes][:, :, None, None]).sum(1, dtype=torch.uint8))
     close = torch.nonzero(near.sum(1, dtype=torch.uint8) > 1, as_tuple=True)
-    if len(close[0]):  # near-ties: the kernel's own arithmetic, ties to the lowest class
-        cell, i, j = close
-        py, px = y[cell, i, 0], x[cell, 0, j]
-        exact = upsampling.interpolate(corners[:, cell], py[:, None], px[:, None], exact=True)  # (m, K)
-        lowest = torch.where(exact == exact.max(1, keepdim=True).values, classes[cell], classes.new_tensor(1 << 16))
-        upsampling.write(out, py, px, values[lowest.min(1).values])
+    if len(close[0]):
+        _exact_argmax(upsampling, out, corners, classes, values, y, x, close)
+
+
+def _exact_argmax(upsampling: _Upsampling, out: np.ndarray, corners: torch.Tensor, classes: torch.Tensor,
+                  values: torch.Tensor, y: torch.Tensor, x: torch.Tensor, close: tuple[torch.Tensor, ...]) -> None:
+    """Near-ties: the pixels ``close`` (cell, row, column indices into the blocks ``y``, ``x``) in the kernel's
+    own arithmetic, ties to the lowest class."""
+    cell, i, j = close
+    py, px = y[cell, i, 0], x[cell, 0, j]
+    exact = upsampling.interpolate(corners[:, cell], py[:, None], px[:, None], exact=True)  # (m, K)
+    lowest = torch.where(exact == exact.max(1, keepdim=True).values, classes[cell], classes.new_tensor(1 << 16))
+    upsampling.write(out, py, px, values[lowest.min(1).values])
 
 
 def upsampled_threshold(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
