@@ -71,9 +71,10 @@ def make_bdd100k_folder():
 @pytest.fixture(scope="session")
 def yolopv2_small_checkpoint(tmp_path_factory):
     """(path, network): a small YOLOPv2 (width 0.25, depth 0.33, 80 slots) checkpoint saved by this project."""
-    from panoptic_perception.backends import save_checkpoint
-    from panoptic_perception.backends.yolopv2 import YOLOPv2
     from support import randomized_yolopv2
+
+    from panoptic_perception.backends import save_checkpoint
+    from panoptic_perception.models.yolopv2 import YOLOPv2
 
     config = {"width": 0.25, "depth": 0.33, "num_classes": 80}
     network = randomized_yolopv2(YOLOPv2(**config))

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from panoptic_perception.backends import save_checkpoint
-from panoptic_perception.backends.twinlitenet import TwinLiteNet
 from panoptic_perception.cli import main
+from panoptic_perception.models.twinlitenet import TwinLiteNet
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def test_infer_records_the_backend_options_it_ran_with(tmp_path):
 @pytest.fixture(scope="module")
 def fusion_weights(tmp_path_factory):
     """A small random fusion_panoptic checkpoint (256x160 input)."""
-    from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
+    from panoptic_perception.models.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
 
     torch.manual_seed(0)
     config = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size=64, mask_channels=32,
@@ -604,8 +604,9 @@ def test_convert_weights_saves_a_torchvision_mask_rcnn_as_a_backend_checkpoint(t
 
 
 def test_convert_weights_saves_a_detectron2_pkl_with_its_conventions(tmp_path, capsys):
-    from panoptic_perception.backends import read_checkpoint
     from support import detectron2_model, write_detectron2_pkl
+
+    from panoptic_perception.backends import read_checkpoint
 
     source = write_detectron2_pkl(tmp_path / "model_final.pkl", detectron2_model())
     assert main(["convert-weights", source, str(tmp_path / "converted.pth")]) == 0

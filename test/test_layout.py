@@ -63,6 +63,27 @@ def test_core_has_no_network_code_and_nothing_but_ros_imports_ros():
         assert not any(n.split(".")[0] in ("rclpy", "rosidl_runtime_py") for n in imported_modules(path)), path
 
 
+def test_networks_live_in_models_apart_from_their_backends():
+    """models/ and nn/ hold the networks and import no adapter, runtime or application layer; backends/
+    defines no network (its modules wrap the networks of models/)."""
+    import importlib
+    import inspect
+
+    import torch
+
+    layers = ("backends", "deploy", "training", "ros", "evaluation", "data", "cli", "demo")
+    for path in modules_under("models") + modules_under("nn"):
+        for name in imported_modules(path):
+            assert not name.startswith(tuple(f"panoptic_perception.{layer}" for layer in layers)), f"{path}: {name}"
+    for path in modules_under("nn"):
+        assert not any(n.startswith("panoptic_perception.models") for n in imported_modules(path)), path
+    for path in modules_under("backends"):
+        module = importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+        networks = [name for name, value in vars(module).items() if inspect.isclass(value)
+                    and issubclass(value, torch.nn.Module) and value.__module__ == module.__name__]
+        assert not networks, f"{path} defines networks {networks}: they belong in models/"
+
+
 def test_runtime_never_imports_training():
     runtime = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("training", "cli.py")]
     for path in runtime:

@@ -1,33 +1,10 @@
-"""Fusion panoptic (paper 002): one ResNet-FPN for Mask R-CNN instances and an atrous semantic head,
-fused by the paper's heuristic into semantic, instance and panoptic output.
+"""The ``fusion_panoptic`` backend: semantic, instance and panoptic output of the fusion scheme for
+semantic and instance-level segmentation (paper 002; the network: :mod:`panoptic_perception.models.fusion_panoptic`).
 
-Costea, Petrovai, Nedevschi, *Fusion Scheme for Semantic and Instance-level Segmentation*.
-
-§III-A ResNet-FPN
-    ResNet-50 or -101 with frozen BatchNorm and a 4-level FPN (P2-P5, 256 channels, plus P6 by max
-    pooling for the RPN): :mod:`panoptic_perception.nn.resnet`, :mod:`panoptic_perception.nn.fpn`.
-    Mask R-CNN (RPN, box head, mask head) on top: :mod:`panoptic_perception.nn.mask_rcnn`, whose
-    parameter names are torchvision's ``maskrcnn_resnet50_fpn``.
-§III-B Semantic segmentation head (:class:`SemanticHead`)
-    At 1/32 and 1/16 an Atrous Spatial Pyramid (:class:`AtrousSpatialPyramid`: one 1x1 and three 3x3
-    convolutions with dilation 6, 12, 18, each followed by GroupNorm and ReLU, concatenated, then 128
-    1x1 filters); at 1/8 and 1/4 two 3x3 convolutions with GroupNorm and ReLU (:class:`ConvStack`);
-    every level gives 128 feature maps. The refinement pyramid (:class:`RefinementPyramid`) adds, from
-    the coarsest level down, each level to its coarser neighbour upsampled x2; the four refined maps
-    are upsampled to 1/4, concatenated (512 maps) and a 1x1 convolution predicts the classes.
 §IV Output fusion
-    :func:`panoptic_perception.core.panoptic_fusion.fuse` (or Kirillov et al.'s heuristic, a
-    config option).
-
-Choices where the paper is silent (module-level decisions, all configurable in
-:class:`FusionPanopticConfig`):
-
-- ASP branch width: each of the four branches has 128 channels (the paper gives only the 128 1x1
-  filters after the concatenation); the 1x1 projection after the concatenation is also followed by
-  GroupNorm and ReLU, like every other convolution of the head.
-- GroupNorm uses 32 groups (Wu & He's default), i.e. 4 channels per group at 128 channels.
-- Upsampling in the refinement pyramid and to 1/4 is bilinear (``align_corners=False``); the class
-  logits are bilinearly interpolated to the input image before the argmax.
+    :func:`panoptic_perception.core.panoptic_fusion.fuse` (or Kirillov et al.'s heuristic, a config
+    option) on the semantic map (the class logits bilinearly interpolated to the input image, argmax) and
+    the detections' masks pasted at the input resolution.
 
 Weights of other frameworks (:mod:`panoptic_perception.backends.rcnn_weights`): a torchvision Mask R-CNN
 state dict or a Detectron2 Mask R-CNN checkpoint (its ``.pkl``) loads as ``weights`` directly (e.g. the
@@ -45,248 +22,37 @@ A random semantic head never feeds an output.
 from __future__ import annotations
 
 import copy
-import functools
-from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..core.labels import CITYSCAPES
-from ..core.panoptic_fusion import FusionConfig, InstanceSegmentation, benchmark_fusion, fuse
+from ..core.panoptic_fusion import (
+    FusionConfig,
+    InstanceSegmentation,
+    benchmark_fusion,
+    fuse,
+)
 from ..core.postprocess import class_maps
 from ..core.preprocess import Geometry, ResizeMode, normalize
 from ..core.types import Capability, PerceptionResult
-from ..nn.mask_rcnn import MaskRCNN
-from ..nn.resnet import FrozenBatchNorm2d
-from ..nn.roi_heads import ROI_FEATURE_NAMES, paste_masks_in_boxes
+from ..models.fusion_panoptic import (
+    DenseOutputs,
+    FusionPanopticConfig,
+    FusionPanopticNetwork,
+)
+from ..nn.roi_heads import paste_masks_in_boxes
 from .base import Backend, Thresholds
 from .rcnn_weights import (
-    DETECTOR_CLASSES,
-    THING_IDS,  # the Cityscapes things, the rows after the background of this backend's own predictor
     cityscapes_ids_of_rows,
     from_detectron2,
     from_torchvision,
     is_detectron2_rcnn,
     is_torchvision_mask_rcnn,
-    num_predictor_rows,
 )
 from .registry import register_backend
 from .weights import Checkpoint
-
-NORMS = {"frozen_batch_norm": FrozenBatchNorm2d, "batch_norm": nn.BatchNorm2d}
-
-
-def conv_gn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, groups: int = 32) -> nn.Sequential:
-    """Convolution (no bias: GroupNorm follows) → GroupNorm → ReLU; padding keeps the size."""
-    padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.GroupNorm(min(groups, out_channels), out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class AtrousSpatialPyramid(nn.Module):
-    """The ASP of §III-B (DeepLab's ASPP without image pooling): a 1x1 branch and 3x3 branches at the
-    given dilation ``rates``, each Conv → GN → ReLU, concatenated, then a 1x1 Conv → GN → ReLU to
-    ``out_channels``. Input (N, in_channels, h, w) → (N, out_channels, h, w)."""
-
-    def __init__(self, in_channels: int, out_channels: int = 128, rates: Sequence[int] = (6, 12, 18),
-                 branch_channels: int = 128, groups: int = 32) -> None:
-        super().__init__()
-        self.branches = nn.ModuleList(
-            [conv_gn_relu(in_channels, branch_channels, 1, groups=groups)]
-            + [conv_gn_relu(in_channels, branch_channels, 3, rate, groups) for rate in rates]
-        )
-        self.project = conv_gn_relu(branch_channels * (1 + len(rates)), out_channels, 1, groups=groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(x) for branch in self.branches], 1))
-
-
-class ConvStack(nn.Module):
-    """Two 3x3 Conv → GN → ReLU (Kirillov et al.'s semantic FPN branch), for the 1/8 and 1/4 levels."""
-
-    def __init__(self, in_channels: int, out_channels: int = 128, groups: int = 32) -> None:
-        super().__init__()
-        self.convs = nn.Sequential(conv_gn_relu(in_channels, out_channels, groups=groups),
-                                   conv_gn_relu(out_channels, out_channels, groups=groups))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convs(x)
-
-
-def upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
-
-
-class RefinementPyramid(nn.Module):
-    """The RP of §III-B: ``r_k = h_k + up(r_{k+1})`` from the coarsest level down (each level learns the
-    residue with respect to the coarser ones), then every ``r_k`` upsampled to the finest level and
-    concatenated. Inputs finest first, each (N, C, h_k, w_k); output (N, C · levels, h_0, w_0)."""
-
-    def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
-        refined = [levels[-1]]
-        for level in reversed(levels[:-1]):
-            refined.append(level + upsample_to(refined[-1], level))
-        finest = refined[-1]
-        return torch.cat([upsample_to(r, finest) if r is not finest else r for r in reversed(refined)], 1)
-
-
-class SemanticHead(nn.Module):
-    """§III-B: per FPN level P2..P5 (strides 4, 8, 16, 32) a branch to ``channels`` maps (ConvStack at
-    1/4 and 1/8, AtrousSpatialPyramid at 1/16 and 1/32), the refinement pyramid, and a 1x1 classifier.
-
-    Input: the four FPN maps (N, in_channels, H/s, W/s), finest first. Output: (N, num_classes, H/4, W/4)
-    class logits (interpolated to the image by the caller).
-    """
-
-    def __init__(self, in_channels: int = 256, num_classes: int = 19, channels: int = 128,
-                 rates: Sequence[int] = (6, 12, 18), groups: int = 32) -> None:
-        super().__init__()
-        self.branches = nn.ModuleList([
-            ConvStack(in_channels, channels, groups),
-            ConvStack(in_channels, channels, groups),
-            AtrousSpatialPyramid(in_channels, channels, rates, channels, groups),
-            AtrousSpatialPyramid(in_channels, channels, rates, channels, groups),
-        ])
-        self.refinement = RefinementPyramid()
-        self.classifier = nn.Conv2d(4 * channels, num_classes, 1)
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(features) != 4:
-            raise ValueError(f"SemanticHead takes the four FPN levels P2..P5, got {len(features)} maps")
-        return self.classifier(self.refinement([branch(x) for branch, x in zip(self.branches, features)]))
-
-
-@dataclass
-class FusionPanopticConfig:
-    """Architecture and output options of a fusion-panoptic checkpoint.
-
-    ``depth`` 50 or 101 and ``width`` (1.0: the paper's ResNet; e.g. 0.25 for a CPU variant) of the ResNet;
-    ``norm``: ``frozen_batch_norm`` (the paper, §III-C, fine-tuning from COCO weights) or ``batch_norm``
-    (training statistics, for training from scratch where no pretrained weights exist). ``fpn_channels``,
-    ``representation_size`` (box head), ``mask_channels`` (mask head) and ``semantic_channels`` are the
-    paper's / torchvision's 256, 1024, 256 and 128 at full size. ``anchor_sizes``: one RPN anchor size
-    per level P2..P6 (torchvision's 32-512 for ~1024-pixel inputs; smaller networks inputs want smaller
-    anchors); ``rpn_post_nms_top_n_train`` and ``box_batch_size_per_image``: proposals kept and sampled
-    per image in training (torchvision's 2000 and 512). ``fusion``: ``paper`` or ``kirillov``;
-    ``min_area``: smallest new instance of the paper's fusion, in input-image pixels.
-    ``batch_norm_eps``: the ResNet's BatchNorm eps (1e-5; torchvision's COCO Mask R-CNN weights use 0).
-    ``detector_classes``: the box and mask predictors' rows (see
-    :data:`~panoptic_perception.backends.rcnn_weights.DETECTOR_CLASSES`): ``cityscapes`` (background and
-    the 8 Cityscapes things, this package's checkpoints), ``coco91`` (torchvision's COCO weights) or
-    ``coco80`` (Detectron2's); COCO rows without a Cityscapes class are dropped in post-processing.
-    ``semantic_head``: false builds the Mask R-CNN alone (weights converted from a detector whose semantic
-    head is yet to be trained): detections and instance masks only, no semantic map (module docstring).
-    ``stride_in_1x1``, ``roi_aligned``, ``roi_sampling_ratio``, ``round_anchors``: torchvision's
-    conventions by default (false, false, 2, true); Detectron2's (true, true, 0, false) for its weights (see
-    :class:`~panoptic_perception.nn.mask_rcnn.MaskRCNN`).
-    """
-
-    input_width: int = 1024
-    input_height: int = 512
-    depth: int = 50
-    width: float = 1.0
-    norm: str = "frozen_batch_norm"
-    fpn_channels: int = 256
-    representation_size: int = 1024
-    mask_channels: int = 256
-    semantic_channels: int = 128
-    group_norm_groups: int = 32
-    box_score_threshold: float = 0.05
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    rpn_post_nms_top_n_train: int = 2000
-    box_batch_size_per_image: int = 512
-    fusion: str = "paper"
-    min_area: int = 256
-    batch_norm_eps: float = 1e-5
-    detector_classes: str = "cityscapes"
-    semantic_head: bool = True
-    stride_in_1x1: bool = False
-    roi_aligned: bool = False
-    roi_sampling_ratio: int = 2
-    round_anchors: bool = True
-
-    def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.fusion not in ("paper", "kirillov"):
-            raise ValueError(f"fusion must be 'paper' or 'kirillov', got {self.fusion!r}")
-        if self.detector_classes not in DETECTOR_CLASSES:
-            raise ValueError(f"detector_classes must be one of {', '.join(DETECTOR_CLASSES)}, got {self.detector_classes!r}")
-        self.anchor_sizes = tuple(self.anchor_sizes)
-        if len(self.anchor_sizes) != 5:
-            raise ValueError(f"anchor_sizes needs one size per level P2..P6, got {self.anchor_sizes}")
-
-
-class DenseOutputs(NamedTuple):
-    """The convolutional outputs of :meth:`FusionPanopticNetwork.dense` for a (N, 3, H, W) batch."""
-
-    semantic_logits: torch.Tensor | None  # (N, 19, H/4, W/4); None without a semantic head
-    levels: list[torch.Tensor]  # FPN P2..P5, (N, fpn_channels, H/s, W/s), s = 4..32: what RoIAlign pools
-    objectness: list[torch.Tensor]  # RPN logits on P2..P6, (N, A, H/s, W/s)
-    deltas: list[torch.Tensor]  # RPN box deltas on P2..P6, (N, 4A, H/s, W/s)
-
-
-class FusionPanopticNetwork(MaskRCNN):
-    """Mask R-CNN (torchvision's parameter layout: ``backbone``, ``rpn``, ``roi_heads``) and the
-    :class:`SemanticHead` (``semantic_head``; None where ``config.semantic_head`` is false) on one ResNet-FPN.
-
-    ``forward(images, image_sizes, targets=None)``: ``images`` (N, 3, H, W) normalised, H and W multiples
-    of 32. Training: ``(losses, semantic_logits)``, the five Mask R-CNN losses and (N, 19, H/4, W/4)
-    logits. Evaluation: ``(semantic_logits, detections)``, detections per image with ``boxes`` (D, 4),
-    ``labels`` (D,) (predictor rows of ``config.detector_classes``: 1-based indices into
-    :data:`THING_IDS` for ``cityscapes``), ``scores`` and ``masks`` (D, 1, 28, 28) probabilities, not
-    pasted: the backend pastes them at the input image's resolution. Without a semantic head the logits
-    are None.
-    """
-
-    def __init__(self, config: FusionPanopticConfig) -> None:
-        super().__init__(
-            num_predictor_rows(config.detector_classes), depth=config.depth, width=config.width,
-            norm_layer=functools.partial(NORMS[config.norm], eps=config.batch_norm_eps),
-            fpn_channels=config.fpn_channels, representation_size=config.representation_size,
-            mask_layers=(config.mask_channels,) * 4, box_score_thresh=config.box_score_threshold,
-            stride_in_1x1=config.stride_in_1x1, roi_sampling_ratio=config.roi_sampling_ratio,
-            roi_aligned=config.roi_aligned, rpn_round_anchors=config.round_anchors,
-            rpn_anchor_sizes=tuple((size,) for size in config.anchor_sizes),
-            rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
-            box_batch_size_per_image=config.box_batch_size_per_image,
-        )
-        self.semantic_head = SemanticHead(config.fpn_channels, len(CITYSCAPES), config.semantic_channels,
-                                          groups=config.group_norm_groups) if config.semantic_head else None
-
-    def semantic_logits(self, features) -> torch.Tensor | None:
-        if self.semantic_head is None:
-            return None
-        return self.semantic_head([features[level] for level in ROI_FEATURE_NAMES])
-
-    def forward(self, images: torch.Tensor, image_sizes: Sequence[tuple[int, int]], targets=None):
-        if self.training:
-            features, losses = self.forward_with_features(images, image_sizes, targets)
-            return losses, self.semantic_logits(features)
-        self._check_inputs(images, image_sizes, None)
-        dense = self.dense(images)
-        return dense.semantic_logits, self.detect(dense, image_sizes, tuple(images.shape[-2:]))
-
-    def dense(self, images: torch.Tensor) -> DenseOutputs:
-        """The convolutional part of evaluation, a fixed graph (what ONNX export takes): the ResNet-FPN,
-        the semantic head and the RPN head on every level."""
-        features = self.backbone(images)
-        objectness, deltas = self.rpn.head(list(features.values()))
-        levels = [features[name] for name in ROI_FEATURE_NAMES]
-        return DenseOutputs(self.semantic_logits(features), levels, objectness, deltas)
-
-    def detect(self, dense: DenseOutputs, image_sizes: Sequence[tuple[int, int]], batch_shape: tuple[int, int]):
-        """The data-dependent rest of evaluation: proposals (top-N, NMS), RoIAlign, box and mask heads, the
-        box head's NMS → detections per image as :meth:`forward` returns them."""
-        proposals = self.rpn.proposals_from_head(dense.objectness, dense.deltas, image_sizes, batch_shape)
-        detections, _ = self.roi_heads(dict(zip(ROI_FEATURE_NAMES, dense.levels)), proposals, image_sizes)
-        return detections
 
 
 @register_backend("fusion_panoptic")

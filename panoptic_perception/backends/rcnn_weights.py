@@ -82,44 +82,19 @@ import torch
 
 from ..core.labels import CITYSCAPES
 from ..core.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..models.fusion_panoptic import THING_IDS, detector_class_ids, num_predictor_rows
 from .weights import Checkpoint, WeightsError, _listing
 
 log = logging.getLogger("panoptic_perception.rcnn_weights")
 
-#: The Cityscapes thing classes, in label-map order: the rows after the background of the
-#: ``cityscapes`` predictor layout (this package's own checkpoints).
-THING_IDS = tuple(c.id for c in CITYSCAPES.classes if c.is_thing)
-#: COCO's 80 object categories by their dataset ids (1..90 with ten ids unused).
-COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))
 #: The Cityscapes label id of the COCO categories that have one: person, bicycle, car, motorcycle, bus,
 #: train, truck. Cityscapes' rider (25) has no COCO category.
 COCO_TO_CITYSCAPES = {1: 24, 2: 33, 3: 26, 4: 32, 6: 28, 7: 31, 8: 27}
 
-#: Predictor layouts (the ``detector_classes`` option), each the class of every row after the background:
-#: ``cityscapes``: Cityscapes label ids; ``coco91``: torchvision's COCO rows, row = COCO category id (rows
-#: of unused ids included); ``coco80``: Detectron2's contiguous COCO rows.
-DETECTOR_CLASSES = {
-    "cityscapes": THING_IDS,
-    "coco91": tuple(range(1, 91)),
-    "coco80": COCO_CATEGORY_IDS,
-}
-
-
-def _check_layout(classes: str) -> tuple[int, ...]:
-    if classes not in DETECTOR_CLASSES:
-        raise ValueError(f"detector_classes must be one of {', '.join(DETECTOR_CLASSES)}, got {classes!r}")
-    return DETECTOR_CLASSES[classes]
-
-
-def num_predictor_rows(classes: str) -> int:
-    """Rows of the box predictor (background included) in the layout ``classes``; ValueError if unknown."""
-    return 1 + len(_check_layout(classes))
-
-
 def cityscapes_ids_of_rows(classes: str) -> np.ndarray:
     """(rows,) int64: the Cityscapes label id each predictor row of layout ``classes`` stands for; 0 for the
     background and for COCO categories without a Cityscapes class (their detections are dropped)."""
-    rows = _check_layout(classes)
+    rows = detector_class_ids(classes)
     ids = rows if classes == "cityscapes" else [COCO_TO_CITYSCAPES.get(c, 0) for c in rows]
     return np.array([0, *ids], np.int64)
 
@@ -128,7 +103,7 @@ def seed_rows(classes: str) -> tuple[int, ...]:
     """For initialising this package's ``cityscapes`` predictor from one of layout ``classes``: the row of
     ``classes`` whose weights seed each ``cityscapes`` row, background first (see
     :func:`~panoptic_perception.nn.mask_rcnn.adapt_predictor_classes`). Rider takes person's rows."""
-    rows = _check_layout(classes)
+    rows = detector_class_ids(classes)
     if classes == "cityscapes":
         return tuple(range(1 + len(rows)))
     coco_of = {cityscapes: coco for coco, cityscapes in COCO_TO_CITYSCAPES.items()}

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 from oracles import timm_or_skip, torchvision_or_skip
+from support import randomize_norms_
 from torch import nn
 
 import panoptic_perception.backends.cross_cooperative  # noqa: F401  (registers the backend)
 from panoptic_perception import create_backend
 from panoptic_perception.backends import save_checkpoint
-from panoptic_perception.backends.cross_cooperative import (
+from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.core.types import Capability
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.cross_cooperative import (
     CrossCooperativeConfig,
     CrossCooperativeNetwork,
     ensemble_scores,
 )
-from panoptic_perception.core.labels import CITYSCAPES
-from panoptic_perception.core.types import Capability
-from panoptic_perception.data.synthetic import generate_scene
-from support import randomize_norms_
 
 #: A narrow variant for functional tests.
 SMALL = dict(top_width=0.125, bottom_width=0.125, head_channels=16, reduced_channels=8, input_width=96, input_height=64)

@@ -7,21 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from oracles import torchvision_or_skip
+from support import randomize_norms_
 from torch import nn
 
 from panoptic_perception import create_backend
 from panoptic_perception.backends import save_checkpoint
-from panoptic_perception.backends.cyclenet import (
-    AlignmentDeformableConv,
-    CycleASPP,
-    CycleNetConfig,
-    CycleNetNetwork,
-)
 from panoptic_perception.core.labels import CITYSCAPES
 from panoptic_perception.core.preprocess import Geometry
 from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.cyclenet import AlignmentDeformableConv, CycleASPP, CycleNetConfig, CycleNetNetwork
 from panoptic_perception.nn import count_parameters
-from support import randomize_norms_
 
 #: A narrow ResNet-101 with narrow heads, for functional tests.
 SMALL = dict(width=0.125, rates=(1, 2, 3), aspp_bottleneck=16, aspp_growth=8, high_channels=16, low_channels=8,

@@ -8,7 +8,10 @@ import torch
 
 from panoptic_perception import create_backend
 from panoptic_perception.backends import save_checkpoint
-from panoptic_perception.backends.fusion_panoptic import (
+from panoptic_perception.core.labels import CITYSCAPES
+from panoptic_perception.core.types import PANOPTIC_LABEL_DIVISOR
+from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.fusion_panoptic import (
     THING_IDS,
     AtrousSpatialPyramid,
     FusionPanopticConfig,
@@ -16,9 +19,6 @@ from panoptic_perception.backends.fusion_panoptic import (
     RefinementPyramid,
     SemanticHead,
 )
-from panoptic_perception.core.labels import CITYSCAPES
-from panoptic_perception.core.types import PANOPTIC_LABEL_DIVISOR
-from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.nn import count_parameters
 
 #: A narrow variant, as the bundled weights use, for functional tests.

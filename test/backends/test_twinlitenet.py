@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from panoptic_perception.backends import create_backend, read_checkpoint
-from panoptic_perception.backends.twinlitenet import PositionAttention, TwinLiteNet
 from panoptic_perception.core.io import read_image
 from panoptic_perception.core.preprocess import prepare_batch
+from panoptic_perception.models.twinlitenet import PositionAttention, TwinLiteNet
 from panoptic_perception.nn import count_parameters
 
 PARITY_IMAGE = "caeb782d-4a20b7c4"

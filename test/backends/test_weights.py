@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from panoptic_perception.backends import WeightsError, create_backend, read_checkpoint, save_checkpoint
-from panoptic_perception.backends.twinlitenet import TwinLiteNet
+from panoptic_perception.models.twinlitenet import TwinLiteNet
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -106,7 +106,7 @@ def test_unknown_config_option_is_named(tmp_path):
 
 
 def test_an_architecture_option_over_weights_trained_without_it_is_named(tmp_path):
-    from panoptic_perception.backends.yolopv2 import YOLOPv2
+    from panoptic_perception.models.yolopv2 import YOLOPv2
 
     trained = {"width": 0.25, "depth": 0.33}
     path = save_checkpoint(tmp_path / "small.pth", "yolopv2", YOLOPv2(**trained).state_dict(), trained)
@@ -119,7 +119,7 @@ def test_an_architecture_option_over_weights_trained_without_it_is_named(tmp_pat
 
 def test_batchnorm_counters_load_into_frozen_batchnorm_as_torch_strict_loading_allows(tmp_path):
     """A checkpoint trained with nn.BatchNorm2d carries ``num_batches_tracked``; FrozenBatchNorm2d ignores it."""
-    from panoptic_perception.backends.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
+    from panoptic_perception.models.fusion_panoptic import FusionPanopticConfig, FusionPanopticNetwork
 
     small = dict(width=0.25, fpn_channels=32, representation_size=64, mask_channels=32, semantic_channels=32,
                  group_norm_groups=8, input_width=256, input_height=160)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import randomized_yolopv2 as randomized
 
 from panoptic_perception.backends import WeightsError, create_backend, save_checkpoint
-from panoptic_perception.backends.yolopv2 import ANCHORS, YOLOPv2, detection_candidates, select_detections
-
-from support import randomized_yolopv2 as randomized
+from panoptic_perception.backends.yolopv2 import detection_candidates, select_detections
 from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.yolopv2 import ANCHORS, YOLOPv2
 from panoptic_perception.nn import count_parameters
 
 SMALL = {"width": 0.25, "depth": 0.33}

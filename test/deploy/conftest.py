@@ -7,7 +7,7 @@ import torch
 from support import randomize_norms_
 
 from panoptic_perception.backends import save_checkpoint
-from panoptic_perception.backends.cross_cooperative import CrossCooperativeConfig, CrossCooperativeNetwork
+from panoptic_perception.models.cross_cooperative import CrossCooperativeConfig, CrossCooperativeNetwork
 
 CROSS_COOPERATIVE = dict(top_width=0.125, bottom_width=0.125, head_channels=16, reduced_channels=8, input_width=96,
                          input_height=64)

@@ -12,14 +12,14 @@ pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
 pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from harness import NODE, diagnostic_values, stamp_ns  # noqa: E402
 from panoptic_perception.backends import save_checkpoint  # noqa: E402
-from panoptic_perception.backends.twinlitenet import TwinLiteNet  # noqa: E402
+from panoptic_perception.models.twinlitenet import TwinLiteNet  # noqa: E402
 
 
 def lifecycle_state(probe) -> int:

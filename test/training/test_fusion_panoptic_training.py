@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_perception.backends.fusion_panoptic import THING_IDS
 from panoptic_perception.backends.rcnn_weights import seed_rows
 from panoptic_perception.cli import main
 from panoptic_perception.data.sample import Sample
 from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.fusion_panoptic import THING_IDS
 from panoptic_perception.nn.mask_rcnn import MaskRCNN
 from panoptic_perception.nn.resnet import resnet50
 from panoptic_perception.training.data import IGNORE_INDEX

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from panoptic_perception.backends.yolopv2 import YOLOPv2, detection_candidates, select_detections
+from panoptic_perception.backends.yolopv2 import detection_candidates, select_detections
 from panoptic_perception.core.preprocess import prepare_batch
 from panoptic_perception.data.synthetic import generate_scene
+from panoptic_perception.models.yolopv2 import YOLOPv2
 from panoptic_perception.nn.boxes import box_iou, xywh_to_xyxy
 from panoptic_perception.training.yolopv2_losses import YOLOPv2Loss
 

@@ -41,10 +41,10 @@ import torch
 from torch import nn
 
 from ...backends.base import build_config
-from ...backends.cross_cooperative import OUTPUTS, CrossCooperativeConfig, CrossCooperativeNetwork
 from ...backends.weights import read_checkpoint
 from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN_BGR
+from ...models.cross_cooperative import OUTPUTS, CrossCooperativeConfig, CrossCooperativeNetwork
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
 from ..losses import class_weight_vector, semantic_cross_entropy

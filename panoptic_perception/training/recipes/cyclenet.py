@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backends.base import build_config
-from ...backends.cyclenet import CycleNetConfig, CycleNetNetwork
 from ...backends.weights import read_checkpoint
 from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
+from ...models.cyclenet import CycleNetConfig, CycleNetNetwork
 from ..data import IGNORE_INDEX, Example, class_index_table, crop_or_pad, hflip, resize
 from ..engine import TrainConfig
 from ..losses import class_weight_vector, semantic_cross_entropy

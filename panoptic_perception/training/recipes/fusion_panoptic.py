@@ -35,12 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backends.base import build_config
-from ...backends.fusion_panoptic import THING_IDS, FusionPanopticBackend, FusionPanopticConfig, FusionPanopticNetwork
+from ...backends.fusion_panoptic import FusionPanopticBackend
 from ...backends.rcnn_weights import seed_rows
 from ...backends.weights import read_checkpoint
-from ...nn.mask_rcnn import adapt_predictor_classes
 from ...core.labels import CITYSCAPES
 from ...core.preprocess import IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
+from ...models.fusion_panoptic import THING_IDS, FusionPanopticConfig, FusionPanopticNetwork
+from ...nn.mask_rcnn import adapt_predictor_classes
 from ..data import IGNORE_INDEX, Example, class_index_table, instance_targets, scale_flip_crop
 from ..engine import TrainConfig
 from ..losses import class_weight_vector, semantic_cross_entropy

@@ -37,9 +37,10 @@ import torch
 from torch import nn
 
 from ...backends.base import build_config
-from ...backends.twinlitenet import TwinLiteNet, TwinLiteNetBackend, TwinLiteNetConfig
+from ...backends.twinlitenet import TwinLiteNetBackend
 from ...backends.weights import read_checkpoint
 from ...evaluation.segmentation import DrivingSegmentationMetrics
+from ...models.twinlitenet import TwinLiteNet, TwinLiteNetConfig
 from ..data import Example, hflip, resize
 from ..engine import TrainConfig
 from ..losses import TwinLiteNetLoss, TwinLiteNetLossWeights
