@@ -19,9 +19,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .backends import WeightsError, backend_class, create_backend, list_backends
+from .backends import WeightsError, backend_class, list_backends
 from .backends.base import parse_options
 from .backends.registry import UnknownBackendError
+from .factory import create_backend
 from .core.preprocess import InvalidImageError
 from .deploy import PRECISIONS, RUNTIMES, ExportError, RuntimeUnavailableError
 

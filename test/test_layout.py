@@ -84,6 +84,13 @@ def test_networks_live_in_models_apart_from_their_backends():
         assert not networks, f"{path} defines networks {networks}: they belong in models/"
 
 
+def test_the_deploy_layer_builds_on_backends_never_the_reverse():
+    """deploy/ attaches runtimes to built backends: backends/ (and models/, nn/, core/) never import it."""
+    for layer in ("backends", "models", "nn", "core"):
+        for path in modules_under(layer):
+            assert not any(n.startswith("panoptic_perception.deploy") for n in imported_modules(path)), path
+
+
 def test_runtime_never_imports_training():
     runtime = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("training", "cli.py")]
     for path in runtime:

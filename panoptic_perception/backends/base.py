@@ -16,26 +16,24 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.io import sha256_of
 from ..core.labels import LabelMap
 from ..core.preprocess import Geometry, ResizeMode, as_bgr_images, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
-from ..deploy.runtime import check_runtime, network_runner
 from .registry import backend_class, list_backends
 from .weights import (
     Checkpoint,
     WeightsError,
     WeightsInfo,
     bundled_weights_path,
-    is_torchscript_archive,
     load_state_dict_strictly,
     read_checkpoint,
-    sha256_of,
 )
 
 log = logging.getLogger("panoptic_perception")
@@ -115,28 +113,27 @@ class Thresholds:
 
 
 class Backend(abc.ABC):
-    """Base class of all backends.
+    """Base class of all backends: pre-processing → network → post-processing, one network in eval mode.
+
+    Built by one of three named constructors (:func:`~panoptic_perception.backends.registry.create_backend`
+    picks one from its arguments): :meth:`from_checkpoint` (a checkpoint file, or the bundled weights),
+    :meth:`from_torchscript` (a TorchScript file of the whole network) and :meth:`from_network` (an
+    in-memory network). The network part runs in torch; :mod:`panoptic_perception.deploy` can attach
+    another runtime to a built backend (ONNX Runtime, TensorRT: :func:`~panoptic_perception.deploy.runtime.attach_runtime`).
+
+    ``__init__`` only assembles what a constructor has made:
 
     Args:
-        weights: path of a checkpoint; ``None`` runs random weights when ``allow_random_weights`` is
-            set, otherwise the backend's bundled default weights if it has them, otherwise fails.
-        device: torch device string ("cpu", "cuda", "cuda:1").
-        input_size: network input (width, height); default from the checkpoint's config.
-        fast: use the inference-optimised network (see each backend); False runs it as trained.
+        network: the network, ready to run (eval mode, on ``device``).
+        config: the backend's config dataclass (:attr:`config_type`), describing ``network``.
+        device: torch device string ("cpu", "cuda", "cuda:1") or device.
+        input_size: network input (width, height), rounded to :attr:`input_multiple`; default from ``config``.
         thresholds: post-processing thresholds (default: the backend's ``default_thresholds``); see
             :meth:`set_thresholds`.
-        allow_random_weights: with ``weights=None``, run untrained random weights (of any architecture
-            the options give) instead of the bundled ones; for tests and speed measurements only, and
-            logged loudly.
-        network: an in-memory network to run as it is (e.g. a model being trained, for validation with
-            the backend's own pre- and post-processing); ``weights`` must then be None and ``config``
-            options describe it.
-        runtime: what runs the network part (:meth:`forward`): ``torch`` (eager), ``onnxruntime`` or
-            ``tensorrt`` (its ONNX export; see :mod:`panoptic_perception.deploy`).
-        onnx_path: with ``onnxruntime`` or ``tensorrt``, an ONNX file exported from this very network
-            (``panoptic-perception export``); default: exported into the cache on first use.
-        precision: ``fp32``, or ``fp16`` for a TensorRT engine.
-        **config: architecture options of the backend's config dataclass.
+        weights_info: where the weights came from (for :meth:`describe`).
+        metadata: the checkpoint's metadata (training, validation); empty by default.
+        fast: whether ``network`` is the inference-optimised one (:meth:`optimize_network`).
+        channels_last: whether batches are prepared in channels-last memory format.
     """
 
     name: ClassVar[str] = ""  # set by register_backend
@@ -160,107 +157,162 @@ class Backend(abc.ABC):
 
     def __init__(
         self,
+        network: nn.Module,
+        config: Any,
+        device: str | torch.device = "cpu",
+        *,
+        input_size: tuple[int, int] | None = None,
+        thresholds: Thresholds | None = None,
+        weights_info: WeightsInfo = WeightsInfo("in-memory network"),
+        metadata: dict[str, Any] | None = None,
+        fast: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        self.log = log.getChild(self.name)
+        self.network, self.config = network, config
+        self.device = resolve_device(device)
+        self.thresholds = thresholds or self.default_thresholds
+        self.weights_info, self.metadata = weights_info, metadata or {}
+        self.fast, self.channels_last = fast, channels_last
+        self.input_size = network_input_size(input_size or (config.input_width, config.input_height), self.input_multiple)
+        # What runs the network part; the deploy layer replaces it (and these names) with another runtime.
+        self.run_network: Callable[[torch.Tensor], Any] = self.forward
+        self.runtime, self.precision = "torch", "fp32"
+
+    @classmethod
+    def from_checkpoint(
+        cls,
         weights: str | None = None,
-        device: str = "cpu",
+        device: str | torch.device = "cpu",
         *,
         input_size: tuple[int, int] | None = None,
         fast: bool = True,
         thresholds: Thresholds | None = None,
         allow_random_weights: bool = False,
-        network: nn.Module | None = None,
-        runtime: str = "torch",
-        onnx_path: str | None = None,
-        precision: str = "fp32",
         **config: Any,
-    ) -> None:
-        check_runtime(runtime, onnx_path, precision)
-        self.log = log.getChild(self.name)
-        self.thresholds = thresholds or self.default_thresholds
-        self.device = resolve_device(device)
-        self.fast = fast
-        if network is not None:
-            if weights is not None:
-                raise ValueError("pass either weights or a network, not both")
-            self.config = build_config(self.config_type, config)
-            self.weights_info, self.metadata, self.channels_last = WeightsInfo("in-memory network"), {}, False
-            self.network = network
-        elif weights is not None and is_torchscript_archive(weights):
-            self._load_torchscript(str(weights), config)
-        else:
-            checkpoint, self.weights_info = self._resolve_weights(weights, allow_random_weights)
-            self.config = build_config(self.config_type, {**(checkpoint.config if checkpoint else {}), **config})
-            network = self.build_network(self.config)
-            if checkpoint is not None:
-                try:
-                    load_state_dict_strictly(network, checkpoint.state_dict, self.weights_info.path or "")
-                except WeightsError as error:
-                    changed = sorted(k for k, v in config.items() if checkpoint.config.get(k, v) != v)
-                    if not changed and self.other_formats:
-                        raise WeightsError(f"{error} ({self.other_formats})") from error
-                    if not changed:
-                        raise
-                    # The usual cause: an option that changes the architecture, over weights built without it.
-                    raise WeightsError(f"{error}. The options {', '.join(f'{k}={config[k]!r}' for k in changed)} "
-                                       f"differ from the config these weights were trained with "
-                                       f"({', '.join(f'{k}={checkpoint.config[k]!r}' for k in changed)}); options "
-                                       f"that change the architecture need weights trained with them") from error
-            network.eval().requires_grad_(False)
-            self.metadata = checkpoint.metadata if checkpoint else {}
-            self.network = (self.optimize_network(network) if fast else network).to(self.device)
-            # Channels-last makes the CPU convolutions of these networks markedly faster (see benchmark).
-            self.channels_last = fast
-            if self.channels_last:
-                self.network = self.network.to(memory_format=torch.channels_last)
-        default_size = (self.config.input_width, self.config.input_height)
-        self.input_size = network_input_size(input_size or default_size, self.input_multiple)
-        self.runtime, self.precision = runtime, precision
-        if runtime != "torch":
-            self.channels_last = False  # the exported graph takes a contiguous batch
-        self.run_network = network_runner(self, runtime, onnx_path, precision)
+    ) -> "Backend":
+        """The backend with the weights of the checkpoint ``weights`` (a path in this package's format, a
+        plain state dict, or another framework's format the backend converts: :meth:`adapt_checkpoint`).
 
-    def _load_torchscript(self, path: str, config: dict[str, Any]) -> None:
-        """Run a TorchScript file as the network (already traced for inference: no further optimisation)."""
-        if not self.accepts_torchscript:
-            raise WeightsError(f"{path} is a TorchScript file; backend {self.name} needs a state dict checkpoint")
+        ``weights=None`` loads the bundled default weights (with a warning that they know synthetic scenes
+        only), or runs untrained random weights of any architecture the options give when
+        ``allow_random_weights`` is set (for tests and speed measurements only, logged loudly). ``fast``
+        runs the inference-optimised network (:meth:`optimize_network`) in channels-last memory format;
+        False runs it as trained. ``**config``: architecture and output options of :attr:`config_type`,
+        over the checkpoint's own.
+
+        Raises:
+            WeightsError: unreadable weights, weights of another backend, or keys / shapes that do not fit
+                the network (naming options that differ from the checkpoint's config, the usual cause).
+            ValueError: unknown options or values of the wrong type; an unavailable device.
+        """
+        device = resolve_device(device)  # before reading any weights
+        checkpoint, weights_info = cls._resolve_weights(weights, allow_random_weights)
+        built = build_config(cls.config_type, {**(checkpoint.config if checkpoint else {}), **config})
+        network = cls.build_network(built)
+        if checkpoint is not None:
+            cls._load_weights(network, checkpoint, weights_info, config)
+        backend = cls(network.eval().requires_grad_(False), built, device, input_size=input_size,
+                      thresholds=thresholds, weights_info=weights_info, metadata=checkpoint.metadata if checkpoint else {})
+        if fast:
+            backend.network = backend.optimize_network(backend.network)
+        backend.network = backend.network.to(backend.device)
+        if fast:  # channels-last makes the CPU convolutions of these networks markedly faster (see benchmark)
+            backend.network = backend.network.to(memory_format=torch.channels_last)
+        backend.fast = backend.channels_last = fast
+        return backend
+
+    @classmethod
+    def from_torchscript(
+        cls,
+        path: str,
+        device: str | torch.device = "cpu",
+        *,
+        input_size: tuple[int, int] | None = None,
+        thresholds: Thresholds | None = None,
+        **config: Any,
+    ) -> "Backend":
+        """The backend running the TorchScript file ``path`` as its network (already traced for inference: no
+        further optimisation), for backends whose official release is one (:attr:`accepts_torchscript`).
+
+        Raises:
+            WeightsError: the backend takes no TorchScript file, or the archive is damaged.
+        """
+        if not cls.accepts_torchscript:
+            raise WeightsError(f"{path} is a TorchScript file; backend {cls.name} needs a state dict checkpoint")
+        device = resolve_device(device)
         try:
             with warnings.catch_warnings():  # torch deprecates TorchScript, but it is the official release format
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.network = torch.jit.load(path, map_location=self.device).eval()
+                network = torch.jit.load(str(path), map_location=device).eval()
         except Exception as error:  # a damaged archive
             raise WeightsError(f"cannot load TorchScript file {path}: {str(error).strip().splitlines()[0]}") from error
-        self.config = build_config(self.config_type, config)
-        self.metadata = {}
-        self.channels_last = False
-        self.weights_info = WeightsInfo("torchscript", path, sha256_of(path))
-        self.log.info("%s: running the TorchScript file %s as the network", self.name, path)
+        log.getChild(cls.name).info("%s: running the TorchScript file %s as the network", cls.name, path)
+        return cls(network, build_config(cls.config_type, config), device, input_size=input_size,
+                   thresholds=thresholds, weights_info=WeightsInfo("torchscript", str(path), sha256_of(path)))
 
-    def _resolve_weights(self, weights: str | None, allow_random: bool) -> tuple[Checkpoint | None, WeightsInfo]:
-        if weights is None and self.bundled_weights and not allow_random:
-            path = bundled_weights_path(self.bundled_weights)
-            self.log.warning(
+    @classmethod
+    def from_network(
+        cls,
+        network: nn.Module,
+        device: str | torch.device = "cpu",
+        *,
+        input_size: tuple[int, int] | None = None,
+        thresholds: Thresholds | None = None,
+        **config: Any,
+    ) -> "Backend":
+        """The backend running the in-memory ``network`` as it is (e.g. a model being trained, for validation
+        with the backend's own pre- and post-processing): not copied, moved or put in eval mode;
+        ``**config`` options describe it."""
+        return cls(network, build_config(cls.config_type, config), device, input_size=input_size,
+                   thresholds=thresholds)
+
+    @classmethod
+    def _load_weights(cls, network: nn.Module, checkpoint: Checkpoint, weights_info: WeightsInfo,
+                      options: dict[str, Any]) -> None:
+        try:
+            load_state_dict_strictly(network, checkpoint.state_dict, weights_info.path or "")
+        except WeightsError as error:
+            changed = sorted(k for k, v in options.items() if checkpoint.config.get(k, v) != v)
+            if not changed and cls.other_formats:
+                raise WeightsError(f"{error} ({cls.other_formats})") from error
+            if not changed:
+                raise
+            # The usual cause: an option that changes the architecture, over weights built without it.
+            raise WeightsError(f"{error}. The options {', '.join(f'{k}={options[k]!r}' for k in changed)} "
+                               f"differ from the config these weights were trained with "
+                               f"({', '.join(f'{k}={checkpoint.config[k]!r}' for k in changed)}); options "
+                               f"that change the architecture need weights trained with them") from error
+
+    @classmethod
+    def _resolve_weights(cls, weights: str | None, allow_random: bool) -> tuple[Checkpoint | None, WeightsInfo]:
+        backend_log = log.getChild(cls.name)
+        if weights is None and cls.bundled_weights and not allow_random:
+            path = bundled_weights_path(cls.bundled_weights)
+            backend_log.warning(
                 "%s: using the bundled weights %s, trained on synthetic scenes only; they do not know real "
                 "roads. Pass weights=PATH (%s) for real cameras.",
-                self.name,
+                cls.name,
                 path.name,
-                self.real_weights,
+                cls.real_weights,
             )
             source = "bundled"
         elif weights is None:
             if not allow_random:
                 raise WeightsError(
-                    f"backend {self.name} needs weights: pass weights=PATH "
+                    f"backend {cls.name} needs weights: pass weights=PATH "
                     "(allow_random_weights=True runs untrained weights, for tests only)"
                 )
-            self.log.warning("!" * 72)
-            self.log.warning("%s: RANDOM WEIGHTS - outputs are meaningless (allow_random_weights=True)", self.name)
-            self.log.warning("!" * 72)
+            backend_log.warning("!" * 72)
+            backend_log.warning("%s: RANDOM WEIGHTS - outputs are meaningless (allow_random_weights=True)", cls.name)
+            backend_log.warning("!" * 72)
             return None, WeightsInfo("random")
         else:
             path, source = weights, "file"
         checkpoint = read_checkpoint(path)
-        if checkpoint.backend is not None and checkpoint.backend != self.name:
-            raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {self.name!r}")
-        return self.adapt_checkpoint(checkpoint, str(path)), WeightsInfo(source, str(path), sha256_of(path))
+        if checkpoint.backend is not None and checkpoint.backend != cls.name:
+            raise WeightsError(f"{path} holds weights of backend {checkpoint.backend!r}, not {cls.name!r}")
+        return cls.adapt_checkpoint(checkpoint, str(path)), WeightsInfo(source, str(path), sha256_of(path))
 
     def set_thresholds(self, **values: float) -> None:
         """Change thresholds (score, iou, max_detections, mask) for the next frames; invalid values raise."""
@@ -279,8 +331,9 @@ class Backend(abc.ABC):
                                + (f" ({', '.join(able)} converts it)" if able else ""))
         return checkpoint
 
+    @classmethod
     @abc.abstractmethod
-    def build_network(self, config: Any) -> nn.Module:
+    def build_network(cls, config: Any) -> nn.Module:
         """The untrained network described by ``config``."""
 
     def optimize_network(self, network: nn.Module) -> nn.Module:

@@ -46,7 +46,8 @@ class CrossCooperativeBackend(Backend):
     bundled_weights = "cross_cooperative_synthetic.pth"
     thresholds_used = ()  # class maps by argmax: no score, NMS or mask threshold
 
-    def build_network(self, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
+    @classmethod
+    def build_network(cls, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
         return CrossCooperativeNetwork(config)
 
     def optimize_network(self, network: CrossCooperativeNetwork) -> CrossCooperativeNetwork:

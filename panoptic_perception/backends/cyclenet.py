@@ -42,7 +42,8 @@ class CycleNetBackend(Backend):
     resize_mode = ResizeMode.RESIZE
     input_multiple = 8  # output stride 8, no stride beyond it
 
-    def build_network(self, config: CycleNetConfig) -> CycleNetNetwork:
+    @classmethod
+    def build_network(cls, config: CycleNetConfig) -> CycleNetNetwork:
         return CycleNetNetwork(config)
 
     def optimize_network(self, network: CycleNetNetwork) -> CycleNetNetwork:

@@ -112,7 +112,8 @@ class FusionPanopticBackend(Backend):
             return from_torchvision(checkpoint.state_dict, path)
         return super().adapt_checkpoint(checkpoint, path)
 
-    def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
+    @classmethod
+    def build_network(cls, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
 
     def optimize_network(self, network: FusionPanopticNetwork) -> FusionPanopticNetwork:

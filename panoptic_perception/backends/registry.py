@@ -42,5 +42,33 @@ def backend_class(name: str) -> "type[Backend]":
 
 
 def create_backend(name: str, weights: str | None = None, device: str = "cpu", **options) -> "Backend":
-    """Build the backend ``name`` with ``weights`` (a path; None for the backend's bundled default)."""
-    return backend_class(name)(weights=weights, device=device, **options)
+    """Build the backend ``name``, its network part in torch, by the constructor its arguments call for:
+
+    - ``network=MODULE`` (and no ``weights``): :meth:`~.base.Backend.from_network`;
+    - ``weights`` a TorchScript file: :meth:`~.base.Backend.from_torchscript`;
+    - otherwise :meth:`~.base.Backend.from_checkpoint` (``weights`` a checkpoint path, or None for the
+      bundled default weights).
+
+    ``**options``: the constructor's keyword arguments (``input_size``, ``thresholds``, ``fast``,
+    ``allow_random_weights``) and the backend's config options; ``fast`` and ``allow_random_weights`` do not
+    apply to a TorchScript file or an in-memory network and are ignored there. Another runtime (ONNX
+    Runtime, TensorRT) is attached by :func:`panoptic_perception.create_backend`, which takes ``runtime``.
+
+    Raises:
+        UnknownBackendError: no backend of that name.
+        ValueError: both ``weights`` and ``network``; bad options.
+        WeightsError: see the constructors.
+    """
+    from .weights import is_torchscript_archive
+
+    cls = backend_class(name)
+    network = options.pop("network", None)
+    if network is None and not (weights is not None and is_torchscript_archive(weights)):
+        return cls.from_checkpoint(weights, device, **options)
+    if network is not None and weights is not None:
+        raise ValueError("pass either weights or a network, not both")
+    options.pop("fast", None)
+    options.pop("allow_random_weights", None)
+    if network is not None:
+        return cls.from_network(network, device, **options)
+    return cls.from_torchscript(str(weights), device, **options)

@@ -43,7 +43,8 @@ class TwinLiteNetBackend(Backend):
     input_multiple = 8
     resize_mode = ResizeMode.RESIZE
 
-    def build_network(self, config: TwinLiteNetConfig) -> TwinLiteNet:
+    @classmethod
+    def build_network(cls, config: TwinLiteNetConfig) -> TwinLiteNet:
         return TwinLiteNet(config.esp_blocks_level2, config.esp_blocks_level3)
 
     def optimize_network(self, network: TwinLiteNet) -> nn.Module:

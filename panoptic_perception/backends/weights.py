@@ -23,7 +23,6 @@ import codecs
 import collections
 import copy
 import functools
-import hashlib
 import pickle
 import re
 import warnings
@@ -69,14 +68,6 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     origin: str | None = None
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundled_weights_path(name: str) -> Path:

@@ -112,7 +112,8 @@ class YOLOPv2Backend(Backend):
             LabelClass(i, name, colors[k % len(colors)], is_thing=True) for k, (i, name) in enumerate(zip(ids, config.class_names))
         ))
 
-    def build_network(self, config: YOLOPv2Config) -> YOLOPv2:
+    @classmethod
+    def build_network(cls, config: YOLOPv2Config) -> YOLOPv2:
         network = YOLOPv2(config.num_classes, config.width, config.depth, config.elan_groups)
         network.export = True  # the backend consumes the official interface
         return network

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,6 +17,15 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 #: Cityscapes names a camera image ``<city>_<seq>_<frame>_leftImg8bit.png`` and the frame itself
 #: ``<city>_<seq>_<frame>``: the ``image_id`` of its panoptic JSON, the prefix its evaluation scripts match.
 CITYSCAPES_IMAGE_TAG = "_leftImg8bit"
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of the file ``path``, as 64 hex digits (read in 1 MiB chunks); OSError if unreadable."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def cityscapes_id(path: str | Path) -> str | None:

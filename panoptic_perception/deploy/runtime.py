@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -82,12 +82,22 @@ def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path,
     return path, check_exported(path, backend)
 
 
-def network_runner(backend: Backend, runtime: str, onnx_path: str | None, precision: str) -> Callable[[torch.Tensor], Any]:
-    """What runs ``backend``'s network part: ``backend.forward`` for torch, else the exported graph in the
-    runtime (see the module docstring). Raises as :func:`exported_onnx`, and RuntimeError where TensorRT
-    cannot run (no CUDA device, no ``tensorrt`` package)."""
+def attach_runtime(backend: Backend, runtime: str = "torch", onnx_path: str | None = None,
+                   precision: str = "fp32") -> Backend:
+    """Run ``backend``'s network part (:meth:`~panoptic_perception.backends.base.Backend.forward`) in
+    ``runtime``: ``torch`` leaves it as built; ``onnxruntime`` and ``tensorrt`` run its ONNX export (see the
+    module docstring), behind the backend's own pre- and post-processing. Returns the backend, changed in
+    place (``run_network``, ``runtime``, ``precision``; batches then come contiguous, as the exported graph
+    takes them).
+
+    Raises:
+        ValueError: see :func:`check_runtime`.
+        FileNotFoundError, ExportError: see :func:`exported_onnx`.
+        RuntimeUnavailableError: TensorRT without a CUDA device or without its package.
+    """
+    check_runtime(runtime, onnx_path, precision)
     if runtime == "torch":
-        return backend.forward
+        return backend
     if runtime == "tensorrt":  # before a possibly long export
         from .tensorrt import check_tensorrt
 
@@ -96,8 +106,12 @@ def network_runner(backend: Backend, runtime: str, onnx_path: str | None, precis
     if runtime == "onnxruntime":
         from .onnxruntime import OnnxRuntimeNetwork
 
-        return OnnxRuntimeNetwork(path, backend.device, metadata["outputs"])
-    from .tensorrt import MAX_BATCH, TensorRTNetwork
+        runner = OnnxRuntimeNetwork(path, backend.device, metadata["outputs"])
+    else:
+        from .tensorrt import MAX_BATCH, TensorRTNetwork
 
-    max_batch = MAX_BATCH if json.loads(metadata["dynamic_batch"]) else 1  # a given file without --dynamic-batch
-    return TensorRTNetwork(path, backend.device, metadata["outputs"], precision, cache_dir() / "tensorrt", max_batch)
+        max_batch = MAX_BATCH if json.loads(metadata["dynamic_batch"]) else 1  # a given file without --dynamic-batch
+        runner = TensorRTNetwork(path, backend.device, metadata["outputs"], precision, cache_dir() / "tensorrt", max_batch)
+    backend.run_network, backend.runtime, backend.precision = runner, runtime, precision
+    backend.channels_last = False  # the exported graph takes a contiguous batch
+    return backend

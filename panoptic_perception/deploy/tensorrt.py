@@ -35,9 +35,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..core.io import sha256_of
 from .onnx_export import INPUT_NAME, check_batch, replace_readable, unflatten_outputs
 from .runtime import RuntimeUnavailableError
-from ..backends.weights import sha256_of
 
 log = logging.getLogger("panoptic_perception.deploy")
 

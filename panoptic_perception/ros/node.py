@@ -44,7 +44,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from ..backends import Backend, create_backend
+from ..backends import Backend
+from ..factory import create_backend
 from ..backends.base import parse_options
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..core.types import Capability

@@ -1,0 +1,33 @@
+"""``create_backend``: a backend by name, its network part in the runtime asked for.
+
+The one entry point users and the applications (command line, node, demo) call: it builds the backend
+(:func:`panoptic_perception.backends.registry.create_backend`, torch) and attaches the runtime
+(:func:`panoptic_perception.deploy.runtime.attach_runtime`), so that backends never import the deploy
+layer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backends
+from .backends.base import Backend
+from .deploy.runtime import attach_runtime, check_runtime
+
+
+def create_backend(name: str, weights: str | None = None, device: str = "cpu", *, runtime: str = "torch",
+                   onnx_path: str | None = None, precision: str = "fp32", **options: Any) -> Backend:
+    """The backend ``name`` with ``weights`` (a path; None for its bundled default weights), its network part
+    run by ``runtime``: ``torch`` (eager), ``onnxruntime`` or ``tensorrt`` (its ONNX export, ``onnx_path``
+    if given; ``precision`` ``fp32`` or, for TensorRT, ``fp16``). ``**options``: as
+    :func:`panoptic_perception.backends.registry.create_backend` (``input_size``, ``fast``,
+    ``thresholds``, ``allow_random_weights``, ``network``, config options).
+
+    Raises:
+        ValueError: an unknown runtime or precision, or one that does not apply (checked before anything
+            is built); bad options.
+        UnknownBackendError, WeightsError: see :func:`panoptic_perception.backends.registry.create_backend`.
+        ExportError, RuntimeUnavailableError: see :func:`panoptic_perception.deploy.runtime.attach_runtime`.
+    """
+    check_runtime(runtime, onnx_path, precision)
+    return attach_runtime(backends.create_backend(name, weights, device, **options), runtime, onnx_path, precision)
