@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.labels import CITYSCAPES
-from ..core.panoptic_fusion import FusionConfig, InstanceSegmentation, benchmark_fusion, fuse
+from ..core.semantic_instance_fusion import FusionConfig, InstanceSegmentation, benchmark_fusion, fuse
 from ..core.postprocess import class_maps
 from ..core.preprocess import Geometry, ResizeMode, normalize
 from ..core.types import Capability, PerceptionResult

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from panoptic_perception.core.labels import CITYSCAPES, VOID_ID
-from panoptic_perception.core.panoptic_fusion import (
+from panoptic_perception.core.semantic_instance_fusion import (
     CITYSCAPES_CATEGORIES,
     FusionConfig,
     InstanceSegmentation,
