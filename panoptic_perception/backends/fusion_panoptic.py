@@ -55,10 +55,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.labels import CITYSCAPES
-from ..core.semantic_instance_fusion import FusionConfig, InstanceSegmentation, benchmark_fusion, fuse
 from ..core.postprocess import class_maps
 from ..core.preprocess import Geometry, ResizeMode, normalize
+from ..core.semantic_instance_fusion import FusionConfig, InstanceSegmentation, fuse
 from ..core.types import Capability, PerceptionResult
+from ..data.synthetic.fusion_benchmark import benchmark_fusion
 from ..nn.mask_rcnn import MaskRCNN
 from ..nn.resnet import FrozenBatchNorm2d
 from ..nn.roi_heads import ROI_FEATURE_NAMES, paste_masks_in_boxes

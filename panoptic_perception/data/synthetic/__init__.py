@@ -59,6 +59,8 @@ Modules, by scene layer: :mod:`.types` (config, scene, label ids), :mod:`.geomet
 road layout), :mod:`.look` (light, weather, colours), :mod:`.canvas` (image and label map, the frame every
 layer draws with), :mod:`.sky`, :mod:`.ground` (ground and road), :mod:`.roadside`, :mod:`.actors`,
 :mod:`.finishing` (image effects and labels), :mod:`.scene` (the order of the draws), :mod:`.cli`.
+Beside them, :mod:`.fusion_benchmark` draws a street scene in label space to time the semantic-instance
+fusion (not imported here).
 """
 
 from .cli import benchmark, main, save_scene
