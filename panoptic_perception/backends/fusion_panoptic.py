@@ -2,7 +2,7 @@
 semantic and instance-level segmentation (paper 002; the network: :mod:`panoptic_perception.models.fusion_panoptic`).
 
 §IV Output fusion
-    :func:`panoptic_perception.core.panoptic_fusion.fuse` (or Kirillov et al.'s heuristic, a config
+    :func:`panoptic_perception.core.semantic_instance_fusion.fuse` (or Kirillov et al.'s heuristic, a config
     option) on the semantic map (the class logits bilinearly interpolated to the input image, argmax) and
     the detections' masks pasted at the input resolution.
 
@@ -28,20 +28,12 @@ import numpy as np
 import torch
 
 from ..core.labels import CITYSCAPES
-from ..core.panoptic_fusion import (
-    FusionConfig,
-    InstanceSegmentation,
-    benchmark_fusion,
-    fuse,
-)
 from ..core.postprocess import class_maps
 from ..core.preprocess import Geometry, ResizeMode, normalize
+from ..core.semantic_instance_fusion import FusionConfig, InstanceSegmentation, fuse
 from ..core.types import Capability, PerceptionResult
-from ..models.fusion_panoptic import (
-    DenseOutputs,
-    FusionPanopticConfig,
-    FusionPanopticNetwork,
-)
+from ..data.synthetic.fusion_benchmark import benchmark_fusion
+from ..models.fusion_panoptic import DenseOutputs, FusionPanopticConfig, FusionPanopticNetwork
 from ..nn.roi_heads import paste_masks_in_boxes
 from .base import Backend, Thresholds
 from .rcnn_weights import (
@@ -64,7 +56,7 @@ class FusionPanopticBackend(Backend):
     processing per image: class logits bilinearly to the input size, argmax → Cityscapes label ids;
     detections with a score at least the score threshold (box head NMS at the IoU threshold, at most
     ``max_detections``), their 28x28 masks pasted at the input resolution and cut at the mask threshold;
-    then :func:`~panoptic_perception.core.panoptic_fusion.fuse` (the paper's or Kirillov's heuristic).
+    then :func:`~panoptic_perception.core.semantic_instance_fusion.fuse` (the paper's or Kirillov's heuristic).
     With the paper's fusion the semantic output is the fused one (§IV); with Kirillov's baseline it is
     the semantic head's own (the baseline only builds the panoptic image), so evaluating both
     (``--options fusion=paper --options fusion=kirillov``) shows what the fusion adds to each output.

@@ -152,7 +152,7 @@ def test_memory_grows_with_the_boxes_not_with_detections_times_the_frame(small_b
     boxes, kept there and fused per window, the peak stays near what the frame's own images need."""
     import tracemalloc
 
-    from panoptic_perception.core.panoptic_fusion import FusionConfig, fuse
+    from panoptic_perception.core.semantic_instance_fusion import FusionConfig, fuse
     from panoptic_perception.core.preprocess import Geometry
 
     generator = torch.Generator().manual_seed(0)

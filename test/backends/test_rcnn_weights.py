@@ -26,7 +26,7 @@ from panoptic_perception import create_backend
 from panoptic_perception.backends import WeightsError, read_checkpoint
 from panoptic_perception.backends.rcnn_weights import COCO_TO_CITYSCAPES
 from panoptic_perception.core.labels import CITYSCAPES
-from panoptic_perception.core.panoptic_fusion import FusionConfig, InstanceSegmentation, fuse
+from panoptic_perception.core.semantic_instance_fusion import FusionConfig, InstanceSegmentation, fuse
 from panoptic_perception.core.preprocess import normalize
 from panoptic_perception.core.types import Capability
 from panoptic_perception.data.synthetic import generate_scene

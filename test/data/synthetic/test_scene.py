@@ -13,7 +13,6 @@ from panoptic_perception.data.synthetic import (
     SyntheticScene,
     SyntheticScenes,
     generate_scene,
-    main,
 )
 
 W, H = 320, 180
@@ -276,7 +275,7 @@ def test_config_knobs_change_the_distribution():
     assert set(scene.detections.class_names) <= {"truck", "person"} and "truck" in scene.detections.class_names
 
 
-# ------------------------------------------------------------------------------------ API and CLI
+# ------------------------------------------------------------------------------------------- API
 
 
 def test_scene_sequence():
@@ -287,19 +286,6 @@ def test_scene_sequence():
     assert [s.seed for s in seq] == [40, 41, 42]
     with pytest.raises(IndexError):
         seq[3]
-
-
-def test_command_line_saves_pictures_and_benchmarks(tmp_path, capsys):
-    assert main(["--save", str(tmp_path), "--count", "2", "--width", "160", "--height", "90"]) == 0
-    panels = sorted(tmp_path.glob("*_panel.png"))
-    assert len(panels) == 2
-    assert cv2.imread(str(panels[0])).shape == (180, 320, 3)
-    assert len(list(tmp_path.glob("*.png"))) == 10
-    assert main(["--benchmark", "--frames", "3", "--width", "160", "--height", "90"]) == 0
-    out = capsys.readouterr().out
-    assert "frames/s" in out
-    fps = float(out.split("frames/s")[0].split()[-1])
-    assert fps > 0
 
 
 def test_ground_truth_as_a_result():

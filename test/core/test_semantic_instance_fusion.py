@@ -19,15 +19,14 @@ import pytest
 import torch
 
 from panoptic_perception.core.labels import CITYSCAPES, VOID_ID
-from panoptic_perception.core.panoptic_fusion import (
+from panoptic_perception.core.semantic_instance_fusion import (
     CITYSCAPES_CATEGORIES,
     FusionConfig,
     InstanceSegmentation,
-    _benchmark_scene,
-    benchmark_fusion,
     fuse,
 )
 from panoptic_perception.core.types import SegmentInfo
+from panoptic_perception.data.synthetic.fusion_benchmark import fusion_benchmark_scene
 from panoptic_perception.evaluation.panoptic import PanopticQuality
 
 # Semantic grids: Cityscapes label ids.
@@ -417,7 +416,7 @@ def _reference_labels(semantic: np.ndarray, detected: InstanceSegmentation, conf
 
 
 def test_matching_and_filling_agree_with_a_pixel_by_pixel_breadth_first_search():
-    semantic, detected = _benchmark_scene(96, 54, 12, seed=3)
+    semantic, detected = fusion_benchmark_scene(96, 54, 12, seed=3)
     config = FusionConfig(min_area=4)
     fused = fuse(semantic, detected, config=config)
     expected = _reference_labels(semantic, detected, config)
@@ -431,7 +430,7 @@ def test_matching_and_filling_agree_with_a_pixel_by_pixel_breadth_first_search()
 
 
 def test_segments_detections_and_maps_are_consistent_on_a_street_scene():
-    semantic, detected = _benchmark_scene(320, 180, 30, seed=1)
+    semantic, detected = fusion_benchmark_scene(320, 180, 30, seed=1)
     for method in ("paper", "kirillov"):
         fused = fuse(semantic, detected, config=FusionConfig(method=method, min_area=16))
         ids = np.unique(fused.panoptic)
@@ -452,14 +451,6 @@ def test_segments_detections_and_maps_are_consistent_on_a_street_scene():
             foreground = np.isin(semantic, list(CITYSCAPES.thing_ids))
             assert fused.panoptic[foreground].astype(bool).mean() > 0.95
             assert set(fused.sources.values()) <= set(range(-1, len(detected)))
-
-
-def test_benchmark_returns_milliseconds():
-    assert benchmark_fusion(size=(160, 90), objects=8, runs=2) > 0
-
-
-def test_benchmark_without_windows_returns_milliseconds():
-    assert benchmark_fusion(size=(160, 90), objects=8, runs=2, method="kirillov", windows=False) > 0
 
 
 # --- Exactness: a slow whole-image reference of every step, and digests of the former implementation.
@@ -735,7 +726,7 @@ def _digest(fused) -> str:
 
 
 # Recorded with the implementation before the speed-up (without windows, commit 167326a) by running
-# the same _digest on the same inputs: _benchmark_scene(width, height, objects, seed), the configs
+# the same _digest on the same inputs: fusion_benchmark_scene(width, height, objects, seed), the configs
 # of DIGEST_CONFIGS, "paper4" with semantic_confidence = default_rng(seed).random((height, width),
 # float32). Probability masks (0.8 in, 0.3 out) gave the boolean masks' digests.
 DIGEST_CONFIGS = {
@@ -758,7 +749,7 @@ DIGESTS = {
 @pytest.mark.parametrize("scene", list(DIGESTS))
 def test_street_scenes_give_the_former_implementations_outputs(scene):
     width, height, objects, seed = scene
-    semantic, detected = _benchmark_scene(width, height, objects, seed)
+    semantic, detected = fusion_benchmark_scene(width, height, objects, seed)
     confidence = np.random.default_rng(seed).random((height, width), np.float32)
     without_windows = InstanceSegmentation(detected.masks, detected.scores, detected.class_ids)
     probabilities = np.where(detected.masks, np.float32(0.8), np.float32(0.3))
