@@ -12,14 +12,17 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 
 from .backends import Backend, WeightsError, create_backend, list_backends
 from .core import Capability, Detections, InvalidImageError, PerceptionResult, SegmentInfo
+from .errors import ConfigurationError, PanopticPerceptionError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
     "Capability",
+    "ConfigurationError",
     "Detections",
     "InvalidImageError",
+    "PanopticPerceptionError",
     "PerceptionResult",
     "SegmentInfo",
     "WeightsError",

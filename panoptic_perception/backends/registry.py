@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from ..errors import PanopticPerceptionError
+
 if TYPE_CHECKING:
     from .base import Backend
 
@@ -12,7 +14,7 @@ BackendType = TypeVar("BackendType", bound="type[Backend]")
 _BACKENDS: dict[str, "type[Backend]"] = {}
 
 
-class UnknownBackendError(KeyError):
+class UnknownBackendError(PanopticPerceptionError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 

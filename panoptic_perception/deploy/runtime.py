@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
+from ..errors import PanopticPerceptionError
 from .onnx_export import OPSET, ExportError, check_exported, export_onnx, network_digest
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(PanopticPerceptionError, RuntimeError):
     """A runtime this machine cannot run (TensorRT without a CUDA device or without its package)."""
 
 
