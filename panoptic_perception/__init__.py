@@ -12,6 +12,7 @@ __path__ = pkgutil.extend_path(__path__, __name__)
 
 from .backends import Backend, WeightsError, list_backends
 from .core import Capability, Detections, InvalidImageError, PerceptionResult, SegmentInfo
+from .errors import ConfigurationError, PanopticPerceptionError
 from .factory import create_backend
 
 __version__ = "0.1.0"
@@ -19,8 +20,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "Capability",
+    "ConfigurationError",
     "Detections",
     "InvalidImageError",
+    "PanopticPerceptionError",
     "PerceptionResult",
     "SegmentInfo",
     "WeightsError",

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from .backends import create_backend
+from .backends import Backend
+from .core.failures import FrameFailures, Stage
 from .core.labels import CITYSCAPES
 from .core.types import Capability, PerceptionResult
 from .core.visualize import draw_overlay
+from .data.sample import Sample
 from .data.synthetic import SyntheticScenes
 from .evaluation.evaluator import Evaluator
+from .evaluation.loop import run_frames
 from .evaluation.report import KEY_METRICS, format_metric, json_safe, metric_value
 
 DEMO_FIRST_SEED = 3_000_000
@@ -49,38 +51,45 @@ def truth_of_outputs(truth: PerceptionResult, capabilities: frozenset[Capability
 
 def run_demo(
     output_dir: str | Path,
-    backend_name: str = "twinlitenet",
-    weights: str | None = None,
+    backend: Backend,
     frames: int = 8,
     size: tuple[int, int] = (1280, 720),
     progress: bool = True,
 ) -> dict:
-    """Run, write ``frame_NNN.jpg`` (ground truth above, prediction below) and ``summary.{json,md}``.
+    """Run ``backend`` on ``frames`` new synthetic scenes of ``size`` (width, height); write
+    ``frame_NNN.jpg`` (ground truth above, prediction below) and ``summary.{json,md}``; return the summary.
 
-    The summary's ``metrics`` are the evaluation module's for every output the backend produces
-    (:class:`~panoptic_perception.evaluation.evaluator.Evaluator`: ``driving``, ``detection``,
-    ``semantic``, ``panoptic`` sections), scored against the generated ground truth.
+    The scenes go through :func:`~panoptic_perception.evaluation.loop.run_frames`: the first call is a
+    warm-up, left out of ``latency_ms``; a frame that fails is reported on stderr, listed in the summary's
+    ``failed`` and skipped. The summary's ``metrics`` are the evaluation module's for every output the
+    backend produces (:class:`~panoptic_perception.evaluation.evaluator.Evaluator`: ``driving``,
+    ``detection``, ``semantic``, ``panoptic`` sections), scored against the generated ground truth.
     """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    backend = create_backend(backend_name, weights)
     evaluator = Evaluator(backend.label_map, backend.capabilities)
-    for index, scene in enumerate(tqdm(SyntheticScenes(frames, *size, first_seed=DEMO_FIRST_SEED), disable=not progress, desc="demo")):
-        result = backend(scene.image)
-        truth = scene.to_result()
-        evaluator.add(f"frame_{index:03d}", result, truth, result.timings.total_ms)
+    failures = FrameFailures()
+
+    def write_panel(scene: Sample, result: PerceptionResult, stage: Stage) -> None:
+        stage.name = "writing"
         panel = np.vstack([
-            _caption(draw_overlay(scene.image, truth_of_outputs(truth, backend.capabilities), CITYSCAPES), "ground truth"),
+            _caption(draw_overlay(scene.image, truth_of_outputs(scene.truth, backend.capabilities), CITYSCAPES), "ground truth"),
             _caption(draw_overlay(scene.image, result, backend.label_map), f"{backend.name} ({backend.weights_info.source} weights)"),
         ])
-        cv2.imwrite(str(output / f"frame_{index:03d}.jpg"), panel)
+        cv2.imwrite(str(output / f"{scene.name}.jpg"), panel)
+
+    scenes = (Sample(f"frame_{index:03d}", scene.image, scene.to_result())
+              for index, scene in enumerate(SyntheticScenes(frames, *size, first_seed=DEMO_FIRST_SEED)))
+    run_frames(backend, scenes, failures, evaluator, on_result=write_panel, progress=progress, description="demo",
+               total=frames)
     metrics = evaluator.compute()
     summary = json_safe({
         **backend.describe(),
         "frames": frames,
         "frame_size": list(size),
-        "latency_ms": metrics.pop("latency_ms"),
+        "latency_ms": metrics.pop("latency_ms", None),
         "metrics": metrics,
+        "failed": failures.to_list(),
     })
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     (output / "summary.md").write_text(summary_markdown(summary))
@@ -102,6 +111,7 @@ def summary_markdown(summary: dict) -> str:
         if value is not None:
             lines.append(f"| {label}{' (%)' if percent else ''} | {format_metric(value, percent)} |")
     latency = summary["latency_ms"]
-    lines.append(f"| latency median / p90 (ms) | {latency['median']:.1f} / {latency['p90']:.1f} |")
+    if latency is not None:  # None: every frame failed
+        lines.append(f"| latency median / p90 (ms) | {latency['median']:.1f} / {latency['p90']:.1f} |")
     lines += ["", "Each `frame_NNN.jpg` shows the ground truth (top) and the prediction (bottom)."]
     return "\n".join(lines) + "\n"

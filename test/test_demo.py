@@ -42,3 +42,41 @@ def test_the_truth_panel_keeps_the_outputs_of_the_backend():
     truth = truth_of_outputs(scene.to_result(), frozenset({Capability.SEMANTIC, Capability.DRIVABLE_AREA}))
     assert truth.semantic is scene.semantic and truth.drivable_mask is scene.drivable_mask
     assert truth.lane_mask is None and truth.detections is None and truth.panoptic is None and truth.segments is None
+
+
+def test_demo_runs_the_shared_loop_a_warm_up_first_and_a_failing_frame_skipped(tmp_path, monkeypatch, capsys):
+    from panoptic_perception import demo
+    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+    from panoptic_perception.evaluation import loop
+
+    bad = generate_scene(demo.DEMO_FIRST_SEED + 1, 160, 96).image  # the second frame
+    call, calls, loops = TwinLiteNetBackend.__call__, [], []
+
+    def failing(self, image):
+        calls.append(1)
+        if np.array_equal(image, bad):
+            raise RuntimeError("backend exploded")
+        return call(self, image)
+
+    def spy(*args, **kwargs):
+        loops.append(kwargs)
+        return loop.run_frames(*args, **kwargs)
+
+    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+    monkeypatch.setattr(demo, "run_frames", spy)
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--frames", "3", "--size", "160x96", "--output", str(out)]) == 1
+    assert len(loops) == 1 and len(calls) == 1 + 3, "one untimed warm-up call, then one per frame"
+    assert "skipped frame_001 (backend): RuntimeError: backend exploded" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == [{"frame": "frame_001", "stage": "backend", "error": "RuntimeError: backend exploded"}]
+    assert summary["metrics"]["frames"] == 2 and summary["latency_ms"]["median"] > 0
+    assert sorted(p.name for p in out.glob("frame_*.jpg")) == ["frame_000.jpg", "frame_002.jpg"]
+
+
+def test_demo_takes_the_backend_options_of_every_command(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["-q", "demo", "--backend", "cross_cooperative", "--option", "output=top", "--frames", "1", "--size", "160x96",
+            "--output", str(out)]
+    assert main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["output"] == "top"

@@ -92,7 +92,7 @@ def test_the_deploy_layer_builds_on_backends_never_the_reverse():
 
 
 def test_runtime_never_imports_training():
-    runtime = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("training", "cli.py")]
+    runtime = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("training", "cli")]
     for path in runtime:
         assert not any(n.startswith("panoptic_perception.training") for n in imported_modules(path)), path
     code = (
@@ -150,3 +150,19 @@ def test_readme_documents_every_node_parameter_and_topic():
         assert f"| `{spec.name}` |" in readme, spec.name
     for topic in OUTPUT_TOPICS:
         assert f"| `~/{topic}` |" in readme, topic
+
+
+def test_errors_import_nothing_and_the_command_line_is_imported_by_nothing_but_its_torchrun_entry():
+    assert not any(n.startswith("panoptic_perception") for n in imported_modules(PACKAGE / "errors.py"))
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "cli" or path == PACKAGE / "training" / "__main__.py":
+            continue
+        assert not any(n.startswith("panoptic_perception.cli") for n in imported_modules(path)), path
+
+
+def test_evaluation_imports_neither_the_applications_nor_training():
+    """The evaluation loop serves the command line, replay, the demo and training validation: it imports none of them."""
+    applications = ("panoptic_perception.cli", "panoptic_perception.ros", "panoptic_perception.demo",
+                    "panoptic_perception.training")
+    for path in modules_under("evaluation"):
+        assert not any(n.startswith(applications) for n in imported_modules(path)), path

@@ -26,6 +26,7 @@ from ..core.io import sha256_of
 from ..core.labels import LabelMap
 from ..core.preprocess import Geometry, ResizeMode, as_bgr_images, network_input_size, prepare_batch
 from ..core.types import Capability, PerceptionResult, StageTimings
+from ..errors import ConfigurationError
 from .registry import backend_class, list_backends
 from .weights import (
     Checkpoint,
@@ -42,23 +43,27 @@ log = logging.getLogger("panoptic_perception")
 def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} requested but CUDA is not available on this machine")
+        raise ConfigurationError(f"device {device} requested but CUDA is not available on this machine")
     return device
 
 
 def build_config(config_type: type, values: dict[str, Any]) -> Any:
     """Instantiate a config dataclass, naming unknown keys and values of the wrong type (int, float, bool
-    and str fields) instead of failing later with a TypeError deep inside the network."""
+    and str fields) instead of failing later with a TypeError deep inside the network. Raises
+    ConfigurationError for those, and for a value the config's own checks refuse."""
     names = {f.name for f in dataclasses.fields(config_type)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown {config_type.__name__} options: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        raise ConfigurationError(f"unknown {config_type.__name__} options: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     hints = typing.get_type_hints(config_type)
     for name, value in values.items():
         error = scalar_type_error(hints[name], value)
         if error:
-            raise ValueError(f"{config_type.__name__} option {name} {error}")
-    return config_type(**values)
+            raise ConfigurationError(f"{config_type.__name__} option {name} {error}")
+    try:
+        return config_type(**values)
+    except ValueError as error:  # the config's own checks (a value out of range) refuse what was given
+        raise ConfigurationError(str(error)) from error
 
 
 _SCALARS = (bool, int, float, str)
@@ -81,7 +86,7 @@ def scalar_type_error(hint: Any, value: Any) -> str | None:
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` backend options (items may hold several, comma-separated); values are read as YAML
-    (``width=0.25`` → 0.25, ``fusion=paper`` → "paper"). Raises ValueError on an item without ``=``."""
+    (``width=0.25`` → 0.25, ``fusion=paper`` → "paper"). Raises ConfigurationError on an item without ``=``."""
     import yaml
 
     options = {}
@@ -89,7 +94,7 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         for pair in filter(None, (p.strip() for p in item.split(","))):
             key, separator, value = pair.partition("=")
             if not separator or not key.strip():
-                raise ValueError(f"backend options are KEY=VALUE, got {pair!r}")
+                raise ConfigurationError(f"backend options are KEY=VALUE, got {pair!r}")
             options[key.strip()] = yaml.safe_load(value)
     return options
 
@@ -107,9 +112,9 @@ class Thresholds:
         for name in ("score", "iou", "mask"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} threshold must be in [0, 1], got {value}")
+                raise ConfigurationError(f"{name} threshold must be in [0, 1], got {value}")
         if self.max_detections < 1:
-            raise ValueError(f"max_detections must be at least 1, got {self.max_detections}")
+            raise ConfigurationError(f"max_detections must be at least 1, got {self.max_detections}")
 
 
 class Backend(abc.ABC):

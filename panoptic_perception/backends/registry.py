@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from ..errors import ConfigurationError, PanopticPerceptionError
+
 if TYPE_CHECKING:
     from .base import Backend
 
@@ -12,7 +14,7 @@ BackendType = TypeVar("BackendType", bound="type[Backend]")
 _BACKENDS: dict[str, "type[Backend]"] = {}
 
 
-class UnknownBackendError(KeyError):
+class UnknownBackendError(PanopticPerceptionError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 
@@ -56,7 +58,7 @@ def create_backend(name: str, weights: str | None = None, device: str = "cpu", *
 
     Raises:
         UnknownBackendError: no backend of that name.
-        ValueError: both ``weights`` and ``network``; bad options.
+        ConfigurationError: both ``weights`` and ``network``; bad options.
         WeightsError: see the constructors.
     """
     from .weights import is_torchscript_archive
@@ -66,7 +68,7 @@ def create_backend(name: str, weights: str | None = None, device: str = "cpu", *
     if network is None and not (weights is not None and is_torchscript_archive(weights)):
         return cls.from_checkpoint(weights, device, **options)
     if network is not None and weights is not None:
-        raise ValueError("pass either weights or a network, not both")
+        raise ConfigurationError("pass either weights or a network, not both")
     options.pop("fast", None)
     options.pop("allow_random_weights", None)
     if network is not None:

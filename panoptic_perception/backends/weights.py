@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import PanopticPerceptionError
+
 CHECKPOINT_FORMAT = "panoptic_perception.checkpoint/1"
 TRAINING_STATE_FORMAT_PREFIX = "panoptic_perception.training_state/"  # the trainer's last.pth (resume state)
 MODULE_PREFIX = "module."
@@ -42,7 +44,7 @@ _LISTED = 8  # keys named per category in an error message
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(PanopticPerceptionError, RuntimeError):
     """Weights that are missing, unreadable, or do not fit the architecture."""
 
 

@@ -1,6 +1,8 @@
 """Per-frame failures of a batch run: each reported once, counted and named in the summary; the run goes on.
 
-``infer``, ``evaluate`` and ``replay`` run the work of each frame inside :meth:`FrameFailures.frame`.
+The loop over frames (:func:`~panoptic_perception.evaluation.loop.run_frames`: ``infer``, ``evaluate``,
+offline ``replay``, the demo, training validation) runs the work of each frame inside
+:meth:`FrameFailures.frame`; live ``replay`` does too.
 An ``Exception`` raised there (an image that cannot be decoded, a backend or panoptic-fusion error, a
 prediction that does not fit its ground truth, a file that cannot be written) ends that frame only: it
 is reported on one line of stderr, recorded with the frame's name and the stage it had reached, and the

@@ -14,8 +14,10 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import PanopticPerceptionError
 
-class InvalidImageError(ValueError):
+
+class InvalidImageError(PanopticPerceptionError, ValueError):
     """An input frame that cannot be processed (wrong type, shape, dtype or size)."""
 
 

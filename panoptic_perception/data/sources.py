@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 from ..core.io import FrameSource
 from .sample import Sample
+from ..errors import ConfigurationError
 
 #: First seed of the held-out synthetic evaluation scenes (the default of every ``synthetic:N``).
 EVALUATION_FIRST_SEED = 5_000_000
@@ -37,10 +38,10 @@ class SyntheticSpec(NamedTuple):
 def parse_synthetic(spec: str) -> SyntheticSpec:
     """``synthetic:N[@WxH][+SEED]`` → its parts (size and seed None where the spec leaves them out).
 
-    Raises ValueError naming the form for anything else, N, W or H below 1 included."""
+    Raises ConfigurationError naming the form for anything else, N, W or H below 1 included."""
     match = re.fullmatch(r"synthetic:(\d+)(?:@(\d+)x(\d+))?(?:\+(\d+))?", spec.lower())
     if not match or int(match[1]) < 1 or (match[2] and min(int(match[2]), int(match[3])) < 1):
-        raise ValueError(f"synthetic data is synthetic:N[@WxH][+SEED] with positive N, W and H (e.g. synthetic:200@640x360 "
+        raise ConfigurationError(f"synthetic data is synthetic:N[@WxH][+SEED] with positive N, W and H (e.g. synthetic:200@640x360 "
                          f"or synthetic:10+0), got {spec!r}")
     return SyntheticSpec(int(match[1]), (int(match[2]), int(match[3])) if match[2] else None,
                          int(match[4]) if match[4] is not None else None)
@@ -52,7 +53,7 @@ def _split(root: Path, images: str) -> str:
         return "val"
     if len(splits) == 1:
         return splits[0]
-    raise ValueError(f"{root}: which split? found {splits}")
+    raise ConfigurationError(f"{root}: which split? found {splits}")
 
 
 class _Frames:

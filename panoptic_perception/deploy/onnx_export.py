@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 
+from ..errors import PanopticPerceptionError
+
 if TYPE_CHECKING:
     from ..backends.base import Backend
 
@@ -55,7 +57,7 @@ META_PREFIX = "panoptic_perception."
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
-class ExportError(RuntimeError):
+class ExportError(PanopticPerceptionError, RuntimeError):
     """An export that cannot be made, or an ONNX file that does not belong to the backend."""
 
 

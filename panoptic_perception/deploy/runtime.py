@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import ConfigurationError, PanopticPerceptionError
 from .onnx_export import OPSET, ExportError, check_exported, export_onnx, network_digest
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(PanopticPerceptionError, RuntimeError):
     """A runtime this machine cannot run (TensorRT without a CUDA device or without its package)."""
 
 
@@ -50,13 +51,13 @@ def cache_dir() -> Path:
 def check_runtime(runtime: str, onnx_path: str | None, precision: str) -> None:
     """Raises ValueError for an unknown runtime or precision, an ONNX file or fp16 where they do not apply."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        raise ConfigurationError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigurationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if runtime == "torch" and onnx_path:
-        raise ValueError("an ONNX file needs runtime onnxruntime or tensorrt, not torch")
+        raise ConfigurationError("an ONNX file needs runtime onnxruntime or tensorrt, not torch")
     if runtime != "tensorrt" and precision != "fp32":
-        raise ValueError(f"precision {precision} is a TensorRT option; runtime {runtime} runs fp32")
+        raise ConfigurationError(f"precision {precision} is a TensorRT option; runtime {runtime} runs fp32")
 
 
 def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path, dict[str, str]]:

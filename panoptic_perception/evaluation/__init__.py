@@ -1,4 +1,5 @@
-"""Metrics with the papers' definitions, the evaluator that applies them to a backend, latency and reports."""
+"""Metrics with the papers' definitions, the evaluator that applies them to a backend, the one loop that runs a
+backend over frames (:mod:`.loop`), latency and reports."""
 
 from .detection import DetectionMetrics
 from .evaluator import Evaluator

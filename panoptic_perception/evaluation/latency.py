@@ -2,6 +2,8 @@
 
 Several backends (e.g. the fast and the plain path of one model) are measured in the same run,
 interleaved frame by frame, so that a noisy machine slows them alike and their ratio stays fair.
+:func:`benchmark_report` adds what ``panoptic-perception benchmark`` reports beside the times: the
+network's size and cost, and the speed-ups of one path or runtime over another.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from ..backends.base import Backend
+from ..errors import ConfigurationError
 
 STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
 
@@ -35,10 +38,11 @@ def measure_latency(
     """Time each backend on ``image`` ``runs`` times after ``warmup`` untimed calls, interleaved.
 
     Per backend: :func:`summarize` of the stage timings, plus ``candidates`` (median, max: the boxes
-    that entered NMS, which post-processing time grows with) for backends that report them.
+    that entered NMS, which post-processing time grows with) for backends that report them. Raises
+    ConfigurationError for ``runs`` below 1 or ``warmup`` below 0.
     """
     if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}")
+        raise ConfigurationError(f"runs must be at least 1 and warmup at least 0, got {runs} and {warmup}")
     for _ in range(warmup):
         for backend in backends.values():
             backend(image)
@@ -56,3 +60,53 @@ def measure_latency(
         if counts:
             summaries[name]["candidates"] = {"median": float(np.median(counts)), "max": float(max(counts))}
     return summaries
+
+
+def benchmark_report(backends: Mapping[str, Backend], image: np.ndarray, runs: int = 30, warmup: int = 5) -> dict:
+    """What ``panoptic-perception benchmark`` reports: the first backend's description, and per backend
+    (named ``PATH`` or ``PATH/RUNTIME``, PATH ``fast`` or ``plain``, e.g. ``fast/onnxruntime``)
+    :func:`measure_latency`'s stages, ``postprocess_ratio`` (post-processing over network medians),
+    ``parameters`` and ``gflops`` per frame of ``image``.
+
+    Where both paths ran: ``speedup_total`` and ``speedup_inference`` (plain over fast medians). Where
+    runtimes ran side by side: ``runtime_speedup``, per ``PATH/RUNTIME`` the ``total`` and ``inference``
+    medians of the path's first runtime over its own. Raises ConfigurationError as :func:`measure_latency` does.
+    """
+    import torch
+
+    from ..core.preprocess import prepare_batch
+    from ..nn import count_flops, count_parameters
+
+    first = next(iter(backends.values()))
+    results = measure_latency(backends, image, runs=runs, warmup=warmup)
+    for name, backend in backends.items():
+        stats = results[name]
+        stats["postprocess_ratio"] = stats["postprocess_ms"]["median"] / stats["inference_ms"]["median"]
+        batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, channels_last=backend.channels_last)
+        stats["parameters"] = count_parameters(backend.network)
+        # Through the backend: Mask R-CNN also takes image sizes, and its heads run in finish
+        stats["gflops"] = count_flops(lambda b: backend.finish(backend.forward(b), b), batch) / 1e9
+    report = {
+        **first.describe(),
+        "extra_ms": first.extra_benchmarks(),
+        "image_size": [image.shape[1], image.shape[0]],
+        "threads": torch.get_num_threads(),
+        "runs": runs,
+        "warmup": warmup,
+        "paths": results,
+    }
+    if "fast" in results and "plain" in results:
+        report["speedup_total"] = results["plain"]["total_ms"]["median"] / results["fast"]["total_ms"]["median"]
+        report["speedup_inference"] = results["plain"]["inference_ms"]["median"] / results["fast"]["inference_ms"]["median"]
+    by_path: dict[str, list[str]] = {}  # path → its runs' names, in the order given (the first is the reference)
+    for name in results:
+        if "/" in name:
+            by_path.setdefault(name.split("/")[0], []).append(name)
+    speedups = {
+        name: {stage: results[reference][f"{stage}_ms"]["median"] / results[name][f"{stage}_ms"]["median"]
+               for stage in ("total", "inference")}
+        for reference, *others in by_path.values() for name in others
+    }
+    if speedups:
+        report["runtime_speedup"] = speedups
+    return report

@@ -17,16 +17,20 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from rclpy.serialization import deserialize_message, serialize_message
 from tqdm import tqdm
 
 from ..backends.base import Backend
-from ..core.failures import FrameFailures
+from ..core.failures import FrameFailures, Stage
 from ..core.messages import result_from_messages
-from ..core.types import Capability
+from ..core.types import Capability, PerceptionResult
 from ..data.rosbag import BagDataset
+from ..data.sample import Sample
+from ..errors import ConfigurationError
 from ..evaluation.evaluator import Evaluator
+from ..evaluation.loop import run_frames
 from .bags import BagWriter, ros_type_name, stamp_header
 from .conversions import label_info_msg, perception_messages
 
@@ -41,36 +45,40 @@ def replay_offline(
 ) -> dict:
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
-    A frame that fails (undecodable, the backend raises, its messages cannot be built, written or
-    scored) is reported on stderr and skipped (:class:`FrameFailures`); its input frame stays in the
+    The frames go through :func:`~panoptic_perception.evaluation.loop.run_frames` (the first call a
+    warm-up, left out of the latency): a frame that fails (undecodable, the backend raises, its messages
+    cannot be built, written or scored) is reported on stderr and skipped; its input frame stays in the
     output bag. The summary's ``failed`` lists those frames.
     """
     failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
     topics = {OUTPUT_TOPICS[c] for c in backend.capabilities if c in OUTPUT_TOPICS} | {"result"} | ({"overlay"} if overlay else set())
     evaluator = Evaluator(backend.label_map, backend.capabilities)
+    log_times: dict[str, int] = {}  # frame name → its log time in the bag, which its outputs keep
     with BagWriter(output, "mcap") as writer:
-        for index, frame in enumerate(tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="replay")):
-            writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
-            sample = frame.sample
+
+        def recorded_samples() -> Iterator[Sample]:
+            """The bag's samples, each written to the output bag as recorded (label info before the first)."""
+            for index, frame in enumerate(dataset.frames()):
+                writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
+                if index == 0:
+                    header = stamp_header(frame.sample.stamp_ns, frame.sample.frame_id)
+                    writer.write(f"{NODE}/label_info", frame.log_time_ns,
+                                 label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
+                log_times[frame.sample.name] = frame.log_time_ns
+                yield frame.sample
+
+        def write_outputs(sample: Sample, result: PerceptionResult, stage: Stage) -> None:
+            stage.name = "messages"  # all serialized before any is written: a frame's topics are written whole
             header = stamp_header(sample.stamp_ns, sample.frame_id)
-            if index == 0:
-                writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
-            if sample.image is None:
-                failures.add(sample.name, "read", sample.error)
-                continue
-            with failures.frame(sample.name, "backend") as stage:
-                if not evaluator.frames:
-                    backend(sample.image)  # warm-up, untimed
-                result = backend(sample.image)
-                stage.name = "messages"  # all serialized before any is written: a frame's topics are written whole
-                messages = [(f"{NODE}/{topic}", ros_type_name(msg), serialize_message(msg))
-                            for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items()]
-                stage.name = "writing"
-                for topic, msgtype, raw in messages:
-                    writer.write(topic, frame.log_time_ns, raw=raw, msgtype=msgtype)
-                stage.name = "scoring"
-                evaluator.add(sample.name, result, sample.truth, result.timings.total_ms)
+            messages = [(f"{NODE}/{topic}", ros_type_name(msg), serialize_message(msg))
+                        for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items()]
+            stage.name = "writing"
+            for topic, msgtype, raw in messages:
+                writer.write(topic, log_times[sample.name], raw=raw, msgtype=msgtype)
+
+        run_frames(backend, recorded_samples(), failures, evaluator, on_result=write_outputs, progress=progress,
+                   description="replay", total=len(dataset))
     return {"bag": str(bag), "output": str(output), "failed": failures.to_list(), "messages_written": writer.messages,
             **evaluator.compute(), "frames_detail": evaluator.frames}
 
@@ -140,7 +148,7 @@ def replay_live(
     from vision_msgs.msg import LabelInfo
 
     if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+        raise ConfigurationError(f"rate must be positive, got {rate}")
     dataset = BagDataset(bag, image_topic)
     publish_topic = publish_topic or dataset.image_topic
     context = rclpy.Context()

@@ -7,6 +7,7 @@ import typing
 from typing import Any, TypeVar
 
 from ..backends.base import scalar_type_error
+from ..errors import ConfigurationError
 
 T = TypeVar("T")
 
@@ -14,15 +15,16 @@ T = TypeVar("T")
 def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses (and lists of them).
 
-    Raises ValueError naming the place (``where`` + key) of an unknown key, of a value that is not a
-    mapping (or a list) where one is expected, or of a scalar of the wrong type (``epochs: abc``)."""
+    Raises ConfigurationError naming the place (``where`` + key) of an unknown key, of a value that is not
+    a mapping (or a list) where one is expected, of a scalar of the wrong type (``epochs: abc``), or of a
+    value the dataclass's own checks refuse."""
     if not isinstance(values, dict):
-        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
+        raise ConfigurationError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown keys in {where.rstrip(' :.') or cls.__name__}: {', '.join(unknown)}")
+        raise ConfigurationError(f"unknown keys in {where.rstrip(' :.') or cls.__name__}: {', '.join(unknown)}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -31,9 +33,12 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str = "") -> T:
             value = from_dict(hint, value, f"{where}{name}.")
         elif item is not None and dataclasses.is_dataclass(item):
             if not isinstance(value, list):
-                raise ValueError(f"{where}{name}: expected a list, got {type(value).__name__}")
+                raise ConfigurationError(f"{where}{name}: expected a list, got {type(value).__name__}")
             value = [from_dict(item, v, f"{where}{name}[{i}].") for i, v in enumerate(value)]
         elif error := scalar_type_error(hint, value):
-            raise ValueError(f"{where}{name} {error}")
+            raise ConfigurationError(f"{where}{name} {error}")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:  # the dataclass's own checks (a value out of range) refuse what was given
+        raise ConfigurationError(str(error)) from error

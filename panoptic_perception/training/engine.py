@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..backends.weights import TRAINING_STATE_FORMAT_PREFIX, WeightsError, save_checkpoint
+from ..errors import ConfigurationError
 from .data import DataConfig
 
 log = logging.getLogger("panoptic_perception.training")
@@ -310,7 +311,7 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
         torch.set_num_threads(config.threads)
     distributed = Distributed.from_environment(config.device)
     if config.batch_size % distributed.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {distributed.world_size} processes")
+        raise ConfigurationError(f"batch_size {config.batch_size} is not divisible by {distributed.world_size} processes")
     device = torch.device(config.device if not config.device.startswith("cuda") or not distributed.enabled
                           else f"cuda:{distributed.local_rank}")
     output = Path(config.output_dir)
@@ -323,12 +324,12 @@ def train(config: TrainConfig, recipe: Recipe, resume: bool = False, progress: b
     val_samples = open_sources(config.data.val, progress and distributed.main) if config.data.val else None
     train_set = Examples(train_samples, recipe.example, config.seed)
     if len(train_set) < config.batch_size:  # the sampler drops the last partial batch: no step would run
-        raise ValueError(f"the training data has {len(train_set)} samples, fewer than batch_size {config.batch_size}")
+        raise ConfigurationError(f"the training data has {len(train_set)} samples, fewer than batch_size {config.batch_size}")
 
     model = recipe.build_model().to(device)
     init_report = recipe.initialize(model, config.init_weights) if config.init_weights else None
     if init_report is not None and not init_report["loaded"]:
-        raise ValueError(f"init_weights {config.init_weights}: no tensor fits this {config.backend} model "
+        raise ConfigurationError(f"init_weights {config.init_weights}: no tensor fits this {config.backend} model "
                          f"({len(init_report['skipped'])} skipped); weights of another backend or variant?")
     if init_report and distributed.main:
         log.info("initialised from %s: %d tensors loaded, %d skipped", config.init_weights,

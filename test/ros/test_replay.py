@@ -170,3 +170,34 @@ def test_live_replay_scores_the_answers_after_one_it_cannot_read(tmp_path):
     assert [f["frame"] for f in evaluator.frames] == ["frame_000001"]
     assert evaluator.compute()["driving"]["drivable_miou"] == 1.0, "the truth's own messages score perfectly"
     assert recorder.answered == 2 and len(written) == 2
+
+
+def test_replay_takes_the_runtime_options_and_thresholds_of_infer_and_runs_the_shared_loop(
+        synthetic_bag, yolopv2_small_checkpoint, onnx_cache, tmp_path, monkeypatch, capsys):
+    import json
+
+    from panoptic_perception.cli import main
+    from panoptic_perception.evaluation import loop
+    from panoptic_perception.ros import replay
+
+    backends = []
+
+    def spy(backend, *args, **kwargs):
+        backends.append((backend, kwargs))
+        return loop.run_frames(backend, *args, **kwargs)
+
+    monkeypatch.setattr(replay, "run_frames", spy)
+    path, _ = yolopv2_small_checkpoint
+    argv = ["-q", "replay", str(synthetic_bag), "--output", str(tmp_path / "out"), "--backend", "yolopv2", "--weights", path,
+            "--runtime", "onnxruntime", "--option", "input_width=320,input_height=192", "--score-threshold", "0.9",
+            "--max-detections", "3"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == FRAMES
+    ((backend, kwargs),) = backends
+    assert kwargs.get("timed", True), "timed: the first call a warm-up"
+    described = backend.describe()
+    assert described["runtime"] == "onnxruntime" and described["onnx"].startswith(str(onnx_cache))
+    assert described["input_size"] == [320, 192]
+    assert (described["thresholds"]["score"], described["thresholds"]["max_detections"]) == (0.9, 3)
+    ((_, _, label_info),) = read_bag(tmp_path / "out")["/panoptic_perception/label_info"]
+    assert label_info.threshold == pytest.approx(0.9)

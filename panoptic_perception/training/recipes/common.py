@@ -10,7 +10,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ...backends import create_backend
+from ...core.failures import FrameFailures
 from ...evaluation.evaluator import Evaluator
+from ...evaluation.loop import run_frames
 
 
 def image_tensor(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
@@ -26,14 +28,17 @@ def validate_with_backend(backend: str, network: nn.Module, model_config: dict[s
                           thresholds: dict[str, float] | None = None) -> dict:
     """Run ``network`` through its backend (the same pre- and post-processing as inference) on every
     sample and score it with the :class:`~panoptic_perception.evaluation.evaluator.Evaluator`; returns
-    its summary."""
+    its summary.
+
+    The samples go through :func:`~panoptic_perception.evaluation.loop.run_frames`, untimed (the summary
+    has no latency): a sample that cannot be read, or that the backend or the scoring fails on, is
+    reported on stderr and left out, as in ``evaluate``."""
     runner = create_backend(backend, network=network, fast=False, **model_config)
     if thresholds:
         runner.set_thresholds(**thresholds)
     evaluator = Evaluator(runner.label_map, runner.capabilities)
-    for index in range(len(samples)):
-        sample = samples[index]
-        evaluator.add(sample.name, runner(sample.image), sample.truth)
+    run_frames(runner, (samples[index] for index in range(len(samples))), FrameFailures(label="validation"), evaluator,
+               timed=False)
     return evaluator.compute()
 
 
