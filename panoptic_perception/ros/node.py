@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -51,12 +51,10 @@ from ..core.types import Capability
 from ..msg import DrivingPerception, PanopticSegmentation
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
 from .conversions import label_info_msg, perception_messages
-from .parameters import PARAMETERS, OnChange, check_values
+from .parameters import PARAMETERS, THRESHOLD_PARAMETERS, OnChange, check_values, given_thresholds
 
 NODE_NAME = "panoptic_perception"
 RELOAD_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.on_change is OnChange.RELOAD)
-THRESHOLD_PARAMETERS = {"score_threshold": "score", "iou_threshold": "iou", "max_detections": "max_detections",
-                        "mask_threshold": "mask"}
 WARMUP_SIZE = (640, 360)
 NO_INPUT_WARNING_S = 5.0
 
@@ -141,12 +139,11 @@ class PerceptionNode(LifecycleNode):
         changes = {p.name: p.value for p in parameters if p.name in self.settings}
         try:
             check_values({**self.settings, **changes})
-            thresholds = {THRESHOLD_PARAMETERS[k]: v for k, v in changes.items() if k in THRESHOLD_PARAMETERS}
             if self.backend is not None and RELOAD_PARAMETERS & changes.keys():
                 backend = self._worker.call(self._build_backend, {**self.settings, **changes})
                 self._swap_backend(backend)
-            elif self.backend is not None and thresholds:
-                self.backend.set_thresholds(**thresholds)
+            elif self.backend is not None and THRESHOLD_PARAMETERS.keys() & changes.keys():
+                self._apply_thresholds(self.backend, {**self.settings, **changes})
                 self._publish_label_info()  # its threshold is the score threshold
         except Exception as error:  # any failure leaves the node as it was
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
@@ -178,13 +175,16 @@ class PerceptionNode(LifecycleNode):
             precision=settings["precision"],
             **parse_options([settings["backend_options"]]),
         )
-        backend.set_thresholds(
-            score=settings["score_threshold"], iou=settings["iou_threshold"],
-            max_detections=settings["max_detections"], mask=settings["mask_threshold"],
-        )
+        self._apply_thresholds(backend, settings)
         # Warm-up: the first call allocates memory and selects kernels; do it before frames arrive.
         backend(np.zeros((WARMUP_SIZE[1], WARMUP_SIZE[0], 3), np.uint8))
         return backend
+
+    @staticmethod
+    def _apply_thresholds(backend: Backend, settings: dict[str, Any]) -> None:
+        """The thresholds the parameters set, the backend's own defaults for the others (also for a parameter
+        set back to "the backend's default"). Raises ValueError for a value out of a threshold's range."""
+        backend.set_thresholds(**{**asdict(backend.default_thresholds), **given_thresholds(settings)})
 
     def _swap_backend(self, backend: Backend) -> None:
         capabilities_changed = self.backend is None or backend.capabilities != self.backend.capabilities
