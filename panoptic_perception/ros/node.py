@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -42,41 +42,21 @@ from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallba
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import LabelInfo
 
 from ..backends import Backend, create_backend
 from ..backends.base import parse_options
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
-from ..core.types import Capability
-from ..msg import DrivingPerception, PanopticSegmentation
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
-from .conversions import label_info_msg, perception_messages
+from .conversions import label_info_msg, message_class, perception_messages
 from .parameters import PARAMETERS, THRESHOLD_PARAMETERS, OnChange, check_values, given_thresholds
+from .topics import topics_of
 
 NODE_NAME = "panoptic_perception"
 RELOAD_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.on_change is OnChange.RELOAD)
 WARMUP_SIZE = (640, 360)
 NO_INPUT_WARNING_S = 5.0
 
-
-@dataclass
-class Output:
-    """A published output: its topic, message type and the capability it needs (None: always)."""
-
-    topic: str
-    msg_type: type
-    capability: Capability | None
-
-
-OUTPUTS = (
-    Output("detections", Detection2DArray, Capability.DETECTION),
-    Output("drivable_area", Image, Capability.DRIVABLE_AREA),
-    Output("lane_lines", Image, Capability.LANE_LINES),
-    Output("semantic", Image, Capability.SEMANTIC),
-    Output("panoptic", PanopticSegmentation, Capability.PANOPTIC),
-    Output("result", DrivingPerception, None),
-    Output("overlay", Image, None),
-)
 
 #: Outputs: reliable (matches reliable and best-effort subscribers), volatile, only the newest kept.
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2,
@@ -200,12 +180,11 @@ class PerceptionNode(LifecycleNode):
 
     # -- publishers --------------------------------------------------------------------------------
     def _create_publishers(self) -> None:
-        for output in OUTPUTS:
-            if output.capability is None or output.capability in self.backend.capabilities:
-                self._output_publishers[output.topic] = self.create_publisher(
-                    output.msg_type, f"~/{output.topic}", OUTPUT_QOS,
-                    event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(output.topic)),
-                )
+        for topic in topics_of(self.backend.capabilities):
+            self._output_publishers[topic.name] = self.create_publisher(
+                message_class(topic.msg_type), f"~/{topic.name}", OUTPUT_QOS,
+                event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(topic.name)),
+            )
         self._label_info_publisher = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
 
     def _destroy_publishers(self) -> None:

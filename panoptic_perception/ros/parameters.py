@@ -12,6 +12,7 @@ from typing import Any
 
 from ..backends.registry import list_backends
 from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
+from .topics import OUTPUT_TOPICS
 
 
 class OnChange(str, enum.Enum):
@@ -32,8 +33,6 @@ class ParameterSpec:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
 
-
-OUTPUT_TOPICS = ("detections", "drivable_area", "lane_lines", "semantic", "panoptic", "result", "overlay")
 
 #: The value of a threshold parameter (``BACKEND_DEFAULT_COUNT`` for ``max_detections``) that stands for
 #: the backend's own default (:attr:`Backend.default_thresholds`, the paper's or official post-processing):
