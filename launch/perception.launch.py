@@ -6,8 +6,8 @@
     ros2 launch panoptic_perception perception.launch.py runtime:=onnxruntime
 
 `ros2 launch panoptic_perception perception.launch.py --show-args` lists the arguments.
-Outputs: /<namespace>/panoptic_perception/{detections,drivable_area,lane_lines,semantic,panoptic,result,
-overlay,label_info} and /diagnostics.
+Outputs: under /<namespace>/panoptic_perception/, those of the backend (README, Topics;
+panoptic_perception/ros/topics.py), and /diagnostics.
 """
 
 from launch import LaunchDescription

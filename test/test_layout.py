@@ -53,6 +53,22 @@ def test_ros_package_manifest_matches_the_python_distribution():
     assert (REPO / "resource" / "panoptic_perception").is_file()
 
 
+def test_config_holds_only_what_a_ros_user_configures():
+    """Node parameter files (one per backend), the RViz config and the DDS profile; training configs live
+    beside training (panoptic_perception/training/configs/)."""
+    import yaml
+
+    from panoptic_perception.backends import list_backends
+
+    files = sorted(p.name for p in (REPO / "config").iterdir())
+    assert [name for name in files if name.endswith(".yaml")] == sorted(f"{b}.yaml" for b in list_backends())
+    assert [name for name in files if not name.endswith(".yaml")] == ["fastdds_large_data.xml", "perception.rviz"]
+    for name in files:
+        if name.endswith(".yaml"):
+            assert list(yaml.safe_load((REPO / "config" / name).read_text())["/**"]) == ["ros__parameters"], name
+    assert list((PACKAGE / "training" / "configs").glob("*_synthetic.yaml")), "the training configs"
+
+
 def test_core_has_no_network_code_and_nothing_but_ros_imports_ros():
     for path in modules_under("core"):
         for name in imported_modules(path):

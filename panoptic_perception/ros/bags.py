@@ -25,6 +25,7 @@ from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
 from ..data.synthetic import SyntheticScenes
 from .camera import compressed_msg
 from .conversions import bgr_to_image, label_info_msg, perception_messages
+from .topics import CAPABILITY_TOPICS
 
 #: First stamp of a made bag (2026-01-01T00:00:00Z): fixed, so that a bag is reproducible.
 DEFAULT_START_NS = 1_767_225_600 * 1_000_000_000
@@ -129,7 +130,7 @@ def make_bag(
                 if index == 0:
                     bag.write(f"{GROUND_TRUTH_PREFIX}/label_info", stamp, label_info_msg(CITYSCAPES, 0.0, header))
                 truth = perception_messages(scene.to_result(), header, image, CITYSCAPES,
-                                            {"detections", "drivable_area", "lane_lines", "semantic", "panoptic"})
+                                            {topic.name for topic in CAPABILITY_TOPICS.values()})
                 for name, msg in truth.items():
                     bag.write(f"{GROUND_TRUTH_PREFIX}/{name}", stamp, msg)
             frames += 1

@@ -8,6 +8,7 @@ inference of a small network.
 from __future__ import annotations
 
 import array
+import importlib
 
 import numpy as np
 from sensor_msgs.msg import Image, RegionOfInterest
@@ -25,6 +26,15 @@ from ..core.labels import LabelMap
 from ..core.visualize import draw_overlay
 from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
 from ..msg import DrivingPerception, PanopticSegment, PanopticSegmentation
+from .topics import CAPABILITY_TOPICS, DETECTIONS, PANOPTIC, OutputTopic
+
+
+def message_class(type_name: str) -> type:
+    """The rclpy class of a ROS message type name such as ``sensor_msgs/msg/Image`` (as in
+    :mod:`.topics`); raises ImportError or AttributeError for a type that is not installed."""
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
 
 def _byte_array(data: np.ndarray) -> array.array:
     values = array.array("B")
@@ -95,31 +105,34 @@ def label_info_msg(label_map: LabelMap, threshold: float, header: Header) -> Lab
     )
 
 
-def result_to_msg(
-    result: PerceptionResult,
-    header: Header,
-    detections: Detection2DArray | None = None,
-    drivable: Image | None = None,
-    lane: Image | None = None,
-    semantic: Image | None = None,
-    panoptic: PanopticSegmentation | None = None,
-) -> DrivingPerception:
-    """The bundle of one frame; already-built parts are reused, missing outputs stay empty."""
+def output_msg(topic: OutputTopic, result: PerceptionResult, header: Header) -> object | None:
+    """The message of the output ``topic`` (one of :data:`~.topics.CAPABILITY_TOPICS`) for one frame;
+    None when ``result`` lacks that output."""
+    value = getattr(result, topic.result_field)
+    if value is None:
+        return None
+    if topic.msg_type == PANOPTIC:
+        return panoptic_to_msg(value, result.segments or [], header)
+    if topic.msg_type == DETECTIONS:
+        return detections_to_msg(value, header)
+    return mask_to_image(value, header)
+
+
+def _empty_msg(topic: OutputTopic, header: Header) -> object:
+    msg = message_class(topic.msg_type)(header=header)
+    if topic.msg_type == PANOPTIC:
+        msg.label_divisor = PANOPTIC_LABEL_DIVISOR  # how any reader decodes ids, even of an empty image
+    return msg
+
+
+def result_to_msg(result: PerceptionResult, header: Header, parts: dict[str, object] | None = None) -> DrivingPerception:
+    """The bundle of one frame: each per-capability output in the field named as its topic. ``parts``
+    (messages by topic name) are reused; outputs the result lacks stay empty messages."""
+    parts = parts or {}
     msg = DrivingPerception(header=header, backend=result.backend)
-    if detections is None and result.detections is not None:
-        detections = detections_to_msg(result.detections, header)
-    msg.detections = detections or Detection2DArray(header=header)
-    for field, part, mask in (
-        ("drivable_area", drivable, result.drivable_mask),
-        ("lane_lines", lane, result.lane_mask),
-        ("semantic", semantic, result.semantic),
-    ):
-        if part is None and mask is not None:
-            part = mask_to_image(mask, header)
-        setattr(msg, field, part or Image(header=header))
-    if panoptic is None and result.panoptic is not None:
-        panoptic = panoptic_to_msg(result.panoptic, result.segments or [], header)
-    msg.panoptic = panoptic or PanopticSegmentation(header=header, label_divisor=PANOPTIC_LABEL_DIVISOR)
+    for topic in CAPABILITY_TOPICS.values():
+        part = parts.get(topic.name) or output_msg(topic, result, header)
+        setattr(msg, topic.name, part or _empty_msg(topic, header))
     msg.preprocess_ms = float(result.timings.preprocess_ms)
     msg.inference_ms = float(result.timings.inference_ms)
     msg.postprocess_ms = float(result.timings.postprocess_ms)
@@ -139,20 +152,11 @@ def perception_messages(
     Topics whose output the result lacks are skipped; ``result`` and ``overlay`` are built from the
     other parts, which are converted once.
     """
-    builders = {
-        "detections": (result.detections, lambda: detections_to_msg(result.detections, header)),
-        "drivable_area": (result.drivable_mask, lambda: mask_to_image(result.drivable_mask, header)),
-        "lane_lines": (result.lane_mask, lambda: mask_to_image(result.lane_mask, header)),
-        "semantic": (result.semantic, lambda: mask_to_image(result.semantic, header)),
-        "panoptic": (result.panoptic, lambda: panoptic_to_msg(result.panoptic, result.segments or [], header)),
-    }
-    parts = {topic: build() for topic, (value, build) in builders.items() if value is not None and topic in topics}
+    parts = {topic.name: msg for topic in CAPABILITY_TOPICS.values()
+             if topic.name in topics and (msg := output_msg(topic, result, header)) is not None}
     messages = dict(parts)
     if "result" in topics:
-        messages["result"] = result_to_msg(
-            result, header, parts.get("detections"), parts.get("drivable_area"), parts.get("lane_lines"),
-            parts.get("semantic"), parts.get("panoptic"),
-        )
+        messages["result"] = result_to_msg(result, header, parts)
     if "overlay" in topics:
         messages["overlay"] = bgr_to_image(draw_overlay(image, result, label_map, overlay_alpha), header)
     return messages

@@ -21,7 +21,7 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -42,44 +42,22 @@ from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallba
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from vision_msgs.msg import Detection2DArray, LabelInfo
+from vision_msgs.msg import LabelInfo
 
 from ..backends import Backend
 from ..factory import create_backend
 from ..backends.base import parse_options
 from ..core.streaming import FrameCounters, RateMeter, RollingSamples, WorkerThread
-from ..core.types import Capability
-from ..msg import DrivingPerception, PanopticSegmentation
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
-from .conversions import label_info_msg, perception_messages
-from .parameters import PARAMETERS, OnChange, check_values
+from .conversions import label_info_msg, message_class, perception_messages
+from .parameters import PARAMETERS, THRESHOLD_PARAMETERS, OnChange, check_values, given_thresholds
+from .topics import topics_of
 
 NODE_NAME = "panoptic_perception"
 RELOAD_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.on_change is OnChange.RELOAD)
-THRESHOLD_PARAMETERS = {"score_threshold": "score", "iou_threshold": "iou", "max_detections": "max_detections",
-                        "mask_threshold": "mask"}
 WARMUP_SIZE = (640, 360)
 NO_INPUT_WARNING_S = 5.0
 
-
-@dataclass
-class Output:
-    """A published output: its topic, message type and the capability it needs (None: always)."""
-
-    topic: str
-    msg_type: type
-    capability: Capability | None
-
-
-OUTPUTS = (
-    Output("detections", Detection2DArray, Capability.DETECTION),
-    Output("drivable_area", Image, Capability.DRIVABLE_AREA),
-    Output("lane_lines", Image, Capability.LANE_LINES),
-    Output("semantic", Image, Capability.SEMANTIC),
-    Output("panoptic", PanopticSegmentation, Capability.PANOPTIC),
-    Output("result", DrivingPerception, None),
-    Output("overlay", Image, None),
-)
 
 #: Outputs: reliable (matches reliable and best-effort subscribers), volatile, only the newest kept.
 OUTPUT_QOS = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=2,
@@ -142,12 +120,11 @@ class PerceptionNode(LifecycleNode):
         changes = {p.name: p.value for p in parameters if p.name in self.settings}
         try:
             check_values({**self.settings, **changes})
-            thresholds = {THRESHOLD_PARAMETERS[k]: v for k, v in changes.items() if k in THRESHOLD_PARAMETERS}
             if self.backend is not None and RELOAD_PARAMETERS & changes.keys():
                 backend = self._worker.call(self._build_backend, {**self.settings, **changes})
                 self._swap_backend(backend)
-            elif self.backend is not None and thresholds:
-                self.backend.set_thresholds(**thresholds)
+            elif self.backend is not None and THRESHOLD_PARAMETERS.keys() & changes.keys():
+                self._apply_thresholds(self.backend, {**self.settings, **changes})
                 self._publish_label_info()  # its threshold is the score threshold
         except Exception as error:  # any failure leaves the node as it was
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
@@ -179,13 +156,16 @@ class PerceptionNode(LifecycleNode):
             precision=settings["precision"],
             **parse_options([settings["backend_options"]]),
         )
-        backend.set_thresholds(
-            score=settings["score_threshold"], iou=settings["iou_threshold"],
-            max_detections=settings["max_detections"], mask=settings["mask_threshold"],
-        )
+        self._apply_thresholds(backend, settings)
         # Warm-up: the first call allocates memory and selects kernels; do it before frames arrive.
         backend(np.zeros((WARMUP_SIZE[1], WARMUP_SIZE[0], 3), np.uint8))
         return backend
+
+    @staticmethod
+    def _apply_thresholds(backend: Backend, settings: dict[str, Any]) -> None:
+        """The thresholds the parameters set, the backend's own defaults for the others (also for a parameter
+        set back to "the backend's default"). Raises ValueError for a value out of a threshold's range."""
+        backend.set_thresholds(**{**asdict(backend.default_thresholds), **given_thresholds(settings)})
 
     def _swap_backend(self, backend: Backend) -> None:
         capabilities_changed = self.backend is None or backend.capabilities != self.backend.capabilities
@@ -201,12 +181,11 @@ class PerceptionNode(LifecycleNode):
 
     # -- publishers --------------------------------------------------------------------------------
     def _create_publishers(self) -> None:
-        for output in OUTPUTS:
-            if output.capability is None or output.capability in self.backend.capabilities:
-                self._output_publishers[output.topic] = self.create_publisher(
-                    output.msg_type, f"~/{output.topic}", OUTPUT_QOS,
-                    event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(output.topic)),
-                )
+        for topic in topics_of(self.backend.capabilities):
+            self._output_publishers[topic.name] = self.create_publisher(
+                message_class(topic.msg_type), f"~/{topic.name}", OUTPUT_QOS,
+                event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(topic.name)),
+            )
         self._label_info_publisher = self.create_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
 
     def _destroy_publishers(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..backends.registry import list_backends
 from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
+from .topics import OUTPUT_TOPICS
 
 
 class OnChange(str, enum.Enum):
@@ -33,7 +34,14 @@ class ParameterSpec:
     choices: tuple[str, ...] = ()
 
 
-OUTPUT_TOPICS = ("detections", "drivable_area", "lane_lines", "semantic", "panoptic", "result", "overlay")
+#: The value of a threshold parameter (``BACKEND_DEFAULT_COUNT`` for ``max_detections``) that stands for
+#: the backend's own default (:attr:`Backend.default_thresholds`, the paper's or official post-processing):
+#: outside each threshold's valid range, so that it cannot be mistaken for a setting.
+BACKEND_DEFAULT = -1.0
+BACKEND_DEFAULT_COUNT = 0
+#: Threshold parameters → the names :meth:`Backend.set_thresholds` takes.
+THRESHOLD_PARAMETERS = {"score_threshold": "score", "iou_threshold": "iou", "max_detections": "max_detections",
+                        "mask_threshold": "mask"}
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("autostart", True, "configure and activate on start (no lifecycle manager needed)", OnChange.READ_ONLY),
@@ -61,11 +69,15 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   OnChange.READ_ONLY, 1, 100),
     ParameterSpec("max_frame_age_ms", 500.0, "drop frames older than this when inference starts; 0: never",
                   OnChange.APPLY, 0.0, 60000.0),
-    ParameterSpec("score_threshold", 0.3, "minimum detection confidence", OnChange.APPLY, 0.0, 1.0),
-    ParameterSpec("iou_threshold", 0.45, "non-maximum suppression IoU", OnChange.APPLY, 0.0, 1.0),
-    ParameterSpec("max_detections", 300, "most detections per frame (NMS work grows with it)", OnChange.APPLY, 1, 1000),
-    ParameterSpec("mask_threshold", 0.5, "probability above which a drivable / lane pixel is set (0.5: argmax)",
-                  OnChange.APPLY, 0.0, 1.0),
+    # The post-processing thresholds default to the backend's own (BACKEND_DEFAULT), see THRESHOLD_PARAMETERS.
+    ParameterSpec("score_threshold", BACKEND_DEFAULT, "minimum detection confidence; -1.0: the backend's default",
+                  OnChange.APPLY, BACKEND_DEFAULT, 1.0),
+    ParameterSpec("iou_threshold", BACKEND_DEFAULT, "non-maximum suppression IoU; -1.0: the backend's default",
+                  OnChange.APPLY, BACKEND_DEFAULT, 1.0),
+    ParameterSpec("max_detections", BACKEND_DEFAULT_COUNT, "most detections per frame (NMS work grows with it); "
+                  "0: the backend's default", OnChange.APPLY, BACKEND_DEFAULT_COUNT, 1000),
+    ParameterSpec("mask_threshold", BACKEND_DEFAULT, "probability above which a drivable / lane pixel is set "
+                  "(0.5: argmax); -1.0: the backend's default", OnChange.APPLY, BACKEND_DEFAULT, 1.0),
     *(ParameterSpec(f"publish_{topic}", True, f"publish ~/{topic}", OnChange.APPLY) for topic in OUTPUT_TOPICS),
     ParameterSpec("overlay_alpha", 0.5, "opacity of masks in ~/overlay", OnChange.APPLY, 0.0, 1.0),
 )
@@ -88,3 +100,12 @@ def check_values(values: dict[str, Any]) -> None:
             raise ValueError(f"input_size must be [width, height] ([0, 0]: from the weights), got {size}")
     if {"runtime", "onnx_path", "precision"} <= values.keys():
         check_runtime(values["runtime"], values["onnx_path"] or None, values["precision"])
+
+
+def given_thresholds(values: dict[str, Any]) -> dict[str, float]:
+    """The thresholds that ``values`` (node parameters by name) set, by :meth:`Backend.set_thresholds` name:
+    those neither absent nor at ``BACKEND_DEFAULT`` / ``BACKEND_DEFAULT_COUNT``. The node applies them over
+    the backend's ``default_thresholds``; a value outside a threshold's range is left for ``set_thresholds``
+    to refuse (ValueError)."""
+    return {name: values[parameter] for parameter, name in THRESHOLD_PARAMETERS.items()
+            if parameter in values and values[parameter] != PARAMETERS_BY_NAME[parameter].default}

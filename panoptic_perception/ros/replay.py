@@ -33,10 +33,9 @@ from ..evaluation.evaluator import Evaluator
 from ..evaluation.loop import run_frames
 from .bags import BagWriter, ros_type_name, stamp_header
 from .conversions import label_info_msg, perception_messages
+from .topics import CAPABILITY_TOPICS
 
 NODE = "/panoptic_perception"
-OUTPUT_TOPICS = {Capability.DETECTION: "detections", Capability.DRIVABLE_AREA: "drivable_area",
-                 Capability.LANE_LINES: "lane_lines", Capability.SEMANTIC: "semantic", Capability.PANOPTIC: "panoptic"}
 
 
 def replay_offline(
@@ -52,7 +51,7 @@ def replay_offline(
     """
     failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
-    topics = {OUTPUT_TOPICS[c] for c in backend.capabilities if c in OUTPUT_TOPICS} | {"result"} | ({"overlay"} if overlay else set())
+    topics = {CAPABILITY_TOPICS[c].name for c in backend.capabilities} | {"result"} | ({"overlay"} if overlay else set())
     evaluator = Evaluator(backend.label_map, backend.capabilities)
     log_times: dict[str, int] = {}  # frame name → its log time in the bag, which its outputs keep
     with BagWriter(output, "mcap") as writer:
@@ -164,7 +163,7 @@ def replay_live(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {NODE} node found (no publisher of {NODE}/result): start the node first")
             time.sleep(0.1)
-        capabilities = {c for c, topic in OUTPUT_TOPICS.items() if node.count_publishers(f"{NODE}/{topic}") > 0}
+        capabilities = {c for c, topic in CAPABILITY_TOPICS.items() if node.count_publishers(f"{NODE}/{topic.name}") > 0}
         label_map = _label_map(node, LabelInfo, deadline)
         evaluator = Evaluator(label_map, capabilities)
         failures = FrameFailures()

@@ -1,7 +1,7 @@
 """``python -m panoptic_perception.training --config FILE [--resume] [--output-dir DIR]``: the CLI's
 ``train`` command as a module, so that PyTorch's launcher can start it once per device:
 
-    torchrun --nproc-per-node 4 -m panoptic_perception.training --config config/cyclenet.yaml
+    torchrun --nproc-per-node 4 -m panoptic_perception.training --config panoptic_perception/training/configs/cyclenet_synthetic.yaml
 """
 
 from __future__ import annotations

@@ -135,3 +135,31 @@ def test_process_takes_what_call_takes_and_tiny_or_extreme_frames_work(name):
         assert result.image_size == (width, height)
         for mask in (result.drivable_mask, result.lane_mask, result.semantic, result.panoptic):
             assert mask is None or mask.shape == (height, width)
+
+
+@pytest.fixture(scope="module")
+def held_out_scenes():
+    from panoptic_perception.data.synthetic import SyntheticScenes
+
+    return list(SyntheticScenes(2, 640, 360, first_seed=5_000_000))  # seeds no bundled weights trained on
+
+
+@pytest.mark.parametrize("name", list_backends())
+def test_fast_path_gives_the_plain_paths_results_with_the_bundled_weights(name, held_out_scenes):
+    # The inference-optimised network (folded BatchNorms, merged RepConvs, channels-last, no auxiliary
+    # heads) differs from the network as trained only by float rounding: measured here, every mask pixel
+    # and panoptic id equal, boxes within 1e-4 px and scores within 2e-6.
+    plain, fast = create_backend(name, fast=False), create_backend(name)
+    assert (plain.fast, fast.fast) == (False, True)
+    for scene in held_out_scenes:
+        expected, got = plain(scene.image), fast(scene.image)
+        for field in ("drivable_mask", "lane_mask", "semantic", "panoptic"):
+            a, b = getattr(got, field), getattr(expected, field)
+            assert (a is None) == (b is None), field
+            if b is not None:
+                assert (a == b).mean() >= 0.9999, field
+        if expected.detections is not None:
+            a, b = got.detections, expected.detections
+            assert len(a.boxes) == len(b.boxes) and np.array_equal(a.class_ids, b.class_ids)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)

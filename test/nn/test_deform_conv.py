@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 
 import pytest
 import torch
@@ -263,24 +261,3 @@ def test_cuda_matches_cpu():
     expected = modulated_deform_conv2d(x, offset, mask, weight, bias, **kw)
     got = modulated_deform_conv2d(*(t.cuda() for t in (x, offset, mask, weight, bias)), **kw)
     assert torch.allclose(got.cpu(), expected, atol=1e-10)
-
-
-def test_print_cyclenet_sized_timing():
-    # ADC-sized: 256 -> 256 channels, 3x3, a 128x256 map (1/4 of a 512x1024 crop). Printed, not asserted.
-    torch.manual_seed(8)
-    layer = ModulatedDeformConv2d(256, 256, 3, padding=1)
-    x = torch.randn(1, 256, 128, 256)
-    offset = torch.randn(1, 18, 128, 256)
-    mask = torch.rand(1, 9, 128, 256)
-    with torch.inference_mode():
-        start = time.perf_counter()
-        out = layer(x, offset, mask)
-        deform_s = time.perf_counter() - start
-        start = time.perf_counter()
-        F.conv2d(x, layer.weight, layer.bias, padding=1)
-        conv_s = time.perf_counter() - start
-    assert out.shape == (1, 256, 128, 256) and math.isfinite(out.abs().sum().item())
-    print(
-        f"\nModulatedDeformConv2d 256->256 3x3 on 1x256x128x256 ({torch.get_num_threads()} threads): "
-        f"{deform_s * 1e3:.0f} ms forward (conv2d: {conv_s * 1e3:.0f} ms)"
-    )

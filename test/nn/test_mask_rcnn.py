@@ -20,8 +20,6 @@ relative, masks to 2e-6 (float32 rounding of the interpolation, whose terms are 
 from __future__ import annotations
 
 import copy
-import functools
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -31,7 +29,6 @@ from oracles import torchvision_or_skip
 
 from panoptic_perception.nn import count_parameters
 from panoptic_perception.nn.mask_rcnn import MaskRCNN, adapt_predictor_classes, batch_images
-from panoptic_perception.nn.resnet import FrozenBatchNorm2d
 
 NUM_CLASSES = 5
 SMALL = {"width": 0.25, "fpn_channels": 32, "representation_size": 64, "mask_layers": (16, 16, 16, 16)}
@@ -334,16 +331,3 @@ def test_no_detections_gives_empty_outputs():
     assert detection["boxes"].shape == (0, 4)
     assert detection["labels"].shape == (0,) and detection["scores"].shape == (0,)
     assert detection["masks"].shape == (0, 1, 60, 90)
-
-
-def test_timing_printed():
-    """Not asserted: a width-0.25 ResNet-50 Mask R-CNN (torchvision's head sizes) at 512x1024, eval, random weights."""
-    torch.manual_seed(0)
-    model = MaskRCNN(9, width=0.25, norm_layer=functools.partial(FrozenBatchNorm2d, eps=0.0)).eval()
-    images = torch.randn(1, 3, 512, 1024)
-    with torch.inference_mode():
-        model(images[..., :256, :512], [(256, 512)])  # warm-up
-        start = time.perf_counter()
-        (detection,) = model(images, [(512, 1024)])
-        elapsed = time.perf_counter() - start
-    print(f"\nMaskRCNN width 0.25 at 512x1024, eval: {elapsed * 1e3:.0f} ms, {len(detection['boxes'])} detections")

@@ -4,7 +4,6 @@ torchvision's ``MultiScaleRoIAlign``; a printed timing."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -228,26 +227,6 @@ def test_multiscale_is_differentiable_and_rejects_bad_input():
         pooler({"0": features["0"], "1": torch.randn(1, 3, 8, 8)}, [torch.zeros(1, 4)], [(64, 64)])
     with pytest.raises(ValueError, match="image_shapes"):
         pooler(features, [torch.zeros(1, 4)], [])
-
-
-def test_timing_printed():
-    """Not asserted: Mask R-CNN's box-head (1000 RoIs, 7x7) and mask-size (100 RoIs, 28x28) pooling."""
-    torch.manual_seed(0)
-    features = torch.randn(1, 256, 200, 336)
-
-    def random_rois(count):
-        corner = torch.rand(count, 2) * torch.tensor([300.0, 170.0])
-        size = torch.rand(count, 2) * 60 + 2
-        return torch.cat((torch.zeros(count, 1), corner, corner + size), dim=1)
-
-    for count, size in ((1000, 7), (100, 28)):
-        rois = random_rois(count)
-        roi_align(features, rois, size, 1.0, 2)  # warm-up
-        start = time.perf_counter()
-        out = roi_align(features, rois, size, 1.0, 2)
-        elapsed = time.perf_counter() - start
-        assert out.shape == (count, 256, size, size)
-        print(f"\nroi_align {count} RoIs x 256 channels -> {size}x{size}, sampling 2: {elapsed * 1e3:.1f} ms")
 
 
 def test_multi_scale_pooler_with_aligned_runs_roialign_v2_on_each_boxs_level():

@@ -137,4 +137,18 @@ def test_result_bundle_leaves_missing_outputs_empty_and_survives_serialization()
     assert back.backend == "twinlitenet" and back.header.frame_id == "cam"
     assert (back.drivable_area.width, back.drivable_area.height, back.drivable_area.encoding) == (6, 4, "mono8")
     assert back.semantic.width == 0 and back.panoptic.panoptic.width == 0 and len(back.detections.detections) == 0
+    assert back.panoptic.label_divisor == 1000, "how a reader decodes ids, even of an empty image"
     assert (back.preprocess_ms, back.inference_ms, back.postprocess_ms) == (1.0, 2.0, 3.0)
+
+
+def test_every_output_topic_names_an_installed_message_type_and_the_bundle_has_a_field_per_capability():
+    from panoptic_perception.ros.bags import ros_type_name
+    from panoptic_perception.ros.conversions import message_class
+    from panoptic_perception.ros.topics import CAPABILITY_TOPICS, OUTPUT_TOPICS
+
+    for topic in OUTPUT_TOPICS.values():
+        assert ros_type_name(message_class(topic.msg_type)()) == topic.msg_type
+    fields = DrivingPerception.get_fields_and_field_types()
+    for topic in CAPABILITY_TOPICS.values():
+        package, _, name = topic.msg_type.split("/")
+        assert fields[topic.name] in (f"{package}/{name}", name), topic.name  # the package's own types unqualified

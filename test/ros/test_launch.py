@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from panoptic_perception.backends import list_backends
-from panoptic_perception.ros.parameters import OUTPUT_TOPICS, PARAMETERS, PARAMETERS_BY_NAME
+from panoptic_perception.ros.parameters import PARAMETERS, PARAMETERS_BY_NAME
+from panoptic_perception.ros.topics import OUTPUT_TOPICS
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "panoptic_perception"

@@ -247,10 +247,15 @@ def test_yolopv2_publishes_detections(start_node, start_camera, probe, yolopv2_s
     assert label_info[0][1].threshold == pytest.approx(0.3), "the score threshold"
     topics = probe.topics()
     assert f"{NODE}/detections" in topics and f"{NODE}/semantic" not in topics and f"{NODE}/panoptic" not in topics
-    # A new score threshold is announced again on ~/label_info.
+    # A new score threshold is announced again on ~/label_info; -1.0 goes back to the backend's own.
     (result,) = probe.set_parameters(score_threshold=0.6)
     assert result.successful, result.reason
     probe.wait_for(lambda: label_info[-1][1].threshold == pytest.approx(0.6), 30, "LabelInfo with the new threshold")
+    (result,) = probe.set_parameters(score_threshold=-1.0)
+    assert result.successful, result.reason
+    probe.wait_for(lambda: label_info[-1][1].threshold == pytest.approx(0.3), 30, "LabelInfo with the backend's threshold")
+    (result,) = probe.set_parameters(score_threshold=-0.5)
+    assert not result.successful and "score threshold must be in [0, 1]" in result.reason, result.reason
 
 
 def test_fusion_panoptic_publishes_panoptic_semantic_and_detections(start_node, start_camera, probe):
@@ -294,6 +299,10 @@ def test_fusion_panoptic_publishes_panoptic_semantic_and_detections(start_node, 
     assert bundle.backend == "fusion_panoptic" and bundle.panoptic.panoptic.width == FRAME[0]
     assert bundle.semantic.width == FRAME[0] and bundle.drivable_area.width == 0
     assert [c.class_name for c in label_info[0][1].class_map] == [c.name for c in CITYSCAPES.classes]
+    # Started without a params file: the backend's own thresholds (Detectron2's and Mask R-CNN's), not another
+    # backend's.
+    assert label_info[0][1].threshold == pytest.approx(0.5), "fusion_panoptic's own score threshold"
+    assert "'thresholds': {'score': 0.5, 'iou': 0.5, 'max_detections': 100, 'mask': 0.5}" in node.output()
     topics = probe.topics()
     assert f"{NODE}/panoptic" in topics and f"{NODE}/drivable_area" not in topics and f"{NODE}/lane_lines" not in topics
 

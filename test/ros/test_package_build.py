@@ -46,9 +46,10 @@ def test_cmake_build_installs_library_messages_executable_and_share_files(tmp_pa
     assert (package / "msg" / "_driving_perception.py").is_file() and (package / "weights" / "twinlitenet_synthetic.pth").is_file()
     assert os.access(install / "lib" / "panoptic_perception" / "perception_node", os.X_OK)
     share = install / "share" / "panoptic_perception"
-    for name in ("package.xml", "launch/perception.launch.py", "config/twinlitenet.yaml", "config/perception.rviz",
-                 "config/fastdds_large_data.xml", "msg/DrivingPerception.msg"):
+    for name in ("package.xml", "launch/perception.launch.py", "msg/DrivingPerception.msg"):
         assert (share / name).is_file(), name
+    assert sorted(p.name for p in (share / "config").iterdir()) == sorted(p.name for p in (REPO / "config").iterdir())
+    assert not (package / "training" / "configs").exists(), "training configs are run from a source checkout"
 
     # The installed package imports from the install folder (not from this checkout) with its messages.
     code = ("import panoptic_perception, panoptic_perception.msg as m, panoptic_perception.ros.node;"

@@ -37,3 +37,18 @@ def test_valid_runtime_settings_pass():
     check_values(settings(runtime="onnxruntime", onnx_path="/data/twinlitenet.onnx"))
     check_values(settings(runtime="tensorrt", precision="fp16"))
     check_values({"precision": "fp16"})  # alone (no runtime given): only its choices are checked
+
+
+def test_thresholds_left_at_their_default_are_the_backends_and_set_ones_override_it():
+    from panoptic_perception.backends.base import Thresholds
+    from panoptic_perception.ros.parameters import THRESHOLD_PARAMETERS, given_thresholds
+
+    assert given_thresholds(settings()) == {}, "by default every backend runs its own thresholds"
+    assert given_thresholds(settings(score_threshold=0.6, max_detections=20)) == {"score": 0.6, "max_detections": 20}
+    assert given_thresholds({"score_threshold": 0.0}) == {"score": 0.0}, "0 is a threshold, not the default"
+    # The stand-in value is outside each threshold's valid range: no threshold, so no backend default, equals it.
+    for parameter, name in THRESHOLD_PARAMETERS.items():
+        spec = PARAMETERS_BY_NAME[parameter]
+        assert spec.minimum == spec.default and spec.on_change is OnChange.APPLY
+        with pytest.raises(ValueError):
+            Thresholds(**{name: spec.default})

@@ -24,7 +24,7 @@ from panoptic_perception.training.recipes.cyclenet import CycleNetRecipe
 
 SMALL = dict(width=0.125, rates=[1, 2, 3], aspp_bottleneck=16, aspp_growth=8, high_channels=16, low_channels=8,
              decoder_channels=16, aux_channels=8, input_width=128, input_height=72)
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "cyclenet_synthetic.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "panoptic_perception" / "training" / "configs" / "cyclenet_synthetic.yaml"
 CLASS_INDEX = class_index_table(CITYSCAPES)
 
 

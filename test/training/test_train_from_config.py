@@ -1,5 +1,5 @@
 """``train_from_config``: command-line overrides (``panoptic-perception train --set KEY=VALUE``) and the
-bundled weights' configs in ``config/``."""
+bundled weights' configs in ``panoptic_perception/training/configs/`` and their training log."""
 
 import re
 from pathlib import Path
@@ -45,14 +45,25 @@ def test_values_of_the_wrong_type_are_rejected_by_name(pair, message):
     from_dict(TrainConfig, apply_overrides(config(), ["optimizer.learning_rate=1", "init_weights=null"]))  # int for float, None where optional
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "config").glob("*_synthetic*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "panoptic_perception" / "training" / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+TRAINING_LOG = CONFIG_DIR / "training-log.md"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_bundled_weights_config_parses_into_its_recipe(path):
     config, _ = load_train_config(path)  # unknown keys and recipe options raise
     stage = re.fullmatch(r"(.+)_stage(\d+)", path.stem)
-    if stage:  # stage N starts from the best checkpoint of stage N - 1, as its comment says
+    if stage:  # stage N starts from the best checkpoint of stage N - 1, as the training log says
         base, number = stage.group(1), int(stage.group(2))
         previous = path.with_name(f"{base}.yaml" if number == 2 else f"{base}_stage{number - 1}.yaml")
         assert config.init_weights == f"{yaml.safe_load(previous.read_text())['output_dir']}/best.pth"
+
+
+def test_configs_are_plain_data_pointing_at_their_section_of_the_training_log():
+    sections = re.findall(r"^### (\S+\.yaml)$", TRAINING_LOG.read_text(), re.MULTILINE)
+    assert sorted(sections) == [path.name for path in CONFIGS], "one section per config, no other"
+    for path in CONFIGS:
+        first, *data = path.read_text().splitlines()
+        assert first == f"# Recipe notes and measurements: training-log.md in this folder, section {path.name}."
+        assert not any("#" in line for line in data), f"{path.name}: notes belong in the training log"

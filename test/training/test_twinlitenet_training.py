@@ -25,7 +25,7 @@ from panoptic_perception.training.losses import TwinLiteNetLoss, TwinLiteNetLoss
 from panoptic_perception.training.recipes import RECIPES
 from panoptic_perception.training.recipes.twinlitenet import TwinLiteNetRecipe
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "twinlitenet_synthetic.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "panoptic_perception" / "training" / "configs" / "twinlitenet_synthetic.yaml"
 SIZE = (64, 48)
 
 

@@ -28,7 +28,7 @@ from panoptic_perception.training.yolopv2_losses import YOLOPv2LossWeights
 SMALL = dict(width=0.25, depth=0.33, num_classes=3, class_names=["car", "truck", "person"], class_ids=[26, 27, 24],
              input_width=128, input_height=96)
 PLAIN = dict(scale=[1.0, 1.0], translate=0.0, flip=0.0, hsv=[0.0, 0.0, 0.0])
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "yolopv2_synthetic.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "panoptic_perception" / "training" / "configs" / "yolopv2_synthetic.yaml"
 CITYSCAPES_IDS = {"car": 26, "truck": 27, "person": 24}
 
 

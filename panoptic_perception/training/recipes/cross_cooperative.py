@@ -5,7 +5,7 @@ cross-entropy of the top (Xception-65) and of the bottom (ResNet-101) network; b
 on ImageNet; SGD, batch 6, learning rate 0.035 on Cityscapes (0.007 on PASCAL VOC); random 768x768
 crops of the 2048x1024 Cityscapes images (513x513 on PASCAL VOC). The optimiser, learning rate, batch
 and schedule are options of the shared :class:`~panoptic_perception.training.engine.TrainConfig`
-(``config/cross_cooperative_synthetic.yaml`` shows them); this recipe gives the rest.
+(``training/configs/cross_cooperative_synthetic.yaml`` shows them); this recipe gives the rest.
 
 Choices where the paper is silent (``recipe`` options, :class:`CrossCooperativeTrainOptions`):
 

@@ -10,7 +10,8 @@ What the paper says:
 - training (§4.2): cosine annealing from 0.01 with a 3-epoch warm-up, momentum 0.937, weight decay 0.005
   (YOLOv7's is 0.0005; the paper may mean that), 300 epochs, BDD100K images resized to 640x640 in
   training and 640x384 in testing. The optimiser, schedule, epochs and EMA are options of the shared
-  :class:`~panoptic_perception.training.engine.TrainConfig` (``config/yolopv2_synthetic.yaml`` gives them).
+  :class:`~panoptic_perception.training.engine.TrainConfig` (``training/configs/yolopv2_synthetic.yaml`` gives
+  them).
 
 Choices where the paper is silent, or where this recipe departs from it (``recipe`` options,
 :class:`YOLOPv2TrainOptions`):
