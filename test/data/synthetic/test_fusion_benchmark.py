@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from panoptic_perception.data.synthetic.fusion_benchmark import benchmark_fusion, fusion_benchmark_scene
 
@@ -27,9 +28,18 @@ def test_the_scene_depends_on_the_seed_only():
     assert not np.array_equal(first[0], fusion_benchmark_scene(96, 54, 12, seed=4)[0])
 
 
-def test_benchmark_returns_milliseconds():
-    assert benchmark_fusion(size=(160, 90), objects=8, runs=2) > 0
+@pytest.mark.parametrize("method, windows", [("paper", True), ("kirillov", False)])
+def test_benchmark_times_the_fusion_it_is_asked_for(monkeypatch, method, windows):
+    """A warm-up and ``runs`` timed calls of fuse on the scene, with the method and windows asked for."""
+    from panoptic_perception.data.synthetic import fusion_benchmark
 
+    calls = []
 
-def test_benchmark_without_windows_returns_milliseconds():
-    assert benchmark_fusion(size=(160, 90), objects=8, runs=2, method="kirillov", windows=False) > 0
+    def recorded(semantic, detected, label_map, config):
+        calls.append((config.method, detected.windows is not None, semantic.shape))
+        return real_fuse(semantic, detected, label_map, config)
+
+    real_fuse = fusion_benchmark.fuse
+    monkeypatch.setattr(fusion_benchmark, "fuse", recorded)
+    assert benchmark_fusion(size=(160, 90), objects=8, runs=2, method=method, windows=windows) > 0
+    assert calls == [(method, windows, (90, 160))] * 3
