@@ -46,7 +46,7 @@ import numpy as np
 
 from ..core.io import decode_file
 from ..core.types import Detections, PerceptionResult
-from .sample import Sample
+from .sample import ImageFileDataset, Sample
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -150,7 +150,7 @@ def merge_vehicles(detections: Detections) -> Detections:
 # ------------------------------------------------------------------------------ evaluation reader
 
 
-class BDD100KDataset:
+class BDD100KDataset(ImageFileDataset):
     """Evaluation samples from one split of a YOLOP-layout BDD100K folder.
 
     A sequence of :class:`~panoptic_perception.data.sample.Sample`: ``name`` is the image's file stem,
@@ -195,13 +195,6 @@ class BDD100KDataset:
     def _label_path(self, folder: str, image: Path) -> Path:
         suffix = ".json" if folder == DETECTION_FOLDER else ".png"
         return self.root / folder / self.split / f"{image.stem}{suffix}"
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self):
-        for index in range(len(self)):
-            yield self[index]
 
     def __getitem__(self, index: int) -> Sample:
         path = self.images[index]

@@ -64,7 +64,7 @@ import numpy as np
 from ..core.io import decode_file
 from ..core.labels import CITYSCAPES, VOID_ID
 from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
-from .sample import Sample
+from .sample import ImageFileDataset, Sample
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
@@ -215,7 +215,7 @@ def segment_boxes(panoptic: np.ndarray) -> dict[int, tuple[int, tuple[int, int, 
     }
 
 
-class CityscapesDataset:
+class CityscapesDataset(ImageFileDataset):
     """Evaluation samples from one split of a Cityscapes folder (see the module docstring)."""
 
     def __init__(self, root: str | Path, split: str = "val", size: tuple[int, int] | None = None) -> None:
@@ -260,13 +260,6 @@ class CityscapesDataset:
     @staticmethod
     def _name(path: Path) -> str:
         return path.name.removesuffix(IMAGE_SUFFIX)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self):
-        for index in range(len(self)):
-            yield self[index]
 
     def __getitem__(self, index: int) -> Sample:
         path = self.images[index]

@@ -8,6 +8,8 @@ field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -22,3 +24,17 @@ class Sample:
     stamp_ns: int | None = None  # capture time, for bags and videos
     error: str | None = None  # why image is None
     frame_id: str = ""  # the camera frame, for bags
+
+
+class ImageFileDataset:
+    """A dataset of labelled image files (``images``, sorted paths) read one :class:`Sample` per index:
+    subclasses define ``__getitem__``."""
+
+    images: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for index in range(len(self)):
+            yield self[index]

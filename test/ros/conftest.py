@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-
 from harness import Probe, Process, cli, node_command, ros_environment
 
 
@@ -34,31 +33,31 @@ def ros_env(tmp_path_factory):
 @pytest.fixture
 def start_node(ros_env, tmp_path):
     """Start the perception node with ``-p name:=value`` overrides; the image topic is /camera/image_raw."""
-    processes = []
-
-    def start(**parameters: Any) -> Process:
-        process = Process(node_command(**parameters), ros_env, tmp_path / f"node_{len(processes)}.log")
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        process.stop()
+    with _processes(ros_env, tmp_path, "node") as started:
+        yield lambda **parameters: started(node_command(**parameters))
 
 
 @pytest.fixture
 def start_camera(ros_env, tmp_path):
     """Publish synthetic 1280x720 frames on /camera/image_raw (``camera --help`` for the options)."""
+    with _processes(ros_env, tmp_path, "camera") as started:
+        yield lambda *args: started(cli("camera", "--topic", "/camera/image_raw", *args))
+
+
+@contextlib.contextmanager
+def _processes(ros_env, tmp_path, kind: str):
+    """Starts commands as processes logging to ``<kind>_<n>.log``; stops them all on exit."""
     processes = []
 
-    def start(*args: str) -> Process:
-        process = Process(cli("camera", "--topic", "/camera/image_raw", *args), ros_env, tmp_path / f"camera_{len(processes)}.log")
-        processes.append(process)
-        return process
+    def start(command: list[str]) -> Process:
+        processes.append(Process(command, ros_env, tmp_path / f"{kind}_{len(processes)}.log"))
+        return processes[-1]
 
-    yield start
-    for process in processes:
-        process.stop()
+    try:
+        yield start
+    finally:
+        for process in processes:
+            process.stop()
 
 
 @pytest.fixture
