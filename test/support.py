@@ -118,3 +118,22 @@ def write_detectron2_pkl(path, model: dict, protocol: int = 2, **extra) -> str:
     with open(path, "wb") as file:
         pickle.dump(payload, file, protocol=protocol)
     return str(path)
+
+
+def fail_on_frame(monkeypatch, bad_image, calls: list | None = None) -> None:
+    """TwinLiteNetBackend raises ``RuntimeError("backend exploded")`` on ``bad_image`` (a BGR array) and runs
+    every other image; each call appends to ``calls`` when given."""
+    import numpy as np
+
+    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
+
+    call = TwinLiteNetBackend.__call__
+
+    def failing(self, image):
+        if calls is not None:
+            calls.append(1)
+        if np.array_equal(image, bad_image):
+            raise RuntimeError("backend exploded")
+        return call(self, image)
+
+    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)

@@ -2,6 +2,7 @@ import json
 
 import cv2
 import numpy as np
+from support import fail_on_frame
 
 from panoptic_perception.cli import main
 from panoptic_perception.core.types import Capability
@@ -46,23 +47,15 @@ def test_the_truth_panel_keeps_the_outputs_of_the_backend():
 
 def test_demo_runs_the_shared_loop_a_warm_up_first_and_a_failing_frame_skipped(tmp_path, monkeypatch, capsys):
     from panoptic_perception import demo
-    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
     from panoptic_perception.evaluation import loop
 
-    bad = generate_scene(demo.DEMO_FIRST_SEED + 1, 160, 96).image  # the second frame
-    call, calls, loops = TwinLiteNetBackend.__call__, [], []
-
-    def failing(self, image):
-        calls.append(1)
-        if np.array_equal(image, bad):
-            raise RuntimeError("backend exploded")
-        return call(self, image)
+    calls, loops = [], []
+    fail_on_frame(monkeypatch, generate_scene(demo.DEMO_FIRST_SEED + 1, 160, 96).image, calls)  # the second frame
 
     def spy(*args, **kwargs):
         loops.append(kwargs)
         return loop.run_frames(*args, **kwargs)
 
-    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
     monkeypatch.setattr(demo, "run_frames", spy)
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--frames", "3", "--size", "160x96", "--output", str(out)]) == 1

@@ -8,6 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from support import fail_on_frame
 
 from panoptic_perception.cli import main
 
@@ -61,19 +62,10 @@ def test_evaluate_skips_frames_that_cannot_be_read(tmp_path, small_weights, caps
 
 
 def test_evaluate_reports_a_frame_the_backend_fails_on_and_scores_the_others(tmp_path, small_weights, monkeypatch, capsys):
-    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
     from panoptic_perception.data.sources import EVALUATION_FIRST_SEED
     from panoptic_perception.data.synthetic import generate_scene
 
-    bad = generate_scene(EVALUATION_FIRST_SEED + 1, 64, 48).image  # the second of synthetic:3@64x48
-    call = TwinLiteNetBackend.__call__
-
-    def failing(self, image):
-        if np.array_equal(image, bad):
-            raise RuntimeError("backend exploded")
-        return call(self, image)
-
-    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+    fail_on_frame(monkeypatch, generate_scene(EVALUATION_FIRST_SEED + 1, 64, 48).image)  # the second of synthetic:3@64x48
     argv = ["-q", "evaluate", "--weights", small_weights, "--data", "synthetic:3@64x48", "--output", str(tmp_path / "r")]
     assert main(argv) == 1
     name = f"synthetic_{EVALUATION_FIRST_SEED + 1}"

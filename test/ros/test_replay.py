@@ -105,21 +105,12 @@ def test_make_bag_and_replay_from_the_command_line(tmp_path, capsys):
 def test_replay_reports_a_frame_the_backend_fails_on_and_replays_the_others(synthetic_bag, tmp_path, monkeypatch, capsys):
     import json
 
-    import numpy as np
+    from support import fail_on_frame
 
-    from panoptic_perception.backends.twinlitenet import TwinLiteNetBackend
     from panoptic_perception.cli import main
     from panoptic_perception.data.synthetic import generate_scene
 
-    bad = generate_scene(EVALUATION_FIRST_SEED + 1, *SIZE).image  # the bag's second frame
-    call = TwinLiteNetBackend.__call__
-
-    def failing(self, image):
-        if np.array_equal(image, bad):
-            raise RuntimeError("backend exploded")
-        return call(self, image)
-
-    monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+    fail_on_frame(monkeypatch, generate_scene(EVALUATION_FIRST_SEED + 1, *SIZE).image)  # the bag's second frame
     argv = ["-q", "replay", str(synthetic_bag), "--output", str(tmp_path / "out"), "--report", str(tmp_path / "report")]
     assert main(argv) == 1
     captured = capsys.readouterr()
