@@ -41,8 +41,8 @@ def replay_offline(
 ) -> dict:
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
-    A frame that fails (undecodable, the backend raises, its messages cannot be built, written or
-    scored) is reported on stderr and skipped (:class:`FrameFailures`); its input frame stays in the
+    A frame that fails (its message does not deserialize or its image cannot be decoded, the backend
+    raises, its messages cannot be built, written or scored) is reported on stderr and skipped (:class:`FrameFailures`); its input frame stays in the
     output bag. The summary's ``failed`` lists those frames.
     """
     failures = FrameFailures()
@@ -53,7 +53,8 @@ def replay_offline(
         for index, frame in enumerate(tqdm(dataset.frames(), total=len(dataset), disable=not progress, desc="replay")):
             writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
             sample = frame.sample
-            header = stamp_header(sample.stamp_ns, sample.frame_id)
+            # No header stamp where the frame's message does not deserialize: label_info then takes its log time.
+            header = stamp_header(frame.log_time_ns if sample.stamp_ns is None else sample.stamp_ns, sample.frame_id)
             if index == 0:
                 writer.write(f"{NODE}/label_info", frame.log_time_ns, label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
             if sample.image is None:
