@@ -11,6 +11,7 @@ truth on the ``/ground_truth/*`` topics read by :class:`~panoptic_perception.dat
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -138,18 +139,26 @@ def make_bag(
     return {"bag": str(output), "frames": frames, "messages": bag.messages, "storage": storage}
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``--size`` WIDTHxHEIGHT → (width, height); argparse.ArgumentTypeError naming the form for anything else."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text.lower())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``make-bag``; a malformed argument exits with status 2 and argparse's one-line error."""
     parser = argparse.ArgumentParser(prog="panoptic-perception make-bag", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="synthetic:N, image files, a folder or a video")
     parser.add_argument("--output", required=True, help="bag to create (a folder)")
     parser.add_argument("--storage", choices=sorted(STORAGE), default="mcap")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
-    parser.add_argument("--size", help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
+    parser.add_argument("--size", type=_size, help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
     parser.add_argument("--compressed", action="store_true", help="store JPEG (sensor_msgs/CompressedImage)")
     parser.add_argument("--first-seed", type=int, help=f"seed of the first synthetic scene (or synthetic:N+SEED; default "
                         f"{EVALUATION_FIRST_SEED}, the held-out evaluation scenes of evaluate --data synthetic:N)")
     args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
-    summary = make_bag(args.source, args.output, args.storage, args.rate, size, args.compressed, args.first_seed)
+    summary = make_bag(args.source, args.output, args.storage, args.rate, args.size, args.compressed, args.first_seed)
     print(f"{summary['frames']} frames ({summary['messages']} messages) written to {summary['bag']}")
     return 0

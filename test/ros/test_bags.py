@@ -130,6 +130,19 @@ def test_synthetic_bags_hold_the_held_out_evaluation_scenes_unless_told_otherwis
     assert not (tmp_path / "both").exists() and not (tmp_path / "malformed").exists(), "checked before the bag is made"
 
 
+@pytest.mark.parametrize("size", ["640", "64x48x3", "abc", "0x48", "64x", "64x-48"])
+def test_make_bag_refuses_a_malformed_size_naming_the_form(tmp_path, capsys, size):
+    from panoptic_perception.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-bag", "synthetic:1", "--output", str(tmp_path / "bag"), "--size", size])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"panoptic-perception make-bag: error: argument --size: expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), "
+        f"got {size!r}")
+    assert not (tmp_path / "bag").exists()
+
+
 def test_the_readme_make_bag_then_evaluate_scores_the_scenes_of_evaluate_synthetic(tmp_path):
     import json
 
