@@ -195,6 +195,21 @@ def test_infer_with_fusion_panoptic_writes_semantic_and_cityscapes_panoptic_file
     assert np.array_equal(panoptic // 1000, ids // np.where(ids >= 1000, 1000, 1)), "the classes read back"
 
 
+def test_infer_refuses_inputs_repeating_a_cityscapes_frame_before_writing_anything(tmp_path, fusion_weights, capsys):
+    """The second would be written as cityscapes_semantic/<id>_2.png, which cityscapesscripts also takes for <id>."""
+    (tmp_path / "sub").mkdir()
+    inputs = [tmp_path / "aachen_000000_000019_leftImg8bit.png", tmp_path / "sub" / "aachen_000000_000019_leftImg8bit.png"]
+    for path in inputs:
+        cv2.imwrite(str(path), np.zeros((90, 160, 3), np.uint8))
+    argv = ["-q", "infer", "--backend", "fusion_panoptic", "--weights", fusion_weights, *map(str, inputs),
+            "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"panoptic-perception: error: 2 inputs are Cityscapes frame aachen_000000_000019 "
+                                       f"({inputs[0]}, {inputs[1]}): Cityscapes' scripts take one file per frame, give "
+                                       f"each frame once\n")
+    assert not (tmp_path / "out").exists()
+
+
 def synthetic_cityscapes(root, count: int = 2):
     """A Cityscapes folder (val split, city ``synth``) of synthetic scenes: images, labelIds, instanceIds,
     and the panoptic ground truth made by cityscapesscripts itself, with label ids and with train ids."""
