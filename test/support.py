@@ -137,3 +137,19 @@ def fail_on_frame(monkeypatch, bad_image, calls: list | None = None) -> None:
         return call(self, image)
 
     monkeypatch.setattr(TwinLiteNetBackend, "__call__", failing)
+
+
+def copy_bag_cutting(bag, output, cut: set[tuple[str, int]]):
+    """Copy ``bag`` to ``output`` (MCAP) with the messages ``cut`` — (topic, index of the message on that
+    topic) — truncated to 40 bytes: CDR that no longer deserializes."""
+    from rosbags.highlevel import AnyReader
+
+    from panoptic_perception.ros.bags import BagWriter
+
+    seen: dict[str, int] = {}
+    with AnyReader([bag]) as reader, BagWriter(output) as writer:
+        for connection, log_time, raw in reader.messages():
+            index = seen[connection.topic] = seen.get(connection.topic, -1) + 1
+            raw = bytes(raw)[:40] if (connection.topic, index) in cut else bytes(raw)
+            writer.write(connection.topic, log_time, raw=raw, msgtype=connection.msgtype)
+    return output

@@ -116,21 +116,60 @@ def _count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({m.group(1) for m in map(pattern.match, state) if m})
 
 
+#: The tensors a conversion reads (in this package's names) and their shapes, None where any size goes:
+#: the first convolution takes the 3 input channels, the rest is read for its class rows or sizes.
+_READ_SHAPES = {
+    "backbone.body.conv1.weight": (None, 3, None, None),
+    "backbone.body.layer1.0.conv2.weight": (None,) * 4,
+    "backbone.fpn.inner_blocks.0.0.weight": (None,) * 4,
+    "roi_heads.box_head.fc6.weight": (None,) * 2,
+    "roi_heads.mask_head.0.0.weight": (None,) * 4,
+    "roi_heads.box_predictor.cls_score.weight": (None,) * 2,
+    "roi_heads.box_predictor.cls_score.bias": (None,),
+    "roi_heads.box_predictor.bbox_pred.weight": (None,) * 2,
+    "roi_heads.box_predictor.bbox_pred.bias": (None,),
+    "roi_heads.mask_predictor.mask_fcn_logits.weight": (None,) * 4,
+    "roi_heads.mask_predictor.mask_fcn_logits.bias": (None,),
+}
+
+
+def _check_read_tensors(state: Mapping[str, torch.Tensor], source: str, kind: str,
+                        names: Mapping[str, str] | None = None) -> None:
+    """Check that ``state`` (this package's names) holds the tensors of :data:`_READ_SHAPES` in their shapes;
+    ``names`` gives the file's own name of each (default: the same), which the error names.
+
+    Raises:
+        WeightsError: naming the keys that are missing, or the first tensor with another shape.
+    """
+    names = names or {}
+    absent = [names.get(key, key) for key in _READ_SHAPES if key not in state]
+    if absent:
+        raise WeightsError(f"{source} is not a complete {kind} ResNet-FPN Mask R-CNN: it lacks {_listing(absent)}")
+    for key, shape in _READ_SHAPES.items():
+        actual = tuple(state[key].shape)
+        if len(actual) != len(shape) or any(size is not None and size != n for size, n in zip(shape, actual)):
+            expected = ", ".join("_" if size is None else str(size) for size in shape) + ("," if len(shape) == 1 else "")
+            raise WeightsError(f"{source}: {names.get(key, key)} has shape {actual}, where a {kind} ResNet-FPN Mask R-CNN "
+                               f"has ({expected})")
+
+
 def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, int | float]:
-    """The size options of a Mask R-CNN state dict in this package's names, read from its shapes."""
+    """The size options of a Mask R-CNN state dict in this package's names (checked by
+    :func:`_check_read_tensors`), read from its shapes.
+
+    Raises:
+        WeightsError: for a backbone other than a ResNet-50/101.
+    """
     shapes = {
         "stem": "backbone.body.conv1.weight", "fpn": "backbone.fpn.inner_blocks.0.0.weight",
         "box": "roi_heads.box_head.fc6.weight", "mask": "roi_heads.mask_head.0.0.weight",
     }
-    absent = [key for key in shapes.values() if key not in state]
-    if absent:
-        raise WeightsError(f"{source} is not a ResNet-FPN Mask R-CNN: it lacks {', '.join(absent)}")
     blocks = _count_blocks(state, "backbone.body.layer3.")
     depth = {6: 50, 23: 101}.get(blocks)
     if depth is None:
         raise WeightsError(f"{source}: a ResNet with {blocks} blocks in its third stage; ResNet-50 has 6, -101 has 23")
-    grouped = state.get("backbone.body.layer1.0.conv2.weight")
-    if grouped is not None and grouped.shape[1] != grouped.shape[0]:
+    grouped = state["backbone.body.layer1.0.conv2.weight"]
+    if grouped.shape[1] != grouped.shape[0]:
         raise WeightsError(f"{source}: a ResNeXt (grouped 3x3 convolutions); only ResNet-50/101 backbones load")
     return {
         "depth": depth,
@@ -154,9 +193,10 @@ def from_torchvision(state: Mapping[str, torch.Tensor], source: str) -> Checkpoi
     and origin imply (see the module docstring).
 
     Raises:
-        WeightsError: on a class count other than COCO's 91 or this package's 9, or a backbone that is not
-            a ResNet-50/101-FPN.
+        WeightsError: on a class count other than COCO's 91 or this package's 9, a backbone that is not
+            a ResNet-50/101-FPN, or a missing or misshaped tensor among those read (naming it).
     """
+    _check_read_tensors(state, source, "torchvision")
     rows = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
     layouts = {num_predictor_rows(name): name for name in ("coco91", "cityscapes")}
     if rows not in layouts:
@@ -266,6 +306,15 @@ def _predictor_rows(tensor: torch.Tensor, rows_per_class: int, classes: int, nam
     return torch.cat((tensor.new_zeros((rows_per_class, *tensor.shape[1:])), tensor))
 
 
+#: The Detectron2 name of each tensor of :data:`_READ_SHAPES`.
+_DETECTRON2_READ = {detectron2_name(name): name for name in (
+    "backbone.bottom_up.stem.conv1.weight", "backbone.bottom_up.res2.0.conv2.weight", "backbone.fpn_lateral2.weight",
+    "roi_heads.box_head.fc1.weight", "roi_heads.mask_head.mask_fcn1.weight",
+    *(f"roi_heads.box_predictor.{layer}.{part}" for layer in ("cls_score", "bbox_pred") for part in ("weight", "bias")),
+    "roi_heads.mask_head.predictor.weight", "roi_heads.mask_head.predictor.bias",
+)}
+
+
 def from_detectron2(state: Mapping[str, torch.Tensor], source: str) -> Checkpoint:
     """A Detectron2 Mask R-CNN state dict (its names: :func:`is_detectron2_rcnn`) as a fusion_panoptic
     checkpoint without semantic head: tensors renamed (:func:`detectron2_name`), the predictors' rows and
@@ -273,8 +322,8 @@ def from_detectron2(state: Mapping[str, torch.Tensor], source: str) -> Checkpoin
 
     Raises:
         WeightsError: not a ResNet-FPN Mask R-CNN in Detectron2's standard layout (names the keys outside
-            it), a class count other than COCO's 80 or the 8 Cityscapes things, or a ``pixel_mean`` that is
-            not ImageNet's.
+            it), a missing or misshaped tensor among those converted (naming it), a class count other than
+            COCO's 80 or the 8 Cityscapes things, or a ``pixel_mean`` that is not ImageNet's.
     """
     if not is_detectron2_rcnn(state):
         raise WeightsError(f"{source} is a Detectron2 checkpoint without a ResNet R-CNN (no "
@@ -288,13 +337,14 @@ def from_detectron2(state: Mapping[str, torch.Tensor], source: str) -> Checkpoin
         raise WeightsError(f"{source}: {len(unknown)} Detectron2 keys outside the standard Mask R-CNN ResNet-FPN layout "
                            f"(cascade heads, normalised FPN or heads, deformable convolutions are not supported): "
                            f"{_listing(unknown)}")
-    classes = state["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+    converted = {detectron2_name(k): v for k, v in state.items() if detectron2_name(k) is not None}
+    _check_read_tensors(converted, source, "Detectron2", _DETECTRON2_READ)
+    classes = converted["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
     layouts = {num_predictor_rows(name) - 1: name for name in ("coco80", "cityscapes")}
     if classes not in layouts:
         raise WeightsError(f"{source} is a Detectron2 Mask R-CNN with {classes} classes; fusion_panoptic takes COCO's 80 "
                            f"or the {len(THING_IDS)} Cityscapes things "
                            f"({', '.join(CITYSCAPES.name_of(i) for i in THING_IDS)}, in that order)")
-    converted = {detectron2_name(k): v for k, v in state.items() if detectron2_name(k) is not None}
     channel_of, scale = _input_scale(state, source)
     stem = converted["backbone.body.conv1.weight"]
     converted["backbone.body.conv1.weight"] = (stem.double()[:, channel_of] * scale.view(1, 3, 1, 1)).to(stem.dtype)

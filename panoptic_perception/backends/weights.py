@@ -8,8 +8,8 @@ its architecture config and metadata such as validation metrics, and the trainer
 (``last.pth``: its EMA weights where it keeps an EMA, else the model's, with the backend and config).
 
 Detectron2's ``.pkl`` checkpoints (its model zoo's format: a pickle of ``{"model": {name: numpy array},
-"__author__": ..., ...}``) are plain pickles that ``torch.load`` refuses; they are read by an unpickler
-that resolves only numpy's array-reconstruction functions, ``numpy.ndarray``, ``numpy.dtype``,
+"__author__": ..., ...}``, of any pickle protocol) are plain pickles that ``torch.load`` refuses; they are
+read by an unpickler that resolves only numpy's array-reconstruction functions, ``numpy.ndarray``, ``numpy.dtype``,
 ``collections.OrderedDict`` and the byte-string helpers of Python 2 pickles, and refuses any other global
 before anything could call it, so no code in the file runs. Their tensors keep Detectron2's names
 (``Checkpoint.origin`` is ``"Detectron2"``); a backend that knows the layout converts them
@@ -23,6 +23,7 @@ import codecs
 import collections
 import copy
 import functools
+import io
 import pickle
 import re
 import warnings
@@ -187,7 +188,7 @@ def _read_plain_pickle(path: Path, torch_error: Exception) -> Checkpoint:
     if caffe2:
         raise WeightsError(f"{path} is a Detectron / Caffe2 checkpoint (numpy blobs with Caffe2 names), which is not "
                            f"supported: Detectron2 .pkl files and torch.save checkpoints are")
-    if obj == torch.serialization.MAGIC_NUMBER:  # torch.save's format before zip archives: torch's reason holds
+    if isinstance(obj, int) and obj == torch.serialization.MAGIC_NUMBER:  # torch.save's format before zip archives
         raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: {_reason(torch_error)}") from torch_error
     if not (isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping)):
         raise WeightsError(f"cannot read {path}: a pickle of a {type(obj).__name__}, neither a torch.save checkpoint nor "
@@ -212,8 +213,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise WeightsError(f"weights path is not a file: {path}")
     with path.open("rb") as file:
         head = file.read(4)
-    # torch.save writes a zip archive (since torch 1.6) or, before, a pickle (protocol 2+: b"\x80").
-    if not (head == b"PK\x03\x04" or head[:1] == b"\x80"):
+        file.seek(max(file.seek(0, io.SEEK_END) - 1, 0))
+        last = file.read(1)
+    # torch.save writes a zip archive (since torch 1.6) or, before, a pickle (protocol 2+: b"\x80"). A pickle of
+    # protocol 0 or 1 (Python 2's default) has no header but ends with the STOP opcode "."; it is read as below.
+    if not (head == b"PK\x03\x04" or head[:1] == b"\x80" or last == b"."):
         raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: not a file torch.save wrote "
                            f"(neither a zip archive nor a pickle)")
     try:
@@ -221,7 +225,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for foreign or unsafe files
-        if head[:1] == b"\x80":
+        if head != b"PK\x03\x04":
             return _read_plain_pickle(path, error)
         raise WeightsError(f"cannot read {path} as a weights-only PyTorch checkpoint: {_reason(error)}") from error
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:

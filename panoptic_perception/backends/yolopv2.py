@@ -20,6 +20,7 @@ from ..core.labels import CITYSCAPES, LabelClass, LabelMap
 from ..core.postprocess import binary_masks, probability_masks
 from ..core.preprocess import Geometry, ResizeMode
 from ..core.types import Capability, Detections, PerceptionResult
+from ..errors import ConfigurationError
 from ..models.yolopv2 import YOLOPv2, YOLOPv2Config
 from ..nn.boxes import DEFAULT_MAX_CANDIDATES, batched_nms, xywh_to_xyxy
 from .base import Backend
@@ -106,7 +107,7 @@ class YOLOPv2Backend(Backend):
         config = self.config
         ids = config.class_ids or tuple(range(len(config.class_names)))
         if len(ids) != len(config.class_names):
-            raise ValueError("class_ids and class_names must have the same length")
+            raise ConfigurationError("class_ids and class_names must have the same length")
         colors = [c.color for c in CITYSCAPES.classes if c.is_thing]
         self.label_map = LabelMap("yolopv2", tuple(
             LabelClass(i, name, colors[k % len(colors)], is_thing=True) for k, (i, name) in enumerate(zip(ids, config.class_names))

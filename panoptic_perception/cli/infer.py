@@ -79,6 +79,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.class_ids == "train" and not cityscapes_classes:
         raise ConfigurationError(f"--class-ids train: train ids are those of the Cityscapes classes; {args.backend} "
                                  f"outputs {backend.label_map.name} classes")
+    if cityscapes_classes:
+        frames.check_cityscapes_ids()  # before any output: its evaluation takes one file per Cityscapes frame
     # Label ids are the backend's own class ids; train ids through the table (255: not evaluated).
     class_ids = CITYSCAPES_TRAIN_IDS if args.class_ids == "train" else np.arange(256, dtype=np.uint8)
     output = Path(args.output)

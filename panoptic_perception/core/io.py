@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -10,6 +11,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
+from ..errors import ConfigurationError
 from .preprocess import InvalidImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -17,6 +19,9 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".m
 #: Cityscapes names a camera image ``<city>_<seq>_<frame>_leftImg8bit.png`` and the frame itself
 #: ``<city>_<seq>_<frame>``: the ``image_id`` of its panoptic JSON, the prefix its evaluation scripts match.
 CITYSCAPES_IMAGE_TAG = "_leftImg8bit"
+#: A Cityscapes frame id: the city (no underscore: the scripts split the name there), then the sequence
+#: and the frame number, six digits each.
+_CITYSCAPES_ID = re.compile(r"[^_]+_\d{6}_\d{6}")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -29,9 +34,10 @@ def sha256_of(path: str | Path) -> str:
 
 
 def cityscapes_id(path: str | Path) -> str | None:
-    """``<city>_<seq>_<frame>`` for a Cityscapes camera image file (``..._leftImg8bit.png``), else None."""
+    """``<city>_<seq>_<frame>`` for a Cityscapes camera image file (``<city>_<seq>_<frame>_leftImg8bit.png``),
+    else None (``x_leftImg8bit.png`` included)."""
     stem = Path(path).stem
-    if stem.endswith(CITYSCAPES_IMAGE_TAG) and len(stem) > len(CITYSCAPES_IMAGE_TAG):
+    if stem.endswith(CITYSCAPES_IMAGE_TAG) and _CITYSCAPES_ID.fullmatch(stem[: -len(CITYSCAPES_IMAGE_TAG)]):
         return stem[: -len(CITYSCAPES_IMAGE_TAG)]
     return None
 
@@ -108,6 +114,22 @@ class FrameSource:
             else:
                 total += 1
         return total
+
+    def check_cityscapes_ids(self) -> None:
+        """Refuse inputs of which several would be named by one Cityscapes frame id: the second would be
+        ``<id>_2``, which Cityscapes' scripts match as that frame too (they take one file per frame).
+
+        Raises:
+            ValueError: naming the id and its image files.
+        """
+        named: dict[str, list[str]] = {}
+        for path in self.paths:
+            if path.suffix.lower() not in VIDEO_SUFFIXES:
+                named.setdefault(cityscapes_id(path) or path.stem, []).append(str(path))
+        for name, paths in named.items():
+            if len(paths) > 1 and any(cityscapes_id(path) for path in paths):
+                raise ConfigurationError(f"{len(paths)} inputs are Cityscapes frame {name} ({', '.join(paths)}): Cityscapes' "
+                                 f"scripts take one file per frame, give each frame once")
 
     def __iter__(self) -> Iterator[Frame]:
         seen: set[str] = set()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import PanopticPerceptionError
+from ..errors import ConfigurationError, PanopticPerceptionError
 
 
 class InvalidImageError(PanopticPerceptionError, ValueError):
@@ -149,7 +149,7 @@ def network_input_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """Check a requested (width, height) network input size."""
     width, height = (int(v) for v in size)
     if width <= 0 or height <= 0 or width % multiple or height % multiple:
-        raise ValueError(f"input size must be positive multiples of {multiple}, got {width}x{height}")
+        raise ConfigurationError(f"input size must be positive multiples of {multiple}, got {width}x{height}")
     return width, height
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core.messages import RejectedImage, compressed_to_bgr, image_to_bgr, result_from_messages
+from ..errors import ConfigurationError
 from .sample import Sample
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -78,8 +79,10 @@ class BagDataset:
     """The camera frames of a bag, in recording order, with their ground truth.
 
     ``image_topic``: default the bag's only image topic outside ``/ground_truth``. A frame whose image
-    cannot be decoded, or whose ground truth cannot be read, is a ``Sample`` with ``image=None`` and the
-    reason in ``error``; the frames after it are read as usual.
+    message does not deserialize or cannot be decoded, or whose ground truth cannot be read, is a
+    ``Sample`` with ``image=None`` and the reason in ``error``; the frames after it are read as usual. A
+    ground-truth message that does not deserialize (its stamp unknown) fails the frame recorded at the
+    same log time, as ``make-bag`` writes them.
     """
 
     def __init__(self, path: str | Path, image_topic: str | None = None) -> None:
@@ -95,10 +98,10 @@ class BagDataset:
         images = sorted(t for t, m in topics.items() if m in IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX + "/"))
         if image_topic is None:
             if len(images) != 1:
-                raise ValueError(f"{self.path}: choose the image topic among {images or 'none'}")
+                raise ConfigurationError(f"{self.path}: choose the image topic among {images or 'none'}")
             image_topic = images[0]
         if topics.get(image_topic) not in IMAGE_TYPES:
-            raise ValueError(f"{self.path}: {image_topic} is not an image topic (image topics: {images})")
+            raise ConfigurationError(f"{self.path}: {image_topic} is not an image topic (image topics: {images})")
         self.image_topic = image_topic
         self.ground_truth = {name: f"{GROUND_TRUTH_PREFIX}/{name}" for name in GROUND_TRUTH_TOPICS
                              if f"{GROUND_TRUTH_PREFIX}/{name}" in topics}
@@ -118,14 +121,16 @@ class BagDataset:
         wanted = {self.image_topic, *self.ground_truth.values()}
         names: dict[int, str] = {}
         truth: dict[int, tuple[int, dict[str, object]]] = {}  # header stamp → (log time, messages)
-        waiting: deque[tuple[int, BagFrame, object]] = deque()
+        unreadable: dict[int, str] = {}  # log time → why a ground-truth message logged then does not deserialize
+        waiting: deque[tuple[int | None, BagFrame, object]] = deque()  # msg: the error if it does not deserialize
         index = 0
 
         def ready(now: int | None) -> Iterator[BagFrame]:
             nonlocal index
             while waiting and (now is None or waiting[0][1].log_time_ns < now - self.window_ns):
                 stamp, frame, msg = waiting.popleft()
-                frame.sample = self._sample(index, stamp, msg, truth.pop(stamp, (0, None))[1], names)
+                frame.sample = self._sample(index, stamp, msg, truth.pop(stamp, (0, None))[1], names,
+                                            unreadable.pop(frame.log_time_ns, None))
                 index += 1
                 yield frame
             for stamp in [s for s, (t, _) in truth.items() if now is not None and t < now - 2 * self.window_ns]:
@@ -134,7 +139,17 @@ class BagDataset:
         with self._reader_type(self.path) as reader:
             connections = [c for c in reader.connections if c.topic in wanted]
             for connection, log_time, raw in reader.messages(connections=connections):
-                msg = store.deserialize_cdr(raw, connection.msgtype)
+                try:
+                    msg = store.deserialize_cdr(raw, connection.msgtype)
+                except Exception as error:  # a corrupt message: its frame is reported, the others read on
+                    problem = f"the {connection.topic} message does not deserialize: {type(error).__name__}: {error}"
+                    if connection.topic == self.image_topic:
+                        frame = BagFrame(Sample("", None), connection.topic, connection.msgtype, bytes(raw), log_time)
+                        waiting.append((None, frame, problem))
+                    else:
+                        unreadable[log_time] = problem
+                    yield from ready(log_time)
+                    continue
                 if connection.topic.endswith("/label_info"):
                     names = {int(c.class_id): c.class_name for c in msg.class_map}
                     continue
@@ -146,8 +161,15 @@ class BagDataset:
                 yield from ready(log_time)
         yield from ready(None)
 
-    def _sample(self, index: int, stamp: int, msg, truth: dict | None, names: dict[int, str]) -> Sample:
+    def _sample(self, index: int, stamp: int | None, msg, truth: dict | None, names: dict[int, str],
+                unreadable_truth: str | None) -> Sample:
+        """Frame ``index``; ``msg`` is the reason as a string where the image message does not deserialize."""
         name = f"frame_{index:06d}"
+        if isinstance(msg, str):
+            return Sample(name, None, error=msg)
+        if unreadable_truth is not None:
+            return Sample(name, None, stamp_ns=stamp, error=f"its ground truth cannot be read: {unreadable_truth}",
+                          frame_id=msg.header.frame_id)
         try:
             image = compressed_to_bgr(msg) if hasattr(msg, "format") else image_to_bgr(msg)
         except RejectedImage as error:

@@ -11,6 +11,7 @@ truth on the ``/ground_truth/*`` topics read by :class:`~panoptic_perception.dat
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -23,6 +24,7 @@ from ..core.labels import CITYSCAPES
 from ..data.rosbag import GROUND_TRUTH_PREFIX, typestore
 from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
 from ..data.synthetic import SyntheticScenes
+from ..errors import ConfigurationError
 from .camera import compressed_msg
 from .conversions import bgr_to_image, label_info_msg, perception_messages
 from .topics import CAPABILITY_TOPICS
@@ -50,7 +52,7 @@ class BagWriter:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGE:
-            raise ValueError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
+            raise ConfigurationError(f"storage must be one of {', '.join(STORAGE)}, got {storage!r}")
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists already")
@@ -78,7 +80,7 @@ class BagWriter:
 def _given_once(what: str, in_spec, argument):
     """The value the synthetic spec or the argument gives (None if neither); ValueError if they disagree."""
     if in_spec is not None and argument is not None and in_spec != argument:
-        raise ValueError(f"the synthetic spec and the {what} argument give different values ({in_spec} and {argument})")
+        raise ConfigurationError(f"the synthetic spec and the {what} argument give different values ({in_spec} and {argument})")
     return in_spec if in_spec is not None else argument
 
 
@@ -135,22 +137,30 @@ def make_bag(
                     bag.write(f"{GROUND_TRUTH_PREFIX}/{name}", stamp, msg)
             frames += 1
     if frames == 0:
-        raise ValueError(f"no frames could be read from {source}")
+        raise ConfigurationError(f"no frames could be read from {source}")
     return {"bag": str(output), "frames": frames, "messages": bag.messages, "storage": storage}
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``--size`` WIDTHxHEIGHT → (width, height); argparse.ArgumentTypeError naming the form for anything else."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text.lower())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``make-bag``; a malformed argument exits with status 2 and argparse's one-line error."""
     parser = argparse.ArgumentParser(prog="panoptic-perception make-bag", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="synthetic:N, image files, a folder or a video")
     parser.add_argument("--output", required=True, help="bag to create (a folder)")
     parser.add_argument("--storage", choices=sorted(STORAGE), default="mcap")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
-    parser.add_argument("--size", help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
+    parser.add_argument("--size", type=_size, help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
     parser.add_argument("--compressed", action="store_true", help="store JPEG (sensor_msgs/CompressedImage)")
     parser.add_argument("--first-seed", type=int, help=f"seed of the first synthetic scene (or synthetic:N+SEED; default "
                         f"{EVALUATION_FIRST_SEED}, the held-out evaluation scenes of evaluate --data synthetic:N)")
     args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
-    summary = make_bag(args.source, args.output, args.storage, args.rate, size, args.compressed, args.first_seed)
+    summary = make_bag(args.source, args.output, args.storage, args.rate, args.size, args.compressed, args.first_seed)
     print(f"{summary['frames']} frames ({summary['messages']} messages) written to {summary['bag']}")
     return 0

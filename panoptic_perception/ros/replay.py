@@ -45,8 +45,9 @@ def replay_offline(
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
     The frames go through :func:`~panoptic_perception.evaluation.loop.run_frames` (the first call a
-    warm-up, left out of the latency): a frame that fails (undecodable, the backend raises, its messages
-    cannot be built, written or scored) is reported on stderr and skipped; its input frame stays in the
+    warm-up, left out of the latency): a frame that fails (its message does not deserialize or its image
+    cannot be decoded, the backend raises, its messages cannot be built, written or scored) is reported on
+    stderr and skipped; its input frame stays in the
     output bag. The summary's ``failed`` lists those frames.
     """
     failures = FrameFailures()
@@ -60,8 +61,9 @@ def replay_offline(
             """The bag's samples, each written to the output bag as recorded (label info before the first)."""
             for index, frame in enumerate(dataset.frames()):
                 writer.write(frame.topic, frame.log_time_ns, raw=frame.raw, msgtype=frame.msgtype)
-                if index == 0:
-                    header = stamp_header(frame.sample.stamp_ns, frame.sample.frame_id)
+                if index == 0:  # no header stamp where the message does not deserialize: label_info takes the log time
+                    sample = frame.sample
+                    header = stamp_header(frame.log_time_ns if sample.stamp_ns is None else sample.stamp_ns, sample.frame_id)
                     writer.write(f"{NODE}/label_info", frame.log_time_ns,
                                  label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
                 log_times[frame.sample.name] = frame.log_time_ns

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -293,6 +294,47 @@ def test_detectron2_checkpoints_outside_the_standard_mask_rcnn_are_refused_in_on
     with pytest.raises(WeightsError, match=message) as error:
         create_backend("fusion_panoptic", path)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d2: {k: v for k, v in d2.items() if ".cls_score." not in k},
+     r" is not a complete Detectron2 ResNet-FPN Mask R-CNN: it lacks roi_heads\.box_predictor\.cls_score\.weight, "
+     r"roi_heads\.box_predictor\.cls_score\.bias"),
+    (lambda d2: {k: v for k, v in d2.items() if k != "roi_heads.box_predictor.bbox_pred.bias"},
+     r" is not a complete Detectron2 ResNet-FPN Mask R-CNN: it lacks roi_heads\.box_predictor\.bbox_pred\.bias"),
+    (lambda d2: {k: v for k, v in d2.items() if k != "roi_heads.mask_head.predictor.bias"},
+     r" is not a complete Detectron2 ResNet-FPN Mask R-CNN: it lacks roi_heads\.mask_head\.predictor\.bias"),
+    (lambda d2: {**d2, "backbone.bottom_up.stem.conv1.weight": torch.zeros(16)},
+     r": backbone\.bottom_up\.stem\.conv1\.weight has shape \(16,\), where a Detectron2 ResNet-FPN Mask R-CNN has "
+     r"\(_, 3, _, _\)"),
+    (lambda d2: {**d2, "roi_heads.box_predictor.cls_score.weight": torch.tensor(1.0)},
+     r": roi_heads\.box_predictor\.cls_score\.weight has shape \(\), where a Detectron2 ResNet-FPN Mask R-CNN has \(_, _\)"),
+], ids=["no cls_score", "no bbox_pred.bias", "no mask predictor.bias", "1-D stem", "0-d cls_score"])
+def test_detectron2_checkpoints_lacking_or_misshaping_a_converted_tensor_are_refused_naming_it(tmp_path, change, message):
+    path = write_detectron2_pkl(tmp_path / "model.pkl", change(detectron2_model()))
+    with pytest.raises(WeightsError) as error:
+        create_backend("fusion_panoptic", path)
+    assert re.fullmatch(re.escape(path) + message, str(error.value))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda state: {k: v for k, v in state.items() if ".cls_score." not in k},
+     r" is not a complete torchvision ResNet-FPN Mask R-CNN: it lacks roi_heads\.box_predictor\.cls_score\.weight, "
+     r"roi_heads\.box_predictor\.cls_score\.bias"),
+    (lambda state: {k: v for k, v in state.items() if k in ("roi_heads.box_head.fc6.weight",
+                                                            "roi_heads.mask_predictor.mask_fcn_logits.weight")},
+     r" is not a complete torchvision ResNet-FPN Mask R-CNN: it lacks backbone\.body\.conv1\.weight, .*"
+     r"roi_heads\.box_predictor\.cls_score\.weight, .* \(1 more\)"),
+    (lambda state: {**state, "roi_heads.box_predictor.cls_score.weight": torch.tensor(1.0)},
+     r": roi_heads\.box_predictor\.cls_score\.weight has shape \(\), where a torchvision ResNet-FPN Mask R-CNN has \(_, _\)"),
+], ids=["no cls_score", "only fc6 and mask_fcn_logits", "0-d cls_score"])
+def test_torchvision_mask_rcnns_lacking_or_misshaping_a_read_tensor_are_refused_naming_it(tmp_path, change, message):
+    state = MaskRCNN(91, width=0.25, fpn_channels=32, representation_size=64, mask_layers=(16,) * 4).state_dict()
+    path = str(tmp_path / "maskrcnn.pth")
+    torch.save(change(state), path)
+    with pytest.raises(WeightsError) as error:
+        create_backend("fusion_panoptic", path)
+    assert re.fullmatch(re.escape(path) + message, str(error.value))
 
 
 def test_other_backends_say_what_a_detectron2_file_is_and_who_converts_it(tmp_path):

@@ -148,8 +148,9 @@ def test_batchnorm_counters_load_into_frozen_batchnorm_as_torch_strict_loading_a
     assert all(torch.equal(frozen.state_dict()[k], v) for k, v in before.items())
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4, 5])
 def test_detectron2_pkl_files_are_read_as_numpy_arrays(tmp_path, protocol):
+    """Of any protocol: 0 and 1 (Python 2's) have no header, but are pickles all the same."""
     arrays = {"backbone.bottom_up.stem.conv1.weight": np.arange(6, dtype=np.float32).reshape(1, 2, 3),
               "roi_heads.box_predictor.cls_score.bias": np.array([0.5, -1.0], np.float64), "counter": np.int64(7)}
     path = tmp_path / "model_final.pkl"
@@ -168,16 +169,18 @@ def test_detectron2_pkl_files_are_read_as_numpy_arrays(tmp_path, protocol):
                                      r"supported: Detectron2 \.pkl files and torch\.save checkpoints are$"),
     ({"blobs": {"conv1_w": "array"}}, r"is a Detectron / Caffe2 checkpoint"),
     ([1, 2], r"a pickle of a list, neither a torch\.save checkpoint nor a Detectron2 one"),
+    ("array", r"a pickle of a ndarray, neither a torch\.save checkpoint nor a Detectron2 one"),
     ({"model": {"conv1_w": "text"}}, r"a pickle in Detectron2's layout whose model holds entries that are not numeric "
                                      r"arrays: conv1_w$"),
 ])
-def test_other_pickles_are_refused_saying_what_they_are(tmp_path, payload, message):
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_other_pickles_are_refused_saying_what_they_are(tmp_path, payload, message, protocol):
     def arrays(value):  # "array" stands for a numpy array
         if isinstance(value, dict):
             return {k: arrays(v) for k, v in value.items()}
         return np.zeros(2, np.float32) if value == "array" else value
 
     path = tmp_path / "other.pkl"
-    path.write_bytes(pickle.dumps(arrays(payload), protocol=2))
+    path.write_bytes(pickle.dumps(arrays(payload), protocol=protocol))
     with pytest.raises(WeightsError, match=message):
         read_checkpoint(path)

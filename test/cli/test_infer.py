@@ -258,3 +258,18 @@ def test_infer_leaves_no_partial_outputs_of_a_frame_that_cannot_be_written(tmp_p
         "f2.json", "f2_drivable.png", "f2_lane.png", "f2_overlay.jpg", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processed"] == 2 and [(f["frame"], f["stage"]) for f in summary["failed"]] == [("f1", "writing")]
+
+
+def test_infer_refuses_inputs_repeating_a_cityscapes_frame_before_writing_anything(tmp_path, fusion_weights, capsys):
+    """The second would be written as cityscapes_semantic/<id>_2.png, which cityscapesscripts also takes for <id>."""
+    (tmp_path / "sub").mkdir()
+    inputs = [tmp_path / "aachen_000000_000019_leftImg8bit.png", tmp_path / "sub" / "aachen_000000_000019_leftImg8bit.png"]
+    for path in inputs:
+        cv2.imwrite(str(path), np.zeros((90, 160, 3), np.uint8))
+    argv = ["-q", "infer", "--backend", "fusion_panoptic", "--weights", fusion_weights, *map(str, inputs),
+            "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"panoptic-perception: error: 2 inputs are Cityscapes frame aachen_000000_000019 "
+                                       f"({inputs[0]}, {inputs[1]}): Cityscapes' scripts take one file per frame, give "
+                                       f"each frame once\n")
+    assert not (tmp_path / "out").exists()

@@ -57,3 +57,31 @@ def test_cityscapes_images_are_named_by_their_cityscapes_id(tmp_path):
     for name in ("synth_000000_000000_leftImg8bit.png", "_leftImg8bit.png", "road.jpg"):
         cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
     assert [f.name for f in FrameSource([tmp_path])] == ["_leftImg8bit", "road", "synth_000000_000000"]
+
+
+def test_only_city_sequence_frame_names_are_cityscapes_ids(tmp_path):
+    assert cityscapes_id("bad-honnef_000000_000019_leftImg8bit.png") == "bad-honnef_000000_000019"
+    for name in ("x_leftImg8bit.png", "aachen_000000_19_leftImg8bit.png", "my_aachen_000000_000019_leftImg8bit.png",
+                 "aachen_000000_000019.png"):
+        assert cityscapes_id(name) is None, name
+    _write_image(tmp_path / "x_leftImg8bit.png")
+    assert [f.name for f in FrameSource([tmp_path])] == ["x_leftImg8bit"]
+
+
+def test_inputs_repeating_a_cityscapes_frame_are_refused_naming_them(tmp_path):
+    (tmp_path / "sub").mkdir()
+    paths = [tmp_path / "aachen_000000_000019.png", tmp_path / "aachen_000000_000019_leftImg8bit.png",
+             tmp_path / "sub" / "aachen_000000_000019_leftImg8bit.png"]
+    for path in paths:
+        _write_image(path)
+    for inputs in (paths, paths[:2], paths[1:]):
+        with pytest.raises(ValueError) as error:
+            FrameSource(inputs).check_cityscapes_ids()
+        assert str(error.value) == (f"{len(inputs)} inputs are Cityscapes frame aachen_000000_000019 "
+                                    f"({', '.join(map(str, inputs))}): Cityscapes' scripts take one file per frame, "
+                                    f"give each frame once")
+    # One image per frame, and repeated names that are no Cityscapes frame (renamed frame, frame_2), are fine.
+    for name in ("aachen_000000_000020_leftImg8bit.png", "frame.png", "sub/frame.png"):
+        _write_image(tmp_path / name)
+    FrameSource([paths[1], tmp_path / "aachen_000000_000020_leftImg8bit.png", tmp_path / "frame.png",
+                 tmp_path / "sub" / "frame.png"]).check_cityscapes_ids()

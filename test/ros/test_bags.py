@@ -87,6 +87,28 @@ def test_a_frame_whose_ground_truth_cannot_be_read_is_reported_and_the_others_re
         assert np.array_equal(samples[index].truth.drivable_mask, generate_scene(index, 64, 48).drivable_mask)
 
 
+def test_a_message_that_does_not_deserialize_fails_its_frame_and_evaluate_goes_on(tmp_path, capsys):
+    from support import copy_bag_cutting
+
+    from panoptic_perception.cli import main
+
+    make_bag("synthetic:4", tmp_path / "bag", size=(64, 48), first_seed=0)
+    copy_bag_cutting(tmp_path / "bag", tmp_path / "cut", {("/camera/image_raw", 1), ("/ground_truth/semantic", 2)})
+    samples = list(BagDataset(tmp_path / "cut"))
+    assert [s.name for s in samples] == [f"frame_{i:06d}" for i in range(4)]
+    assert samples[1].image is None and samples[1].error.startswith("the /camera/image_raw message does not deserialize: SerdeError: ")
+    assert samples[2].image is None and samples[2].error.startswith(
+        "its ground truth cannot be read: the /ground_truth/semantic message does not deserialize: SerdeError: ")
+    for index in (0, 3):
+        assert np.array_equal(samples[index].image, generate_scene(index, 64, 48).image)
+        assert np.array_equal(samples[index].truth.semantic, generate_scene(index, 64, 48).semantic)
+    assert main(["-q", "evaluate", "--data", str(tmp_path / "cut"), "--output", str(tmp_path / "report")]) == 1
+    err = capsys.readouterr().err
+    assert "skipped frame_000001 (read): the /camera/image_raw message does not deserialize" in err
+    assert "skipped frame_000002 (read): its ground truth cannot be read" in err
+    assert "Traceback" not in err
+
+
 def test_synthetic_bags_hold_the_held_out_evaluation_scenes_unless_told_otherwise(tmp_path):
     from panoptic_perception.cli import main
 
@@ -106,6 +128,19 @@ def test_synthetic_bags_hold_the_held_out_evaluation_scenes_unless_told_otherwis
     with pytest.raises(ValueError, match="synthetic:N\\[@WxH\\]\\[\\+SEED\\]"):
         make_bag("synthetic:2@64", tmp_path / "malformed")
     assert not (tmp_path / "both").exists() and not (tmp_path / "malformed").exists(), "checked before the bag is made"
+
+
+@pytest.mark.parametrize("size", ["640", "64x48x3", "abc", "0x48", "64x", "64x-48"])
+def test_make_bag_refuses_a_malformed_size_naming_the_form(tmp_path, capsys, size):
+    from panoptic_perception.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-bag", "synthetic:1", "--output", str(tmp_path / "bag"), "--size", size])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"panoptic-perception make-bag: error: argument --size: expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), "
+        f"got {size!r}")
+    assert not (tmp_path / "bag").exists()
 
 
 def test_the_readme_make_bag_then_evaluate_scores_the_scenes_of_evaluate_synthetic(tmp_path):

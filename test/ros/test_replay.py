@@ -125,6 +125,24 @@ def test_replay_reports_a_frame_the_backend_fails_on_and_replays_the_others(synt
     assert "frame_000001 (backend): RuntimeError: backend exploded" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_replay_reports_a_message_that_does_not_deserialize_and_replays_the_others(synthetic_bag, tmp_path):
+    from support import copy_bag_cutting
+
+    cut = copy_bag_cutting(synthetic_bag, tmp_path / "cut", {("/camera/image_raw", 0), ("/ground_truth/drivable_area", 2)})
+    summary = replay_offline(cut, create_backend("twinlitenet"), tmp_path / "out", progress=False)
+    assert [(f["frame"], f["stage"]) for f in summary["failed"]] == [("frame_000000", "read"), ("frame_000002", "read")]
+    assert summary["failed"][0]["error"].startswith("the /camera/image_raw message does not deserialize: SerdeError: ")
+    assert summary["frames"] == FRAMES - 2
+    from rosbags.rosbag2 import Reader
+
+    with Reader(tmp_path / "out") as reader:  # log times only: the cut message is copied as it is
+        logged = {c.topic: [t for _, t, _ in reader.messages(connections=[c])] for c in reader.connections}
+    stamps = [DEFAULT_START_NS + i * 100_000_000 for i in range(FRAMES)]
+    assert logged["/camera/image_raw"] == stamps, "every input frame is kept"
+    assert logged["/panoptic_perception/result"] == [stamps[1], stamps[3]]
+    assert len(logged["/panoptic_perception/label_info"]) == 1
+
+
 def test_live_replay_scores_the_answers_after_one_it_cannot_read(tmp_path):
     """An answer of the node that cannot be converted is a failed frame, not the end of the executor's thread."""
     import types
