@@ -21,7 +21,6 @@ A random semantic head never feeds an output.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
@@ -115,11 +114,6 @@ class FusionPanopticBackend(Backend):
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
 
-    def optimize_network(self, network: FusionPanopticNetwork) -> FusionPanopticNetwork:
-        fast = copy.deepcopy(network)
-        folded = fast.backbone.body.fold_batchnorm_()
-        self.log.info("fusion_panoptic fast path: folded %d BatchNorms into the ResNet's convolutions", folded)
-        return fast
 
     def forward(self, batch: torch.Tensor) -> DenseOutputs | tuple:
         dense = self.network.dense(normalize(batch))

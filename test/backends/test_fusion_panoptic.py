@@ -13,11 +13,11 @@ from panoptic_perception.core.types import PANOPTIC_LABEL_DIVISOR
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.models.fusion_panoptic import (
     THING_IDS,
-    AtrousSpatialPyramid,
     FusionPanopticConfig,
     FusionPanopticNetwork,
     RefinementPyramid,
     SemanticHead,
+    atrous_spatial_pyramid,
 )
 from panoptic_perception.nn import count_parameters
 
@@ -27,7 +27,7 @@ SMALL = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size
 
 
 def test_atrous_spatial_pyramid_has_a_1x1_and_three_dilated_branches_with_group_norm():
-    asp = AtrousSpatialPyramid(16, 8, rates=(6, 12, 18), branch_channels=8, groups=4)
+    asp = atrous_spatial_pyramid(16, 8, rates=(6, 12, 18), branch_channels=8, groups=4)
     convs = [branch[0] for branch in asp.branches]
     assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (3, 3), (3, 3)]
     assert [c.dilation for c in convs] == [(1, 1), (6, 6), (12, 12), (18, 18)]

@@ -10,8 +10,8 @@ from support import randomized_yolopv2 as randomized
 from panoptic_perception.backends import WeightsError, create_backend, save_checkpoint
 from panoptic_perception.backends.yolopv2 import detection_candidates, select_detections
 from panoptic_perception.data.synthetic import generate_scene
-from panoptic_perception.models.yolopv2 import ANCHORS, YOLOPv2
-from panoptic_perception.nn import count_parameters
+from panoptic_perception.models.yolopv2 import ANCHORS, MERGED_REPCONVS, YOLOPv2
+from panoptic_perception.nn import count_parameters, reparameterize
 
 SMALL = {"width": 0.25, "depth": 0.33}
 
@@ -23,7 +23,7 @@ def small_checkpoint(yolopv2_small_checkpoint):
 
 def test_full_network_has_the_papers_parameter_count():
     network = YOLOPv2()
-    trained, fused = count_parameters(network), count_parameters(network.reparameterized()[0])
+    trained, fused = count_parameters(network), count_parameters(reparameterize(network).network)
     for count in (trained, fused):
         assert abs(count / 38.9e6 - 1) < 0.03, count
     assert any(m.groups == 2 for m in network.stage4.modules() if isinstance(m, torch.nn.Conv2d)), "E-ELAN group conv"
@@ -51,8 +51,8 @@ def test_training_mode_returns_per_level_predictions():
 def test_reparameterized_network_computes_the_same():
     network = randomized(YOLOPv2(**SMALL))
     network.export = True
-    fused, changes = network.reparameterized()
-    assert "merged 3 RepConvs" in changes
+    fused, changes = reparameterize(network)
+    assert changes[MERGED_REPCONVS] == 3
     x = torch.rand(1, 3, 128, 192)
     with torch.no_grad():
         (pred, _), seg, ll = network(x)
