@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from support import assert_reparameterizing_twice_equals_once
+from support import assert_reparameterizing_twice_equals_once, randomize_norms_
 
 from panoptic_perception.backends import read_checkpoint
 from panoptic_perception.models.twinlitenet import DROPPED_POSITION_ATTENTION, PositionAttention, TwinLiteNet
@@ -14,17 +14,11 @@ from panoptic_perception.nn.reparameterize import FOLDED_BATCHNORMS, reparameter
 def randomized_network(seed: int = 0, pam_gamma: float = 0.3) -> TwinLiteNet:
     """A network with non-trivial BatchNorm statistics and attention scales (random weights are fine here)."""
     torch.manual_seed(seed)
-    net = TwinLiteNet()
+    net = randomize_norms_(TwinLiteNet(), seed)
     with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
         net.encoder.sa.gamma.fill_(pam_gamma)
         net.encoder.sc.gamma.fill_(0.5)
-    return net.eval()
+    return net
 
 
 def test_parameter_count_is_the_papers():
