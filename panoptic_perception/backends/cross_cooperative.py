@@ -48,7 +48,6 @@ class CrossCooperativeBackend(Backend):
     def build_network(self, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
         return CrossCooperativeNetwork(config)
 
-
     def forward(self, batch: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The network part: for ``output=ensemble`` both networks' logits ``(top, bottom)``, else the chosen
         network's, each (N, num_classes, H, W) float32."""

@@ -44,7 +44,6 @@ class CycleNetBackend(Backend):
     def build_network(self, config: CycleNetConfig) -> CycleNetNetwork:
         return CycleNetNetwork(config)
 
-
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.network(normalize(batch))
 

@@ -114,7 +114,6 @@ class FusionPanopticBackend(Backend):
     def build_network(self, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
 
-
     def forward(self, batch: torch.Tensor) -> DenseOutputs | tuple:
         dense = self.network.dense(normalize(batch))
         # An exported graph returns tensors only: without a semantic head the (None) logits are left out.

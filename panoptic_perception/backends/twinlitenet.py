@@ -45,7 +45,6 @@ class TwinLiteNetBackend(Backend):
     def build_network(self, config: TwinLiteNetConfig) -> TwinLiteNet:
         return TwinLiteNet(config.esp_blocks_level2, config.esp_blocks_level3)
 
-
     def postprocess(
         self, outputs: tuple[torch.Tensor, torch.Tensor], geometries: Sequence[Geometry]
     ) -> list[PerceptionResult]:

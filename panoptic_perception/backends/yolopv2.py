@@ -117,7 +117,6 @@ class YOLOPv2Backend(Backend):
         network.export = True  # the backend consumes the official interface
         return network
 
-
     def postprocess(self, outputs, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         (pred, anchor_grid), seg, ll = outputs
         height = geometries[0].network_size[1]
