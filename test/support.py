@@ -153,3 +153,76 @@ def copy_bag_cutting(bag, output, cut: set[tuple[str, int]]):
             raw = bytes(raw)[:40] if (connection.topic, index) in cut else bytes(raw)
             writer.write(connection.topic, log_time, raw=raw, msgtype=connection.msgtype)
     return output
+
+
+def flat_tensors(outputs) -> list:
+    """The tensors of a network's outputs (tensors in tuples, lists, named tuples and dicts), in order."""
+    import torch
+
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    values = outputs.values() if isinstance(outputs, dict) else outputs
+    return [tensor for value in values for tensor in flat_tensors(value)]
+
+
+def assert_reparameterizing_twice_equals_once(network, *inputs, tolerance: float = 1e-4, run=None):
+    """The re-parameterised copy of ``network`` (eval mode) computes what ``network`` computes (within
+    ``tolerance`` of each output's largest value), and re-parameterising it again changes nothing: no change
+    reported, the same state dict, the same outputs bit for bit. ``run(model, *inputs)`` gives the outputs
+    compared (default: ``model(*inputs)``). Returns the first pass's changes."""
+    import torch
+
+    from panoptic_perception.nn.reparameterize import reparameterize
+
+    network.eval()
+    once, changes = reparameterize(network)
+    twice, changes_again = reparameterize(once)
+    assert changes and not changes_again, (changes, changes_again)
+    state, state_again = once.state_dict(), twice.state_dict()
+    assert list(state) == list(state_again) and all(torch.equal(state[k], state_again[k]) for k in state)
+    with torch.no_grad():
+        expected, folded, folded_again = (flat_tensors(run(model, *inputs) if run else model(*inputs))
+                                          for model in (network, once, twice))
+    assert len(expected) == len(folded) == len(folded_again) > 0
+    for reference, value, value_again in zip(expected, folded, folded_again):
+        assert torch.equal(value, value_again)
+        scale = reference.abs().max().item()
+        torch.testing.assert_close(value, reference, rtol=tolerance, atol=tolerance * scale)
+    return changes
+
+
+#: A narrow CycleNet (a ResNet-101 of width 0.125, narrow heads), for functional tests.
+CYCLENET_SMALL = dict(width=0.125, rates=(1, 2, 3), aspp_bottleneck=16, aspp_growth=8, high_channels=16,
+                      low_channels=8, decoder_channels=16, aux_channels=8, input_width=128, input_height=72)
+
+
+def small_cyclenet(seed: int = 0):
+    """A :data:`CYCLENET_SMALL` network seeded by ``seed``, with non-trivial norms, in eval mode."""
+    import torch
+
+    from panoptic_perception.models.cyclenet import CycleNetConfig, CycleNetNetwork
+
+    torch.manual_seed(seed)
+    return randomize_norms_(CycleNetNetwork(CycleNetConfig(**CYCLENET_SMALL)), seed)
+
+
+#: A narrow cross cooperative pair, for functional tests.
+CROSS_COOPERATIVE_SMALL = dict(top_width=0.125, bottom_width=0.125, head_channels=16, reduced_channels=8,
+                               input_width=96, input_height=64)
+
+
+def small_cross_cooperative(seed: int = 0, **options):
+    """A :data:`CROSS_COOPERATIVE_SMALL` network with ``options``, seeded by ``seed``, with non-trivial
+    norms, in eval mode."""
+    import torch
+
+    from panoptic_perception.models.cross_cooperative import CrossCooperativeConfig, CrossCooperativeNetwork
+
+    torch.manual_seed(seed)
+    return randomize_norms_(CrossCooperativeNetwork(CrossCooperativeConfig(**{**CROSS_COOPERATIVE_SMALL, **options})),
+                            seed)
+
+
+#: A narrow fusion network, as the bundled weights use, for functional tests.
+FUSION_PANOPTIC_SMALL = dict(width=0.25, norm="batch_norm", fpn_channels=32, representation_size=64, mask_channels=32,
+                             semantic_channels=32, group_norm_groups=8, input_width=256, input_height=160)

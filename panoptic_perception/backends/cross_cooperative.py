@@ -9,7 +9,6 @@ network's logits, or the ensemble's summed softmax, Fig. 5) bilinearly to the in
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
@@ -49,12 +48,6 @@ class CrossCooperativeBackend(Backend):
     @classmethod
     def build_network(cls, config: CrossCooperativeConfig) -> CrossCooperativeNetwork:
         return CrossCooperativeNetwork(config)
-
-    def optimize_network(self, network: CrossCooperativeNetwork) -> CrossCooperativeNetwork:
-        fast = copy.deepcopy(network)
-        folded = fast.fold_batchnorm_()
-        self.log.info("cross_cooperative fast path: folded %d BatchNorms into convolutions", folded)
-        return fast
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The network part: for ``output=ensemble`` both networks' logits ``(top, bottom)``, else the chosen

@@ -9,7 +9,6 @@ ground truth uses; the mask threshold does not apply to it.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
@@ -45,12 +44,6 @@ class CycleNetBackend(Backend):
     @classmethod
     def build_network(cls, config: CycleNetConfig) -> CycleNetNetwork:
         return CycleNetNetwork(config)
-
-    def optimize_network(self, network: CycleNetNetwork) -> CycleNetNetwork:
-        fast = copy.deepcopy(network)
-        folded = fast.fold_batchnorm_()
-        self.log.info("cyclenet fast path: folded %d BatchNorms into convolutions, auxiliary head dropped", folded)
-        return fast
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.network(normalize(batch))

@@ -21,7 +21,6 @@ A random semantic head never feeds an output.
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import numpy as np
@@ -107,12 +106,6 @@ class FusionPanopticBackend(Backend):
     @classmethod
     def build_network(cls, config: FusionPanopticConfig) -> FusionPanopticNetwork:
         return FusionPanopticNetwork(config)
-
-    def optimize_network(self, network: FusionPanopticNetwork) -> FusionPanopticNetwork:
-        fast = copy.deepcopy(network)
-        folded = fast.backbone.body.fold_batchnorm_()
-        self.log.info("fusion_panoptic fast path: folded %d BatchNorms into the ResNet's convolutions", folded)
-        return fast
 
     def forward(self, batch: torch.Tensor) -> DenseOutputs | tuple:
         dense = self.network.dense(normalize(batch))

@@ -5,8 +5,8 @@ Pre-processing as released: resize to the network size (640x360 by default, mult
 /255, no mean/std. Post-processing: each decoder's logits bilinearly to the input image, then set where the
 positive class's probability exceeds the mask threshold (0.5: the official argmax;
 :func:`~panoptic_perception.core.postprocess.binary_masks`).
-The fast path runs :meth:`~panoptic_perception.models.twinlitenet.TwinLiteNet.reparameterized` in
-channels-last memory format.
+The fast path runs the re-parameterised network (BatchNorms folded, a negligible position attention dropped:
+:mod:`panoptic_perception.models.twinlitenet`, §III-C) in channels-last memory format.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from ..core.labels import DRIVING_MASKS
 from ..core.postprocess import binary_masks
@@ -29,7 +28,7 @@ from .registry import register_backend
 class TwinLiteNetBackend(Backend):
     """Drivable area and lane lines with TwinLiteNet.
 
-    ``fast=True`` (default) runs the re-parameterised network (:meth:`TwinLiteNet.reparameterized`)
+    ``fast=True`` (default) runs the re-parameterised network (:meth:`Backend.optimize_network`)
     in channels-last memory format. Input size: ``input_size=(W, H)`` in multiples of 8, default from
     the checkpoint's config, else the official 640x360.
     """
@@ -46,11 +45,6 @@ class TwinLiteNetBackend(Backend):
     @classmethod
     def build_network(cls, config: TwinLiteNetConfig) -> TwinLiteNet:
         return TwinLiteNet(config.esp_blocks_level2, config.esp_blocks_level3)
-
-    def optimize_network(self, network: TwinLiteNet) -> nn.Module:
-        fused, changes = network.reparameterized()
-        self.log.info("twinlitenet fast path: %s", "; ".join(changes))
-        return fused
 
     def postprocess(
         self, outputs: tuple[torch.Tensor, torch.Tensor], geometries: Sequence[Geometry]

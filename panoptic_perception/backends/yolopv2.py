@@ -14,7 +14,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..core.labels import CITYSCAPES, LabelClass, LabelMap
 from ..core.postprocess import binary_masks, probability_masks
@@ -90,7 +89,8 @@ class YOLOPv2Backend(Backend):
     114), BGR→RGB, /255; any input size is letterboxed and mapped back exactly. Post-processing as
     released: decode, objectness/score filter, class-aware NMS (score, IoU and maximum from the
     thresholds; 0.3, 0.45, 300 by default), drivable = argmax of the scores, lanes = probability > 0.5,
-    both interpolated to the input size first. ``fast=True`` runs :meth:`YOLOPv2.reparameterized`.
+    both interpolated to the input size first. ``fast=True`` runs the re-parameterised network
+    (BatchNorms folded, RepConvs merged, implicit terms folded: :meth:`Backend.optimize_network`).
     """
 
     capabilities = frozenset({Capability.DETECTION, Capability.DRIVABLE_AREA, Capability.LANE_LINES})
@@ -118,11 +118,6 @@ class YOLOPv2Backend(Backend):
         network = YOLOPv2(config.num_classes, config.width, config.depth, config.elan_groups)
         network.export = True  # the backend consumes the official interface
         return network
-
-    def optimize_network(self, network: YOLOPv2) -> nn.Module:
-        fused, changes = network.reparameterized()
-        self.log.info("yolopv2 fast path: %s", "; ".join(changes))
-        return fused
 
     def postprocess(self, outputs, geometries: Sequence[Geometry]) -> list[PerceptionResult]:
         (pred, anchor_grid), seg, ll = outputs

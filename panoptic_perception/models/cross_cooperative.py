@@ -84,7 +84,8 @@ from torch import nn
 
 from ..core.labels import CITYSCAPES
 from ..core.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from ..nn.deeplab import ASPP_RATES_OS16, DeepLabV3PlusHead, ExtraInputs, upsample
+from ..nn.deeplab import ASPP_RATES_OS16, DeepLabV3PlusHead, ExtraInputs
+from ..nn.layers import upsample
 from ..nn.resnet import resnet101
 from ..nn.xception import xception65
 
@@ -213,13 +214,6 @@ class CrossCooperativeNetwork(nn.Module):
         decoded = [head.decoder_conv2(decoded[n], sent(decoded, n, layers)) for n, head in enumerate(heads)]
         logits = [head.classify(decoded[n], size, sent(decoded, n, layers)) for n, head in enumerate(heads)]
         return CooperativeLogits(*logits)
-
-    def fold_batchnorm_(self) -> int:
-        """Folds every BatchNorm into the convolution before it (backbones, depthwise convolutions and
-        heads), in place, for inference; returns the count. Eval-mode outputs are unchanged; the state
-        dict loses the BatchNorm keys (load first, then fold)."""
-        parts = (self.top_backbone, self.bottom_backbone, self.top_head, self.bottom_head)
-        return sum(part.fold_batchnorm_() for part in parts)
 
 
 def ensemble_scores(logits: CooperativeLogits) -> torch.Tensor:

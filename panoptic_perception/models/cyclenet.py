@@ -72,16 +72,16 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.labels import CITYSCAPES
-from ..nn.batchnorm_folding import fold_batchnorm
 from ..nn.deform_conv import ModulatedDeformConv2d
-from ..nn.layers import ConvBNReLU
+from ..nn.layers import ConvNormAct, upsample
+from ..nn.reparameterize import Changes, fold_batchnorm_pairs_
 from ..nn.resnet import resnet50, resnet101
 
 RESNETS = {50: resnet50, 101: resnet101}
+DROPPED_AUXILIARY_HEAD = "auxiliary heads dropped"
 
 
 def _concat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -96,8 +96,8 @@ class AtrousLayer(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, rate: int, bottleneck_channels: int | None,
                  dropout: float) -> None:
         super().__init__()
-        self.reduce = ConvBNReLU(in_channels, bottleneck_channels, 1) if bottleneck_channels else None
-        self.atrous = ConvBNReLU(bottleneck_channels or in_channels, out_channels, 3, rate)
+        self.reduce = ConvNormAct(in_channels, bottleneck_channels, 1) if bottleneck_channels else None
+        self.atrous = ConvNormAct(bottleneck_channels or in_channels, out_channels, 3, dilation=rate)
         self.dropout = nn.Dropout2d(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,11 +161,6 @@ class CycleASPP(nn.Module):
         return torch.cat(outputs[::-1] + [x], 1)
 
 
-def upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Bilinear (``align_corners=False``) resize of ``x`` to the spatial size of ``reference``."""
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
-
-
 class AlignmentDeformableConv(nn.Module):
     """ADC (§3.2, Eq. 4-5, Fig. 2): align the upsampled high-level features with a modulated deformable
     convolution whose offsets and modulation come from both feature maps, then fuse with the low-level
@@ -193,7 +188,7 @@ class AlignmentDeformableConv(nn.Module):
         self.high_channels, self.low_channels = high_channels, low_channels
         self.offset_channels = 2 * deformable_groups * positions
         self.offset_predictor = nn.Sequential(
-            ConvBNReLU(high_channels + low_channels, high_channels, 3),
+            ConvNormAct(high_channels + low_channels, high_channels, 3),
             nn.Conv2d(high_channels, 3 * deformable_groups * positions, 3, padding=1),
         )
         nn.init.zeros_(self.offset_predictor[1].weight)  # DCNv2: start as a plain convolution
@@ -202,8 +197,8 @@ class AlignmentDeformableConv(nn.Module):
                                             offset_groups=deformable_groups, bias=False)
         self.deform_bn = nn.BatchNorm2d(high_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.fuse = nn.Sequential(ConvBNReLU(low_channels + high_channels, out_channels, 3),
-                                  ConvBNReLU(out_channels, out_channels, 3))
+        self.fuse = nn.Sequential(ConvNormAct(low_channels + high_channels, out_channels, 3),
+                                  ConvNormAct(out_channels, out_channels, 3))
 
     def _check(self, high: torch.Tensor, low: torch.Tensor) -> None:
         if (high.dim() != 4 or low.dim() != 4 or high.shape[1] != self.high_channels
@@ -216,7 +211,7 @@ class AlignmentDeformableConv(nn.Module):
     def align(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         """The aligned high-level features X̃_high (N, high_channels, H, W) at the size of ``low``."""
         self._check(high, low)
-        high = upsample_to(high, low)
+        high = upsample(high, low.shape[-2:])
         prediction = self.offset_predictor(torch.cat([low, high], 1))
         offset = prediction[:, : self.offset_channels]
         mask = torch.sigmoid(prediction[:, self.offset_channels :])
@@ -225,14 +220,9 @@ class AlignmentDeformableConv(nn.Module):
     def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([low, self.align(high, low)], 1))
 
-    def fold_batchnorm_(self) -> int:
-        """Folds the deformable convolution's BatchNorm and those of the Conv-BN-ReLU blocks; returns the count."""
-        folded = sum(m.fold_batchnorm_() for m in self.modules() if isinstance(m, ConvBNReLU))
-        if isinstance(self.deform_bn, nn.BatchNorm2d):
-            self.deform = fold_batchnorm(self.deform, self.deform_bn)
-            self.deform_bn = nn.Identity()
-            folded += 1
-        return folded
+    def reparameterize_(self) -> Changes:
+        """Folds the deformable convolution's BatchNorm into it, in place (the Conv-BN-ReLU blocks fold themselves)."""
+        return fold_batchnorm_pairs_(self, (("deform", "deform_bn"),))
 
 
 class FCNHead(nn.Sequential):
@@ -240,7 +230,7 @@ class FCNHead(nn.Sequential):
     convolution to ``num_classes``. (N, in_channels, H, W) → (N, num_classes, H, W) logits."""
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1) -> None:
-        super().__init__(ConvBNReLU(in_channels, channels, 3), nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
+        super().__init__(ConvNormAct(in_channels, channels, 3), nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
 
 
 @dataclass
@@ -297,7 +287,7 @@ class CycleNetNetwork(nn.Module):
 
     Raises:
         ValueError: on an input that is not (N, 3, H, W).
-        RuntimeError: in training mode after :meth:`fold_batchnorm_` removed the auxiliary head.
+        RuntimeError: in training mode after :meth:`reparameterize_` removed the auxiliary head.
     """
 
     def __init__(self, config: CycleNetConfig, num_classes: int = len(CITYSCAPES)) -> None:
@@ -306,8 +296,8 @@ class CycleNetNetwork(nn.Module):
         self.backbone = RESNETS[c.depth](width=c.width, replace_stride_with_dilation=(False, True, True))
         stages = self.backbone.stage_channels
         self.aspp = CycleASPP(stages["layer4"], c.rates, c.aspp_bottleneck, c.aspp_growth, c.feedback, c.aspp_dropout)
-        self.high_project = ConvBNReLU(self.aspp.out_channels, c.high_channels, 1)
-        self.low_project = ConvBNReLU(stages["layer1"], c.low_channels, 1)
+        self.high_project = ConvNormAct(self.aspp.out_channels, c.high_channels, 1)
+        self.low_project = ConvNormAct(stages["layer1"], c.low_channels, 1)
         self.adc = AlignmentDeformableConv(c.high_channels, c.low_channels, c.decoder_channels, c.deformable_groups)
         self.classifier = nn.Conv2d(c.decoder_channels, num_classes, 1)
         self.aux_head: FCNHead | None = FCNHead(stages["layer3"], c.aux_channels, num_classes)
@@ -323,10 +313,11 @@ class CycleNetNetwork(nn.Module):
             raise RuntimeError("this CycleNet network was optimised for inference (no auxiliary head); train the plain network")
         return logits, self.aux_head(features["layer3"])
 
-    def fold_batchnorm_(self) -> int:
-        """For inference, in place: folds every BatchNorm that follows a convolution (the ResNet's and the
-        heads') into it and drops the auxiliary head; returns the number of BatchNorms folded. The
-        outputs in eval mode are unchanged; the state dict loses the BatchNorm and ``aux_head`` keys."""
+    def reparameterize_(self) -> Changes:
+        """For inference, in place: drops the auxiliary head (training only; its keys leave the state dict).
+        :func:`~panoptic_perception.nn.reparameterize.reparameterize` then folds every BatchNorm that follows
+        a convolution (the ResNet's and the heads'); the outputs in eval mode are unchanged."""
+        if self.aux_head is None:
+            return Changes()
         self.aux_head = None
-        folded = self.backbone.fold_batchnorm_() + self.adc.fold_batchnorm_()
-        return folded + sum(m.fold_batchnorm_() for m in self.modules() if isinstance(m, ConvBNReLU))
+        return Changes({DROPPED_AUXILIARY_HEAD: 1})

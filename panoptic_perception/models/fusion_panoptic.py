@@ -9,7 +9,7 @@ Costea, Petrovai, Nedevschi, *Fusion Scheme for Semantic and Instance-level Segm
     Mask R-CNN (RPN, box head, mask head) on top: :mod:`panoptic_perception.nn.mask_rcnn`, whose
     parameter names are torchvision's ``maskrcnn_resnet50_fpn``.
 §III-B Semantic segmentation head (:class:`SemanticHead`)
-    At 1/32 and 1/16 an Atrous Spatial Pyramid (:class:`AtrousSpatialPyramid`: one 1x1 and three 3x3
+    At 1/32 and 1/16 an Atrous Spatial Pyramid (:func:`atrous_spatial_pyramid`: one 1x1 and three 3x3
     convolutions with dilation 6, 12, 18, each followed by GroupNorm and ReLU, concatenated, then 128
     1x1 filters); at 1/8 and 1/4 two 3x3 convolutions with GroupNorm and ReLU (:class:`ConvStack`);
     every level gives 128 feature maps. The refinement pyramid (:class:`RefinementPyramid`) adds, from
@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.labels import CITYSCAPES
+from ..nn.deeplab import ASPP
+from ..nn.layers import SEQUENTIAL_NAMES, ConvNormAct, group_norm, relu_inplace, upsample
 from ..nn.mask_rcnn import MaskRCNN
 from ..nn.resnet import FrozenBatchNorm2d
 from ..nn.roi_heads import ROI_FEATURE_NAMES
@@ -74,32 +75,21 @@ def num_predictor_rows(classes: str) -> int:
 NORMS = {"frozen_batch_norm": FrozenBatchNorm2d, "batch_norm": nn.BatchNorm2d}
 
 
-def conv_gn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1, groups: int = 32) -> nn.Sequential:
-    """Convolution (no bias: GroupNorm follows) → GroupNorm → ReLU; padding keeps the size."""
-    padding = dilation * (kernel_size - 1) // 2
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
-        nn.GroupNorm(min(groups, out_channels), out_channels),
-        nn.ReLU(inplace=True),
-    )
+def conv_gn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, dilation: int = 1,
+                 groups: int = 32) -> ConvNormAct:
+    """Convolution (no bias: GroupNorm follows) → GroupNorm → ReLU; padding keeps the size. Children
+    ``0``, ``1``, ``2``, as the ``nn.Sequential`` the checkpoints were saved from."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, dilation=dilation, norm=group_norm(groups),
+                       act=relu_inplace, names=SEQUENTIAL_NAMES)
 
 
-class AtrousSpatialPyramid(nn.Module):
+def atrous_spatial_pyramid(in_channels: int, out_channels: int = 128, rates: Sequence[int] = (6, 12, 18),
+                           branch_channels: int = 128, groups: int = 32) -> ASPP:
     """The ASP of §III-B (DeepLab's ASPP without image pooling): a 1x1 branch and 3x3 branches at the
     given dilation ``rates``, each Conv → GN → ReLU, concatenated, then a 1x1 Conv → GN → ReLU to
-    ``out_channels``. Input (N, in_channels, h, w) → (N, out_channels, h, w)."""
-
-    def __init__(self, in_channels: int, out_channels: int = 128, rates: Sequence[int] = (6, 12, 18),
-                 branch_channels: int = 128, groups: int = 32) -> None:
-        super().__init__()
-        self.branches = nn.ModuleList(
-            [conv_gn_relu(in_channels, branch_channels, 1, groups=groups)]
-            + [conv_gn_relu(in_channels, branch_channels, 3, rate, groups) for rate in rates]
-        )
-        self.project = conv_gn_relu(branch_channels * (1 + len(rates)), out_channels, 1, groups=groups)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(x) for branch in self.branches], 1))
+    ``out_channels``; no dropout. Input (N, in_channels, h, w) → (N, out_channels, h, w)."""
+    return ASPP(in_channels, out_channels, rates, branch_channels=branch_channels, image_pooling=False, dropout=0.0,
+                norm=group_norm(groups), act=relu_inplace, names=SEQUENTIAL_NAMES)
 
 
 class ConvStack(nn.Module):
@@ -114,10 +104,6 @@ class ConvStack(nn.Module):
         return self.convs(x)
 
 
-def upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
-
-
 class RefinementPyramid(nn.Module):
     """The RP of §III-B: ``r_k = h_k + up(r_{k+1})`` from the coarsest level down (each level learns the
     residue with respect to the coarser ones), then every ``r_k`` upsampled to the finest level and
@@ -126,14 +112,14 @@ class RefinementPyramid(nn.Module):
     def forward(self, levels: Sequence[torch.Tensor]) -> torch.Tensor:
         refined = [levels[-1]]
         for level in reversed(levels[:-1]):
-            refined.append(level + upsample_to(refined[-1], level))
+            refined.append(level + upsample(refined[-1], level.shape[-2:]))
         finest = refined[-1]
-        return torch.cat([upsample_to(r, finest) if r is not finest else r for r in reversed(refined)], 1)
+        return torch.cat([upsample(r, finest.shape[-2:]) if r is not finest else r for r in reversed(refined)], 1)
 
 
 class SemanticHead(nn.Module):
     """§III-B: per FPN level P2..P5 (strides 4, 8, 16, 32) a branch to ``channels`` maps (ConvStack at
-    1/4 and 1/8, AtrousSpatialPyramid at 1/16 and 1/32), the refinement pyramid, and a 1x1 classifier.
+    1/4 and 1/8, an atrous spatial pyramid at 1/16 and 1/32), the refinement pyramid, and a 1x1 classifier.
 
     Input: the four FPN maps (N, in_channels, H/s, W/s), finest first. Output: (N, num_classes, H/4, W/4)
     class logits (interpolated to the image by the caller).
@@ -145,8 +131,8 @@ class SemanticHead(nn.Module):
         self.branches = nn.ModuleList([
             ConvStack(in_channels, channels, groups),
             ConvStack(in_channels, channels, groups),
-            AtrousSpatialPyramid(in_channels, channels, rates, channels, groups),
-            AtrousSpatialPyramid(in_channels, channels, rates, channels, groups),
+            atrous_spatial_pyramid(in_channels, channels, rates, channels, groups),
+            atrous_spatial_pyramid(in_channels, channels, rates, channels, groups),
         ])
         self.refinement = RefinementPyramid()
         self.classifier = nn.Conv2d(4 * channels, num_classes, 1)

@@ -7,17 +7,18 @@ and this project's checkpoints share one key layout.
 
 §III-A Model architecture
     ESPNet-C encoder (:class:`ESPNetCEncoder`) → Dual Attention Module (:class:`PositionAttention` and
-    :class:`ChannelAttention`, each followed by a 3x3 :class:`CBR`, summed, then a 1x1 :class:`CBR`)
-    → two identical decoders of :class:`UpsamplerBlock` (ConvTranspose → BN → PReLU), one per task.
+    :class:`ChannelAttention`, each followed by a 3x3 :func:`cbr`, summed, then a 1x1 :func:`cbr`)
+    → two identical decoders of :func:`upsampler_block` (ConvTranspose → BN → PReLU), one per task.
     Each decoder returns 2-channel logits (background, positive) at the input resolution.
 §III-C Re-parameterisation
-    :meth:`TwinLiteNet.reparameterized` folds every BatchNorm that directly follows a convolution
-    (CBR blocks and all decoder blocks) into it. The BatchNorm of an ESP block follows a *sum* of
-    differently dilated convolutions and cannot be folded without duplicating them, so it stays an
-    affine map. (The paper's 439,339 parameters after re-parameterisation fold only the encoder's CBRs;
-    folding the decoders too gives 439,287.) It also drops the position-attention branch when its
-    learned scale γ makes it numerically invisible: see :meth:`PositionAttention.is_negligible`. In the
-    official weights γ = -4.35e-20, and the branch costs about a third of the CPU time.
+    :func:`~panoptic_perception.nn.reparameterize.reparameterize` folds every BatchNorm that directly
+    follows a convolution (CBR blocks and all decoder blocks) into it. The BatchNorm of an ESP block
+    follows a *sum* of differently dilated convolutions and cannot be folded without duplicating them, so
+    it stays an affine map. (The paper's 439,339 parameters after re-parameterisation fold only the
+    encoder's CBRs; folding the decoders too gives 439,287.) It also drops the position-attention branch
+    when its learned scale γ makes it numerically invisible (:meth:`ESPNetCEncoder.reparameterize_`, see
+    :meth:`PositionAttention.is_negligible`). In the official weights γ = -4.35e-20, and the branch costs
+    about a third of the CPU time.
 
 Choice where the paper is silent: the input size is any multiple of 8 (the encoder downsamples by 8 and
 the decoders upsample by 8).
@@ -25,32 +26,23 @@ the decoders upsample by 8).
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..nn.batchnorm_folding import fold_batchnorm
+from ..nn.layers import ConvNormAct
+from ..nn.reparameterize import Changes
 
 BN_EPS = 1e-3  # every BatchNorm of the released model
+batch_norm = functools.partial(nn.BatchNorm2d, eps=BN_EPS)
+DROPPED_POSITION_ATTENTION = "negligible position attentions dropped"
 
 
-class CBR(nn.Module):
-    """Convolution → BatchNorm → PReLU (padding keeps the size for stride 1)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, bias=False)
-        self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=BN_EPS)
-        self.act = nn.PReLU(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-    def fold_batchnorm_(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
+def cbr(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> ConvNormAct:
+    """ESPNet's ``CBR``: convolution (no bias) → BatchNorm → PReLU; padding keeps the size for stride 1."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, norm=batch_norm, act=nn.PReLU)
 
 
 class BR(nn.Module):
@@ -58,23 +50,16 @@ class BR(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels, eps=BN_EPS)
+        self.bn = batch_norm(channels)
         self.act = nn.PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(x))
 
 
-class Conv(nn.Module):
-    """A bias-free convolution, optionally dilated (ESPNet's ``C`` and ``CDilated``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1):
-        super().__init__()
-        padding = (kernel_size - 1) // 2 * dilation
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> ConvNormAct:
+    """A bias-free convolution, optionally dilated (ESPNet's ``C`` and ``CDilated``; the child ``conv``)."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, dilation, norm=None, act=None)
 
 
 class EfficientSpatialPyramid(nn.Module):
@@ -89,12 +74,12 @@ class EfficientSpatialPyramid(nn.Module):
         super().__init__()
         n = out_channels // 5
         n1 = out_channels - 4 * n
-        self.c1 = Conv(in_channels, n, reduce_kernel, reduce_stride)
-        self.d1 = Conv(n, n1, 3, dilation=1)
-        self.d2 = Conv(n, n, 3, dilation=2)
-        self.d4 = Conv(n, n, 3, dilation=4)
-        self.d8 = Conv(n, n, 3, dilation=8)
-        self.d16 = Conv(n, n, 3, dilation=16)
+        self.c1 = conv(in_channels, n, reduce_kernel, reduce_stride)
+        self.d1 = conv(n, n1, 3, dilation=1)
+        self.d2 = conv(n, n, 3, dilation=2)
+        self.d4 = conv(n, n, 3, dilation=4)
+        self.d8 = conv(n, n, 3, dilation=8)
+        self.d16 = conv(n, n, 3, dilation=16)
 
     def pyramid(self, x: torch.Tensor) -> torch.Tensor:
         reduced = self.c1(x)
@@ -110,7 +95,7 @@ class DownSampler(EfficientSpatialPyramid):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, reduce_kernel=3, reduce_stride=2)
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS)
+        self.bn = batch_norm(out_channels)
         self.act = nn.PReLU(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,22 +187,22 @@ class ESPNetCEncoder(nn.Module):
 
     def __init__(self, esp_blocks_level2: int = 2, esp_blocks_level3: int = 3) -> None:
         super().__init__()
-        self.level1 = CBR(3, 16, 3, 2)
+        self.level1 = cbr(3, 16, 3, 2)
         self.sample1 = InputProjection(1)
         self.sample2 = InputProjection(2)
-        self.b1 = CBR(16 + 3, 19, 3)
+        self.b1 = cbr(16 + 3, 19, 3)
         self.level2_0 = DownSampler(16 + 3, 64)
         self.level2 = nn.ModuleList(ESPBlock(64) for _ in range(esp_blocks_level2))
-        self.b2 = CBR(128 + 3, 131, 3)
+        self.b2 = cbr(128 + 3, 131, 3)
         self.level3_0 = DownSampler(128 + 3, 128)
         self.level3 = nn.ModuleList(ESPBlock(128) for _ in range(esp_blocks_level3))
-        self.b3 = CBR(256, 32, 3)
+        self.b3 = cbr(256, 32, 3)
         # Dual Attention Module
         self.sa: nn.Module = PositionAttention(32)
         self.sc = ChannelAttention()
-        self.conv_sa = CBR(32, 32, 3)
-        self.conv_sc = CBR(32, 32, 3)
-        self.classifier = CBR(32, 32, 1)
+        self.conv_sa = cbr(32, 32, 3)
+        self.conv_sc = cbr(32, 32, 3)
+        self.classifier = cbr(32, 32, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         level1 = self.b1(torch.cat([self.level1(image), self.sample1(image)], 1))
@@ -232,22 +217,20 @@ class ESPNetCEncoder(nn.Module):
         features = self.b3(torch.cat([level3_0, level3], 1))
         return self.classifier(self.conv_sa(self.sa(features)) + self.conv_sc(self.sc(features)))
 
+    def reparameterize_(self) -> Changes:
+        """Drops the position attention, in place, where it is negligible (:meth:`PositionAttention.is_negligible`)."""
+        if not (isinstance(self.sa, PositionAttention) and self.sa.is_negligible()):
+            return Changes()
+        changes = Changes({f"{DROPPED_POSITION_ATTENTION} (gamma={self.sa.gamma.item():.3g})": 1})
+        self.sa = nn.Identity()
+        return changes
 
-class UpsamplerBlock(nn.Module):
-    """The decoder block (the official ``UPx2``): 2x2 stride-2 ConvTranspose → BatchNorm → PReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
-        self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=BN_EPS)
-        self.act = nn.PReLU(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.deconv(x)))
-
-    def fold_batchnorm_(self) -> None:
-        self.deconv = fold_batchnorm(self.deconv, self.bn)
-        self.bn = nn.Identity()
+def upsampler_block(in_channels: int, out_channels: int) -> ConvNormAct:
+    """The decoder block (the official ``UPx2``): 2x2 stride-2 ConvTranspose → BatchNorm → PReLU, with the
+    released children ``deconv``, ``bn``, ``act``. (N, in, H, W) → (N, out, 2H, 2W)."""
+    return ConvNormAct(in_channels, out_channels, 2, 2, norm=batch_norm, act=nn.PReLU, transposed=True,
+                       names=("deconv", "bn", "act"))
 
 
 class TwinLiteNet(nn.Module):
@@ -260,38 +243,19 @@ class TwinLiteNet(nn.Module):
         super().__init__()
         self.encoder = ESPNetCEncoder(esp_blocks_level2, esp_blocks_level3)
         # drivable-area decoder
-        self.up_1_1 = UpsamplerBlock(32, 16)
-        self.up_2_1 = UpsamplerBlock(16, 8)
-        self.classifier_1 = UpsamplerBlock(8, 2)
+        self.up_1_1 = upsampler_block(32, 16)
+        self.up_2_1 = upsampler_block(16, 8)
+        self.classifier_1 = upsampler_block(8, 2)
         # lane-line decoder
-        self.up_1_2 = UpsamplerBlock(32, 16)
-        self.up_2_2 = UpsamplerBlock(16, 8)
-        self.classifier_2 = UpsamplerBlock(8, 2)
+        self.up_1_2 = upsampler_block(32, 16)
+        self.up_2_2 = upsampler_block(16, 8)
+        self.classifier_2 = upsampler_block(8, 2)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.encoder(image)
         drivable = self.classifier_1(self.up_2_1(self.up_1_1(features)))
         lane = self.classifier_2(self.up_2_2(self.up_1_2(features)))
         return drivable, lane
-
-    def reparameterized(self) -> tuple["TwinLiteNet", list[str]]:
-        """An inference copy with BatchNorms folded and a negligible position attention dropped.
-
-        Returns the copy (eval mode) and a list of what was changed, for logs.
-        """
-        fused = copy.deepcopy(self).eval()
-        changes = []
-        folded = 0
-        for module in fused.modules():
-            if isinstance(module, (CBR, UpsamplerBlock)):
-                module.fold_batchnorm_()
-                folded += 1
-        changes.append(f"folded {folded} BatchNorms into their convolutions")
-        attention = fused.encoder.sa
-        if isinstance(attention, PositionAttention) and attention.is_negligible():
-            changes.append(f"dropped position attention (gamma={attention.gamma.item():.3g} is negligible)")
-            fused.encoder.sa = nn.Identity()
-        return fused, changes
 
 
 @dataclass(frozen=True)

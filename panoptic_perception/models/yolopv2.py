@@ -35,7 +35,7 @@ and a TorchScript file share one post-processing path.
 
 from __future__ import annotations
 
-import copy
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.batchnorm_folding import batchnorm_affine, fold_batchnorm
+from ..nn.layers import ConvNormAct, silu
+from ..nn.reparameterize import Changes
 
 BN_EPS = 1e-3  # YOLOv7's BatchNorm settings
 BN_MOMENTUM = 0.03
@@ -58,29 +60,21 @@ def scaled(channels: int, width: float) -> int:
     return max(8, int(math.ceil(channels * width / 8) * 8))
 
 
-class Conv(nn.Module):
-    """Convolution (no bias) → BatchNorm → SiLU, YOLOv7's basic block."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, groups: int = 1):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
-        self.bn: nn.Module = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-        self.act = nn.SiLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-    def fold_batchnorm_(self) -> None:
-        self.conv = fold_batchnorm(self.conv, self.bn)
-        self.bn = nn.Identity()
+#: YOLOv7's BatchNorm.
+batch_norm = functools.partial(nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM)
+MERGED_REPCONVS = "RepConvs merged"
+FOLDED_IMPLICIT = "implicit-knowledge heads folded"
 
 
-class UpConv(Conv):
+def conv_bn_silu(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 groups: int = 1) -> ConvNormAct:
+    """Convolution (no bias) → BatchNorm → SiLU, YOLOv7's basic block ``Conv`` (``conv``, ``bn``, ``act``)."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, groups=groups, norm=batch_norm, act=silu)
+
+
+def upconv_bn_silu(in_channels: int, out_channels: int) -> ConvNormAct:
     """Transposed 2x2 stride-2 convolution → BatchNorm → SiLU (the lane head's "deconvolution")."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels)
-        self.conv = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
+    return ConvNormAct(in_channels, out_channels, 2, 2, norm=batch_norm, act=silu, transposed=True)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -106,10 +100,10 @@ class EELAN(nn.Module):
         if hidden % groups:
             groups = 1  # a narrow variant may not split into groups
         self.groups = groups
-        self.cv1 = Conv(in_channels, hidden, 1)
-        self.cv2 = Conv(in_channels, hidden, 1)
-        self.blocks = nn.ModuleList(Conv(hidden, hidden, 3, groups=groups) for _ in range(blocks))
-        self.transition = Conv(hidden * (blocks // 2 + 2), out_channels, 1)
+        self.cv1 = conv_bn_silu(in_channels, hidden, 1)
+        self.cv2 = conv_bn_silu(in_channels, hidden, 1)
+        self.blocks = nn.ModuleList(conv_bn_silu(hidden, hidden, 3, groups=groups) for _ in range(blocks))
+        self.transition = conv_bn_silu(hidden * (blocks // 2 + 2), out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.cv1(x), self.cv2(x)
@@ -125,10 +119,10 @@ class ELANH(nn.Module):
 
     def __init__(self, in_channels: int, branch: int, hidden: int, out_channels: int, blocks: int = 4) -> None:
         super().__init__()
-        self.cv1 = Conv(in_channels, branch, 1)
-        self.cv2 = Conv(in_channels, branch, 1)
-        self.blocks = nn.ModuleList(Conv(branch if i == 0 else hidden, hidden, 3) for i in range(blocks))
-        self.transition = Conv(2 * branch + blocks * hidden, out_channels, 1)
+        self.cv1 = conv_bn_silu(in_channels, branch, 1)
+        self.cv2 = conv_bn_silu(in_channels, branch, 1)
+        self.blocks = nn.ModuleList(conv_bn_silu(branch if i == 0 else hidden, hidden, 3) for i in range(blocks))
+        self.transition = conv_bn_silu(2 * branch + blocks * hidden, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, second = self.cv1(x), self.cv2(x)
@@ -144,9 +138,9 @@ class DownsampleMP(nn.Module):
 
     def __init__(self, in_channels: int, branch: int) -> None:
         super().__init__()
-        self.pool_conv = Conv(in_channels, branch, 1)
-        self.reduce = Conv(in_channels, branch, 1)
-        self.strided = Conv(branch, branch, 3, 2)
+        self.pool_conv = conv_bn_silu(in_channels, branch, 1)
+        self.reduce = conv_bn_silu(in_channels, branch, 1)
+        self.strided = conv_bn_silu(branch, branch, 3, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.strided(self.reduce(x)), self.pool_conv(F.max_pool2d(x, 2, 2))], 1)
@@ -158,14 +152,14 @@ class SPPCSPC(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, pools: tuple[int, ...] = (5, 9, 13)) -> None:
         super().__init__()
         hidden = out_channels
-        self.cv1 = Conv(in_channels, hidden, 1)
-        self.cv2 = Conv(in_channels, hidden, 1)
-        self.cv3 = Conv(hidden, hidden, 3)
-        self.cv4 = Conv(hidden, hidden, 1)
+        self.cv1 = conv_bn_silu(in_channels, hidden, 1)
+        self.cv2 = conv_bn_silu(in_channels, hidden, 1)
+        self.cv3 = conv_bn_silu(hidden, hidden, 3)
+        self.cv4 = conv_bn_silu(hidden, hidden, 1)
         self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in pools)
-        self.cv5 = Conv(hidden * (len(pools) + 1), hidden, 1)
-        self.cv6 = Conv(hidden, hidden, 3)
-        self.cv7 = Conv(2 * hidden, out_channels, 1)
+        self.cv5 = conv_bn_silu(hidden * (len(pools) + 1), hidden, 1)
+        self.cv6 = conv_bn_silu(hidden, hidden, 3)
+        self.cv7 = conv_bn_silu(2 * hidden, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.cv4(self.cv3(self.cv1(x)))
@@ -179,12 +173,10 @@ class RepConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.dense = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
-                                   nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM))
+        self.dense = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), batch_norm(out_channels))
         self.pointwise = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
-                                       nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM))
-        self.identity = (nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-                         if in_channels == out_channels else None)
+                                       batch_norm(out_channels))
+        self.identity = batch_norm(out_channels) if in_channels == out_channels else None
         self.fused: nn.Conv2d | None = None
         self.act = nn.SiLU()
 
@@ -197,7 +189,10 @@ class RepConv(nn.Module):
         return self.act(y)
 
     @torch.no_grad()
-    def reparameterize_(self) -> None:
+    def reparameterize_(self) -> Changes:
+        """Merges the branches into ``fused``, in place (once)."""
+        if self.fused is not None:
+            return Changes()
         dense = fold_batchnorm(self.dense[0], self.dense[1])
         pointwise = fold_batchnorm(self.pointwise[0], self.pointwise[1])
         weight = dense.weight + F.pad(pointwise.weight, [1, 1, 1, 1])
@@ -212,6 +207,7 @@ class RepConv(nn.Module):
         self.fused.weight.copy_(weight)
         self.fused.bias.copy_(bias)
         self.dense = self.pointwise = self.identity = None
+        return Changes({MERGED_REPCONVS: 1})
 
 
 class ImplicitDetect(nn.Module):
@@ -234,13 +230,16 @@ class ImplicitDetect(nn.Module):
         return [conv(x + add) * mul for conv, x, add, mul in zip(self.convs, features, self.implicit_add, self.implicit_mul)]
 
     @torch.no_grad()
-    def fold_implicit_(self) -> None:
-        """Fold the implicit terms into the convolutions: ``W(x + a) m = (W m) x + (W a + b) m``."""
+    def reparameterize_(self) -> Changes:
+        """Folds the implicit terms into the convolutions, in place (once): ``W(x + a) m = (W m) x + (W a + b) m``."""
+        if self.folded:
+            return Changes()
         for conv, add, mul in zip(self.convs, self.implicit_add, self.implicit_mul):
             weight = conv.weight[:, :, 0, 0]
             conv.bias.copy_((conv.bias + weight @ add.flatten()) * mul.flatten())
             conv.weight.mul_(mul.view(-1, 1, 1, 1))
         self.folded = True
+        return Changes({FOLDED_IMPLICIT: 1})
 
 
 class DrivableAreaHead(nn.Module):
@@ -250,12 +249,12 @@ class DrivableAreaHead(nn.Module):
         super().__init__()
         # The widest layer runs at stride 16, where parameters cost the fewest operations.
         c = [scaled(v, width) for v in (384, 128, 64, 32, 16)]
-        self.reduce = Conv(in_channels, c[0], 3)
+        self.reduce = conv_bn_silu(in_channels, c[0], 3)
         self.stages = nn.ModuleList([
-            nn.Sequential(Conv(c[0], c[1], 3), Conv(c[1], c[1], 3)),  # stride 8
-            nn.Sequential(Conv(c[1], c[2], 3), Conv(c[2], c[2], 3)),  # stride 4
-            nn.Sequential(Conv(c[2], c[3], 3)),  # stride 2
-            nn.Sequential(Conv(c[3], c[4], 3)),  # stride 1
+            nn.Sequential(conv_bn_silu(c[0], c[1], 3), conv_bn_silu(c[1], c[1], 3)),  # stride 8
+            nn.Sequential(conv_bn_silu(c[1], c[2], 3), conv_bn_silu(c[2], c[2], 3)),  # stride 4
+            nn.Sequential(conv_bn_silu(c[2], c[3], 3)),  # stride 2
+            nn.Sequential(conv_bn_silu(c[3], c[4], 3)),  # stride 1
         ])
         self.classifier = nn.Conv2d(c[4], 2, 3, 1, 1)
 
@@ -273,10 +272,10 @@ class LaneLineHead(nn.Module):
         super().__init__()
         c = [scaled(v, width) for v in (128, 64, 32, 16)]
         self.stages = nn.Sequential(
-            Conv(in_channels, c[0], 3), UpConv(c[0], c[1]),  # stride 4
-            Conv(c[1], c[1], 3), UpConv(c[1], c[2]),  # stride 2
-            Conv(c[2], c[2], 3), UpConv(c[2], c[3]),  # stride 1
-            Conv(c[3], c[3], 3),
+            conv_bn_silu(in_channels, c[0], 3), upconv_bn_silu(c[0], c[1]),  # stride 4
+            conv_bn_silu(c[1], c[1], 3), upconv_bn_silu(c[1], c[2]),  # stride 2
+            conv_bn_silu(c[2], c[2], 3), upconv_bn_silu(c[2], c[3]),  # stride 1
+            conv_bn_silu(c[3], c[3], 3),
         )
         self.classifier = nn.Conv2d(c[3], 1, 3, 1, 1)
 
@@ -294,7 +293,12 @@ class YOLOPv2Output(NamedTuple):
 
 
 class YOLOPv2(nn.Module):
-    """The YOLOPv2 network. Input: RGB in [0, 1], H and W multiples of 32."""
+    """The YOLOPv2 network. Input: RGB in [0, 1], H and W multiples of 32.
+
+    For inference, :func:`~panoptic_perception.nn.reparameterize.reparameterize` folds every BatchNorm of the
+    :func:`conv_bn_silu` blocks, merges the :class:`RepConv` branches and folds the implicit terms of
+    :class:`ImplicitDetect`.
+    """
 
     def __init__(self, num_classes: int = 80, width: float = 1.0, depth: float = 1.0, elan_groups: int = 2) -> None:
         super().__init__()
@@ -303,18 +307,19 @@ class YOLOPv2(nn.Module):
         c = lambda channels: scaled(channels, width)  # noqa: E731
         blocks = max(2, 2 * round(2 * depth))
         # -- backbone: stem, then four stages of (down-sampling, E-ELAN) --
-        self.stem = nn.Sequential(Conv(3, c(32), 3), Conv(c(32), c(64), 3, 2), Conv(c(64), c(64), 3))
-        self.stage2 = nn.Sequential(Conv(c(64), c(128), 3, 2), EELAN(c(128), c(64), c(256), blocks, elan_groups))
+        self.stem = nn.Sequential(conv_bn_silu(3, c(32), 3), conv_bn_silu(c(32), c(64), 3, 2),
+                                  conv_bn_silu(c(64), c(64), 3))
+        self.stage2 = nn.Sequential(conv_bn_silu(c(64), c(128), 3, 2), EELAN(c(128), c(64), c(256), blocks, elan_groups))
         self.stage3 = nn.Sequential(DownsampleMP(c(256), c(128)), EELAN(c(256), c(128), c(512), blocks, elan_groups))
         self.stage4 = nn.Sequential(DownsampleMP(c(512), c(256)), EELAN(c(512), c(256), c(1024), blocks, elan_groups))
         self.stage5 = nn.Sequential(DownsampleMP(c(1024), c(512)), EELAN(c(1024), c(256), c(1024), blocks, elan_groups))
         # -- neck: SPPCSPC, FPN (top-down) --
         self.spp = SPPCSPC(c(1024), c(512))
-        self.fpn_reduce5 = Conv(c(512), c(256), 1)
-        self.fpn_lateral4 = Conv(c(1024), c(256), 1)
+        self.fpn_reduce5 = conv_bn_silu(c(512), c(256), 1)
+        self.fpn_lateral4 = conv_bn_silu(c(1024), c(256), 1)
         self.fpn_elan4 = ELANH(c(512), c(256), c(128), c(256), blocks)
-        self.fpn_reduce4 = Conv(c(256), c(128), 1)
-        self.fpn_lateral3 = Conv(c(512), c(128), 1)
+        self.fpn_reduce4 = conv_bn_silu(c(256), c(128), 1)
+        self.fpn_lateral3 = conv_bn_silu(c(512), c(128), 1)
         self.fpn_elan3 = ELANH(c(256), c(128), c(64), c(128), blocks)
         # -- PAN (bottom-up) and the detection head --
         self.pan_down3 = DownsampleMP(c(128), c(128))
@@ -358,21 +363,6 @@ class YOLOPv2(nn.Module):
             r.view(n, 3, 5 + self.num_classes, r.shape[2], r.shape[3]).permute(0, 1, 3, 4, 2).contiguous() for r in raw
         ]
         return YOLOPv2Output(detection, drivable, lane)
-
-    def reparameterized(self) -> tuple["YOLOPv2", list[str]]:
-        """An inference copy in export mode: BatchNorms folded, RepConvs merged, implicit terms folded."""
-        fused = copy.deepcopy(self).eval()
-        folded = merged = 0
-        for module in fused.modules():
-            if isinstance(module, Conv):
-                module.fold_batchnorm_()
-                folded += 1
-            elif isinstance(module, RepConv):
-                module.reparameterize_()
-                merged += 1
-        fused.detect.fold_implicit_()
-        fused.export = True
-        return fused, [f"folded {folded} BatchNorms", f"merged {merged} RepConvs", "folded implicit knowledge"]
 
 
 @dataclass(frozen=True)

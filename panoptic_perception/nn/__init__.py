@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .batchnorm_folding import batchnorm_affine, fold_batchnorm
+from .reparameterize import reparameterize
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -24,4 +25,4 @@ def count_flops(module: Callable[..., object], *inputs: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-__all__ = ["batchnorm_affine", "count_flops", "count_parameters", "fold_batchnorm"]
+__all__ = ["batchnorm_affine", "count_flops", "count_parameters", "fold_batchnorm", "reparameterize"]

@@ -34,6 +34,9 @@ Choices where the papers leave room:
 - BatchNorm ``eps`` 1e-5, momentum 0.1 (PyTorch's defaults); convolutions Kaiming-normal (fan-out,
   ReLU), BN weight 1 and bias 0, the classifier PyTorch's default initialisation.
 - The image-pooling branch has BN, so training needs more than one image per batch (as DeepLabV3).
+
+:class:`ASPP` also builds the fusion network's atrous spatial pyramid (paper 002: no image pooling,
+GroupNorm, branches of their own width, no dropout), by its options.
 """
 
 from __future__ import annotations
@@ -42,10 +45,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvBNReLU
+from .layers import CONV_BN_ACT, ConvNormAct, LayerFactory, relu, upsample
 
 ASPP_RATES_OS16 = (6, 12, 18)
 
@@ -63,18 +65,14 @@ def join(own: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([own, extra], 1)
 
 
-def upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of (N, C, h, w) to (N, C, *size) (``align_corners=False``)."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 class ImagePooling(nn.Module):
-    """ASPP's image-level features: global average pooling → 1x1 conv + BN + ReLU → the value at every
-    pixel. (N, C, h, w) → (N, out_channels, h, w)."""
+    """ASPP's image-level features: global average pooling → 1x1 conv + norm + ReLU → the value at every
+    pixel. (N, C, h, w) → (N, out_channels, h, w). ``norm``, ``act`` and ``names`` as :class:`ConvNormAct`'s."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: LayerFactory = nn.BatchNorm2d,
+                 act: LayerFactory = relu, names: Sequence[str] = CONV_BN_ACT) -> None:
         super().__init__()
-        self.project = ConvBNReLU(in_channels, out_channels, 1)
+        self.project = ConvNormAct(in_channels, out_channels, 1, norm=norm, act=act, names=names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Upsampling a 1x1 map bilinearly is a broadcast.
@@ -82,30 +80,47 @@ class ImagePooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling (see the module docstring).
+    """Atrous spatial pyramid pooling (see the module docstring), with the options of the papers that use it.
 
     Args:
         in_channels: channels of the ASPP input (the backbone's, plus any extra input).
-        out_channels: channels of every branch and of the output (256 in the paper).
+        out_channels: channels of the output (256 in DeepLab).
         rates: dilations of the 3x3 branches ((6, 12, 18) at output stride 16).
+        branch_channels: channels of every branch (default: ``out_channels``, as DeepLab).
+        image_pooling: whether the image-pooling branch is there (DeepLab); without it, the 1x1 and the
+            3x3 branches only (the fusion network's "atrous spatial pyramid").
         projection_extra_channels: extra channels the projection receives after the concatenated
             branches.
-        dropout: dropout probability after the projection (training only).
+        dropout: dropout probability after the projection (training only; 0: none).
+        norm: the norm of every branch and of the projection (BatchNorm; e.g. :func:`group_norm`).
+        act: their activation (a ReLU; :func:`relu_inplace` where memory matters).
+        names: the child names of every :class:`ConvNormAct` (``conv``, ``bn``, ``act``; e.g.
+            :data:`SEQUENTIAL_NAMES` for ``nn.Sequential`` checkpoints).
+
+    ``forward(x)``: (N, in_channels, h, w) → (N, out_channels, h, w) (a head with projection extra
+    channels runs :meth:`branch_maps` and :meth:`project_maps` instead).
     """
 
-    def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = ASPP_RATES_OS16,
-                 projection_extra_channels: int = 0, dropout: float = 0.1) -> None:
+    def __init__(self, in_channels: int, out_channels: int = 256, rates: Sequence[int] = ASPP_RATES_OS16, *,
+                 branch_channels: int | None = None, image_pooling: bool = True, projection_extra_channels: int = 0,
+                 dropout: float = 0.1, norm: LayerFactory = nn.BatchNorm2d, act: LayerFactory = relu,
+                 names: Sequence[str] = CONV_BN_ACT) -> None:
         super().__init__()
-        self.branches = nn.ModuleList([ConvBNReLU(in_channels, out_channels, 1)]
-                                      + [ConvBNReLU(in_channels, out_channels, 3, rate) for rate in rates])
-        self.pooling = ImagePooling(in_channels, out_channels)
-        self.branch_channels = out_channels * (len(rates) + 2)
-        self.project = ConvBNReLU(self.branch_channels + projection_extra_channels, out_channels, 1)
+        width = branch_channels or out_channels
+        self.branches = nn.ModuleList(
+            [ConvNormAct(in_channels, width, 1, norm=norm, act=act, names=names)]
+            + [ConvNormAct(in_channels, width, 3, dilation=rate, norm=norm, act=act, names=names) for rate in rates]
+        )
+        self.pooling = ImagePooling(in_channels, width, norm, act, names) if image_pooling else None
+        self.branch_channels = width * (len(self.branches) + image_pooling)
+        self.project = ConvNormAct(self.branch_channels + projection_extra_channels, out_channels, 1, norm=norm,
+                                   act=act, names=names)
         self.dropout = nn.Dropout(dropout)
 
     def branch_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_channels, h, w) → the five branches concatenated, (N, branch_channels, h, w)."""
-        return torch.cat([branch(x) for branch in self.branches] + [self.pooling(x)], 1)
+        """(N, in_channels, h, w) → the branches concatenated, (N, branch_channels, h, w)."""
+        pooled = [self.pooling(x)] if self.pooling is not None else []
+        return torch.cat([branch(x) for branch in self.branches] + pooled, 1)
 
     def project_maps(self, maps: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Branch maps (and the extra input) → (N, out_channels, h, w)."""
@@ -113,9 +128,6 @@ class ASPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project_maps(self.branch_maps(x))
-
-    def fold_batchnorm_(self) -> int:
-        return sum(m.fold_batchnorm_() for m in (*self.branches, self.pooling.project, self.project))
 
 
 @dataclass(frozen=True)
@@ -166,10 +178,11 @@ class DeepLabV3PlusHead(nn.Module):
                  dropout: float = 0.1) -> None:
         super().__init__()
         self.extra = extra
-        self.aspp = ASPP(in_channels + extra.aspp, channels, rates, extra.aspp_projection, dropout)
-        self.low_level = ConvBNReLU(low_level_channels + extra.low_level, reduced_channels, 1)
-        self.conv1 = ConvBNReLU(channels + reduced_channels + extra.decoder_conv1, channels, 3)
-        self.conv2 = ConvBNReLU(channels + extra.decoder_conv2, channels, 3)
+        self.aspp = ASPP(in_channels + extra.aspp, channels, rates, projection_extra_channels=extra.aspp_projection,
+                         dropout=dropout)
+        self.low_level = ConvNormAct(low_level_channels + extra.low_level, reduced_channels, 1)
+        self.conv1 = ConvNormAct(channels + reduced_channels + extra.decoder_conv1, channels, 3)
+        self.conv2 = ConvNormAct(channels + extra.decoder_conv2, channels, 3)
         self.classifier = nn.Conv2d(channels + extra.classifier, num_classes, 1)
         for module in self.modules():
             if isinstance(module, nn.Conv2d) and module is not self.classifier:
@@ -210,7 +223,3 @@ class DeepLabV3PlusHead(nn.Module):
         aspp = self.aspp_output(self.aspp_branches(features))
         x = self.decoder_conv2(self.decoder_conv1(aspp, self.reduce_low_level(low_level)))
         return self.classify(x, image_size)
-
-    def fold_batchnorm_(self) -> int:
-        """Folds every BatchNorm into its convolution, in place; returns the count (9)."""
-        return self.aspp.fold_batchnorm_() + sum(m.fold_batchnorm_() for m in (self.low_level, self.conv1, self.conv2))

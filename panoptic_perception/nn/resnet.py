@@ -32,9 +32,9 @@ Choices and their sources:
   returns the stage outputs (see :meth:`ResNet.forward_features`).
 - Weight initialisation follows torchvision: Kaiming-normal (fan-out, ReLU) convolutions, BatchNorm
   weight 1 and bias 0.
-- :meth:`ResNet.fold_batchnorm_` folds every BatchNorm into the convolution before it for inference:
-  the convolutions keep their names and gain a ``bias``; the BatchNorms become ``nn.Identity`` (their
-  keys disappear from the state dict).
+- Re-parameterised for inference (:func:`~panoptic_perception.nn.reparameterize.reparameterize`), every
+  norm folds into the convolution before it: the convolutions keep their names and gain a ``bias``; the
+  norms become ``nn.Identity`` (their keys disappear from the state dict).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .batchnorm_folding import fold_batchnorm
-from .layers import init_backbone_
+from .layers import SEQUENTIAL_NAMES, ConvNormAct, init_backbone_
+from .reparameterize import Changes, fold_batchnorm_pairs_
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -130,16 +130,9 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
-    def fold_batchnorm_(self) -> int:
-        """Folds the block's norms into its convolutions in place; returns how many were folded."""
-        for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
-            setattr(self, conv_name, fold_batchnorm(getattr(self, conv_name), getattr(self, bn_name)))
-            setattr(self, bn_name, nn.Identity())
-        if self.downsample is None:
-            return 3
-        self.downsample[0] = fold_batchnorm(self.downsample[0], self.downsample[1])
-        self.downsample[1] = nn.Identity()
-        return 4
+    def reparameterize_(self) -> Changes:
+        """Folds the three norms into their convolutions, in place (``downsample`` folds itself)."""
+        return fold_batchnorm_pairs_(self, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
 
 
 class ResNet(nn.Module):
@@ -232,9 +225,8 @@ class ResNet(nn.Module):
         out_channels = planes * Bottleneck.expansion
         downsample = None
         if stride != 1 or in_channels != out_channels:
-            downsample = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm_layer(out_channels)
-            )
+            downsample = ConvNormAct(in_channels, out_channels, 1, stride, norm=norm_layer, act=None,
+                                     names=SEQUENTIAL_NAMES)
         stage = [Bottleneck(in_channels, planes, stride, first_dilation, downsample, norm_layer, stride_in_1x1)]
         stage += [Bottleneck(out_channels, planes, 1, dilation, None, norm_layer) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
@@ -301,17 +293,9 @@ class ResNet(nn.Module):
                 continue
             child.requires_grad_(name in trainable)
 
-    def fold_batchnorm_(self) -> int:
-        """Folds every norm into the convolution before it, in place, for inference; returns the count.
-
-        Uses the running statistics (``eval()`` semantics), so the folded network equals the eval-mode
-        original. Convolution names are unchanged and each gains a ``bias``; the norms become
-        ``nn.Identity`` and drop out of the state dict, so an unfolded checkpoint no longer loads into it:
-        load first, then fold (on a copy when the original must stay trainable).
-        """
-        self.conv1 = fold_batchnorm(self.conv1, self.bn1)
-        self.bn1 = nn.Identity()
-        return 1 + sum(block.fold_batchnorm_() for name in STAGES for block in getattr(self, name))
+    def reparameterize_(self) -> Changes:
+        """Folds the stem's norm into its convolution, in place (the blocks fold themselves)."""
+        return fold_batchnorm_pairs_(self, (("conv1", "bn1"),))
 
 
 def resnet50(**kwargs) -> ResNet:

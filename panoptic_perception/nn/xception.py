@@ -56,8 +56,8 @@ Choices and their sources:
   Narrow variants are for weights trained on a CPU.
 - Initialisation (timm leaves PyTorch's defaults): Kaiming-normal (fan-out, ReLU) convolutions,
   BatchNorm weight 1 and bias 0, as :mod:`panoptic_perception.nn.resnet`.
-- :meth:`AlignedXception.fold_batchnorm_` folds every BN into the convolution before it (depthwise
-  ones included) for inference.
+- Re-parameterised for inference (:func:`~panoptic_perception.nn.reparameterize.reparameterize`), every
+  BN folds into the convolution before it, depthwise ones included.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batchnorm_folding import fold_batchnorm
-from .layers import init_backbone_
+from .layers import ConvNormAct, init_backbone_, relu
+from .reparameterize import Changes, fold_batchnorm_pairs_
 
 BN_EPS = 1e-3
 #: (in, (out1, out2, out3), stride) of the entry flow, then a middle-flow block, then the exit flow.
@@ -86,25 +86,10 @@ def _norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS)
 
 
-class ConvNormAct(nn.Module):
+def conv_bn_act(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, act: bool = True) -> ConvNormAct:
     """Convolution (no bias) → BatchNorm → optional ReLU (timm's ``ConvNormAct`` names: ``conv``, ``bn``).
     Input (N, in_channels, H, W) → (N, out_channels, ceil(H / stride), ceil(W / stride))."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=(kernel_size - 1) // 2,
-                              bias=False)
-        self.bn = _norm(out_channels)
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        return F.relu(x) if self.act else x
-
-    def fold_batchnorm_(self) -> int:
-        self.conv, self.bn = fold_batchnorm(self.conv, self.bn), nn.Identity()
-        return 1
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, norm=_norm, act=relu if act else None)
 
 
 class SeparableConv2d(nn.Module):
@@ -129,10 +114,9 @@ class SeparableConv2d(nn.Module):
         x = self.bn_pw(self.conv_pw(x))
         return F.relu(x) if self.act else x
 
-    def fold_batchnorm_(self) -> int:
-        self.conv_dw, self.bn_dw = fold_batchnorm(self.conv_dw, self.bn_dw), nn.Identity()
-        self.conv_pw, self.bn_pw = fold_batchnorm(self.conv_pw, self.bn_pw), nn.Identity()
-        return 2
+    def reparameterize_(self) -> Changes:
+        """Folds both BatchNorms into their convolutions, in place."""
+        return fold_batchnorm_pairs_(self, (("conv_dw", "bn_dw"), ("conv_pw", "bn_pw")))
 
 
 class XceptionBlock(nn.Module):
@@ -152,7 +136,7 @@ class XceptionBlock(nn.Module):
         self.start_with_relu, self.residual = start_with_relu, residual
         self.shortcut = None
         if residual and (out_channels[-1] != in_channels or stride != 1):
-            self.shortcut = ConvNormAct(in_channels, out_channels[-1], 1, stride, act=False)
+            self.shortcut = conv_bn_act(in_channels, out_channels[-1], 1, stride, act=False)
         channels = (in_channels, *out_channels)
         # A ModuleDict keeps timm's names (stack.conv1 ...) while forward applies the ReLUs itself.
         self.stack = nn.ModuleDict({
@@ -172,10 +156,6 @@ class XceptionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_tap(x)[0]
-
-    def fold_batchnorm_(self) -> int:
-        folded = sum(conv.fold_batchnorm_() for conv in self.stack.values())
-        return folded + (self.shortcut.fold_batchnorm_() if self.shortcut is not None else 0)
 
 
 class ClassifierHead(nn.Module):
@@ -217,7 +197,7 @@ class AlignedXception(nn.Module):
         def scaled(channels: int) -> int:
             return max(1, round(channels * width))
 
-        self.stem = nn.Sequential(ConvNormAct(3, scaled(32), 3, 2), ConvNormAct(scaled(32), scaled(64), 3, 1))
+        self.stem = nn.Sequential(conv_bn_act(3, scaled(32), 3, 2), conv_bn_act(scaled(32), scaled(64), 3, 1))
         specs = [*ENTRY_FLOW, *[MIDDLE_FLOW_BLOCK] * middle_blocks, *EXIT_FLOW]
         blocks, stride_so_far, dilation = [], 2, 1
         for index, (in_channels, out_channels, stride) in enumerate(specs):
@@ -271,12 +251,6 @@ class AlignedXception(nn.Module):
         """With a classifier: (N, num_classes) logits; as a backbone: :meth:`forward_features`."""
         features = self.forward_features(x)
         return features if self.num_classes is None else self.head(features["out"])
-
-    def fold_batchnorm_(self) -> int:
-        """Folds every BatchNorm into the convolution before it, in place (eval statistics); returns the
-        count. Convolution names stay and gain a ``bias``; the BatchNorms become ``nn.Identity``, so load
-        weights first, then fold (on a copy if the original must stay trainable)."""
-        return sum(conv.fold_batchnorm_() for conv in self.stem) + sum(block.fold_batchnorm_() for block in self.blocks)
 
 
 def xception65(**kwargs) -> AlignedXception:

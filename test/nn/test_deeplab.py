@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
@@ -12,6 +11,8 @@ from oracles import torchvision_or_skip
 from torch import nn
 
 from panoptic_perception.nn.deeplab import ASPP, DeepLabV3PlusHead, ExtraInputs, join
+from panoptic_perception.nn.layers import SEQUENTIAL_NAMES, group_norm
+from panoptic_perception.nn.reparameterize import FOLDED_BATCHNORMS, reparameterize
 from support import randomize_norms_
 
 
@@ -50,6 +51,18 @@ def test_aspp_has_the_papers_branches():
     assert aspp.pooling.project.conv.kernel_size == (1, 1)
     assert aspp.branch_channels == 40 and aspp.project.conv.in_channels == 45, "five branches plus the extra input"
     assert isinstance(aspp.dropout, nn.Dropout) and aspp.dropout.p == 0.1
+
+
+def test_aspp_options_drop_the_image_pooling_and_change_the_norm_and_branch_width():
+    aspp = ASPP(16, 8, (2, 4), branch_channels=6, image_pooling=False, dropout=0.0, norm=group_norm(2),
+                names=SEQUENTIAL_NAMES).eval()
+    assert aspp.pooling is None and aspp.branch_channels == 3 * 6 and aspp.project[0].in_channels == 18
+    assert all(isinstance(branch[1], nn.GroupNorm) and branch[0].out_channels == 6 for branch in aspp.branches)
+    assert "branches.1.0.weight" in aspp.state_dict() and aspp.branches[1][0].dilation == (2, 2)
+    x = torch.randn(2, 16, 7, 9)
+    with torch.no_grad():
+        expected = aspp.project(torch.cat([branch(x) for branch in aspp.branches], 1))
+        torch.testing.assert_close(aspp(x), expected)
 
 
 def test_image_pooling_branch_is_the_projected_global_average_everywhere():
@@ -109,11 +122,11 @@ def test_join_refuses_maps_of_another_size():
         ExtraInputs(aspp=-1)
 
 
-def test_fold_batchnorm_keeps_the_head_outputs():
+def test_reparameterizing_folds_every_batchnorm_and_keeps_the_head_outputs():
     torch.manual_seed(2)
     head = randomize_norms_(DeepLabV3PlusHead(32, 12, 19, channels=16, reduced_channels=6))
-    folded = copy.deepcopy(head)
-    assert folded.fold_batchnorm_() == 9 == sum(isinstance(m, nn.BatchNorm2d) for m in head.modules())
+    folded, changes = reparameterize(head)
+    assert changes == {FOLDED_BATCHNORMS: 9} and 9 == sum(isinstance(m, nn.BatchNorm2d) for m in head.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     high, low = torch.randn(1, 32, 4, 5), torch.randn(1, 12, 16, 20)
     with torch.no_grad():

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 
 import pytest
@@ -8,6 +7,7 @@ import torch
 from oracles import torchvision_or_skip
 
 from panoptic_perception.nn.fpn import BackboneWithFPN, FeaturePyramidNetwork, LastLevelMaxPool, resnet_fpn_backbone
+from panoptic_perception.nn.reparameterize import reparameterize
 from panoptic_perception.nn.resnet import FrozenBatchNorm2d, resnet50
 
 
@@ -94,8 +94,7 @@ def test_folded_body_gives_the_same_pyramid():
     torch.manual_seed(3)
     backbone = resnet_fpn_backbone("resnet50", width=0.25, norm_layer=FrozenBatchNorm2d)
     backbone.load_state_dict(randomized_(backbone.state_dict(), seed=3))
-    folded = copy.deepcopy(backbone)
-    folded.body.fold_batchnorm_()
+    folded = reparameterize(backbone).network
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         expected, actual = backbone(x), folded(x)

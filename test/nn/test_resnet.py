@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ from oracles import timm_or_skip, torchvision_or_skip
 from torch import nn
 
 from panoptic_perception.nn import count_parameters
+from panoptic_perception.nn.reparameterize import FOLDED_BATCHNORMS, reparameterize
 from panoptic_perception.nn.resnet import FrozenBatchNorm2d, ResNet, resnet50, resnet101
 from support import randomize_norms_
 
@@ -150,8 +150,8 @@ def test_folding_batchnorm_keeps_outputs_and_names(norm_layer):
     torch.manual_seed(2)
     model = resnet50(width=0.25, norm_layer=norm_layer, replace_stride_with_dilation=(False, True, True))
     randomize_norms_(model)
-    folded = copy.deepcopy(model)
-    assert folded.fold_batchnorm_() == 1 + 3 * 16 + 4  # stem, three per block, four projections
+    folded, changes = reparameterize(model)
+    assert changes == {FOLDED_BATCHNORMS: 1 + 3 * 16 + 4}  # stem, three per block, four projections
     x = torch.randn(1, 3, 48, 64)
     with torch.no_grad():
         expected, actual = model(x), folded(x)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from oracles import timm_or_skip
 from torch import nn
 
 from panoptic_perception.nn import count_parameters
+from panoptic_perception.nn.reparameterize import FOLDED_BATCHNORMS, reparameterize
 from panoptic_perception.nn.xception import AlignedXception, XceptionBlock, xception65
 from support import randomize_norms_
 
@@ -76,13 +76,12 @@ def test_width_scales_every_channel_and_the_stages():
     assert features["low_level"].shape == (2, 32, 16, 24) and features["out"].shape == (2, 256, 4, 6)
 
 
-def test_fold_batchnorm_keeps_the_outputs():
+def test_reparameterizing_folds_every_batchnorm_and_keeps_the_outputs():
     torch.manual_seed(0)
     model = randomize_norms_(AlignedXception(2, width=0.125, output_stride=16))
-    folded = copy.deepcopy(model)
-    count = folded.fold_batchnorm_()
+    folded, changes = reparameterize(model)
     batchnorms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert count == batchnorms and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert changes == {FOLDED_BATCHNORMS: batchnorms} and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():
         expected, actual = model.forward_features(x), folded.forward_features(x)
