@@ -159,8 +159,8 @@ def make_bag(
     name → its own (width, height) or None, for N synthetic frames of each camera in the layout of the
     module docstring (``topic`` and ``frame_id`` then unused). Returns the bag, the frames written (all
     cameras), the messages, the storage and the image topics. Raises ConfigurationError for a malformed
-    spec or camera name, a size or seed given differently in the spec and as an argument, cameras of a
-    source other than synthetic scenes, or a source without frames.
+    spec or camera name, a negative first seed, a size or seed given differently in the spec and as an
+    argument, cameras of a source other than synthetic scenes, or a source without frames.
     """
     period_ns = int(round(1e9 / rate))
     frames = 0
