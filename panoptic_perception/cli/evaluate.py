@@ -17,7 +17,8 @@ def add_parsers(commands, common: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--data", required=True, help="dataset folder, bag, synthetic:N[@WxH][+SEED] (default seeds: "
                           "the held-out evaluation scenes from 5,000,000), images or video")
     evaluate.add_argument("--output", required=True, help="report folder")
-    evaluate.add_argument("--image-topic", help="camera topic of a bag (default: its only image topic)")
+    evaluate.add_argument("--image-topic", action="append", help="camera topic of a bag (repeatable; default: every image "
+                          "topic outside /ground_truth; with several, metrics per camera plus overall)")
     evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")
     evaluate.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                           help="backend options of one more run of every backend, side by side (repeatable), "
@@ -58,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..backends.base import parse_options
     from ..core.failures import FrameFailures
     from ..data.sources import open_dataset
-    from ..evaluation.evaluator import Evaluator
+    from ..evaluation.cameras import camera_runs, evaluator_for
     from ..evaluation.loop import run_frames
     from ..evaluation.report import write_report
 
@@ -76,13 +77,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         while name in names:
             name += "_"
         names.add(name)
-        evaluator = Evaluator(backend.label_map, backend.capabilities)
+        evaluator = evaluator_for(backend.label_map, backend.capabilities, getattr(dataset, "cameras", ()))
         failures = FrameFailures(label=name)
         samples = itertools.islice(dataset, args.limit) if args.limit else dataset
         run_frames(backend, samples, failures, evaluator, progress=not args.quiet, description=name,
                    total=min(len(dataset), args.limit) if args.limit else len(dataset))
-        runs.append({"name": name, "backend": backend.describe(), "summary": evaluator.compute(), "frames": evaluator.frames,
-                     "failed": failures.to_list(), "class_names": {c.id: c.name for c in backend.label_map.classes}})
+        runs += camera_runs({"name": name, "backend": backend.describe(), "summary": evaluator.compute(), "frames": evaluator.frames,
+                             "failed": failures.to_list(), "class_names": {c.id: c.name for c in backend.label_map.classes}})
     report = write_report(runs, args.output, args.data)
     print(report.read_text())
     print(f"report, plots, metrics.json/csv and per-frame results written to {args.output}")

@@ -33,7 +33,9 @@ def add_parsers(commands, common: argparse.ArgumentParser) -> None:
     add_backend_options(replay)  # offline; --live replays into the node, which has its own backend
     replay.add_argument("bag")
     replay.add_argument("--output", required=True, help="MCAP bag to write (a folder)")
-    replay.add_argument("--image-topic", help="camera topic of the bag (default: its only image topic)")
+    replay.add_argument("--image-topic", action="append", help="camera topic of the bag (repeatable; default: every image "
+                        "topic outside /ground_truth; several: outputs on /panoptic_perception/<camera>/..., metrics per "
+                        "camera; --live plays one)")
     replay.add_argument("--overlay", action="store_true", help="also write ~/overlay (offline)")
     replay.add_argument("--live", action="store_true", help="play into the running node and record what it publishes")
     replay.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor")
@@ -68,6 +70,7 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from ..evaluation.cameras import camera_runs
     from ..evaluation.report import json_safe, write_report
     from ..ros.replay import replay_live, replay_offline
 
@@ -80,7 +83,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         summary = replay_offline(args.bag, backend, args.output, args.image_topic, args.overlay, progress=not args.quiet)
     frames = summary.pop("frames_detail", [])
     if args.report:
-        write_report([{"name": "live" if args.live else args.backend, "summary": summary, "frames": frames,
-                       "failed": summary["failed"]}], args.report, str(args.bag))
+        write_report(camera_runs({"name": "live" if args.live else args.backend, "summary": summary, "frames": frames,
+                                  "failed": summary["failed"]}), args.report, str(args.bag))
     print(json.dumps(json_safe(summary), indent=2))
     return 1 if summary["failed"] else 0

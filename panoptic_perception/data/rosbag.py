@@ -1,9 +1,12 @@
 """rosbag2 bags (sqlite3 or MCAP) as evaluation data, read with ``rosbags`` (pure Python, no ROS needed).
 
-A bag holds camera frames on one image topic (``sensor_msgs/Image`` or ``CompressedImage``) and,
-optionally, ground truth on the topics of :data:`GROUND_TRUTH_TOPICS`, stamped like the frame it
-labels (``panoptic-perception make-bag`` writes bags of this form). Each frame becomes a
-:class:`~panoptic_perception.data.sample.Sample` whose truth holds what the bag labels.
+A bag holds camera frames on one or several image topics (``sensor_msgs/Image`` or ``CompressedImage``)
+and, optionally, ground truth on the topics of :data:`GROUND_TRUTH_TOPICS`, stamped like the frame it
+labels (``panoptic-perception make-bag`` writes bags of this form). A camera is named by the first
+segment of its image topic (``/front/image_raw`` → ``front``); its ground truth is on
+``/ground_truth/<camera>/*``, or, where the bag has none of those and one image topic is read, on
+``/ground_truth/*``. Each frame becomes a :class:`~panoptic_perception.data.sample.Sample` whose truth
+holds what the bag labels.
 
 ``vision_msgs`` and this package's messages are not in rosbags' type store; their definitions are
 read from the ``.msg`` files of the installed packages (``<prefix>/share/<package>/msg``, the ROS
@@ -18,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..core.messages import RejectedImage, compressed_to_bgr, image_to_bgr, result_from_messages
 from ..errors import ConfigurationError
@@ -26,7 +29,10 @@ from .sample import Sample
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 GROUND_TRUTH_PREFIX = "/ground_truth"
-#: Ground-truth topics and types; each labels the camera frame with the same header stamp.
+#: The perception node's outputs (replay writes them under it): images there are results, not cameras.
+NODE_OUTPUTS = "/panoptic_perception"
+#: Ground-truth topics (under ``/ground_truth/`` or ``/ground_truth/<camera>/``) and types; each labels the
+#: camera frame with the same header stamp.
 GROUND_TRUTH_TOPICS = {
     "drivable_area": ("sensor_msgs/msg/Image", "mono8 0/1"),
     "lane_lines": ("sensor_msgs/msg/Image", "mono8 0/1"),
@@ -75,17 +81,27 @@ class BagFrame:
     log_time_ns: int
 
 
+def camera_of_topic(topic: str) -> str:
+    """The camera of an image topic: its first segment (``/front/image_raw/compressed`` → ``front``)."""
+    return topic.strip("/").split("/", 1)[0]
+
+
 class BagDataset:
     """The camera frames of a bag, in recording order, with their ground truth.
 
-    ``image_topic``: default the bag's only image topic outside ``/ground_truth``. A frame whose image
-    message does not deserialize or cannot be decoded, or whose ground truth cannot be read, is a
-    ``Sample`` with ``image=None`` and the reason in ``error``; the frames after it are read as usual. A
-    ground-truth message that does not deserialize (its stamp unknown) fails the frame recorded at the
-    same log time, as ``make-bag`` writes them.
+    ``image_topic``: one image topic, several, or None for every image topic of the bag outside
+    ``/ground_truth`` and ``/panoptic_perception`` (the node's outputs). Frames of one topic are named
+    ``frame_000000``, ``frame_000001``, ...; of several, ``<camera>/frame_000000``, ... counted per
+    camera. A frame whose image message does not deserialize or cannot be decoded, or whose ground truth
+    cannot be read, is a ``Sample`` with ``image=None`` and the reason in ``error``; the frames after it
+    are read as usual. A ground-truth message that does not deserialize (its stamp unknown) fails the
+    frame recorded at the same log time, as ``make-bag`` writes them.
+
+    Raises FileNotFoundError for a missing bag, ConfigurationError for a bag without image topics, a
+    chosen topic that is not one, or two chosen topics of one camera.
     """
 
-    def __init__(self, path: str | Path, image_topic: str | None = None) -> None:
+    def __init__(self, path: str | Path, image_topic: str | Sequence[str] | None = None) -> None:
         from rosbags.rosbag2 import Reader
 
         self.path = Path(path)
@@ -95,18 +111,40 @@ class BagDataset:
         with Reader(self.path) as reader:
             topics = {c.topic: c.msgtype for c in reader.connections}
             counts = {c.topic: c.msgcount for c in reader.connections}
-        images = sorted(t for t, m in topics.items() if m in IMAGE_TYPES and not t.startswith(GROUND_TRUTH_PREFIX + "/"))
-        if image_topic is None:
-            if len(images) != 1:
-                raise ConfigurationError(f"{self.path}: choose the image topic among {images or 'none'}")
-            image_topic = images[0]
-        if topics.get(image_topic) not in IMAGE_TYPES:
-            raise ConfigurationError(f"{self.path}: {image_topic} is not an image topic (image topics: {images})")
-        self.image_topic = image_topic
-        self.ground_truth = {name: f"{GROUND_TRUTH_PREFIX}/{name}" for name in GROUND_TRUTH_TOPICS
-                             if f"{GROUND_TRUTH_PREFIX}/{name}" in topics}
-        self._length = counts[image_topic]
+        images = sorted(t for t, m in topics.items()
+                        if m in IMAGE_TYPES and not t.startswith((GROUND_TRUTH_PREFIX + "/", NODE_OUTPUTS + "/")))
+        chosen = [image_topic] if isinstance(image_topic, str) else list(dict.fromkeys(image_topic or images))
+        if not chosen:
+            raise ConfigurationError(f"{self.path}: no image topic (topics: {sorted(topics)})")
+        for topic in chosen:
+            if topics.get(topic) not in IMAGE_TYPES:
+                raise ConfigurationError(f"{self.path}: {topic} is not an image topic (image topics: {images})")
+        cameras = [camera_of_topic(topic) for topic in chosen]
+        repeated = sorted({c for c in cameras if cameras.count(c) > 1})
+        if repeated:
+            raise ConfigurationError(f"{self.path}: choose one image topic of camera {repeated[0]} among "
+                                     f"{[t for t, c in zip(chosen, cameras) if c == repeated[0]]}")
+        self.image_topics = tuple(chosen)
+        #: Camera names, one per image topic; the frames' names carry them where there are several.
+        self.cameras = tuple(cameras)
+        self._truth: dict[str, tuple[str, str]] = {}  # ground-truth topic → (image topic it labels, its name)
+        labels = [name for name in GROUND_TRUTH_TOPICS if name != "label_info"]
+        for topic, camera in zip(chosen, cameras):
+            own = {f"{GROUND_TRUTH_PREFIX}/{camera}/{name}": name for name in labels}
+            if not own.keys() & topics.keys() and len(chosen) == 1:
+                own = {f"{GROUND_TRUTH_PREFIX}/{name}": name for name in labels}
+            self._truth.update({truth: (topic, name) for truth, name in own.items() if truth in topics})
+        # The class names: make-bag writes them once for the bag; a bag may also have them per camera.
+        self._label_info = {f"{GROUND_TRUTH_PREFIX}/label_info", *(f"{GROUND_TRUTH_PREFIX}/{c}/label_info" for c in cameras)} & topics.keys()
+        self._length = sum(counts[topic] for topic in chosen)
         self.window_ns = 2_000_000_000
+
+    @property
+    def image_topic(self) -> str:
+        """The image topic read; ConfigurationError where several are read."""
+        if len(self.image_topics) > 1:
+            raise ConfigurationError(f"{self.path}: several image topics are read ({', '.join(self.image_topics)}); choose one")
+        return self.image_topics[0]
 
     def __len__(self) -> int:
         return self._length
@@ -118,23 +156,26 @@ class BagDataset:
         """Frames with their raw messages, streamed: a frame waits at most :attr:`window_ns` of log time
         for ground truth with its header stamp (``make-bag`` writes both at the same log time)."""
         store = typestore()
-        wanted = {self.image_topic, *self.ground_truth.values()}
+        wanted = {*self.image_topics, *self._truth, *self._label_info}
         names: dict[int, str] = {}
-        truth: dict[int, tuple[int, dict[str, object]]] = {}  # header stamp → (log time, messages)
+        truth: dict[tuple[str, int], tuple[int, dict[str, object]]] = {}  # (image topic, header stamp) → (log time, messages)
         unreadable: dict[int, str] = {}  # log time → why a ground-truth message logged then does not deserialize
         waiting: deque[tuple[int | None, BagFrame, object]] = deque()  # msg: the error if it does not deserialize
-        index = 0
+        counted = {topic: 0 for topic in self.image_topics}
+        several = len(self.image_topics) > 1
+        camera_of = dict(zip(self.image_topics, self.cameras))
 
         def ready(now: int | None) -> Iterator[BagFrame]:
-            nonlocal index
             while waiting and (now is None or waiting[0][1].log_time_ns < now - self.window_ns):
                 stamp, frame, msg = waiting.popleft()
-                frame.sample = self._sample(index, stamp, msg, truth.pop(stamp, (0, None))[1], names,
+                index = counted[frame.topic]
+                counted[frame.topic] += 1
+                name = f"{camera_of[frame.topic]}/frame_{index:06d}" if several else f"frame_{index:06d}"
+                frame.sample = self._sample(name, stamp, msg, truth.pop((frame.topic, stamp), (0, None))[1], names,
                                             unreadable.pop(frame.log_time_ns, None))
-                index += 1
                 yield frame
-            for stamp in [s for s, (t, _) in truth.items() if now is not None and t < now - 2 * self.window_ns]:
-                del truth[stamp]  # labels of frames the bag does not hold
+            for key in [k for k, (t, _) in truth.items() if now is not None and t < now - 2 * self.window_ns]:
+                del truth[key]  # labels of frames the bag does not hold
 
         with self._reader_type(self.path) as reader:
             connections = [c for c in reader.connections if c.topic in wanted]
@@ -143,28 +184,28 @@ class BagDataset:
                     msg = store.deserialize_cdr(raw, connection.msgtype)
                 except Exception as error:  # a corrupt message: its frame is reported, the others read on
                     problem = f"the {connection.topic} message does not deserialize: {type(error).__name__}: {error}"
-                    if connection.topic == self.image_topic:
+                    if connection.topic in counted:
                         frame = BagFrame(Sample("", None), connection.topic, connection.msgtype, bytes(raw), log_time)
                         waiting.append((None, frame, problem))
                     else:
                         unreadable[log_time] = problem
                     yield from ready(log_time)
                     continue
-                if connection.topic.endswith("/label_info"):
+                if connection.topic in self._label_info:
                     names = {int(c.class_id): c.class_name for c in msg.class_map}
                     continue
                 stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                if connection.topic == self.image_topic:
+                if connection.topic in counted:
                     waiting.append((stamp, BagFrame(Sample("", None), connection.topic, connection.msgtype, bytes(raw), log_time), msg))
                 else:
-                    truth.setdefault(stamp, (log_time, {}))[1][connection.topic.rsplit("/", 1)[-1]] = msg
+                    image_topic, name = self._truth[connection.topic]
+                    truth.setdefault((image_topic, stamp), (log_time, {}))[1][name] = msg
                 yield from ready(log_time)
         yield from ready(None)
 
-    def _sample(self, index: int, stamp: int | None, msg, truth: dict | None, names: dict[int, str],
+    def _sample(self, name: str, stamp: int | None, msg, truth: dict | None, names: dict[int, str],
                 unreadable_truth: str | None) -> Sample:
-        """Frame ``index``; ``msg`` is the reason as a string where the image message does not deserialize."""
-        name = f"frame_{index:06d}"
+        """Frame ``name``; ``msg`` is the reason as a string where the image message does not deserialize."""
         if isinstance(msg, str):
             return Sample(name, None, error=msg)
         if unreadable_truth is not None:

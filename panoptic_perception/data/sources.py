@@ -6,7 +6,8 @@
     (seeds below 64,000 in the bundled recipes), validation (from 1,000,000) or demo (from 3,000,000)
     run uses. ``make-bag`` takes the same spec.
 a rosbag2 bag (a folder with ``metadata.yaml``, or an ``.mcap`` / ``.db3`` file)
-    its camera frames and ``/ground_truth/*`` topics (:class:`~.rosbag.BagDataset`).
+    the camera frames of its image topics (by default all) and their ``/ground_truth/*`` topics
+    (:class:`~.rosbag.BagDataset`).
 a BDD100K folder in the YOLOP layout (``images/``, ``da_seg_annotations/``, ...)
     its ``val`` split (or the only split present).
 a Cityscapes folder (``leftImg8bit/``, ``gtFine/``)
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from ..core.io import FrameSource
 from .sample import Sample
@@ -84,8 +85,9 @@ class _Synthetic:
             yield Sample(f"synthetic_{scene.seed}", scene.image, scene.to_result())
 
 
-def open_dataset(spec: str, image_topic: str | None = None) -> Iterable[Sample]:
-    """A sized iterable of :class:`Sample` for ``spec`` (see the module docstring)."""
+def open_dataset(spec: str, image_topic: str | Sequence[str] | None = None) -> Iterable[Sample]:
+    """A sized iterable of :class:`Sample` for ``spec`` (see the module docstring); ``image_topic``: a
+    bag's image topic or topics (None: all)."""
     if spec.startswith("synthetic:"):
         count, size, first_seed = parse_synthetic(spec)
         return _Synthetic(count, size or (1280, 720), EVALUATION_FIRST_SEED if first_seed is None else first_seed)

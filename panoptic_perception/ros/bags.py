@@ -6,6 +6,13 @@ what the node publishes; ``rosbags`` writes the container (the ros2 bag CLI is n
 image files, folders or a video into a bag: camera frames on
 ``/camera/image_raw`` (or ``/camera/image_raw/compressed``), plus, for synthetic scenes, the ground
 truth on the ``/ground_truth/*`` topics read by :class:`~panoptic_perception.data.rosbag.BagDataset`.
+
+With ``--cameras front,left,right`` (synthetic scenes only; ``NAME@WxH`` gives a camera its own size)
+the bag holds N frames of each camera: camera ``c`` (the i-th of n) on ``/c/image_raw`` with frame_id
+``c`` and its ground truth on ``/ground_truth/c/*`` (``/ground_truth/label_info`` once for the bag);
+its frame k is the scene of seed ``first_seed + k * n + i`` stamped ``start + k / rate + i / (n * rate)``,
+so the cameras' frames interleave in time and, read in recording order, the bag's scenes are those of
+``synthetic:n*N``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 from rclpy.serialization import serialize_message
@@ -23,7 +30,7 @@ from ..core.io import FrameSource
 from ..core.labels import CITYSCAPES
 from ..data.rosbag import GROUND_TRUTH_PREFIX, typestore
 from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
-from ..data.synthetic import SyntheticScenes
+from ..data.synthetic import generate_scene
 from ..errors import ConfigurationError
 from .camera import compressed_msg
 from .conversions import bgr_to_image, label_info_msg, perception_messages
@@ -84,17 +91,50 @@ def _given_once(what: str, in_spec, argument):
     return in_spec if in_spec is not None else argument
 
 
-def _frames(source: str, size: tuple[int, int] | None, first_seed: int | None) -> Iterator[tuple[np.ndarray, object]]:
-    """(image, synthetic scene or None) for ``synthetic:N[@WxH][+SEED]`` or image files / folders / a video.
+#: A camera name: one segment of a ROS topic name.
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
-    Checks ``source`` now (before a bag is created), reads the frames as they are iterated."""
-    if source.startswith("synthetic:"):
-        spec = parse_synthetic(source)
-        size = _given_once("size", spec.size, size) or (1280, 720)
-        first_seed = _given_once("first seed", spec.first_seed, first_seed)
-        scenes = SyntheticScenes(spec.count, *size, first_seed=EVALUATION_FIRST_SEED if first_seed is None else first_seed)
-        return ((scene.image, scene) for scene in scenes)
-    return ((frame.image, None) for frame in FrameSource([source]) if frame.image is not None)
+
+class _Camera(NamedTuple):
+    topic: str  # image topic, without /compressed
+    frame_id: str
+    truth_prefix: str  # its ground-truth topics are <truth_prefix>/<name>
+    frames: Iterator[tuple[np.ndarray, object]]  # (BGR image, synthetic scene or None)
+
+
+def _cameras(source: str, size: tuple[int, int] | None, first_seed: int | None, cameras: dict[str, tuple[int, int] | None] | None,
+             topic: str, frame_id: str) -> list[_Camera]:
+    """The cameras to write for ``synthetic:N[@WxH][+SEED]`` or image files / folders / a video (one camera).
+
+    ``cameras`` (synthetic only): name → its own (width, height) or None for the common size; camera i of n
+    gets the seeds ``first + k * n + i`` (one camera: ``first + k``). Checks ``source`` and ``cameras`` now (before a bag is created),
+    renders or reads the frames as they are iterated. Raises ConfigurationError for a malformed spec or
+    camera name, a negative first seed, a size or seed given differently in the spec and as an argument,
+    or ``cameras`` with a source other than synthetic scenes."""
+    if not source.startswith("synthetic:"):
+        if cameras:
+            raise ConfigurationError(f"several cameras are made from synthetic scenes only (synthetic:N), got {source}")
+        frames = ((frame.image, None) for frame in FrameSource([source]) if frame.image is not None)
+        return [_Camera(topic, frame_id, GROUND_TRUTH_PREFIX, frames)]
+    spec = parse_synthetic(source)
+    size = _given_once("size", spec.size, size) or (1280, 720)
+    first_seed = _given_once("first seed", spec.first_seed, first_seed)
+    first_seed = EVALUATION_FIRST_SEED if first_seed is None else first_seed
+    if first_seed < 0:
+        raise ConfigurationError(f"the first seed must be non-negative, got {first_seed}")
+    for name in cameras or ():
+        if not CAMERA_NAME.fullmatch(name):
+            raise ConfigurationError(f"a camera name is a letter then letters, digits or _ (e.g. front_left), got {name!r}")
+    layout = ([(f"/{name}/image_raw", name, f"{GROUND_TRUTH_PREFIX}/{name}", own or size) for name, own in cameras.items()]
+              if cameras else [(topic, frame_id, GROUND_TRUTH_PREFIX, size)])
+
+    def frames(index: int, width: int, height: int) -> Iterator[tuple[np.ndarray, object]]:
+        for k in range(spec.count):
+            scene = generate_scene(first_seed + k * len(layout) + index, width, height)
+            yield scene.image, scene
+
+    return [_Camera(camera_topic, camera_frame, prefix, frames(index, *camera_size))
+            for index, (camera_topic, camera_frame, prefix, camera_size) in enumerate(layout)]
 
 
 def make_bag(
@@ -108,37 +148,44 @@ def make_bag(
     start_ns: int = DEFAULT_START_NS,
     topic: str = "/camera/image_raw",
     frame_id: str = "camera",
+    cameras: dict[str, tuple[int, int] | None] | None = None,
 ) -> dict:
     """Write the frames of ``source`` (``synthetic:N[@WxH][+SEED]``, image files, a folder or a video) as a bag.
 
     Synthetic scenes are ``size`` (width, height) or the spec's, default 1280x720, with seeds from
     ``first_seed`` or the spec's, by default the held-out evaluation seeds
     (:data:`~panoptic_perception.data.sources.EVALUATION_FIRST_SEED`), so that a bag evaluates the scenes
-    ``evaluate --data synthetic:N`` does. Raises ValueError for a malformed spec, or a size or seed given
-    differently in the spec and as an argument.
+    ``evaluate --data synthetic:N`` does. ``rate``: frames per second of each camera. ``cameras``: camera
+    name → its own (width, height) or None, for N synthetic frames of each camera in the layout of the
+    module docstring (``topic`` and ``frame_id`` then unused). Returns the bag, the frames written (all
+    cameras), the messages, the storage and the image topics. Raises ConfigurationError for a malformed
+    spec or camera name, a negative first seed, a size or seed given differently in the spec and as an
+    argument, cameras of a source other than synthetic scenes, or a source without frames.
     """
     period_ns = int(round(1e9 / rate))
     frames = 0
-    frames_of_source = _frames(source, size, first_seed)
+    streams = _cameras(source, size, first_seed, cameras, topic, frame_id)
     with BagWriter(output, storage) as bag:
-        for index, (image, scene) in enumerate(frames_of_source):
-            stamp = start_ns + index * period_ns
-            header = stamp_header(stamp, frame_id)
-            if compressed:
-                bag.write(f"{topic}/compressed", stamp, compressed_msg(image, header))
-            else:
-                bag.write(topic, stamp, bgr_to_image(image, header))
-            if scene is not None:
-                if index == 0:
-                    bag.write(f"{GROUND_TRUTH_PREFIX}/label_info", stamp, label_info_msg(CITYSCAPES, 0.0, header))
-                truth = perception_messages(scene.to_result(), header, image, CITYSCAPES,
-                                            {topic.name for topic in CAPABILITY_TOPICS.values()})
-                for name, msg in truth.items():
-                    bag.write(f"{GROUND_TRUTH_PREFIX}/{name}", stamp, msg)
-            frames += 1
+        for index, images in enumerate(zip(*(camera.frames for camera in streams))):
+            for position, (camera, (image, scene)) in enumerate(zip(streams, images)):
+                stamp = start_ns + index * period_ns + position * period_ns // len(streams)
+                header = stamp_header(stamp, camera.frame_id)
+                if compressed:
+                    bag.write(f"{camera.topic}/compressed", stamp, compressed_msg(image, header))
+                else:
+                    bag.write(camera.topic, stamp, bgr_to_image(image, header))
+                if scene is not None:
+                    if frames == 0:
+                        bag.write(f"{GROUND_TRUTH_PREFIX}/label_info", stamp, label_info_msg(CITYSCAPES, 0.0, header))
+                    truth = perception_messages(scene.to_result(), header, image, CITYSCAPES,
+                                                {topic.name for topic in CAPABILITY_TOPICS.values()})
+                    for name, msg in truth.items():
+                        bag.write(f"{camera.truth_prefix}/{name}", stamp, msg)
+                frames += 1
     if frames == 0:
         raise ConfigurationError(f"no frames could be read from {source}")
-    return {"bag": str(output), "frames": frames, "messages": bag.messages, "storage": storage}
+    return {"bag": str(output), "frames": frames, "messages": bag.messages, "storage": storage,
+            "image_topics": [f"{camera.topic}/compressed" if compressed else camera.topic for camera in streams]}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -149,18 +196,35 @@ def _size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def _camera_list(text: str) -> dict[str, tuple[int, int] | None]:
+    """``--cameras`` NAME[@WxH],... → name → (width, height) or None; argparse.ArgumentTypeError naming the
+    form for a malformed or repeated name or size."""
+    cameras: dict[str, tuple[int, int] | None] = {}
+    for item in text.split(","):
+        name, _, size = item.strip().partition("@")
+        if not CAMERA_NAME.fullmatch(name) or name in cameras:
+            raise argparse.ArgumentTypeError(f"expected NAME[@WxH],... with distinct names, each a letter then letters, "
+                                             f"digits or _ (e.g. front@1280x720,left,right), got {text!r}")
+        cameras[name] = _size(size) if size else None
+    return cameras
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``make-bag``; a malformed argument exits with status 2 and argparse's one-line error."""
     parser = argparse.ArgumentParser(prog="panoptic-perception make-bag", description=__doc__.splitlines()[0])
     parser.add_argument("source", help="synthetic:N, image files, a folder or a video")
     parser.add_argument("--output", required=True, help="bag to create (a folder)")
     parser.add_argument("--storage", choices=sorted(STORAGE), default="mcap")
-    parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
+    parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps (of each camera)")
     parser.add_argument("--size", type=_size, help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
     parser.add_argument("--compressed", action="store_true", help="store JPEG (sensor_msgs/CompressedImage)")
     parser.add_argument("--first-seed", type=int, help=f"seed of the first synthetic scene (or synthetic:N+SEED; default "
                         f"{EVALUATION_FIRST_SEED}, the held-out evaluation scenes of evaluate --data synthetic:N)")
+    parser.add_argument("--cameras", type=_camera_list, metavar="NAME[@WxH],...",
+                        help="synthetic: N frames of each camera on /NAME/image_raw, ground truth on /ground_truth/NAME/*, "
+                             "frames interleaved in time; camera i of n shows the scenes of seeds FIRST + k*n + i")
     args = parser.parse_args(argv)
-    summary = make_bag(args.source, args.output, args.storage, args.rate, args.size, args.compressed, args.first_seed)
+    summary = make_bag(args.source, args.output, args.storage, args.rate, args.size, args.compressed, args.first_seed,
+                       cameras=args.cameras)
     print(f"{summary['frames']} frames ({summary['messages']} messages) written to {summary['bag']}")
     return 0

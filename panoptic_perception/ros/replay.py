@@ -3,7 +3,9 @@
 Offline (:func:`replay_offline`): every frame of the bag, in order, through the backend, as fast as it
 runs; the output MCAP bag holds the input frames as recorded and every perception topic the node
 would publish (same message types, same names under ``/panoptic_perception``, the frame's original
-header and log time), so it plays back in RViz or Foxglove. Deterministic.
+header and log time), so it plays back in RViz or Foxglove. Deterministic. Of several image topics
+(cameras) each camera's outputs are on ``/panoptic_perception/<camera>/<topic>``, the multi-camera
+node's ``~/<camera>/<topic>`` (``~/label_info`` once), and the evaluation is given per camera too.
 
 Live (:func:`replay_live`): the frames are published to the running node at the recorded rate (times
 ``rate``), re-stamped with the time of publishing — a node drops frames older than
@@ -17,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from rclpy.serialization import deserialize_message, serialize_message
 from tqdm import tqdm
@@ -26,34 +28,44 @@ from ..backends.base import Backend
 from ..core.failures import FrameFailures, Stage
 from ..core.messages import result_from_messages
 from ..core.types import Capability, PerceptionResult
-from ..data.rosbag import BagDataset
+from ..data.rosbag import NODE_OUTPUTS, BagDataset
 from ..data.sample import Sample
 from ..errors import ConfigurationError
+from ..evaluation.cameras import camera_of_frame, evaluator_for
 from ..evaluation.evaluator import Evaluator
 from ..evaluation.loop import run_frames
 from .bags import BagWriter, ros_type_name, stamp_header
 from .conversions import label_info_msg, perception_messages
 from .topics import CAPABILITY_TOPICS
 
-NODE = "/panoptic_perception"
+NODE = NODE_OUTPUTS
+
+
+def output_topic(topic: str, camera: str | None = None) -> str:
+    """The node's output ``topic`` (``result``, ``label_info``, ...) as a topic name: ``/panoptic_perception/<topic>``,
+    or, of ``camera``, ``/panoptic_perception/<camera>/<topic>`` (the multi-camera node's ``~/<camera>/<topic>``)."""
+    return f"{NODE}/{topic}" if camera is None else f"{NODE}/{camera}/{topic}"
 
 
 def replay_offline(
-    bag: str | Path, backend: Backend, output: str | Path, image_topic: str | None = None, overlay: bool = False,
-    progress: bool = True,
+    bag: str | Path, backend: Backend, output: str | Path, image_topic: str | Sequence[str] | None = None,
+    overlay: bool = False, progress: bool = True,
 ) -> dict:
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
-    The frames go through :func:`~panoptic_perception.evaluation.loop.run_frames` (the first call a
-    warm-up, left out of the latency): a frame that fails (its message does not deserialize or its image
-    cannot be decoded, the backend raises, its messages cannot be built, written or scored) is reported on
-    stderr and skipped; its input frame stays in the
-    output bag. The summary's ``failed`` lists those frames.
+    ``image_topic``: the bag's image topic or topics to replay, None for all
+    (:class:`~panoptic_perception.data.rosbag.BagDataset`). The frames go through
+    :func:`~panoptic_perception.evaluation.loop.run_frames` (the first call a warm-up, left out of the
+    latency): a frame that fails (its message does not deserialize or its image cannot be decoded, the
+    backend raises, its messages cannot be built, written or scored) is reported on stderr and skipped;
+    its input frame stays in the output bag. The summary's ``failed`` lists those frames. Of several
+    cameras, each frame's outputs go to its camera's topics (:func:`output_topic`) and the summary has
+    ``cameras``: camera → its own evaluation.
     """
     failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
     topics = {CAPABILITY_TOPICS[c].name for c in backend.capabilities} | {"result"} | ({"overlay"} if overlay else set())
-    evaluator = Evaluator(backend.label_map, backend.capabilities)
+    evaluator = evaluator_for(backend.label_map, backend.capabilities, dataset.cameras)
     log_times: dict[str, int] = {}  # frame name → its log time in the bag, which its outputs keep
     with BagWriter(output, "mcap") as writer:
 
@@ -64,7 +76,7 @@ def replay_offline(
                 if index == 0:  # no header stamp where the message does not deserialize: label_info takes the log time
                     sample = frame.sample
                     header = stamp_header(frame.log_time_ns if sample.stamp_ns is None else sample.stamp_ns, sample.frame_id)
-                    writer.write(f"{NODE}/label_info", frame.log_time_ns,
+                    writer.write(output_topic("label_info"), frame.log_time_ns,
                                  label_info_msg(backend.label_map, backend.applied_thresholds().get("score", 0.0), header))
                 log_times[frame.sample.name] = frame.log_time_ns
                 yield frame.sample
@@ -72,7 +84,8 @@ def replay_offline(
         def write_outputs(sample: Sample, result: PerceptionResult, stage: Stage) -> None:
             stage.name = "messages"  # all serialized before any is written: a frame's topics are written whole
             header = stamp_header(sample.stamp_ns, sample.frame_id)
-            messages = [(f"{NODE}/{topic}", ros_type_name(msg), serialize_message(msg))
+            camera = camera_of_frame(sample.name)
+            messages = [(output_topic(topic, camera), ros_type_name(msg), serialize_message(msg))
                         for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items()]
             stage.name = "writing"
             for topic, msgtype, raw in messages:
@@ -134,7 +147,8 @@ class _LiveRecorder:
 
 
 def replay_live(
-    bag: str | Path, output: str | Path, rate: float = 1.0, image_topic: str | None = None, publish_topic: str | None = None,
+    bag: str | Path, output: str | Path, rate: float = 1.0, image_topic: str | Sequence[str] | None = None,
+    publish_topic: str | None = None,
     reliable: bool = False, result_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0, progress: bool = True,
 ) -> dict:
     """Play ``bag`` into the running node; record its outputs to ``output``; report latency, drops, accuracy.
@@ -151,6 +165,9 @@ def replay_live(
     if rate <= 0:
         raise ConfigurationError(f"rate must be positive, got {rate}")
     dataset = BagDataset(bag, image_topic)
+    if len(dataset.image_topics) > 1:
+        raise ConfigurationError(f"live replay plays one camera into the node: choose it with --image-topic among "
+                                 f"{', '.join(dataset.image_topics)}")
     publish_topic = publish_topic or dataset.image_topic
     context = rclpy.Context()
     rclpy.init(context=context)

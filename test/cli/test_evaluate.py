@@ -119,3 +119,32 @@ def test_evaluate_runs_the_shared_loop_timed(tmp_path, small_weights, monkeypatc
     assert len(calls) == 1 and calls[0].get("timed", True) and calls[0]["total"] == 1
     (run,) = json.loads((tmp_path / "r" / "metrics.json").read_text())["runs"]
     assert run["summary"]["frames"] == 1, "--limit"
+
+
+def test_evaluate_a_bag_of_three_cameras_gives_metrics_per_camera_and_overall(tmp_path):
+    pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
+    pytest.importorskip("panoptic_perception.msg", reason="the package's interfaces are not built")
+    from panoptic_perception.ros.bags import make_bag
+
+    make_bag("synthetic:2", tmp_path / "bag", size=(160, 96), cameras=dict.fromkeys(("front", "left", "right")))
+    assert main(["-q", "evaluate", "--data", str(tmp_path / "bag"), "--output", str(tmp_path / "all")]) == 0
+    runs = json.loads((tmp_path / "all" / "metrics.json").read_text())["runs"]
+    assert [run["name"] for run in runs] == ["twinlitenet", "twinlitenet@front", "twinlitenet@left", "twinlitenet@right"]
+    assert [run["summary"]["frames"] for run in runs] == [6, 2, 2, 2]
+    assert [f["frame"] for f in runs[2]["frames"]] == ["left/frame_000000", "left/frame_000001"]
+    assert (tmp_path / "all" / "frames_twinlitenet@right.csv").read_text().splitlines()[1].startswith("right/frame_000000,")
+    assert "| metric | twinlitenet | twinlitenet@front | twinlitenet@left | twinlitenet@right |" in (
+        tmp_path / "all" / "report.md").read_text()
+    # In recording order the bag's scenes are those of synthetic:6 (camera i of 3, frame k: seed first + 3k + i).
+    assert main(["-q", "evaluate", "--data", "synthetic:6@160x96", "--output", str(tmp_path / "synthetic")]) == 0
+    alone = json.loads((tmp_path / "synthetic" / "metrics.json").read_text())["runs"][0]["summary"]["driving"]
+    assert runs[0]["summary"]["driving"] == alone
+    assert len({run["summary"]["driving"]["drivable_miou"] for run in runs[1:]}) == 3, "each camera its own scenes"
+
+    argv = ["-q", "evaluate", "--data", str(tmp_path / "bag"), "--output", str(tmp_path / "two"),
+            "--image-topic", "/right/image_raw", "--image-topic", "/front/image_raw"]
+    assert main(argv) == 0
+    chosen = json.loads((tmp_path / "two" / "metrics.json").read_text())["runs"]
+    assert [(run["name"], run["summary"]["frames"]) for run in chosen] == [
+        ("twinlitenet", 4), ("twinlitenet@right", 2), ("twinlitenet@front", 2)]
+    assert chosen[1]["summary"]["driving"] == runs[3]["summary"]["driving"], "a camera scores the same chosen or not"

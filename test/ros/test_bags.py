@@ -154,3 +154,110 @@ def test_the_readme_make_bag_then_evaluate_scores_the_scenes_of_evaluate_synthet
         assert main(["-q", "evaluate", "--data", data, "--output", str(tmp_path / name)]) == 0
         metrics[name] = json.loads((tmp_path / name / "metrics.json").read_text())["runs"][0]["summary"]["driving"]
     assert metrics["bag"] == metrics["synthetic"]
+
+
+#: Three cameras of different sizes; the common --size for the one without its own.
+CAMERAS = {"front": (160, 96), "left": (64, 48), "right": None}
+COMMON_SIZE = (96, 64)
+
+
+def test_several_cameras_interleave_in_time_each_with_its_scenes_frame_id_and_ground_truth(tmp_path):
+    summary = make_bag("synthetic:2", tmp_path / "bag", rate=5.0, size=COMMON_SIZE, first_seed=7, cameras=CAMERAS)
+    assert summary["frames"] == 6 and summary["messages"] == 6 * 6 + 1  # image + 5 truth topics each, label_info once
+    assert summary["image_topics"] == ["/front/image_raw", "/left/image_raw", "/right/image_raw"]
+    dataset = BagDataset(tmp_path / "bag")  # every image topic, none chosen
+    assert dataset.image_topics == ("/front/image_raw", "/left/image_raw", "/right/image_raw") and len(dataset) == 6
+    assert dataset.cameras == ("front", "left", "right")
+    samples = list(dataset)
+    assert [s.name for s in samples] == [f"{camera}/frame_{k:06d}" for k in range(2) for camera in CAMERAS]
+    for position, sample in enumerate(samples):
+        k, i = divmod(position, 3)
+        camera, size = list(CAMERAS.items())[i]
+        scene = generate_scene(7 + k * 3 + i, *(size or COMMON_SIZE))
+        assert sample.frame_id == camera
+        assert sample.stamp_ns == DEFAULT_START_NS + k * 200_000_000 + i * 200_000_000 // 3, "interleaved in time"
+        assert np.array_equal(sample.image, scene.image), sample.name
+        assert np.array_equal(sample.truth.semantic, scene.semantic) and truth_boxes_match(sample.truth, scene), sample.name
+
+
+def truth_boxes_match(truth, scene) -> bool:
+    return np.allclose(truth.detections.boxes, scene.detections.boxes) and truth.detections.class_names == scene.detections.class_names
+
+
+def test_chosen_cameras_of_a_bag_are_read_with_their_own_ground_truth(tmp_path):
+    make_bag("synthetic:2", tmp_path / "bag", size=(64, 48), first_seed=0, cameras=dict.fromkeys(("front", "left", "right")),
+             compressed=True)
+    one = BagDataset(tmp_path / "bag", "/right/image_raw/compressed")
+    assert one.image_topic == "/right/image_raw/compressed"
+    samples = list(one)  # one camera: the names of a single-camera bag
+    assert [s.name for s in samples] == ["frame_000000", "frame_000001"]
+    assert [s.frame_id for s in samples] == ["right", "right"]
+    for k, sample in enumerate(samples):
+        assert np.array_equal(sample.truth.semantic, generate_scene(k * 3 + 2, 64, 48).semantic)
+    two = BagDataset(tmp_path / "bag", ["/left/image_raw/compressed", "/front/image_raw/compressed"])
+    assert two.cameras == ("left", "front") and len(two) == 4
+    assert [s.name for s in two] == ["front/frame_000000", "left/frame_000000", "front/frame_000001", "left/frame_000001"]
+    with pytest.raises(ValueError, match=r"several image topics are read \(/left/image_raw/compressed, /front/image_raw/compressed\); choose one"):
+        two.image_topic
+
+
+def test_a_flat_ground_truth_labels_only_a_single_camera_and_two_topics_of_one_camera_are_refused(tmp_path):
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.rosbag import GROUND_TRUTH_PREFIX
+    from panoptic_perception.errors import ConfigurationError
+    from panoptic_perception.ros.bags import BagWriter, stamp_header
+    from panoptic_perception.ros.camera import compressed_msg
+    from panoptic_perception.ros.conversions import bgr_to_image, perception_messages
+
+    scene = generate_scene(0, 64, 48)
+    with BagWriter(tmp_path / "bag") as bag:
+        for topic, frame_id in (("/front/image_raw", "front"), ("/rear/image_raw", "rear")):
+            header = stamp_header(DEFAULT_START_NS, frame_id)  # the same stamp: truth must not go to both cameras
+            bag.write(topic, DEFAULT_START_NS, bgr_to_image(scene.image, header))
+        bag.write("/front/image_raw/compressed", DEFAULT_START_NS, compressed_msg(scene.image, header))
+        truth = perception_messages(scene.to_result(), header, scene.image, CITYSCAPES, {"semantic"})
+        bag.write(f"{GROUND_TRUTH_PREFIX}/semantic", DEFAULT_START_NS, truth["semantic"])
+    with pytest.raises(ConfigurationError, match=r"choose one image topic of camera front among "
+                                                 r"\['/front/image_raw', '/front/image_raw/compressed'\]"):
+        BagDataset(tmp_path / "bag")
+    both = list(BagDataset(tmp_path / "bag", ["/front/image_raw", "/rear/image_raw"]))
+    assert [(s.name, s.truth) for s in both] == [("front/frame_000000", None), ("rear/frame_000000", None)]
+    (alone,) = BagDataset(tmp_path / "bag", "/rear/image_raw")
+    assert np.array_equal(alone.truth.semantic, scene.semantic), "one camera read: /ground_truth/* labels it"
+
+
+def test_make_bag_cameras_from_the_command_line(tmp_path, capsys):
+    from panoptic_perception.cli import main
+
+    argv = ["make-bag", "synthetic:2", "--output", str(tmp_path / "bag"), "--size", "64x48", "--cameras", "front@96x64,rear"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("4 frames (25 messages) written to ")
+    samples = list(BagDataset(tmp_path / "bag"))
+    assert [(s.name, s.image.shape) for s in samples] == [("front/frame_000000", (64, 96, 3)), ("rear/frame_000000", (48, 64, 3)),
+                                                          ("front/frame_000001", (64, 96, 3)), ("rear/frame_000001", (48, 64, 3))]
+    assert np.array_equal(samples[3].image, generate_scene(EVALUATION_FIRST_SEED + 3, 64, 48).image), "held-out seeds by default"
+
+
+@pytest.mark.parametrize("cameras", ["front,front", "front,", "1st", "front@64", "front/left", "front@0x48"])
+def test_make_bag_refuses_malformed_cameras_naming_the_form(tmp_path, capsys, cameras):
+    from panoptic_perception.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-bag", "synthetic:1", "--output", str(tmp_path / "bag"), "--cameras", cameras])
+    assert exit_.value.code == 2
+    assert "make-bag: error: argument --cameras: expected " in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "bag").exists()
+
+
+def test_make_bag_cameras_need_synthetic_scenes_and_valid_names(tmp_path, capsys):
+    import cv2
+
+    from panoptic_perception.cli import main
+
+    cv2.imwrite(str(tmp_path / "frame.png"), generate_scene(0, 64, 48).image)
+    assert main(["make-bag", str(tmp_path / "frame.png"), "--output", str(tmp_path / "bag"), "--cameras", "front,rear"]) == 2
+    assert capsys.readouterr().err.strip().endswith("several cameras are made from synthetic scenes only (synthetic:N), "
+                                                    f"got {tmp_path / 'frame.png'}")
+    with pytest.raises(ValueError, match="a camera name is a letter then letters, digits or _"):
+        make_bag("synthetic:1", tmp_path / "bag", cameras={"front/left": None})
+    assert not (tmp_path / "bag").exists()

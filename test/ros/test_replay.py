@@ -210,3 +210,89 @@ def test_replay_takes_the_runtime_options_and_thresholds_of_infer_and_runs_the_s
     assert (described["thresholds"]["score"], described["thresholds"]["max_detections"]) == (0.9, 3)
     ((_, _, label_info),) = read_bag(tmp_path / "out")["/panoptic_perception/label_info"]
     assert label_info.threshold == pytest.approx(0.9)
+
+
+#: Three cameras of different sizes (width, height); frame k of camera i is the held-out scene of seed first + 3k + i.
+CAMERAS = {"front": (160, 96), "left": (96, 64), "right": (128, 72)}
+
+
+@pytest.fixture(scope="module")
+def cameras_bag(tmp_path_factory):
+    bag = tmp_path_factory.mktemp("bags") / "cameras"
+    make_bag("synthetic:2", bag, cameras=CAMERAS)
+    return bag
+
+
+def header_ns(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def test_offline_replay_of_three_cameras_writes_each_cameras_outputs_with_its_header_and_scores_per_camera(cameras_bag, tmp_path):
+    from panoptic_perception.data.rosbag import BagDataset
+    from panoptic_perception.data.synthetic import generate_scene
+
+    backend = create_backend("twinlitenet")
+    summary = replay_offline(cameras_bag, backend, tmp_path / "out", progress=False)
+    messages = read_bag(tmp_path / "out")
+    assert len(messages["/panoptic_perception/label_info"]) == 1, "once for the node"
+    outputs = ("drivable_area", "lane_lines", "result")
+    assert set(messages) == {"/panoptic_perception/label_info", *(f"/{c}/image_raw" for c in CAMERAS),
+                             *(f"/panoptic_perception/{c}/{topic}" for c in CAMERAS for topic in outputs)}
+    for camera, size in CAMERAS.items():
+        inputs = messages[f"/{camera}/image_raw"]
+        for topic in outputs:
+            entries = messages[f"/panoptic_perception/{camera}/{topic}"]
+            assert [log for log, _, _ in entries] == [log for log, _, _ in inputs], f"{camera}/{topic}: its input's log times"
+            assert [header_ns(m) for _, _, m in entries] == [header_ns(m) for _, _, m in inputs], f"{camera}/{topic}"
+            assert {m.header.frame_id for _, _, m in entries} == {camera}, f"{camera}/{topic}"
+        assert {(m.drivable_area.width, m.drivable_area.height) for _, _, m in messages[f"/panoptic_perception/{camera}/result"]} == {size}
+
+    assert summary["frames"] == 6 and summary["failed"] == []
+    assert sum(c["frames"] for c in summary["cameras"].values()) == summary["frames"]
+    for i, (camera, size) in enumerate(CAMERAS.items()):
+        direct = Evaluator(backend.label_map, backend.capabilities)
+        for k in range(2):
+            scene = generate_scene(EVALUATION_FIRST_SEED + 3 * k + i, *size)
+            direct.add(f"{k}", backend(scene.image), scene.to_result())
+        for key, value in direct.compute()["driving"].items():
+            assert summary["cameras"][camera]["driving"][key] == pytest.approx(value, abs=1e-12), (camera, key)
+    assert BagDataset(tmp_path / "out").cameras == tuple(CAMERAS), "the node's output images are no cameras"
+
+
+def test_replay_of_chosen_cameras_reports_a_failure_in_its_camera_only(cameras_bag, tmp_path, monkeypatch, capsys):
+    import json
+
+    from support import fail_on_frame
+
+    from panoptic_perception.cli import main
+    from panoptic_perception.data.synthetic import generate_scene
+
+    fail_on_frame(monkeypatch, generate_scene(EVALUATION_FIRST_SEED + 3 + 1, *CAMERAS["left"]).image)  # left's second frame
+    argv = ["-q", "replay", str(cameras_bag), "--output", str(tmp_path / "out"), "--report", str(tmp_path / "report"),
+            "--image-topic", "/left/image_raw", "--image-topic", "/front/image_raw"]
+    assert main(argv) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["failed"] == [{"frame": "left/frame_000001", "stage": "backend", "error": "RuntimeError: backend exploded"}]
+    assert (summary["frames"], summary["cameras"]["left"]["frames"], summary["cameras"]["front"]["frames"]) == (3, 1, 2)
+    assert list(summary["cameras"]) == ["left", "front"]
+    messages = read_bag(tmp_path / "out")
+    assert "/right/image_raw" not in messages and len(messages["/left/image_raw"]) == 2, "chosen cameras, every input frame"
+    assert [header_ns(m) for _, _, m in messages["/panoptic_perception/left/result"]] == [
+        header_ns(messages["/left/image_raw"][0][2])]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| metric | twinlitenet | twinlitenet@left | twinlitenet@front |" in report
+    assert "- twinlitenet@left: left/frame_000001 (backend): RuntimeError: backend exploded" in report
+
+
+def test_one_camera_chosen_keeps_the_single_camera_names_and_live_replay_takes_one_camera(cameras_bag, tmp_path, capsys):
+    from panoptic_perception.cli import main
+    from panoptic_perception.errors import ConfigurationError
+
+    summary = replay_offline(cameras_bag, create_backend("twinlitenet"), tmp_path / "out", "/right/image_raw", progress=False)
+    assert "cameras" not in summary and [f["frame"] for f in summary["frames_detail"]] == ["frame_000000", "frame_000001"]
+    assert {m.header.frame_id for _, _, m in read_bag(tmp_path / "out")["/panoptic_perception/result"]} == {"right"}
+    with pytest.raises(ConfigurationError, match="live replay plays one camera into the node: choose it with --image-topic "
+                                                 "among /front/image_raw, /left/image_raw, /right/image_raw"):
+        replay_live(cameras_bag, tmp_path / "live", progress=False)
+    assert main(["replay", str(cameras_bag), "--live", "--output", str(tmp_path / "live")]) == 2
+    assert "live replay plays one camera" in capsys.readouterr().err and not (tmp_path / "live").exists()
