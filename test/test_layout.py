@@ -54,14 +54,15 @@ def test_ros_package_manifest_matches_the_python_distribution():
 
 
 def test_config_holds_only_what_a_ros_user_configures():
-    """Node parameter files (one per backend), the RViz config and the DDS profile; training configs live
-    beside training (panoptic_perception/training/configs/)."""
+    """Node parameter files (one per backend, and the multi-camera example), the RViz config and the DDS
+    profile; training configs live beside training (panoptic_perception/training/configs/)."""
     import yaml
 
     from panoptic_perception.backends import list_backends
 
     files = sorted(p.name for p in (REPO / "config").iterdir())
-    assert [name for name in files if name.endswith(".yaml")] == sorted(f"{b}.yaml" for b in list_backends())
+    assert [name for name in files if name.endswith(".yaml")] == sorted(
+        [f"{b}.yaml" for b in list_backends()] + ["multi_camera.yaml"])
     assert [name for name in files if not name.endswith(".yaml")] == ["fastdds_large_data.xml", "perception.rviz"]
     for name in files:
         if name.endswith(".yaml"):

@@ -56,6 +56,8 @@ def publish(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="frames per second")
     parser.add_argument("--count", type=int, default=0, help="frames to publish; 0: until stopped")
     parser.add_argument("--size", default="1280x720", help="synthetic frame WxH")
+    parser.add_argument("--distinct", type=int, default=30, metavar="N",
+                        help="synthetic: how many scenes to render at start and repeat (default 30)")
     parser.add_argument("--compressed", action="store_true", help="publish sensor_msgs/CompressedImage (jpeg)")
     parser.add_argument("--reliability", choices=("best_effort", "reliable"), default="best_effort")
     parser.add_argument("--frame-id", default="camera")
@@ -68,7 +70,7 @@ def publish(argv: Sequence[str] | None = None) -> int:
                              "the last may be of a frame interrupted by the stop)")
     args, ros_args = parser.parse_known_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    frames = file_frames(args.inputs, args.loop) if args.inputs else synthetic_frames((width, height))
+    frames = file_frames(args.inputs, args.loop) if args.inputs else synthetic_frames((width, height), distinct=args.distinct)
 
     rclpy.init(args=ros_args or None)
     node = rclpy.create_node("camera")

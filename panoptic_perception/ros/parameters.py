@@ -7,10 +7,12 @@ checked against it without a ROS installation.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..backends.registry import list_backends
+from ..core.streaming import BATCH_POLICIES
 from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
 from .topics import OUTPUT_TOPICS
 
@@ -45,6 +47,17 @@ THRESHOLD_PARAMETERS = {"score_threshold": "score", "iou_threshold": "iou", "max
 
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("autostart", True, "configure and activate on start (no lifecycle manager needed)", OnChange.READ_ONLY),
+    ParameterSpec("cameras", [], "camera names served by this node, each configured by the cameras.<name>.* "
+                  "parameters, outputs under ~/<name>/; empty: one camera on `image`, outputs under ~/",
+                  OnChange.READ_ONLY),
+    ParameterSpec("batch_policy", "newest", "newest: every camera's newest frame at once, never waiting; "
+                  "synchronized: frames whose stamps lie within sync_tolerance_ms, waiting at most sync_timeout_ms "
+                  "for a silent camera", OnChange.APPLY, choices=BATCH_POLICIES),
+    ParameterSpec("max_batch", 8, "most frames per forward pass (cameras served longest ago first)", OnChange.APPLY, 1, 64),
+    ParameterSpec("sync_tolerance_ms", 20.0, "synchronized: the most two stamps of one batch may differ",
+                  OnChange.APPLY, 0.0, 10000.0),
+    ParameterSpec("sync_timeout_ms", 100.0, "synchronized: the longest wait for the other cameras' frames",
+                  OnChange.APPLY, 0.0, 10000.0),
     ParameterSpec("backend", "twinlitenet", "inference backend (see `panoptic-perception backends`)", OnChange.RELOAD),
     ParameterSpec("weights", "", "checkpoint path; empty: the backend's bundled weights", OnChange.RELOAD),
     ParameterSpec("device", "cpu", "torch device: cpu, cuda, cuda:1, ...", OnChange.RELOAD),
@@ -84,16 +97,36 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 
+#: The parameters of each camera of ``cameras``, ``cameras.<name>.<parameter>`` (read-only); in the defaults
+#: ``{name}`` stands for the camera's name and an empty transport for the node's ``input_transport``.
+CAMERA_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("image_topic", "{name}/image", "the camera's image topic (relative names resolve in the node's "
+                  "namespace); compressed transport subscribes to <image_topic>/compressed", OnChange.READ_ONLY),
+    ParameterSpec("transport", "", "raw or compressed; empty: the node's input_transport", OnChange.READ_ONLY,
+                  choices=("", "raw", "compressed")),
+    ParameterSpec("camera_info_topic", "{name}/camera_info", "the camera's sensor_msgs/CameraInfo topic (the latest "
+                  "is kept for the ground-plane outputs); empty: none", OnChange.READ_ONLY),
+)
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
 
 def check_values(values: dict[str, Any]) -> None:
     """Raises ValueError for a value the node refuses: not one of a parameter's choices, an unknown backend,
-    a bad ``input_size``, or ``runtime`` / ``onnx_path`` / ``precision`` that do not go together (checked
-    when ``values`` holds all three: pass the settings with the changes applied)."""
+    camera names that are not ROS name tokens or repeat, a bad ``input_size``, or ``runtime`` /
+    ``onnx_path`` / ``precision`` that do not go together (checked when ``values`` holds all three: pass the
+    settings with the changes applied)."""
     for spec in PARAMETERS:
         if spec.choices and spec.name in values and values[spec.name] not in spec.choices:
             raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, got {values[spec.name]!r}")
     if "backend" in values and values["backend"] not in list_backends():
         raise ValueError(f"unknown backend {values['backend']!r}; available: {', '.join(list_backends())}")
+    if "cameras" in values:
+        names = list(values["cameras"] or [])
+        bad = [name for name in names if not CAMERA_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"camera names must be ROS name tokens (a letter, then letters, digits, _), got {bad}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera names repeat: {names}")
     if "input_size" in values:
         size = list(values["input_size"])
         if len(size) != 2 or any(v < 0 for v in size):

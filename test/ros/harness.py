@@ -204,7 +204,8 @@ def stamp_ns(header) -> int:
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
-COUNTERS = ("received", "processed", "dropped_stale", "dropped_superseded", "rejected_bad", "backend_errors")
+COUNTERS = ("received", "processed", "dropped_stale", "dropped_superseded", "rejected_bad", "backend_errors",
+            "dropped_unsynchronized", "publish_errors")
 
 
 def diagnostic_counters(array_msg) -> tuple[int, ...]:

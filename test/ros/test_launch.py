@@ -293,6 +293,9 @@ def check_parameter_value(name: str, value) -> None:
     default = spec.default
     # ROS 2 types parameters strictly: `500` in a params file is an INTEGER, and declaring the parameter
     # with a float default then raises InvalidParameterTypeException. So floats must be written as floats.
+    if default == []:  # the camera names: an empty list is written [] (the node then reads it as unset)
+        assert isinstance(value, list) and all(isinstance(v, str) for v in value), f"{name}: {value!r}"
+        return
     if isinstance(default, list):
         assert isinstance(value, list) and value, f"{name}: expected a non-empty list, got {value!r}"
         element_type = type(default[0]) if default else None
@@ -383,3 +386,22 @@ def test_fastdds_profile_has_a_large_shared_memory_segment_in_the_default_partic
     assert {"SHM", "UDPv4"} <= set(types), "shared memory on the host, UDPv4 to other hosts"
     assert int(types["SHM"].findtext("p:segment_size", namespaces=ns)) >= 8 * 1024 * 1024
     assert rtps.findtext("p:useBuiltinTransports", namespaces=ns).strip() == "false"
+
+
+def test_the_multi_camera_example_configures_each_of_its_cameras():
+    from panoptic_perception.ros.parameters import CAMERA_PARAMETERS, check_values
+
+    parameters = yaml.safe_load((REPO / "config" / "multi_camera.yaml").read_text())["/**"]["ros__parameters"]
+    cameras = parameters["cameras"]
+    assert cameras == ["front", "left", "right"]
+    node_parameters = {name: value for name, value in parameters.items() if not name.startswith("cameras.")}
+    for name, value in node_parameters.items():
+        check_parameter_value(name, value)
+    check_values(node_parameters)
+    assert [spec.name for spec in PARAMETERS if spec.name not in node_parameters] == []
+    camera_parameters = {name for name in parameters if name.startswith("cameras.")}
+    assert camera_parameters == {f"cameras.{c}.{spec.name}" for c in cameras for spec in CAMERA_PARAMETERS}
+    for spec in CAMERA_PARAMETERS:
+        for camera in cameras:
+            value = parameters[f"cameras.{camera}.{spec.name}"]
+            assert isinstance(value, str) and (not spec.choices or value in spec.choices), (camera, spec.name, value)

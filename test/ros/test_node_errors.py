@@ -83,3 +83,154 @@ def test_backend_errors_are_counted_reported_and_the_node_goes_on(node):
     assert node.counters.processed == 1 and node.counters.backend_errors == 4
     level, message = node._status({k: v - window[k] for k, v in node.counters.snapshot().items()})
     assert level == DiagnosticStatus.WARN and "backend failed on 1 frames" in message
+
+
+class FailsEveryThirdInPostprocessing:
+    """Wraps the real backend; its post-processing raises on every third frame."""
+
+    def __init__(self, backend) -> None:
+        self._backend, self.calls = backend, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise RuntimeError("simulated post-processing failure")
+        return self._backend(image)
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+
+def test_a_backend_failing_every_third_frame_costs_only_those_frames(node):
+    node.backend = FailsEveryThirdInPostprocessing(node.backend)
+    for _ in range(6):
+        feed(node, 32)
+    assert node.counters.processed == 4 and node.counters.backend_errors == 2
+    assert node._worker.alive
+
+
+def test_a_message_conversion_that_raises_is_a_counted_fault_and_the_worker_goes_on(node, monkeypatch, caplog):
+    from panoptic_perception.ros import node as node_module
+
+    real, calls = node_module.perception_messages, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) % 2:
+            raise KeyError("simulated conversion failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(node_module, "perception_messages", flaky)
+    window = node.counters.snapshot()
+    for _ in range(4):
+        before = node.counters.processed + node.counters.publish_errors
+        node._on_image(frame(32))
+        deadline = time.monotonic() + 10
+        while node.counters.processed + node.counters.publish_errors == before:
+            assert time.monotonic() < deadline, "the frame was not handled"
+            time.sleep(0.01)
+    assert node.counters.publish_errors == 2 and node.counters.processed == 2 and node._worker.alive
+    assert node._faults["publish"] == 2
+    level, message = node._status({k: v - window[k] for k, v in node.counters.snapshot().items()},
+                                  {"publish": 2})
+    assert level == DiagnosticStatus.WARN and "2 faults (publish: KeyError" in message
+
+
+def test_a_fault_outside_any_frame_is_counted_and_the_next_batch_goes_on(node, monkeypatch):
+    real = node._process_batch
+    failed = []
+
+    def broken_once(batch):
+        if not failed:
+            failed.append(1)
+            raise IndexError("simulated bug in the node")
+        return real(batch)
+
+    node._worker._process_batch = broken_once
+    node._on_image(frame(32))
+    deadline = time.monotonic() + 10
+    while node._worker.faults == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    feed(node, 32)
+    assert node._faults["worker"] == 1 and node.counters.processed == 1
+
+
+def test_a_worker_that_ended_makes_diagnostics_error_and_parameter_changes_fail_clearly(node):
+    from rclpy.parameter import Parameter
+
+    def pulled_out(batch):
+        raise SystemExit("simulated end of the thread")
+
+    node._worker._process_batch = pulled_out
+    node._on_image(frame(32))
+    deadline = time.monotonic() + 10
+    while node._worker.alive:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    level, message = node._status(node.counters.snapshot())
+    assert level == DiagnosticStatus.ERROR and "the inference worker has stopped: SystemExit" in message
+    result = node._on_set_parameters([Parameter("threads", value=1)])
+    assert not result.successful and "the worker thread has stopped: SystemExit" in result.reason
+
+
+def test_a_reload_does_not_wait_for_the_build_and_frames_meanwhile_are_counted(node):
+    """The worker is held busy (as by a TensorRT engine build): the parameter change is accepted at once,
+    diagnostics say a reload runs, and the reload completes once the worker is free."""
+    import threading
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    release = threading.Event()
+    node._worker.submit(release.wait, 60)
+    result = node._on_set_parameters([Parameter("backend", value="yolopv2")])
+    assert result.successful, result.reason
+    assert node.backend.name == "twinlitenet" and node._reloading is not None
+    level, message = node._status(node.counters.snapshot())
+    assert "reloading the backend (yolopv2)" in message
+    again = node._on_set_parameters([Parameter("backend", value="cyclenet")])
+    assert not again.successful and "reload is in progress" in again.reason
+    node._on_image(frame(32))  # waits while the worker is busy, then is processed or dropped: counted
+    release.set()
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + 120
+    while node.backend.name != "yolopv2":
+        assert time.monotonic() < deadline, "the reload did not complete"
+        executor.spin_once(timeout_sec=0.1)
+    assert node._reloading is None and node.settings["backend"] == "yolopv2"
+    counted = node.counters
+    while counted.received != counted.processed + counted.dropped_stale + counted.dropped_superseded:
+        assert time.monotonic() < deadline, f"the frame that waited for the reload has no outcome: {counted}"
+        time.sleep(0.01)
+
+
+def test_a_reload_that_fails_later_keeps_the_old_backend_and_sets_the_parameter_back(node, tmp_path):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not a checkpoint")
+    result = node._on_set_parameters([Parameter("weights", value=str(broken))])
+    assert result.successful, result.reason  # the file exists: what is wrong shows in the build
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + 60
+    while node._reloading is not None or node.get_parameter("weights").value != "":
+        assert time.monotonic() < deadline, "the failed reload was not handled"
+        executor.spin_once(timeout_sec=0.1)
+    assert node.settings["weights"] == "" and node.backend.weights_info.source == "bundled"
+    level, message = node._status(node.counters.snapshot())
+    assert level == DiagnosticStatus.WARN and "the last backend reload failed: WeightsError" in message
+    feed(node, 32)
+    assert node.counters.processed >= 1
+
+
+def test_outputs_are_lifecycle_publishers_that_publish_nothing_while_inactive(node):
+    publishers = [*node.cameras[""].publishers.values(), node._label_info_publisher]
+    assert publishers and all(p.is_activated for p in publishers)
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert not any(p.is_activated for p in publishers), "a batch finishing after deactivate publishes nothing"
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert all(p.is_activated for p in publishers)
