@@ -6,6 +6,11 @@ profile), with this process subscribed to ``~/result``. For every frame, end-to-
 arrival time of its result minus the camera's stamp, and the node's overhead is that latency minus
 the backend time the node measured for the frame (pre-processing + inference + post-processing).
 The overhead thus contains both DDS transfers, message conversion and the node's scheduling.
+
+``--cameras N`` measures, in one run, one node serving N cameras (their newest frames in one batch)
+against N single-camera nodes, each camera a process of its own at the same rate: the results per
+second of all cameras together, each camera's output rate and latency, and the nodes' peak resident
+memory together.
 """
 
 from __future__ import annotations
@@ -47,16 +52,7 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
     local = measure_latency({"backend": create_backend(backend, weights)}, image, runs=30, warmup=5)["backend"]
 
     log_dir = Path(tempfile.mkdtemp(prefix="panoptic_benchmark_"))
-    env = {
-        **os.environ,
-        "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(101 - os.getpid() % 50)),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_LOG_DIR": str(log_dir),
-        "FASTRTPS_DEFAULT_PROFILES_FILE": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", str(PROFILE)),
-        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE)),
-    }
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR",
-                                            "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")})
+    env = _environment(log_dir)
     cli = [sys.executable, "-m", "panoptic_perception.cli"]
     overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []), *parameters]
     node_args = [*cli, "node", "--ros-args", "-r", "image:=/benchmark/image", *sum((["-p", p] for p in overrides), [])]
@@ -93,13 +89,7 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
         while time.monotonic() < end:
             rclpy.spin_once(probe, timeout_sec=0.05)
     finally:
-        for process in (camera, node):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        _stop([p for p in (camera, node) if p is not None])
         probe.destroy_node()
         rclpy.try_shutdown()
 
@@ -127,23 +117,161 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
     }
 
 
+def _environment(log_dir: Path) -> dict[str, str]:
+    """The processes' environment: an own domain, localhost discovery, the package's Fast DDS profile; also
+    applied to this process."""
+    env = {
+        **os.environ,
+        "ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(101 - os.getpid() % 50)),
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_LOG_DIR": str(log_dir),
+        "FASTRTPS_DEFAULT_PROFILES_FILE": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", str(PROFILE)),
+        "FASTDDS_DEFAULT_PROFILES_FILE": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", str(PROFILE)),
+    }
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR",
+                                            "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")})
+    return env
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux ``/proc``); 0 once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _stop(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_cameras(nodes: list[list[str]], result_topics: dict[str, str], image_topics: dict[str, str],
+                size: tuple[int, int], rate: float, seconds: float, log_dir: Path, env: dict[str, str]) -> dict:
+    """Start the node processes ``nodes`` (argument lists), then one camera process per camera (publishing
+    ``size`` frames on ``image_topics[camera]`` at ``rate`` for ``seconds``), and record each camera's
+    results on ``result_topics[camera]``: results per second over the cameras' run, latency (arrival minus
+    the frame's stamp) per camera, and the nodes' peak resident memory together."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from ..msg import DrivingPerception
+
+    cli = [sys.executable, "-m", "panoptic_perception.cli"]
+    processes = [subprocess.Popen(args, env=env, stdout=open(log_dir / f"node_{i}.log", "w"), stderr=subprocess.STDOUT)
+                 for i, args in enumerate(nodes)]
+    node_pids = [p.pid for p in processes]
+    rclpy.init()
+    probe = rclpy.create_node("node_benchmark")
+    arrivals: dict[str, list[tuple[int, int]]] = {camera: [] for camera in result_topics}
+    for camera, topic in result_topics.items():
+        probe.create_subscription(
+            DrivingPerception, topic,
+            lambda msg, camera=camera: arrivals[camera].append(
+                (probe.get_clock().now().nanoseconds, msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)),
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    peak_mb = 0.0
+    try:
+        deadline = time.monotonic() + 180
+        while any(probe.count_publishers(topic) == 0 for topic in result_topics.values()):
+            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+                raise RuntimeError(f"the nodes did not start; see {log_dir}")
+            rclpy.spin_once(probe, timeout_sec=0.1)
+        count = int(rate * seconds)
+        cameras = [subprocess.Popen(
+            [*cli, "camera", "--topic", topic, "--frame-id", camera, "--rate", str(rate), "--count", str(count),
+             "--size", f"{size[0]}x{size[1]}", "--distinct", "4", "--wait-for-subscriber", "60"],
+            env=env, stdout=open(log_dir / f"camera_{camera}.log", "w"), stderr=subprocess.STDOUT,
+        ) for camera, topic in image_topics.items()]
+        processes += cameras
+        started = time.monotonic()
+        while any(c.poll() is None for c in cameras):
+            rclpy.spin_once(probe, timeout_sec=0.05)
+            peak_mb = max(peak_mb, sum(_rss_mb(pid) for pid in node_pids))
+        ended = time.monotonic()
+        settle = ended + 2.0  # the last frames' results
+        while time.monotonic() < settle:
+            rclpy.spin_once(probe, timeout_sec=0.05)
+    finally:
+        _stop(processes)
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    per_camera = {}
+    for camera, received in arrivals.items():
+        warm = received[3:]  # the first results include discovery and lazily allocated buffers
+        latency = [(t - stamp) / 1e6 for t, stamp in warm]
+        per_camera[camera] = {"results": len(received), "results_per_s": len(received) / (ended - started),
+                              **({"latency_ms": _stats(latency)} if latency else {})}
+    total = sum(c["results"] for c in per_camera.values())
+    return {"results_per_s": total / (ended - started), "cameras": per_camera, "peak_rss_mb": peak_mb,
+            "frames_published": int(rate * seconds) * len(image_topics)}
+
+
+def benchmark_cameras(backend: str, weights: str | None, size: tuple[int, int], rate: float, seconds: float,
+                      cameras: int, parameters: Sequence[str]) -> dict:
+    """In one run: one node serving ``cameras`` cameras in batches, then as many single-camera nodes, each
+    with its own camera process (same backend, frames, rate and duration). Returns both measurements and
+    their ratios (aggregate results per second, spread of the per-camera output rates, memory)."""
+    log_dir = Path(tempfile.mkdtemp(prefix="panoptic_cameras_benchmark_"))
+    env = _environment(log_dir)
+    cli = [sys.executable, "-m", "panoptic_perception.cli", "node", "--ros-args"]
+    overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []), *parameters]
+    names = [f"cam{i}" for i in range(cameras)]
+    images = {name: f"/benchmark/{name}/image" for name in names}
+    one = [*cli, *sum((["-p", p] for p in overrides), []), "-p", f"cameras:=[{','.join(names)}]",
+           *sum((["-p", f"cameras.{name}.image_topic:={topic}"] for name, topic in images.items()), [])]
+    for folder in ("one_node", "separate_nodes"):
+        (log_dir / folder).mkdir()
+    shared = run_cameras([one], {name: f"/panoptic_perception/{name}/result" for name in names}, images, size, rate,
+                         seconds, log_dir / "one_node", env)
+    separate_nodes = [[*cli, "-r", f"__ns:=/{name}", "-r", f"image:={images[name]}", *sum((["-p", p] for p in overrides), [])]
+                      for name in names]
+    separate = run_cameras(separate_nodes, {name: f"/{name}/panoptic_perception/result" for name in names}, images,
+                           size, rate, seconds, log_dir / "separate_nodes", env)
+    rates = [c["results_per_s"] for c in shared["cameras"].values()]
+    return {
+        "backend": backend, "cameras": cameras, "frame_size": list(size), "rate_hz": rate, "seconds": seconds,
+        "one_node": shared, "separate_nodes": separate,
+        "aggregate_ratio": shared["results_per_s"] / max(separate["results_per_s"], 1e-9),
+        "one_node_rate_spread": (max(rates) - min(rates)) / max(max(rates), 1e-9),
+        "memory_ratio": shared["peak_rss_mb"] / max(separate["peak_rss_mb"], 1e-9),
+        "logs": str(log_dir),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="panoptic-perception node-benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="twinlitenet")
     parser.add_argument("--weights")
     parser.add_argument("--size", default="1280x720", help="camera frame WxH (bgr8)")
-    parser.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=None, help="camera frames per second (default 10; 15 with --cameras)")
+    parser.add_argument("--seconds", type=float, default=None, help="camera run time (default 10; 20 with --cameras)")
+    parser.add_argument("--cameras", type=int, default=0, metavar="N",
+                        help="one node serving N cameras against N single-camera nodes, in one run")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     size = tuple(int(v) for v in args.size.lower().split("x"))
-    report = benchmark(args.backend, args.weights, size, args.rate, args.seconds, args.parameter)
+    if args.cameras:
+        rate, seconds = args.rate or 15.0, args.seconds or 20.0
+        report = benchmark_cameras(args.backend, args.weights, size, rate, seconds, args.cameras, args.parameter)
+        print(json.dumps(report, indent=2) if args.json else cameras_table(report))
+        return 0
+    report = benchmark(args.backend, args.weights, size, args.rate or 10.0, args.seconds or 10.0, args.parameter)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['backend']}: {size[0]}x{size[1]} bgr8 at {args.rate:g} Hz for {args.seconds:g} s, "
+    print(f"{report['backend']}: {size[0]}x{size[1]} bgr8 at {report['rate_hz']:g} Hz, "
           f"{report['results_received']}/{report['frames_published']} results")
     print(f"{'':28} {'median ms':>10} {'p95 ms':>10}")
     for name in ("backend_in_process_ms", "backend_in_node_ms", "end_to_end_ms", "node_overhead_ms"):
@@ -151,3 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = ", ".join(f"{k.replace('_', ' ')} {v:.2f} ms" for k, v in report["node_stages_ms"].items())
     print(f"inside the node (median): {stages}")
     return 0
+
+
+def cameras_table(report: dict) -> str:
+    """The multi-camera benchmark as a markdown table and its ratios."""
+    width, height = report["frame_size"]
+    lines = [f"{report['backend']}: {report['cameras']} cameras, {width}x{height} at {report['rate_hz']:g} Hz for "
+             f"{report['seconds']:g} s each",
+             "", "| | results/s (all cameras) | per camera results/s | latency median / p95 ms (per camera) | peak RSS MiB |",
+             "| --- | --- | --- | --- | --- |"]
+    for key, label in (("one_node", "one node, batched"), ("separate_nodes", "one node per camera")):
+        run = report[key]
+        rates = " / ".join(f"{c['results_per_s']:.1f}" for c in run["cameras"].values())
+        latency = " / ".join(f"{c['latency_ms']['median']:.0f}, {c['latency_ms']['p95']:.0f}" if "latency_ms" in c else "-"
+                             for c in run["cameras"].values())
+        lines.append(f"| {label} | {run['results_per_s']:.2f} | {rates} | {latency} | {run['peak_rss_mb']:.0f} |")
+    lines += ["", f"aggregate one node / separate nodes: {report['aggregate_ratio']:.2f}x; spread of the one node's "
+              f"per-camera rates: {report['one_node_rate_spread']:.1%}; memory one node / separate nodes: "
+              f"{report['memory_ratio']:.2f}", f"logs: {report['logs']}"]
+    return "\n".join(lines)
