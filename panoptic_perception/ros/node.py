@@ -206,8 +206,8 @@ class PerceptionNode(LifecycleNode):
                 self._publish_label_info()  # its threshold is the score threshold
             if BATCH_PARAMETERS & changes.keys():
                 self._worker.frames.policy = batch_policy(merged)
-            if "threads" in changes:
-                self._worker.call(self._apply_threads, changes["threads"])
+            if "threads" in changes:  # submitted, not awaited: a reload may hold the worker for minutes
+                self._worker.submit(self._apply_threads, changes["threads"])
             previous = {name: self.settings[name] for name in RELOAD_PARAMETERS | THRESHOLD_PARAMETERS.keys()}
             self.settings.update(changes)
             if reload:
