@@ -1,0 +1,143 @@
+"""Ground-plane geometry: calibration checks, pixel <-> ground round trips with every distortion model,
+binning and ROI, the per-camera lookup table, and the fusion of several cameras' grids."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from panoptic_perception.core.ground import (
+    FREE,
+    OCCUPIED,
+    UNKNOWN,
+    CalibrationError,
+    CameraCalibration,
+    GroundGrid,
+    GroundProjection,
+    Mount,
+    fuse_occupancy,
+    occupancy,
+)
+
+K_720P = [[720.0, 0, 639.5], [0, 720.0, 359.5], [0, 0, 1]]
+DISTORTIONS = {"plumb_bob": [-0.25, 0.08, 0.001, -0.0005, -0.01],
+               "rational_polynomial": [-0.2, 0.05, 0.001, 0.0, 0.0, 0.02, 0.0, 0.0],
+               "equidistant": [-0.03, 0.01, -0.002, 0.0005]}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"K": np.zeros((3, 3))}, "positive focal lengths"),
+    ({"K": [[math.nan, 0, 1], [0, 1, 1], [0, 0, 1]]}, "finite"),
+    ({"distortion_model": "fov"}, "unknown distortion model 'fov'"),
+    ({"D": [0.1, 0.2]}, "plumb_bob takes 5"),
+    ({"width": 0}, "size must be positive"),
+    ({"roi": (1200, 0, 200, 100)}, "does not lie in"),
+])
+def test_a_calibration_that_cannot_place_pixels_is_refused(change, message):
+    values = {"width": 1280, "height": 720, "K": K_720P, **change}
+    with pytest.raises(CalibrationError, match=message):
+        CameraCalibration.checked(**values)
+
+
+@pytest.mark.parametrize("model", list(DISTORTIONS))
+def test_pixels_and_ground_points_round_trip_with_every_distortion_model(model):
+    calibration = CameraCalibration.checked(1280, 720, K_720P, DISTORTIONS[model], model)
+    mount = Mount.from_xyz_rpy(1.5, 0.2, 1.4, roll=0.01, pitch=0.05, yaw=-0.03)
+    projection = GroundProjection(calibration, mount, GroundGrid(resolution=1.0), max_range=60)
+    rng = np.random.default_rng(0)
+    ground = np.stack([rng.uniform(6, 40, 50), rng.uniform(-6, 6, 50), np.zeros(50)], 1)
+    optical = (ground - mount.translation) @ mount.rotation
+    pixels = calibration.project(optical)
+    assert ((pixels > 0) & (pixels < [1279, 719])).all(), "the points are in view"
+    back, hits = projection.ground_points(pixels)
+    assert hits.all()
+    np.testing.assert_allclose(back, ground, atol=1e-6 * 40)
+
+
+def test_binning_and_roi_map_published_pixels_to_the_sensor():
+    full = CameraCalibration.checked(1280, 720, K_720P)
+    cropped = CameraCalibration.checked(1280, 720, K_720P, binning_x=2, binning_y=2, roi=(320, 180, 640, 360))
+    assert cropped.image_size == (320, 180)
+    points = np.array([[0.3, 0.2, 10.0], [-0.1, 0.05, 4.0]])
+    np.testing.assert_allclose(cropped.to_sensor(cropped.project(points)), full.project(points), atol=1e-9)
+    np.testing.assert_allclose(cropped.rays(cropped.project(points)), points / points[:, 2:], atol=1e-9)
+    with pytest.raises(CalibrationError, match="describes 320x180 images, the camera sends 640x360"):
+        cropped.check_image(640, 360)
+
+
+def test_a_level_camera_sees_the_cell_ahead_at_the_row_the_pinhole_model_gives():
+    height, fy, cy = 1.5, 720.0, 359.5
+    calibration = CameraCalibration.checked(1280, 720, K_720P)
+    projection = GroundProjection(calibration, Mount.from_xyz_rpy(0, 0, height), GroundGrid(), max_range=40)
+    grid = projection.grid
+    row, column, inside = grid.cell_of(np.array([20.05]), np.array([0.05]))
+    assert inside.all()
+    assert projection.map_y[row[0], column[0]] == round(cy + fy * height / 20.05)
+    assert projection.map_x[row[0], column[0]] == round(639.5 - 720.0 * 0.05 / 20.05)
+    x, y = grid.centres()
+    seen = projection.seen
+    assert not seen[x < 0].any(), "nothing behind the camera"
+    assert not seen[np.hypot(x, y) > 40].any(), "nothing beyond the range"
+    assert seen[(x > 3) & (x < 40) & (np.abs(y) < 1)].all(), "the road ahead"
+    mask = np.zeros((720, 1280), np.uint8)
+    mask[int(cy + fy * height / 10):] = 1  # drivable up to 10 m ahead
+    sampled = projection.sample(mask)
+    ahead = (np.abs(y) < 1) & seen
+    assert sampled[ahead & (x < 9.8)].all() and not sampled[ahead & (x > 10.2)].any()
+
+
+def test_a_distorted_frame_with_its_calibration_gives_the_grid_of_the_undistorted_frame_within_one_cell():
+    width, height = 640, 360
+    K = [[360.0, 0, 319.5], [0, 360.0, 179.5], [0, 0, 1]]
+    D = [-0.3, 0.1, 0.0, 0.0, -0.02]
+    mount = Mount.from_xyz_rpy(0, 0, 1.5, pitch=0.02)
+    grid = GroundGrid(resolution=0.2, x_min=0, x_max=30, y_min=-10, y_max=10)
+    road = np.zeros((height, width), np.uint8)  # a trapezoid road with a kerb on the right
+    cv2.fillPoly(road, [np.array([[100, 359], [560, 359], [340, 200], [300, 200]], np.int32)], 1)
+    # The distorted frame: each of its pixels shows what the undistorted camera sees along the same ray.
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    rays = cv2.undistortPoints(np.stack([u, v], -1).reshape(-1, 1, 2), np.array(K), np.array(D)).reshape(-1, 2)
+    undistorted_pixels = rays * [K[0][0], K[1][1]] + [K[0][2], K[1][2]]
+    maps = undistorted_pixels.reshape(height, width, 2).astype(np.float32)
+    distorted = cv2.remap(road, maps[..., 0], maps[..., 1], cv2.INTER_NEAREST)
+    plain = GroundProjection(CameraCalibration.checked(width, height, K), mount, grid)
+    warped = GroundProjection(CameraCalibration.checked(width, height, K, D), mount, grid)
+    a = occupancy(plain.sample(road), plain.seen)
+    b = occupancy(warped.sample(distorted), warped.seen)
+    both = (a != UNKNOWN) & (b != UNKNOWN)
+    near = cv2.dilate((b == FREE).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    near_a = cv2.dilate((a == FREE).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    assert (a == FREE).sum() > 1000
+    assert not ((a == FREE) & both & ~near).any() and not ((b == FREE) & both & ~near_a).any()
+
+
+def test_a_quaternion_mount_equals_the_roll_pitch_yaw_one():
+    roll, pitch, yaw = 0.1, -0.2, 0.3
+    rpy = Mount.from_xyz_rpy(1, 2, 3, roll, pitch, yaw)
+    # The same rotation as a quaternion (ZYX), times the optical convention.
+    cr, sr, cp, sp, cy, sy = (f(a / 2) for a in (roll, pitch, yaw) for f in (math.cos, math.sin))
+    body = [sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,
+            cr * cp * cy + sr * sp * sy]
+    optical = [-0.5, 0.5, -0.5, 0.5]  # the optical frame in the body frame, x y z w
+
+    def multiply(a, b):
+        ax, ay, az, aw = a
+        bx, by, bz, bw = b
+        return [aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz]
+
+    quaternion = Mount.from_quaternion([1, 2, 3], multiply(body, optical))
+    np.testing.assert_allclose(quaternion.rotation, rpy.rotation, atol=1e-12)
+    with pytest.raises(CalibrationError, match="non-zero rotation"):
+        Mount.from_quaternion([0, 0, 0], [0, 0, 0, 0])
+
+
+def test_fusion_prefers_a_camera_that_knows_and_any_camera_that_sees_an_obstacle():
+    front = np.array([[FREE, FREE, UNKNOWN, OCCUPIED]], np.int8)
+    side = np.array([[UNKNOWN, OCCUPIED, UNKNOWN, FREE]], np.int8)
+    assert fuse_occupancy([front, side]).tolist() == [[FREE, OCCUPIED, UNKNOWN, OCCUPIED]]
+    assert occupancy(np.array([[1, 0, 1]]), np.array([[True, True, False]]), np.array([[False, False, False]])).tolist() \
+        == [[FREE, OCCUPIED, UNKNOWN]]
