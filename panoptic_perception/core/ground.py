@@ -285,3 +285,73 @@ def fuse_occupancy(grids: list[np.ndarray]) -> np.ndarray:
     fused[known.any(0)] = FREE
     fused[(stack == OCCUPIED).any(0)] = OCCUPIED
     return fused
+
+
+def lane_points(projection: GroundProjection, lane_mask: np.ndarray) -> np.ndarray:
+    """The lane-line pixels of a (H, W) 0/1 mask on the ground, thinned to the grid: (N, 3) float32 centres
+    (target frame, metres) of the seen cells whose pixel is a lane line, one point per cell."""
+    cells = projection.sample(lane_mask.astype(np.uint8)).astype(bool) & projection.seen
+    x, y = projection.grid.centres()
+    return np.stack([x[cells], y[cells], np.full(int(cells.sum()), projection.grid.ground_height)], 1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GroundObjects:
+    """Objects placed on the ground, N of them (arrays indexed alike):
+
+    ``positions`` (N, 3) float64: the ground contact in the target frame (metres); ``sizes`` (N, 2): width
+    and height in metres from the box at that depth; ``covariances`` (N, 3, 3): of the position, from a
+    ``pixel_sigma`` error of the contact pixel (range error grows with the square of the range);
+    ``truncated`` (N,) bool: the box touches the image's bottom edge, so its contact is hidden and the
+    position is the nearest visible ground (the object is at most that far); ``kept`` (M,) int64: the
+    indices of the input boxes these are (boxes whose contact lies at or above the horizon, or beyond
+    ``max_range``, are dropped: their ray does not meet the ground within range).
+    """
+
+    positions: np.ndarray
+    sizes: np.ndarray
+    covariances: np.ndarray
+    truncated: np.ndarray
+    kept: np.ndarray
+
+
+def contact_pixels(boxes: np.ndarray, masks: list[np.ndarray | None] | None = None) -> np.ndarray:
+    """The ground contact pixel of each object: (N, 2) float64 (x, y). Without a mask the bottom centre of
+    its (N, 4) xyxy box; with one (a (H, W) bool instance mask) the centre of its lowest row of pixels (a
+    car seen from the side touches the ground at its wheels, not at the box's corner)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    pixels = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], 1)
+    for i, mask in enumerate(masks or []):
+        if mask is not None and mask.any():
+            rows = np.flatnonzero(mask.any(1))
+            lowest = rows[-1]
+            pixels[i] = (np.flatnonzero(mask[lowest]).mean(), lowest)
+    return pixels
+
+
+def ground_objects(projection: GroundProjection, boxes: np.ndarray, contacts: np.ndarray | None = None,
+                   pixel_sigma: float = 1.0) -> GroundObjects:
+    """Place (N, 4) xyxy boxes (published-image pixels) on the ground (:class:`GroundObjects`); ``contacts``
+    (N, 2): their contact pixels (default: :func:`contact_pixels` of the boxes)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    contacts = contact_pixels(boxes) if contacts is None else np.asarray(contacts, np.float64).reshape(-1, 2)
+    calibration, mount = projection.calibration, projection.mount
+    points, hits = projection.ground_points(contacts)
+    horizontal = np.hypot(points[:, 0] - mount.translation[0], points[:, 1] - mount.translation[1])
+    kept = np.flatnonzero(hits & (horizontal <= projection.max_range))
+    points, horizontal, boxes = points[kept], horizontal[kept], boxes[kept]
+    depth = ((points - mount.translation) @ mount.rotation)[:, 2]  # along the optical axis
+    fx, fy = calibration.K[0, 0] / max(calibration.binning_x, 1), calibration.K[1, 1] / max(calibration.binning_y, 1)
+    sizes = np.stack([(boxes[:, 2] - boxes[:, 0]) * depth / fx, (boxes[:, 3] - boxes[:, 1]) * depth / fy], 1)
+    camera_height = max(mount.translation[2] - projection.grid.ground_height, 1e-3)
+    along = horizontal ** 2 * pixel_sigma / (fy * camera_height)  # d(range) / d(row) of a flat-ground ray
+    across = horizontal * pixel_sigma / fx
+    bearing = np.arctan2(points[:, 1] - mount.translation[1], points[:, 0] - mount.translation[0])
+    c, s = np.cos(bearing), np.sin(bearing)
+    covariances = np.zeros((len(kept), 3, 3))
+    covariances[:, 0, 0] = (c * along) ** 2 + (s * across) ** 2
+    covariances[:, 1, 1] = (s * along) ** 2 + (c * across) ** 2
+    covariances[:, 0, 1] = covariances[:, 1, 0] = c * s * (along ** 2 - across ** 2)
+    covariances[:, 2, 2] = 1e-4  # on the ground plane by construction
+    truncated = boxes[:, 3] >= calibration.image_size[1] - 1.5
+    return GroundObjects(points, sizes, covariances, truncated, kept)

@@ -141,3 +141,39 @@ def test_fusion_prefers_a_camera_that_knows_and_any_camera_that_sees_an_obstacle
     assert fuse_occupancy([front, side]).tolist() == [[FREE, OCCUPIED, UNKNOWN, OCCUPIED]]
     assert occupancy(np.array([[1, 0, 1]]), np.array([[True, True, False]]), np.array([[False, False, False]])).tolist() \
         == [[FREE, OCCUPIED, UNKNOWN]]
+
+
+def test_objects_stand_where_their_boxes_touch_the_ground_with_sizes_and_a_range_dependent_covariance():
+    from panoptic_perception.core.ground import ground_objects
+
+    calibration = CameraCalibration.checked(1280, 720, K_720P)
+    mount = Mount.from_xyz_rpy(0, 0, 1.5)
+    projection = GroundProjection(calibration, mount, GroundGrid(), max_range=60)
+    # A 1.8 m wide, 1.5 m high car 10 m and 30 m ahead, 2 m to the left; a box whose bottom is above the
+    # horizon; a box cut by the image's bottom edge.
+    boxes = []
+    for distance in (10.0, 30.0):
+        corners = np.array([[distance, 2.9, 0.0], [distance, 1.1, 1.5]])  # left-bottom, right-top
+        (x1, y2), (x2, y1) = calibration.project((corners - mount.translation) @ mount.rotation)
+        boxes.append([x1, y1, x2, y2])
+    boxes += [[600, 300, 700, 350], [500, 600, 800, 719.5]]
+    objects = ground_objects(projection, np.array(boxes))
+    assert objects.kept.tolist() == [0, 1, 3], "the box above the horizon is dropped"
+    np.testing.assert_allclose(objects.positions[:2, :2], [[10, 2], [30, 2]], atol=1e-6)
+    np.testing.assert_allclose(objects.sizes[:2], [[1.8, 1.5], [1.8, 1.5]], atol=1e-6)
+    assert objects.truncated.tolist() == [False, False, True]
+    variance = objects.covariances[:, 0, 0]
+    assert variance[1] / variance[0] == pytest.approx(((30 ** 2 + 4) / (10 ** 2 + 4)) ** 2, rel=0.05)
+
+
+def test_lane_points_are_one_per_grid_cell_on_the_lane_pixels():
+    from panoptic_perception.core.ground import lane_points
+
+    projection = GroundProjection(CameraCalibration.checked(1280, 720, K_720P), Mount.from_xyz_rpy(0, 0, 1.5),
+                                  GroundGrid(resolution=0.5), max_range=40)
+    lane = np.zeros((720, 1280), np.uint8)
+    lane[400:, 630:650] = 1  # a line straight ahead
+    points = lane_points(projection, lane)
+    assert points.dtype == np.float32 and points.shape[1] == 3 and len(points) > 10
+    assert (np.abs(points[:, 1]) < 0.6).all() and (points[:, 0] > 3).all() and (points[:, 2] == 0).all()
+    assert len({(math.floor(x / 0.5), math.floor(y / 0.5)) for x, y, _ in points}) == len(points), "one point per cell"
