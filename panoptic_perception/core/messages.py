@@ -38,9 +38,12 @@ class RejectedImage(InvalidImageError):
 def check_image_msg(msg) -> None:
     """Reject what is wrong with a camera message's fields, without touching its pixels (cheap).
 
-    ``sensor_msgs/Image``: encoding, zero size, row step, data length; ``CompressedImage``: format and
-    emptiness (corrupt compressed data only shows when decoding). Raises :class:`RejectedImage`.
+    Both: a header stamp with negative seconds (no time can be made of it); ``sensor_msgs/Image``:
+    encoding, zero size, row step, data length; ``CompressedImage``: format and emptiness (corrupt
+    compressed data only shows when decoding). Raises :class:`RejectedImage`.
     """
+    if msg.header.stamp.sec < 0:
+        raise RejectedImage("negative stamp", f"stamp {msg.header.stamp.sec} s")
     if hasattr(msg, "format"):
         kind = msg.format.lower()
         if "jpeg" not in kind and "jpg" not in kind and "png" not in kind:

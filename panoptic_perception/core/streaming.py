@@ -31,9 +31,10 @@ class BatchPolicy:
 
     ``mode``: ``newest`` takes every camera's waiting frame at once and never waits for another camera;
     ``synchronized`` waits (at most ``sync_timeout_s`` after the first frame of the batch arrived) until
-    every camera that sent a frame within the last ``active_window_s`` has one, then takes the frames whose
-    stamps lie within ``sync_tolerance_s`` of the newest; a waiting frame older than that is dropped as
-    unsynchronized (for cameras triggered together; a camera that falls silent stops being waited for).
+    every camera that sent a frame within the last ``active_window_s`` has one, then takes the largest
+    group of frames whose stamps lie within ``sync_tolerance_s`` of each other (the newest on a tie); the
+    other waiting frames are dropped as unsynchronized (for cameras triggered together; a camera that falls
+    silent stops being waited for, one with a wrong clock loses only its own frames).
     ``max_batch``: the most frames per batch; when more cameras wait, those served longest ago go first, so
     a fast camera cannot starve a slow one. Raises ValueError for values out of range.
     """
@@ -101,6 +102,8 @@ class CameraFrames(Generic[T]):
             unsynchronized: list[str] = []
             if self.policy.mode == "synchronized":
                 unsynchronized = self._synchronize()
+                if not self._waiting and not unsynchronized:
+                    return None
             cameras = sorted(self._waiting, key=lambda c: (self._served.get(c, -1), self._waiting[c][2]))
             self._batches += 1
             frames = []
@@ -110,20 +113,27 @@ class CameraFrames(Generic[T]):
             return Batch(frames, unsynchronized)
 
     def _synchronize(self) -> list[str]:
-        """Wait for the active cameras (see :class:`BatchPolicy`), then drop the frames too old for the newest
-        stamp's group; returns their cameras. Called holding the condition."""
+        """Wait for the active cameras (see :class:`BatchPolicy`), then keep the largest group of waiting
+        frames whose stamps lie within the tolerance (the newest such group on a tie) and drop the others;
+        returns the dropped frames' cameras. Called holding the condition."""
         policy = self.policy
         deadline = min(arrival for _, _, arrival in self._waiting.values()) + policy.sync_timeout_s
 
         def complete() -> bool:
             now = self._clock()
             active = {c for c, t in self._last_arrival.items() if now - t <= policy.active_window_s}
-            return self._closed or active <= self._waiting.keys() or now >= deadline
+            return self._closed or not self._waiting or active <= self._waiting.keys() or now >= deadline
 
         while not complete():
             self._condition.wait(max(0.0, deadline - self._clock()))
-        newest = max(stamp for _, stamp, _ in self._waiting.values())
-        late = [c for c, (_, stamp, _) in self._waiting.items() if stamp < newest - policy.sync_tolerance_s]
+        if not self._waiting:  # cleared meanwhile (deactivated)
+            return []
+        stamps = {camera: stamp for camera, (_, stamp, _) in self._waiting.items()}
+        # A group ends at one frame's stamp and reaches back by the tolerance: a camera with a wrong clock
+        # is a group of its own and cannot pull the others out of theirs.
+        groups = [[c for c, s in stamps.items() if end - policy.sync_tolerance_s <= s <= end] for end in stamps.values()]
+        best = max(groups, key=lambda group: (len(group), max(stamps[c] for c in group)))
+        late = [camera for camera in stamps if camera not in best]
         for camera in late:
             del self._waiting[camera]
         return late
@@ -133,6 +143,7 @@ class CameraFrames(Generic[T]):
         with self._condition:
             cameras = list(self._waiting)
             self._waiting.clear()
+            self._condition.notify_all()  # a synchronized take waiting for more frames ends
             return cameras
 
     def close(self) -> None:
@@ -152,7 +163,8 @@ class FrameCounters:
     dropped_superseded: int = 0  # replaced by a newer frame before inference could start
     rejected_bad: int = 0  # malformed input (encoding, size, corrupt data)
     backend_errors: int = 0  # the backend raised on a valid frame
-    dropped_unsynchronized: int = 0  # too old for its batch's stamps (synchronized batches)
+    dropped_unsynchronized: int = 0  # outside its batch's group of stamps (synchronized batches)
+    dropped_inactive: int = 0  # waiting when processing stopped (deactivate, shutdown)
     publish_errors: int = 0  # processed, but its messages could not be built or published
 
     def snapshot(self) -> dict[str, int]:

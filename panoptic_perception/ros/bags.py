@@ -93,6 +93,7 @@ def _given_once(what: str, in_spec, argument):
 
 #: A camera name: one segment of a ROS topic name.
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+RESERVED_CAMERA_NAMES = {GROUND_TRUTH_PREFIX.strip("/"): "the ground truth", "panoptic_perception": "the node's outputs"}
 
 
 class _Camera(NamedTuple):
@@ -205,6 +206,9 @@ def _camera_list(text: str) -> dict[str, tuple[int, int] | None]:
         if not CAMERA_NAME.fullmatch(name) or name in cameras:
             raise argparse.ArgumentTypeError(f"expected NAME[@WxH],... with distinct names, each a letter then letters, "
                                              f"digits or _ (e.g. front@1280x720,left,right), got {text!r}")
+        if name in RESERVED_CAMERA_NAMES:  # their topics would read as ground truth or the node's outputs
+            raise argparse.ArgumentTypeError(f"{name} is not a camera name: /{name}/ holds "
+                                             f"{RESERVED_CAMERA_NAMES[name]}")
         cameras[name] = _size(size) if size else None
     return cameras
 

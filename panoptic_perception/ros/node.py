@@ -43,11 +43,14 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
+from rclpy.validate_full_topic_name import validate_full_topic_name
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import LabelInfo
@@ -112,6 +115,7 @@ class CameraInput:
     transport: str
     camera_info_topic: str = ""
     counters: FrameCounters = field(default_factory=FrameCounters)
+    window_start: FrameCounters = field(default_factory=FrameCounters)  # the counters at the last status
     input_rate: RateMeter = field(default_factory=RateMeter)
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: RollingSamples = field(default_factory=RollingSamples)
@@ -185,8 +189,13 @@ class PerceptionNode(LifecycleNode):
                 default = spec.default.format(name=name) if isinstance(spec.default, str) else spec.default
                 values[spec.name] = self.declare_parameter(f"cameras.{name}.{spec.name}", default, _descriptor(spec)).value
                 if spec.choices and values[spec.name] not in spec.choices:
-                    raise ValueError(f"cameras.{name}.{spec.name} must be one of {', '.join(spec.choices)}, "
-                                     f"got {values[spec.name]!r}")
+                    raise ValueError(f"cameras.{name}.{spec.name} must be one of "
+                                     f"{', '.join(repr(c) for c in spec.choices)}, got {values[spec.name]!r}")
+                if spec.name.endswith("_topic") and values[spec.name]:
+                    try:
+                        validate_full_topic_name(expand_topic_name(values[spec.name], self.get_name(), self.get_namespace()))
+                    except (InvalidTopicNameException, ValueError) as error:
+                        raise ValueError(f"cameras.{name}.{spec.name}: {str(error).splitlines()[0]}") from None
             cameras[name] = CameraInput(name, values["image_topic"], values["transport"] or self.settings["input_transport"],
                                         values["camera_info_topic"])
         return cameras
@@ -196,6 +205,9 @@ class PerceptionNode(LifecycleNode):
         # Values equal to the settings change nothing (a failed reload sets its parameters back that way).
         changes = {p.name: p.value for p in parameters if p.name in self.settings and p.value != self.settings[p.name]}
         try:
+            if not self._worker.alive:
+                raise RuntimeError(f"the inference worker has stopped ({self._worker.ended_by or 'unknown cause'}): "
+                                   "restart the node")
             merged = {**self.settings, **changes}
             check_values(merged)
             reload = self.backend is not None and bool(RELOAD_PARAMETERS & changes.keys())
@@ -208,10 +220,9 @@ class PerceptionNode(LifecycleNode):
                 self._worker.frames.policy = batch_policy(merged)
             if "threads" in changes:  # submitted, not awaited: a reload may hold the worker for minutes
                 self._worker.submit(self._apply_threads, changes["threads"])
-            previous = {name: self.settings[name] for name in RELOAD_PARAMETERS | THRESHOLD_PARAMETERS.keys()}
-            self.settings.update(changes)
             if reload:
-                self._start_reload(previous)
+                self._start_reload(merged, {name: self.settings[name] for name in RELOAD_PARAMETERS})
+            self.settings.update(changes)
         except Exception as error:  # any failure leaves the node as it was
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
             self.get_logger().warning(f"rejected parameter change {changes}: {reason}")
@@ -251,14 +262,15 @@ class PerceptionNode(LifecycleNode):
         if settings["weights"] and not Path(settings["weights"]).is_file():
             raise ValueError(f"weights file not found: {settings['weights']}")
 
-    def _start_reload(self, previous: dict[str, Any]) -> None:
-        """Build the backend of the settings on the worker, without waiting (a TensorRT engine may take
+    def _start_reload(self, settings: dict[str, Any], previous: dict[str, Any]) -> None:
+        """Build the backend of ``settings`` on the worker, without waiting (a TensorRT engine may take
         minutes): the executor goes on, the old backend runs until the new one is ready, and frames arriving
-        meanwhile wait and are dropped (superseded, stale). The outcome is handled on the executor thread
-        (:meth:`_finish_reload`); ``previous``: the reload and threshold parameters before the change."""
-        self._reloading, self._reload_error = dict(self.settings), ""
-        self.get_logger().info(f"reloading the backend ({self.settings['backend']}); the old one runs until it is ready")
-        future = self._worker.submit(self._build_backend, self._reloading)
+        meanwhile wait and are dropped (superseded, stale). The outcome is handled on the executor thread,
+        after the parameter callback has returned (:meth:`_finish_reload`); ``previous``: the reload
+        parameters before the change, set back if the build fails."""
+        future = self._worker.submit(self._build_backend, dict(settings))
+        self._reloading, self._reload_error = dict(settings), ""
+        self.get_logger().info(f"reloading the backend ({settings['backend']}); the old one runs until it is ready")
 
         def on_executor(_future) -> None:  # a one-shot timer: runs after the parameter callback has returned
             timer = self.create_timer(0.0, lambda: (self.destroy_timer(timer), self._finish_reload(future, previous)))
@@ -270,7 +282,9 @@ class PerceptionNode(LifecycleNode):
         self._reloading = None
         error = future.exception()
         if error is None:
-            self._swap_backend(future.result())
+            backend = future.result()
+            self._apply_thresholds(backend, self.settings)  # thresholds changed while it was being built
+            self._swap_backend(backend)
             self.get_logger().info(f"reloaded backend: {self.backend.describe()}")
             return
         self._reload_error = f"{type(error).__name__}: {error}"
@@ -371,6 +385,27 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
+        if not self._worker.alive:
+            self.get_logger().error(f"cannot activate: the inference worker has stopped ({self._worker.ended_by}); "
+                                    "restart the node")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self._subscribe(state)
+        except Exception as error:  # e.g. a topic name rclpy refuses
+            self._stop()
+            self.get_logger().error(f"cannot activate: {type(error).__name__}: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self._active = True
+        self._last_input = time.monotonic()
+        self._worker.enable_frames(True)
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self._publish_label_info()
+        topics = ", ".join(camera.subscription.topic_name for camera in self.cameras.values())
+        self.get_logger().info(f"active: subscribed to {topics}")
+        return result
+
+    def _subscribe(self, state: State) -> None:
+        """One subscription per camera (and its camera info)."""
         reliability = ReliabilityPolicy.BEST_EFFORT if self.settings["qos_reliability"] == "best_effort" else ReliabilityPolicy.RELIABLE
         qos = QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST, depth=self.settings["qos_depth"],
                          durability=DurabilityPolicy.VOLATILE)
@@ -387,14 +422,6 @@ class PerceptionNode(LifecycleNode):
                 camera.info_subscription = self.create_subscription(
                     CameraInfo, camera.camera_info_topic, lambda msg, camera=camera: setattr(camera, "camera_info", msg),
                     qos)
-        self._active = True
-        self._last_input = time.monotonic()
-        self._worker.enable_frames(True)
-        result = super().on_activate(state)  # enables the lifecycle publishers
-        self._publish_label_info()
-        topics = ", ".join(camera.subscription.topic_name for camera in self.cameras.values())
-        self.get_logger().info(f"active: subscribed to {topics}")
-        return result
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._stop()
@@ -418,7 +445,9 @@ class PerceptionNode(LifecycleNode):
 
     def _stop(self) -> None:
         self._active = False
-        self._worker.enable_frames(False)  # a batch in progress finishes; deactivated publishers drop its outputs
+        # A batch in progress finishes (deactivated publishers drop its outputs); waiting frames are dropped.
+        for name in self._worker.enable_frames(False):
+            self._count(self.cameras[name], "dropped_inactive")
         for camera in self.cameras.values():
             for name in ("subscription", "info_subscription"):
                 if getattr(camera, name) is not None:
@@ -615,9 +644,18 @@ class PerceptionNode(LifecycleNode):
             "camera_info": "received" if camera.camera_info is not None else "none",
             **{name: str(value) for name, value in camera.counters.snapshot().items()},
         }
+        now = camera.counters.snapshot()
+        unsynchronized = now["dropped_unsynchronized"] - camera.window_start.dropped_unsynchronized
+        camera.window_start = FrameCounters(**now)
         silent = self._active and (age is None or age > NO_INPUT_WARNING_S)
-        level, message = (DiagnosticStatus.WARN, "no frames" if age is None else f"no frames for {age:.0f} s") \
-            if silent else (DiagnosticStatus.OK, "processing" if self._active else "inactive")
+        if not self._worker.alive:
+            level, message = DiagnosticStatus.ERROR, "the inference worker has stopped"
+        elif silent:
+            level, message = DiagnosticStatus.WARN, "no frames" if age is None else f"no frames for {age:.0f} s"
+        elif unsynchronized:
+            level, message = DiagnosticStatus.WARN, f"{unsynchronized} frames out of sync with the other cameras dropped"
+        else:
+            level, message = DiagnosticStatus.OK, "processing" if self._active else "inactive"
         return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: camera {camera.name}",
                                 message=message, hardware_id=device,
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
@@ -675,7 +713,12 @@ class RosLogHandler(logging.Handler):
 def main(args: list[str] | None = None) -> int:
     """Run the node until shutdown (Ctrl-C). ``args``: ROS arguments, e.g. ``--ros-args -p backend:=...``."""
     rclpy.init(args=args)
-    node = PerceptionNode()
+    try:
+        node = PerceptionNode()
+    except ValueError as error:  # a parameter the node refuses at start-up (camera names, topics, choices)
+        print(f"[{NODE_NAME}] error: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
     library_log = logging.getLogger("panoptic_perception")
     library_log.addHandler(RosLogHandler(node.get_logger()))
     library_log.setLevel(logging.INFO)

@@ -168,3 +168,26 @@ def test_a_worker_thread_that_ended_says_why_instead_of_hanging():
     assert worker.ended_by == "SystemExit: pulled out"
     with pytest.raises(RuntimeError, match="the worker thread has stopped: SystemExit: pulled out"):
         worker.call(lambda: None)
+
+
+def test_a_camera_with_a_wrong_clock_loses_only_its_own_frames():
+    frames = CameraFrames(BatchPolicy("synchronized", sync_tolerance_s=0.01, sync_timeout_s=30))
+    frames.put("front", "f", stamp_s=100.000)
+    frames.put("left", "l", stamp_s=100.004)
+    frames.put("broken", "b", stamp_s=105.0)  # 5 s ahead
+    batch = frames.take(timeout=0)
+    assert sorted(batch.frames) == [("front", "f"), ("left", "l")] and batch.unsynchronized == ["broken"]
+
+
+def test_clearing_while_a_synchronized_take_waits_ends_the_wait_without_a_batch():
+    frames = CameraFrames(BatchPolicy("synchronized", sync_timeout_s=30))
+    frames.put("front", "f0")
+    frames.put("left", "l0")
+    frames.take(timeout=0)
+    got = []
+    frames.put("front", "f1")  # left is active: the take waits for it
+    waiter = threading.Thread(target=lambda: got.append(frames.take(timeout=0)))
+    waiter.start()
+    wait_until(lambda: frames.clear() == ["front"] or not waiter.is_alive())
+    waiter.join(30)
+    assert not waiter.is_alive() and got == [None]

@@ -205,7 +205,7 @@ def stamp_ns(header) -> int:
 
 
 COUNTERS = ("received", "processed", "dropped_stale", "dropped_superseded", "rejected_bad", "backend_errors",
-            "dropped_unsynchronized", "publish_errors")
+            "dropped_unsynchronized", "dropped_inactive", "publish_errors")
 
 
 def diagnostic_counters(array_msg) -> tuple[int, ...]:

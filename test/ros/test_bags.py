@@ -249,6 +249,16 @@ def test_make_bag_refuses_malformed_cameras_naming_the_form(tmp_path, capsys, ca
     assert not (tmp_path / "bag").exists()
 
 
+@pytest.mark.parametrize("name, holds", [("ground_truth", "the ground truth"), ("panoptic_perception", "the node's outputs")])
+def test_make_bag_refuses_camera_names_whose_topics_hold_something_else(tmp_path, capsys, name, holds):
+    from panoptic_perception.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-bag", "synthetic:1", "--output", str(tmp_path / "bag"), "--cameras", f"front,{name}"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"{name} is not a camera name: /{name}/ holds {holds}")
+
+
 def test_make_bag_cameras_need_synthetic_scenes_and_valid_names(tmp_path, capsys):
     import cv2
 

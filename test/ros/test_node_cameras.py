@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 #: name -> (size, rate in Hz, frames sent), as the issue asks: 720p at 30 Hz, 640x480 at 10 Hz, 1080p at 15 Hz.
 CAMERAS = {"front": ((1280, 720), 30, 45), "rear": ((640, 480), 10, 15), "side": ((1920, 1080), 15, 23)}
 COUNTERS = ("processed", "dropped_stale", "dropped_superseded", "rejected_bad", "backend_errors",
-            "dropped_unsynchronized", "publish_errors")
+            "dropped_unsynchronized", "dropped_inactive", "publish_errors")
 
 
 def camera_statuses(msg) -> dict[str, tuple[int, str, dict[str, str]]]:

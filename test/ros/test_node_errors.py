@@ -170,8 +170,13 @@ def test_a_worker_that_ended_makes_diagnostics_error_and_parameter_changes_fail_
         time.sleep(0.01)
     level, message = node._status(node.counters.snapshot())
     assert level == DiagnosticStatus.ERROR and "the inference worker has stopped: SystemExit" in message
-    result = node._on_set_parameters([Parameter("threads", value=1)])
-    assert not result.successful and "the worker thread has stopped: SystemExit" in result.reason
+    for change in (Parameter("threads", value=1), Parameter("backend", value="yolopv2"),
+                   Parameter("max_frame_age_ms", value=400.0)):
+        result = node._on_set_parameters([change])
+        assert not result.successful and "the inference worker has stopped (SystemExit" in result.reason
+    assert node.settings["backend"] == "twinlitenet" and node._reloading is None, "a refused change changes nothing"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() != TransitionCallbackReturn.SUCCESS, "no activation without the worker"
 
 
 def test_a_reload_does_not_wait_for_the_build_and_frames_meanwhile_are_counted(node):
@@ -234,3 +239,58 @@ def test_outputs_are_lifecycle_publishers_that_publish_nothing_while_inactive(no
     assert not any(p.is_activated for p in publishers), "a batch finishing after deactivate publishes nothing"
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert all(p.is_activated for p in publishers)
+
+
+def test_a_frame_with_a_negative_stamp_is_rejected_not_fatal(node):
+    msg = frame(32)
+    msg.header.stamp.sec = -1
+    node._on_image(msg)  # in the executor: must not raise
+    assert node.counters.rejected_bad == 1
+    feed(node, 32)
+    assert node.counters.processed == 1
+
+
+def test_frames_waiting_at_deactivate_are_counted(node):
+    node._worker.submit(time.sleep, 0.5)  # the worker is busy: the next frame waits
+    node._on_image(frame(32))
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    counted = node.counters
+    assert counted.received == 1 and counted.dropped_inactive + counted.processed == 1
+
+
+def test_thresholds_changed_during_a_reload_apply_to_the_new_backend(node):
+    import threading
+
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    release = threading.Event()
+    node._worker.submit(release.wait, 60)
+    assert node._on_set_parameters([Parameter("backend", value="yolopv2")]).successful
+    assert node._on_set_parameters([Parameter("score_threshold", value=0.8)]).successful
+    release.set()
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + 120
+    while node.backend.name != "yolopv2":
+        assert time.monotonic() < deadline, "the reload did not complete"
+        executor.spin_once(timeout_sec=0.1)
+    assert node.backend.thresholds.score == 0.8
+
+
+def test_bad_camera_parameters_are_refused_at_start_saying_which(ros_env):
+    for arguments, message in (
+        (["-p", "cameras:=[front]", "-p", "cameras.front.image_topic:=bad//topic"],
+         "cameras.front.image_topic: Invalid topic name: topic name must not contain repeated '/'"),
+        (["-p", "cameras:=[front, front]"], "camera names repeat"),
+        (["-p", "cameras:=[front]", "-p", "cameras.front.transport:=jpeg"],
+         "cameras.front.transport must be one of '', 'raw', 'compressed', got 'jpeg'"),
+    ):
+        context = rclpy.Context()
+        rclpy.init(args=["--ros-args", *arguments], context=context)
+        try:
+            with pytest.raises(ValueError) as error:
+                PerceptionNode(context=context)
+            assert message in str(error.value)
+        finally:
+            context.try_shutdown()
