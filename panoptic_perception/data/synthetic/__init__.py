@@ -58,13 +58,15 @@ core; ``--save DIR --count N`` writes images and colour-coded labels to look at.
 Modules, by scene layer: :mod:`.types` (config, scene, label ids), :mod:`.geometry` (camera, projection,
 road layout), :mod:`.look` (light, weather, colours), :mod:`.canvas` (image and label map, the frame every
 layer draws with), :mod:`.sky`, :mod:`.ground` (ground and road), :mod:`.roadside`, :mod:`.actors`,
-:mod:`.finishing` (image effects and labels), :mod:`.scene` (the order of the draws), :mod:`.cli`.
+:mod:`.finishing` (image effects and labels), :mod:`.scene` (the order of the draws), :mod:`.truth` (ground
+truth in metres: the camera, things and road on the ground), :mod:`.cli`.
 Beside them, :mod:`.fusion_benchmark` draws a street scene in label space to time the semantic-instance
 fusion (not imported here).
 """
 
 from .cli import benchmark, main, save_scene
 from .scene import SyntheticScenes, generate_scene
+from .truth import PinholeCamera, RoadOnGround, ThingOnGround
 from .types import (
     BUILDING,
     CAR,
@@ -93,9 +95,12 @@ __all__ = [
     "THING_CLASS_IDS",
     "TRUCK",
     "VEGETATION",
+    "PinholeCamera",
+    "RoadOnGround",
     "SyntheticConfig",
     "SyntheticScene",
     "SyntheticScenes",
+    "ThingOnGround",
     "benchmark",
     "generate_scene",
     "main",

@@ -13,6 +13,7 @@ import numpy as np
 from .canvas import SHIFT, Frame, Placement
 from .geometry import FU, ellipse, rects
 from .look import CAR_COLORS, CLOTHES, HAIR, PANTS, SKIN, TRUCK_COLORS, jitter, pick
+from .truth import ThingOnGround
 from .types import CAR, PERSON, ROAD, TRUCK
 
 #: A vehicle's place on the road: (lane, depth, length), to keep others out of it.
@@ -152,6 +153,7 @@ def draw_car(f: Frame, index: int, s: float, z: float, length: float, oncoming: 
         light_col = look.color((30, 30, 255), z, emissive=True) if look.night else look.color((35, 35, 170), z)
         canvas.fill(view.face(x, z, lights), light_col, index)
         canvas.fill(view.face(x, z, rects(-0.26, 0.26, 0.42, 0.54)), look.color((215, 215, 215), z), index)  # plate
+    f.things[index] = ThingOnGround(CAR, z, -x, w, length, h)
 
 def draw_truck(f: Frame, index: int, s: float, z: float, length: float, oncoming: bool) -> None:
     """A box truck of segment index ``index`` (cab ahead, or facing the camera when ``oncoming``), placed as
@@ -200,6 +202,7 @@ def draw_truck(f: Frame, index: int, s: float, z: float, length: float, oncoming
         canvas.fill(view.face(x, z, seams), look.color(base * 0.6, z), index)
         lights = rects(np.array([-hw + 0.1, hw - 0.4]), np.array([-hw + 0.4, hw - 0.1]), box_base - 0.35, box_base - 0.12)
         canvas.fill(view.face(x, z, lights), look.color((30, 30, 255), z, emissive=True) if look.night else look.color((35, 35, 170), z), index)
+    f.things[index] = ThingOnGround(TRUCK, z, -x, w, length, box_h)  # the box is higher than the cab
 
 def draw_pedestrian(f: Frame, index: int, s: float, z: float) -> None:
     """A pedestrian of segment index ``index`` standing ``s`` metres right of the road's reference line at
@@ -252,4 +255,6 @@ def draw_pedestrian(f: Frame, index: int, s: float, z: float) -> None:
     if rng.random() < 0.25:  # bag
         side = rng.choice((-1.0, 1.0))
         canvas.fill(view.face(x, z, pts(rects(side * 0.13, side * 0.24, 0.45, 0.6))), look.color(pick(rng, CLOTHES, 20), z), index)
+    # Arms at the shoulders span 2 * 0.175 of the width scale; the hair's top is at 0.975 of the stature.
+    f.things[index] = ThingOnGround(PERSON, z, -x, 0.35 * wscale, 0.0, 0.975 * hp)
 

@@ -8,13 +8,14 @@ pixels look, never what they show.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .geometry import Road, View
 from .look import Look
+from .truth import ThingOnGround
 from .types import SyntheticConfig
 
 SHIFT = 4  # fillPoly fixed-point bits: polygons keep 1/16 pixel precision at every resolution
@@ -87,7 +88,8 @@ class Canvas:
 @dataclass(frozen=True)
 class Frame:
     """What every layer of one scene draws with: its random stream (one, so that the draws' order fixes the
-    scene), the distribution's knobs, the canvas, the camera and road, and the look."""
+    scene), the distribution's knobs, the canvas, the camera and road, and the look; and, as the actors are
+    drawn, each thing's truth on the ground by its segment index."""
 
     rng: np.random.Generator
     config: SyntheticConfig
@@ -95,3 +97,4 @@ class Frame:
     view: View
     road: Road
     look: Look
+    things: dict[int, ThingOnGround] = field(default_factory=dict)

@@ -8,7 +8,8 @@ import numpy as np
 
 from ...core.labels import CITYSCAPES
 from ...core.types import PANOPTIC_LABEL_DIVISOR, Detections, SegmentInfo
-from .canvas import FIRST_THING, Canvas, Frame
+from .canvas import FIRST_THING, Frame
+from .truth import PinholeCamera, RoadOnGround, ThingOnGround
 from .types import CAR, PERSON, ROAD, THING_CLASS_IDS, TRUCK, SyntheticScene
 
 
@@ -46,14 +47,17 @@ def finish_image(f: Frame, seed: int) -> dict:
     return {"blur_sigma_px": float(sigma), "noise": amp}
 
 
-def read_labels(canvas: Canvas, seed: int, attributes: dict) -> SyntheticScene:
-    """The scene of ``seed`` as drawn on ``canvas``: its image, label maps, segments (in panoptic-id order) and
-    one detection per visible thing; ``attributes`` plus the counts of visible ``vehicles`` and ``pedestrians``."""
+def read_labels(f: Frame, seed: int, attributes: dict) -> SyntheticScene:
+    """The scene of ``seed`` as drawn on ``f``'s canvas: its image, label maps, segments (in panoptic-id order),
+    one detection per visible thing; its camera, each visible thing's truth on the ground by panoptic id and
+    the road on the ground; ``attributes`` plus the counts of visible ``vehicles`` and ``pedestrians``."""
+    canvas = f.canvas
     seg = canvas.segment_index
     hist = cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel()
     sem_lut = np.zeros((1, 256), np.uint8)
     pan_lut = np.zeros(256, np.int32)
     segments: list[SegmentInfo] = []
+    on_ground: dict[int, ThingOnGround] = {}  # by panoptic id
     next_instance = {c: 1 for c in THING_CLASS_IDS}
     for idx in np.flatnonzero(hist):
         idx = int(idx)
@@ -67,6 +71,8 @@ def read_labels(canvas: Canvas, seed: int, attributes: dict) -> SyntheticScene:
         sem_lut[0, idx] = cls
         pan = cls * PANOPTIC_LABEL_DIVISOR + inst
         pan_lut[idx] = pan
+        if is_thing:
+            on_ground[pan] = f.things[idx]
         mask = cv2.compare(seg, idx, cv2.CMP_EQ)
         x, y, w, h = cv2.boundingRect(mask)
         area = cv2.countNonZero(mask)
@@ -98,6 +104,9 @@ def read_labels(canvas: Canvas, seed: int, attributes: dict) -> SyntheticScene:
         panoptic=panoptic,
         segments=segments,
         detections=det,
+        camera=PinholeCamera.of_view(f.view, canvas.width, canvas.height),
+        things=dict(sorted(on_ground.items())),
+        ground_road=RoadOnGround(f.view, float(f.road.left), float(f.road.right)),
         seed=seed,
         attributes={**attributes, **counts},
     )

@@ -100,7 +100,7 @@ def _render(seed: int, width: int, height: int, cfg: SyntheticConfig) -> Synthet
         draw()
     attributes = _attributes(view, road, look)
     attributes.update(finish_image(frame, seed))
-    return read_labels(frame.canvas, seed, attributes)
+    return read_labels(frame, seed, attributes)
 
 
 def _attributes(view: View, road: Road, look: Look) -> dict:

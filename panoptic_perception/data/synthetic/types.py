@@ -4,10 +4,14 @@ and the Cityscapes label ids the generator draws."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...core.types import Detections, PerceptionResult, SegmentInfo
+
+if TYPE_CHECKING:  # truth.py builds on geometry.py, which imports this module
+    from .truth import PinholeCamera, RoadOnGround, ThingOnGround
 
 # Cityscapes label ids used by the generator.
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, TERRAIN, SKY = 7, 8, 11, 17, 21, 22, 23
@@ -101,7 +105,8 @@ class SyntheticConfig:
 
 @dataclass
 class SyntheticScene:
-    """One rendered frame and its labels (all arrays at the requested resolution)."""
+    """One rendered frame and its labels (all arrays at the requested resolution), and its ground truth in
+    metres (:mod:`.truth`): the exact camera, each visible thing on the ground and the road on the ground."""
 
     image: np.ndarray  # (H, W, 3) uint8 BGR
     drivable_mask: np.ndarray  # (H, W) uint8 0/1, == (semantic == 7)
@@ -110,6 +115,12 @@ class SyntheticScene:
     panoptic: np.ndarray  # (H, W) int32 class_id * 1000 + instance
     segments: list[SegmentInfo]
     detections: Detections
+    #: The camera that rendered the frame (intrinsics, height above the road; no pitch or roll).
+    camera: PinholeCamera
+    #: Each visible thing's class, place and size on the ground, by its panoptic segment id (ascending).
+    things: dict[int, ThingOnGround]
+    #: The road on the ground plane (:meth:`.RoadOnGround.mask` rasterises it onto a metric grid).
+    ground_road: RoadOnGround
     seed: int
     #: What was drawn: ``night``, ``fog``, ``urban``, ``curved``, ``curvature``, ``lanes``, ``dashed``,
     #: ``two_way``, ``edge_lines``, ``horizon``, ``vehicles`` / ``pedestrians`` (visible instances), ...
