@@ -177,3 +177,53 @@ def test_lane_points_are_one_per_grid_cell_on_the_lane_pixels():
     assert points.dtype == np.float32 and points.shape[1] == 3 and len(points) > 10
     assert (np.abs(points[:, 1]) < 0.6).all() and (points[:, 0] > 3).all() and (points[:, 2] == 0).all()
     assert len({(math.floor(x / 0.5), math.floor(y / 0.5)) for x, y, _ in points}) == len(points), "one point per cell"
+
+
+def synthetic_camera(scene) -> tuple[CameraCalibration, Mount]:
+    """The calibration and mount of a synthetic scene's exact camera (ground frame: origin on the road below
+    the camera)."""
+    camera = scene.camera
+    transform = camera.ground_from_optical
+    return (CameraCalibration.checked(camera.width, camera.height, camera.K, camera.D),
+            Mount(transform[:3, :3], transform[:3, 3]))
+
+
+def test_the_true_drivable_mask_on_the_ground_matches_the_generators_road_within_40_m():
+    """Issue 38's target: IoU >= 0.97 within 40 m (asserted here on 6 scenes; the benchmark reports more)."""
+    from panoptic_perception.data.synthetic import generate_scene
+
+    grid = GroundGrid(resolution=0.1, x_min=0, x_max=40, y_min=-20, y_max=20)
+    ious = []
+    for seed in range(6):
+        scene = generate_scene(seed, 1280, 720)
+        calibration, mount = synthetic_camera(scene)
+        projection = GroundProjection(calibration, mount, grid, max_range=40)
+        things = projection.sample((scene.panoptic % 1000 > 0).astype(np.uint8)).astype(bool)  # cars hide road
+        grid_values = occupancy(projection.sample(scene.drivable_mask), projection.seen, blocked=things)
+        projected = grid_values == FREE
+        truth = scene.ground_road.mask(grid.resolution, (grid.x_min, grid.x_max), (grid.y_min, grid.y_max))
+        seen = grid_values != UNKNOWN
+        ious.append((projected & truth & seen).sum() / ((projected | truth) & seen).sum())
+    assert min(ious) >= 0.95 and np.mean(ious) >= 0.97, ious
+
+
+def test_things_placed_from_their_true_masks_have_their_true_range():
+    """Issue 38's target: median range error <= 3 % within 50 m, from the lowest pixels of each instance."""
+    from panoptic_perception.core.ground import contact_pixels, ground_objects
+    from panoptic_perception.data.synthetic import generate_scene
+
+    errors = []
+    for seed in range(6):
+        scene = generate_scene(seed, 1280, 720)
+        calibration, mount = synthetic_camera(scene)
+        projection = GroundProjection(calibration, mount, GroundGrid(), max_range=50)
+        ids = [i for i in scene.things if (scene.panoptic == i).any()]
+        masks = [scene.panoptic == i for i in ids]
+        boxes = np.array([[*np.flatnonzero(m.any(0))[[0, -1]], *np.flatnonzero(m.any(1))[[0, -1]]] for m in masks],
+                         np.float64)[:, [0, 2, 1, 3]]
+        objects = ground_objects(projection, boxes, contact_pixels(boxes, masks))
+        for k, index in enumerate(objects.kept):
+            truth = scene.things[ids[index]]
+            if not objects.truncated[k] and truth.range <= 50:
+                errors.append(abs(np.hypot(*objects.positions[k, :2]) - truth.range) / truth.range)
+    assert len(errors) > 10 and np.median(errors) <= 0.03, (len(errors), np.median(errors))
