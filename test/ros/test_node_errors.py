@@ -53,6 +53,19 @@ def feed(node: PerceptionNode, width: int, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def spin_until(node: PerceptionNode, condition, what: str, timeout: float = 120.0) -> None:
+    """Run the node's callbacks (the executor's part of a reload) until ``condition()`` holds."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        executor.spin_once(timeout_sec=0.1)
+    executor.remove_node(node)
+
+
 @pytest.fixture
 def node(ros_env):
     context = rclpy.Context()
@@ -184,7 +197,6 @@ def test_a_reload_does_not_wait_for_the_build_and_frames_meanwhile_are_counted(n
     diagnostics say a reload runs, and the reload completes once the worker is free."""
     import threading
 
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     release = threading.Event()
@@ -198,33 +210,24 @@ def test_a_reload_does_not_wait_for_the_build_and_frames_meanwhile_are_counted(n
     assert not again.successful and "reload is in progress" in again.reason
     node._on_image(frame(32))  # waits while the worker is busy, then is processed or dropped: counted
     release.set()
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    deadline = time.monotonic() + 120
-    while node.backend.name != "yolopv2":
-        assert time.monotonic() < deadline, "the reload did not complete"
-        executor.spin_once(timeout_sec=0.1)
+    spin_until(node, lambda: node.backend.name == "yolopv2", "the reload to complete")
     assert node._reloading is None and node.settings["backend"] == "yolopv2"
     counted = node.counters
+    deadline = time.monotonic() + 60
     while counted.received != counted.processed + counted.dropped_stale + counted.dropped_superseded:
         assert time.monotonic() < deadline, f"the frame that waited for the reload has no outcome: {counted}"
         time.sleep(0.01)
 
 
 def test_a_reload_that_fails_later_keeps_the_old_backend_and_sets_the_parameter_back(node, tmp_path):
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
     result = node._on_set_parameters([Parameter("weights", value=str(broken))])
     assert result.successful, result.reason  # the file exists: what is wrong shows in the build
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    deadline = time.monotonic() + 60
-    while node._reloading is not None or node.get_parameter("weights").value != "":
-        assert time.monotonic() < deadline, "the failed reload was not handled"
-        executor.spin_once(timeout_sec=0.1)
+    spin_until(node, lambda: node._reloading is None and node.get_parameter("weights").value == "",
+               "the failed reload to be handled")
     assert node.settings["weights"] == "" and node.backend.weights_info.source == "bundled"
     level, message = node._status(node.counters.snapshot())
     assert level == DiagnosticStatus.WARN and "the last backend reload failed: WeightsError" in message
@@ -261,7 +264,6 @@ def test_frames_waiting_at_deactivate_are_counted(node):
 def test_thresholds_changed_during_a_reload_apply_to_the_new_backend(node):
     import threading
 
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     release = threading.Event()
@@ -269,12 +271,7 @@ def test_thresholds_changed_during_a_reload_apply_to_the_new_backend(node):
     assert node._on_set_parameters([Parameter("backend", value="yolopv2")]).successful
     assert node._on_set_parameters([Parameter("score_threshold", value=0.8)]).successful
     release.set()
-    executor = SingleThreadedExecutor(context=node.context)
-    executor.add_node(node)
-    deadline = time.monotonic() + 120
-    while node.backend.name != "yolopv2":
-        assert time.monotonic() < deadline, "the reload did not complete"
-        executor.spin_once(timeout_sec=0.1)
+    spin_until(node, lambda: node.backend.name == "yolopv2", "the reload to complete")
     assert node.backend.thresholds.score == 0.8
 
 
