@@ -100,7 +100,8 @@ PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
 #: The parameters of each camera of ``cameras``, ``cameras.<name>.<parameter>`` (read-only); in the defaults
 #: ``{name}`` stands for the camera's name and an empty transport for the node's ``input_transport``.
 CAMERA_PARAMETERS: tuple[ParameterSpec, ...] = (
-    ParameterSpec("image_topic", "{name}/image", "the camera's image topic (relative names resolve in the node's "
+    # <name>/image_raw and <name>/camera_info: what a camera driver started in namespace <name> publishes.
+    ParameterSpec("image_topic", "{name}/image_raw", "the camera's image topic (relative names resolve in the node's "
                   "namespace); compressed transport subscribes to <image_topic>/compressed", OnChange.READ_ONLY),
     ParameterSpec("transport", "", "raw or compressed; empty: the node's input_transport", OnChange.READ_ONLY,
                   choices=("", "raw", "compressed")),
