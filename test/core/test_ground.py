@@ -227,3 +227,34 @@ def test_things_placed_from_their_true_masks_have_their_true_range():
             if not objects.truncated[k] and truth.range <= 50:
                 errors.append(abs(np.hypot(*objects.positions[k, :2]) - truth.range) / truth.range)
     assert len(errors) > 10 and np.median(errors) <= 0.03, (len(errors), np.median(errors))
+
+
+def test_two_overlapping_crops_fuse_into_the_grid_of_the_whole_frame():
+    """Two cameras in one world: the left and right parts of one synthetic frame (overlapping), each with its
+    principal point shifted, give together the grid of the whole frame."""
+    from panoptic_perception.data.synthetic import generate_scene
+
+    scene = generate_scene(5_000_001, 1280, 720)
+    calibration, mount = synthetic_camera(scene)
+    grid = GroundGrid(resolution=0.2, x_min=0, x_max=40, y_min=-20, y_max=20)
+
+    def camera_grid(calibration, image):
+        projection = GroundProjection(calibration, mount, grid, max_range=40)
+        return occupancy(projection.sample(image), projection.seen)
+
+    whole = camera_grid(calibration, scene.drivable_mask)
+    crops = []
+    for left, right in ((0, 800), (480, 1280)):
+        K = calibration.K.copy()
+        K[0, 2] -= left
+        crops.append(camera_grid(CameraCalibration.checked(right - left, 720, K), scene.drivable_mask[:, left:right]))
+    fused = fuse_occupancy(crops)
+    assert (whole != UNKNOWN).sum() > 10_000
+    np.testing.assert_array_equal(fused, whole)
+
+
+def test_the_benchmark_times_building_and_each_frame_at_each_size():
+    from panoptic_perception.core.ground import benchmark
+
+    timings = benchmark(sizes=((64, 48),), grid=GroundGrid(resolution=1.0), runs=2)
+    assert sorted(timings) == ["build_64x48_ms", "frame_64x48_ms"] and all(v > 0 for v in timings.values())
