@@ -11,6 +11,7 @@ The subclasses live beside the code that raises them:
 
 - :class:`ConfigurationError` (here): an option, argument or configuration value the package refuses;
 - ``InvalidImageError`` (``core/preprocess.py``) and its ``RejectedImage`` (``core/messages.py``);
+- ``CalibrationError`` (``core/ground.py``): a camera calibration or mount that cannot place pixels on the ground;
 - ``WeightsError`` (``backends/weights.py``), ``UnknownBackendError`` (``backends/registry.py``);
 - ``ExportError`` (``deploy/onnx_export.py``), ``RuntimeUnavailableError`` (``deploy/runtime.py``).
 

@@ -128,12 +128,13 @@ def test_the_package_never_imports_the_test_only_references():
 
 
 def test_synthetic_scenes_build_on_core_only():
-    """data/synthetic (the scene generator and the fusion benchmark beside it) imports core/ and itself only,
+    """data/synthetic (the scene generator and the fusion benchmark beside it) imports core/, errors and itself only,
     so that any layer, backends/ included, may import it; core/ holds no benchmark scene."""
     for path in modules_under("data", "synthetic"):
         for name in imported_modules(path):
             if name.startswith("panoptic_perception."):
-                assert name.startswith(("panoptic_perception.core.", "panoptic_perception.data.synthetic.")), f"{path}: {name}"
+                assert name.startswith(("panoptic_perception.core.", "panoptic_perception.data.synthetic.",
+                                         "panoptic_perception.errors")), f"{path}: {name}"
     for path in modules_under("core"):
         functions = [node.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)]
         assert not [name for name in functions if "benchmark" in name], path

@@ -58,7 +58,7 @@ class FusionPanopticBackend(Backend):
     then :func:`~panoptic_perception.core.semantic_instance_fusion.fuse` (the paper's or Kirillov's heuristic).
     With the paper's fusion the semantic output is the fused one (§IV); with Kirillov's baseline it is
     the semantic head's own (the baseline only builds the panoptic image), so evaluating both
-    (``--options fusion=paper --options fusion=kirillov``) shows what the fusion adds to each output.
+    (``--variant fusion=paper --variant fusion=kirillov``) shows what the fusion adds to each output.
     ``fast=True`` folds the ResNet's BatchNorms into its convolutions. :meth:`forward` is the fixed-graph
     part (:meth:`FusionPanopticNetwork.dense`), the one ONNX Runtime and TensorRT run; :meth:`finish` keeps
     the data-dependent rest in torch (proposals, RoIAlign, box and mask heads, their NMS).

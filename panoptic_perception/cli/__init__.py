@@ -1,4 +1,4 @@
-"""The ``panoptic-perception`` command line: infer, benchmark, export, train, demo, convert-weights, backends.
+"""The panoptic-perception command line: infer, evaluate, benchmark, export, train, demo, replay and more.
 
 One module per group of commands (``infer``, ``benchmark``, ``export``, ``evaluate`` with ``demo``,
 ``training`` with the weights tools, ``ros``), each adding its commands to the parser; the options they

@@ -8,7 +8,7 @@ import itertools
 from pathlib import Path
 
 from ..errors import ConfigurationError
-from .options import add_backend_options, build_backend, frame_size, runtime_options, set_threads
+from .options import add_backend_options, build_backend, count, frame_size, runtime_options, set_threads
 
 
 def add_parsers(commands, common: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_parsers(commands, common: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--output", required=True, help="report folder")
     evaluate.add_argument("--image-topic", action="append", help="camera topic of a bag (repeatable; default: every image "
                           "topic outside /ground_truth; with several, metrics per camera plus overall)")
-    evaluate.add_argument("--limit", type=int, help="evaluate at most this many frames")
+    evaluate.add_argument("--limit", type=count, help="evaluate at most this many frames")
     evaluate.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                           help="backend options of one more run of every backend, side by side (repeatable), "
                                "e.g. --variant fusion=paper --variant fusion=kirillov")

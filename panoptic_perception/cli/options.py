@@ -14,6 +14,7 @@ from typing import Collection
 
 from ..backends import Backend
 from ..backends.base import parse_options
+from ..core.io import frame_size  # noqa: F401  (the --size type of the commands)
 from ..deploy import PRECISIONS, RUNTIMES
 from ..factory import create_backend
 
@@ -21,13 +22,15 @@ from ..factory import create_backend
 THRESHOLD_OPTIONS = {"score": "score_threshold", "iou": "iou_threshold", "max_detections": "max_detections"}
 
 
-def frame_size(text: str) -> tuple[int, int]:
-    """``WIDTHxHEIGHT`` → (width, height); argparse reports anything else as a usage error."""
+def count(text: str) -> int:
+    """A non-negative integer; argparse reports anything else as a usage error."""
     try:
-        width, height = (int(v) for v in text.lower().split("x"))
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
-    return width, height
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def add_option_argument(parser: argparse.ArgumentParser, help: str) -> None:

@@ -359,7 +359,7 @@ def ground_objects(projection: GroundProjection, boxes: np.ndarray, contacts: np
     return GroundObjects(points, sizes, covariances, truncated, kept)
 
 
-def benchmark(sizes: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080)), grid: GroundGrid = GroundGrid(),
+def projection_timings(sizes: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080)), grid: GroundGrid = GroundGrid(),
               runs: int = 20) -> dict[str, float]:
     """Milliseconds of one camera's ground projection on ``grid`` at each frame size (a level camera 1.5 m
     up, 90 degrees wide, plumb_bob distortion): ``build_<W>x<H>_ms``, building the lookup table once, and
@@ -389,4 +389,4 @@ def benchmark(sizes: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080)), 
 if __name__ == "__main__":  # python -m panoptic_perception.core.ground: the timings above, as JSON
     import json
 
-    print(json.dumps({"grid": GroundGrid().shape, **benchmark()}, indent=2))
+    print(json.dumps({"grid": GroundGrid().shape, **projection_timings()}, indent=2))

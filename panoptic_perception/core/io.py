@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,6 +23,15 @@ CITYSCAPES_IMAGE_TAG = "_leftImg8bit"
 #: A Cityscapes frame id: the city (no underscore: the scripts split the name there), then the sequence
 #: and the frame number, six digits each.
 _CITYSCAPES_ID = re.compile(r"[^_]+_\d{6}_\d{6}")
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. ``640x360``, any case) → (width, height), both positive; an
+    ``argparse.ArgumentTypeError`` naming the form for anything else (the commands' ``--size`` type)."""
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), got {text!r}")
+    return int(match[1]), int(match[2])
 
 
 def sha256_of(path: str | Path) -> str:

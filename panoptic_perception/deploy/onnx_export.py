@@ -91,10 +91,12 @@ def unflatten_outputs(tensors: Sequence[Any], structure: Any) -> Any:
 
 # -- identity of an exported network --------------------------------------------------------------------
 def code_files(module_file: str | Path) -> list[Path]:
-    """The code that shapes an exported graph: the backend's module, ``backends/base.py`` (whose
-    ``forward`` a backend uses unless it defines its own), ``nn/``, the pre-processing and this exporter."""
-    return [Path(module_file), PACKAGE / "backends" / "base.py", *sorted((PACKAGE / "nn").glob("*.py")),
-            PACKAGE / "core" / "preprocess.py", Path(__file__).resolve()]
+    """The code that shapes an exported graph: the backend's module and its paper's network in ``models/``
+    (same file name), ``backends/base.py`` (whose ``forward`` a backend uses unless it defines its own),
+    ``nn/``, the pre-processing and this exporter."""
+    network = PACKAGE / "models" / Path(module_file).name
+    return [Path(module_file), *([network] if network.is_file() else []), PACKAGE / "backends" / "base.py",
+            *sorted((PACKAGE / "nn").glob("*.py")), PACKAGE / "core" / "preprocess.py", Path(__file__).resolve()]
 
 
 @functools.lru_cache(maxsize=None)

@@ -26,7 +26,7 @@ import numpy as np
 from rclpy.serialization import serialize_message
 from std_msgs.msg import Header
 
-from ..core.io import FrameSource
+from ..core.io import FrameSource, frame_size
 from ..core.labels import CITYSCAPES
 from ..data.rosbag import GROUND_TRUTH_PREFIX, typestore
 from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
@@ -189,14 +189,6 @@ def make_bag(
             "image_topics": [f"{camera.topic}/compressed" if compressed else camera.topic for camera in streams]}
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``--size`` WIDTHxHEIGHT → (width, height); argparse.ArgumentTypeError naming the form for anything else."""
-    match = re.fullmatch(r"(\d+)x(\d+)", text.lower())
-    if not match or min(int(match[1]), int(match[2])) < 1:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), got {text!r}")
-    return int(match[1]), int(match[2])
-
-
 def _camera_list(text: str) -> dict[str, tuple[int, int] | None]:
     """``--cameras`` NAME[@WxH],... → name → (width, height) or None; argparse.ArgumentTypeError naming the
     form for a malformed or repeated name or size."""
@@ -209,7 +201,7 @@ def _camera_list(text: str) -> dict[str, tuple[int, int] | None]:
         if name in RESERVED_CAMERA_NAMES:  # their topics would read as ground truth or the node's outputs
             raise argparse.ArgumentTypeError(f"{name} is not a camera name: /{name}/ holds "
                                              f"{RESERVED_CAMERA_NAMES[name]}")
-        cameras[name] = _size(size) if size else None
+        cameras[name] = frame_size(size) if size else None
     return cameras
 
 
@@ -220,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="bag to create (a folder)")
     parser.add_argument("--storage", choices=sorted(STORAGE), default="mcap")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps (of each camera)")
-    parser.add_argument("--size", type=_size, help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
+    parser.add_argument("--size", type=frame_size, help="synthetic frame WxH (default 1280x720; or synthetic:N@WxH)")
     parser.add_argument("--compressed", action="store_true", help="store JPEG (sensor_msgs/CompressedImage)")
     parser.add_argument("--first-seed", type=int, help=f"seed of the first synthetic scene (or synthetic:N+SEED; default "
                         f"{EVALUATION_FIRST_SEED}, the held-out evaluation scenes of evaluate --data synthetic:N)")

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..backends import create_backend
+from ..core.io import frame_size
 from ..data.synthetic import generate_scene
 from ..evaluation.latency import measure_latency
 
@@ -252,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="panoptic-perception node-benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="twinlitenet")
     parser.add_argument("--weights")
-    parser.add_argument("--size", default="1280x720", help="camera frame WxH (bgr8)")
+    parser.add_argument("--size", type=frame_size, default=(1280, 720), help="camera frame WxH (bgr8)")
     parser.add_argument("--rate", type=float, default=None, help="camera frames per second (default 10; 15 with --cameras)")
     parser.add_argument("--seconds", type=float, default=None, help="camera run time (default 10; 20 with --cameras)")
     parser.add_argument("--cameras", type=int, default=0, metavar="N",
@@ -261,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="extra node parameter (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = args.size
     if args.cameras:
         rate, seconds = args.rate or 15.0, args.seconds or 20.0
         report = benchmark_cameras(args.backend, args.weights, size, rate, seconds, args.cameras, args.parameter)

@@ -20,6 +20,7 @@ from panoptic_perception.cli import main
         (["infer", "--weights", "/nonexistent.pth", "IMG", "--output", "OUT"], "weights file not found"),
         (["train", "--config", "/nonexistent.yaml"], "config file not found"),
         (["train", "--config", "a.yaml", "--config", "b.yaml", "--output-dir", "x"], "--output-dir applies to one --config"),
+        (["evaluate", "--data", "synthetic:3@8x8", "--output", "OUT"], "image size must be at least 16x16, got 8x8"),
     ],
 )
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -29,6 +30,17 @@ def test_errors_print_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["-q", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("panoptic-perception: error:") and message in err[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--data", "synthetic:2", "--limit", "-1"], "argument --limit: expected a number >= 0, got -1"),
+    (["demo", "--size", "0x0"], "argument --size: expected WIDTHxHEIGHT with positive sizes (e.g. 640x360), got '0x0'"),
+    (["benchmark", "--size", "abc"], "argument --size: expected WIDTHxHEIGHT with positive sizes"),
+])
+def test_malformed_arguments_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["-q", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_backends_lists_capabilities(capsys):

@@ -253,8 +253,8 @@ def test_two_overlapping_crops_fuse_into_the_grid_of_the_whole_frame():
     np.testing.assert_array_equal(fused, whole)
 
 
-def test_the_benchmark_times_building_and_each_frame_at_each_size():
-    from panoptic_perception.core.ground import benchmark
+def test_the_timings_cover_building_and_each_frame_at_each_size():
+    from panoptic_perception.core.ground import projection_timings
 
-    timings = benchmark(sizes=((64, 48),), grid=GroundGrid(resolution=1.0), runs=2)
+    timings = projection_timings(sizes=((64, 48),), grid=GroundGrid(resolution=1.0), runs=2)
     assert sorted(timings) == ["build_64x48_ms", "frame_64x48_ms"] and all(v > 0 for v in timings.values())

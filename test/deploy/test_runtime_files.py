@@ -24,9 +24,12 @@ from panoptic_perception.deploy.onnxruntime import OnnxRuntimeNetwork
 SIZE = (160, 96)  # a small TwinLiteNet input: exports in seconds
 
 
-def test_the_cache_key_covers_the_default_forward_in_backends_base():
+def test_the_cache_key_covers_the_network_and_the_default_forward_in_backends_base():
+    from panoptic_perception.models.twinlitenet import TwinLiteNet
+
     files = code_files(inspect.getfile(TwinLiteNetBackend))
     assert Path(inspect.getfile(TwinLiteNetBackend)) in files
+    assert Path(inspect.getfile(TwinLiteNet)).resolve() in [f.resolve() for f in files], "the network's code"
     assert Path(inspect.getfile(Backend)).resolve() in [f.resolve() for f in files], "Backend.forward is exported"
     assert "forward" not in vars(TwinLiteNetBackend), "TwinLiteNet exports the inherited forward"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from panoptic_perception.backends.twinlitenet import TwinLiteNet
+from panoptic_perception.models.twinlitenet import TwinLiteNet
 from panoptic_perception.data.sample import Sample
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.evaluation import loop
@@ -35,3 +35,16 @@ def test_validation_runs_the_shared_loop_untimed(monkeypatch):
     monkeypatch.setattr(common, "run_frames", spy)
     common.validate_with_backend("twinlitenet", TwinLiteNet().eval(), {"input_width": 96, "input_height": 56}, [scene_sample(1)])
     assert len(calls) == 1 and calls[0]["timed"] is False
+
+
+def test_a_network_that_fails_during_validation_raises_instead_of_scoring_the_survivors():
+    import pytest
+
+    class Broken(TwinLiteNet):
+        def forward(self, image):
+            raise RuntimeError("a bug in the network")
+
+    samples = [scene_sample(1), scene_sample(2)]
+    with pytest.raises(RuntimeError, match=r"validation failed on 2 of 2 samples; first: scene_1 \(backend\): "
+                                           r"RuntimeError: a bug in the network"):
+        common.validate_with_backend("twinlitenet", Broken().eval(), {"input_width": 96, "input_height": 56}, samples)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ...errors import ConfigurationError
 from .actors import sample_pedestrians, sample_vehicles
 from .canvas import Canvas, Frame
 from .finishing import finish_image, read_labels
@@ -31,9 +32,9 @@ def generate_scene(seed: int, width: int = 640, height: int = 360, config: Synth
     """
     seed = int(seed)
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise ConfigurationError(f"seed must be non-negative, got {seed}")
     if width < 16 or height < 16:
-        raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
+        raise ConfigurationError(f"image size must be at least 16x16, got {width}x{height}")
     return _render(seed, int(width), int(height), config or SyntheticConfig())
 
 
@@ -46,9 +47,9 @@ class SyntheticScenes:
 
     def __init__(self, count: int, width: int = 640, height: int = 360, first_seed: int = 0, config: SyntheticConfig | None = None) -> None:
         if count < 0:
-            raise ValueError(f"count must be non-negative, got {count}")
+            raise ConfigurationError(f"count must be non-negative, got {count}")
         if first_seed < 0:
-            raise ValueError(f"first_seed must be non-negative, got {first_seed}")
+            raise ConfigurationError(f"first_seed must be non-negative, got {first_seed}")
         self.count = int(count)
         self.width = int(width)
         self.height = int(height)

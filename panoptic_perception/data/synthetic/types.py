@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ...core.types import Detections, PerceptionResult, SegmentInfo
+from ...errors import ConfigurationError
 
 if TYPE_CHECKING:  # truth.py builds on geometry.py, which imports this module
     from .truth import PinholeCamera, RoadOnGround, ThingOnGround
@@ -89,18 +90,18 @@ class SyntheticConfig:
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 if len(value) != 2 or value[0] > value[1]:
-                    raise ValueError(f"SyntheticConfig.{f.name} must be a (low, high) pair with low <= high, got {value}")
+                    raise ConfigurationError(f"SyntheticConfig.{f.name} must be a (low, high) pair with low <= high, got {value}")
                 if min(value) < 0:
-                    raise ValueError(f"SyntheticConfig.{f.name} must not be negative, got {value}")
+                    raise ConfigurationError(f"SyntheticConfig.{f.name} must not be negative, got {value}")
             elif f.name.endswith("_prob") or f.name in ("truck_fraction", "pedestrian_on_road_prob"):
                 if not 0.0 <= value <= 1.0:
-                    raise ValueError(f"SyntheticConfig.{f.name} must be a probability, got {value}")
+                    raise ConfigurationError(f"SyntheticConfig.{f.name} must be a probability, got {value}")
         if self.lane_count_range[0] < 1:
-            raise ValueError("SyntheticConfig.lane_count_range must start at 1 or more")
+            raise ConfigurationError("SyntheticConfig.lane_count_range must start at 1 or more")
         if not (0.05 <= self.horizon_range[0] and self.horizon_range[1] <= 0.9):
-            raise ValueError("SyntheticConfig.horizon_range must lie within [0.05, 0.9]")
+            raise ConfigurationError("SyntheticConfig.horizon_range must lie within [0.05, 0.9]")
         if self.camera_height_range[0] <= 0.2:
-            raise ValueError("SyntheticConfig.camera_height_range must be above 0.2 m")
+            raise ConfigurationError("SyntheticConfig.camera_height_range must be above 0.2 m")
 
 
 @dataclass

@@ -31,14 +31,21 @@ def validate_with_backend(backend: str, network: nn.Module, model_config: dict[s
     its summary.
 
     The samples go through :func:`~panoptic_perception.evaluation.loop.run_frames`, untimed (the summary
-    has no latency): a sample that cannot be read, or that the backend or the scoring fails on, is
-    reported on stderr and left out, as in ``evaluate``."""
+    has no latency): a sample that cannot be read is reported on stderr and left out, as in ``evaluate``;
+    a sample that the network, its post-processing or the scoring fails on raises RuntimeError naming it
+    (a model in training that fails is a bug to see, not a sample to skip: a best checkpoint chosen on
+    the samples it happens to survive would mislead)."""
     runner = create_backend(backend, network=network, fast=False, **model_config)
     if thresholds:
         runner.set_thresholds(**thresholds)
     evaluator = Evaluator(runner.label_map, runner.capabilities)
-    run_frames(runner, (samples[index] for index in range(len(samples))), FrameFailures(label="validation"), evaluator,
-               timed=False)
+    failures = FrameFailures(label="validation")
+    run_frames(runner, (samples[index] for index in range(len(samples))), failures, evaluator, timed=False)
+    failed = [f for f in failures.to_list() if f["stage"] != "read"]
+    if failed:
+        first = failed[0]
+        raise RuntimeError(f"validation failed on {len(failed)} of {len(samples)} samples; first: {first['frame']} "
+                           f"({first['stage']}): {first['error']}")
     return evaluator.compute()
 
 
