@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -23,6 +24,10 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     infer.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or videos")
     infer.add_argument("--output", required=True, help="output folder")
     infer.add_argument("--input-size", type=frame_size, help="network input WxH (default from the weights)")
+    infer.add_argument("--camera-info", metavar="YAML", help="the camera's calibration (camera_calibration format): also "
+                       "write NAME_ground.png, the drivable area on the ground seen from above (README, Ground plane)")
+    infer.add_argument("--mount", default="0,0,1.5,0,0,0", metavar="X,Y,Z,ROLL,PITCH,YAW",
+                       help="with --camera-info: the camera's mount on the vehicle (metres, radians; default 1.5 m up, level)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
     infer.add_argument("--class-ids", choices=("label", "train"), default="label",
                        help="Cityscapes class ids in NAME_semantic.png and panoptic.json: label ids (what cityscapesscripts' "
@@ -60,7 +65,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     """Per frame NAME (an image's stem; a Cityscapes image ``<city>_<seq>_<frame>_leftImg8bit.png`` is
     NAME = ``<city>_<seq>_<frame>``, the id Cityscapes' tools match), what the backend produces:
     ``NAME_drivable.png`` / ``NAME_lane.png`` (0/255), ``NAME_semantic.png`` (class ids: ``--class-ids``),
-    ``NAME_semantic_color.png``, ``NAME_panoptic.png`` (COCO / Cityscapes panoptic PNG), ``NAME_overlay.jpg``
+    ``NAME_semantic_color.png``, ``NAME_panoptic.png`` (COCO / Cityscapes panoptic PNG), ``NAME_overlay.jpg``,
+    with ``--camera-info`` ``NAME_ground.png`` (:func:`~panoptic_perception.core.ground.grid_image`)
     and ``NAME.json``; for Cityscapes images also ``cityscapes_semantic/NAME.png`` (label ids, for
     ``csEvalPixelLevelSemanticLabeling``). Then ``summary.json`` and ``panoptic.json`` (``image_id`` NAME)."""
     from ..core.failures import FrameFailures
@@ -81,6 +87,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
                                  f"outputs {backend.label_map.name} classes")
     if cityscapes_classes:
         frames.check_cityscapes_ids()  # before any output: its evaluation takes one file per Cityscapes frame
+    projection = None
+    if args.camera_info:  # checked before any output
+        from ..core.ground import GroundGrid, GroundProjection, parse_mount, read_camera_calibration
+
+        projection = GroundProjection(read_camera_calibration(args.camera_info), parse_mount(args.mount), GroundGrid())
+    ground_warnings: set[str] = set()
     # Label ids are the backend's own class ids; train ids through the table (255: not evaluated).
     class_ids = CITYSCAPES_TRAIN_IDS if args.class_ids == "train" else np.arange(256, dtype=np.uint8)
     output = Path(args.output)
@@ -107,6 +119,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 segment["category_id"] = int(class_ids[segment["category_id"]])
             annotation = {"image_id": name, "file_name": f"{name}_panoptic.png", "segments_info": segments_info}
         images[f"{name}_overlay.jpg"] = draw_overlay(frame.image, result, backend.label_map)
+        if projection is not None:
+            from ..core.ground import CalibrationError, grid_image, result_occupancy
+
+            try:
+                grid = result_occupancy(projection, result, backend.label_map)
+            except CalibrationError as error:  # this frame's image outputs go on; say it once
+                if str(error) not in ground_warnings:
+                    ground_warnings.add(str(error))
+                    print(f"no ground output: {error}", file=sys.stderr)
+                grid = None
+            if grid is not None:
+                images[f"{name}_ground.png"] = grid_image(grid)
         record = {
             "source": frame.source,
             "image_size": list(result.image_size),

@@ -359,6 +359,69 @@ def ground_objects(projection: GroundProjection, boxes: np.ndarray, contacts: np
     return GroundObjects(points, sizes, covariances, truncated, kept)
 
 
+def result_occupancy(projection: GroundProjection, result, label_map) -> np.ndarray | None:
+    """One camera's grid (:func:`occupancy`) from a :class:`~panoptic_perception.core.types.PerceptionResult`
+    of its frame: drivable where the drivable mask (else the semantic map's road class) says so; a cell whose
+    pixel shows a thing (a panoptic instance, a thing class of the semantic map, else inside a detection box)
+    is hidden behind it (unknown). None for a result with neither a drivable mask nor a semantic map with a
+    road class. Raises CalibrationError when the frame is not of the calibrated size."""
+    drivable = result.drivable_mask
+    if drivable is None and result.semantic is not None and "road" in {c.name for c in label_map.classes}:
+        drivable = (result.semantic == label_map.id_of("road")).astype(np.uint8)
+    if drivable is None:
+        return None
+    if result.panoptic is not None:
+        things = result.panoptic % 1000 > 0
+    elif result.semantic is not None:
+        things = np.isin(result.semantic, [c.id for c in label_map.classes if c.is_thing])
+    else:
+        things = np.zeros(drivable.shape, bool)
+        for x1, y1, x2, y2 in np.asarray(result.detections.boxes if result.detections is not None else [], int).reshape(-1, 4):
+            things[max(y1, 0): y2 + 1, max(x1, 0): x2 + 1] = True
+    blocked = projection.sample(things.astype(np.uint8)).astype(bool)
+    return occupancy(projection.sample(drivable.astype(np.uint8)), projection.seen, blocked)
+
+
+def read_camera_calibration(path) -> CameraCalibration:
+    """The calibration in a ``camera_calibration`` YAML file (what ROS' camera calibrator and camera_info_manager
+    write: ``image_width``, ``image_height``, ``camera_matrix``, ``distortion_model``,
+    ``distortion_coefficients``, each matrix a ``{rows, cols, data}`` map). Raises CalibrationError naming what
+    is missing or wrong, OSError for an unreadable file."""
+    import yaml
+
+    with open(path) as file:
+        document = yaml.safe_load(file)
+    try:
+        return CameraCalibration.checked(
+            int(document["image_width"]), int(document["image_height"]), document["camera_matrix"]["data"],
+            document.get("distortion_coefficients", {}).get("data", ()), document.get("distortion_model", "plumb_bob"))
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, CalibrationError):
+            raise
+        raise CalibrationError(f"{path} is not a camera_calibration file: {type(error).__name__}: {error}") from None
+
+
+def parse_mount(text: str) -> Mount:
+    """``X,Y,Z,ROLL,PITCH,YAW`` (metres, radians; see :meth:`Mount.from_xyz_rpy`) → the mount. Raises
+    CalibrationError for anything else."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise CalibrationError(f"a mount is X,Y,Z,ROLL,PITCH,YAW (metres, radians), got {text!r}")
+    return Mount.from_xyz_rpy(*values)
+
+
+def grid_image(values: np.ndarray) -> np.ndarray:
+    """A grid of occupancy values (rows along y, columns along x) as a picture seen from above, forward up and
+    left on the left: (columns, rows) uint8, free 255, occupied 0, unknown 128."""
+    image = np.full(values.shape, 128, np.uint8)
+    image[values == FREE] = 255
+    image[values == OCCUPIED] = 0
+    return image.T[::-1, ::-1]
+
+
 def projection_timings(sizes: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080)), grid: GroundGrid = GroundGrid(),
               runs: int = 20) -> dict[str, float]:
     """Milliseconds of one camera's ground projection on ``grid`` at each frame size (a level camera 1.5 m

@@ -273,3 +273,38 @@ def test_infer_refuses_inputs_repeating_a_cityscapes_frame_before_writing_anythi
                                        f"({inputs[0]}, {inputs[1]}): Cityscapes' scripts take one file per frame, give "
                                        f"each frame once\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_infer_with_a_camera_calibration_writes_the_drivable_area_on_the_ground(tmp_path, capsys):
+    from panoptic_perception.core.ground import GroundGrid
+    from panoptic_perception.data.synthetic import generate_scene
+
+    scene = generate_scene(5_000_003, 640, 360)
+    cv2.imwrite(str(tmp_path / "frame.png"), scene.image)
+    (tmp_path / "camera.yaml").write_text(scene.camera.camera_calibration_yaml("front"))
+    small = generate_scene(5_000_003, 320, 180)
+    cv2.imwrite(str(tmp_path / "small.png"), small.image)  # not the calibrated size: no ground output, said once
+    mount = f"0,0,{scene.camera.height_above_ground},0,0,0"
+    argv = ["-q", "infer", str(tmp_path / "frame.png"), str(tmp_path / "small.png"), "--camera-info",
+            str(tmp_path / "camera.yaml"), "--mount", mount, "--output", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("no ground output: the calibration describes 640x360 images") == 1
+    assert not (tmp_path / "out" / "small_ground.png").exists() and (tmp_path / "out" / "small_drivable.png").exists()
+    picture = cv2.imread(str(tmp_path / "out" / "frame_ground.png"), cv2.IMREAD_UNCHANGED)
+    grid = GroundGrid()
+    assert picture.shape == grid.shape[::-1]
+    free = (picture == 255)[::-1, ::-1].T  # back to the grid's rows (y) and columns (x)
+    truth = scene.ground_road.mask(grid.resolution, (grid.x_min, grid.x_max), (grid.y_min, grid.y_max))
+    known = (picture != 128)[::-1, ::-1].T
+    iou = (free & truth & known).sum() / ((free | truth) & known).sum()
+    assert iou > 0.8, iou  # the bundled weights' prediction, not the truth
+
+
+def test_infer_refuses_a_calibration_that_is_not_one(tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "camera.yaml").write_text("image_width: 64\nimage_height: 48\n")
+    argv = ["-q", "infer", str(tmp_path / "frame.png"), "--camera-info", str(tmp_path / "camera.yaml"),
+            "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "is not a camera_calibration file: KeyError: 'camera_matrix'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -258,3 +258,21 @@ def test_the_timings_cover_building_and_each_frame_at_each_size():
 
     timings = projection_timings(sizes=((64, 48),), grid=GroundGrid(resolution=1.0), runs=2)
     assert sorted(timings) == ["build_64x48_ms", "frame_64x48_ms"] and all(v > 0 for v in timings.values())
+
+
+def test_a_camera_calibration_file_reads_back_and_a_picture_of_the_grid_looks_forward(tmp_path):
+    from panoptic_perception.core.ground import grid_image, parse_mount, read_camera_calibration
+    from panoptic_perception.data.synthetic import generate_scene
+
+    camera = generate_scene(3, 320, 180).camera
+    (tmp_path / "camera.yaml").write_text(camera.camera_calibration_yaml("front"))
+    calibration = read_camera_calibration(tmp_path / "camera.yaml")
+    assert calibration.image_size == (320, 180) and np.allclose(calibration.K, camera.K)
+    np.testing.assert_allclose(parse_mount("1,2,3,0.1,0.2,0.3").rotation, Mount.from_xyz_rpy(1, 2, 3, 0.1, 0.2, 0.3).rotation)
+    with pytest.raises(CalibrationError, match="X,Y,Z,ROLL,PITCH,YAW"):
+        parse_mount("1,2,3")
+    values = np.full((2, 3), UNKNOWN, np.int8)  # rows: y = -0.5, 0.5 (right, left); columns: x = 0.5, 1.5, 2.5
+    values[1, 2] = FREE  # ahead and to the left
+    values[0, 0] = OCCUPIED  # near and to the right
+    picture = grid_image(values)
+    assert picture.shape == (3, 2) and picture[0, 0] == 255 and picture[2, 1] == 0 and picture[1, 0] == 128
