@@ -76,7 +76,10 @@ def test_one_node_serves_three_cameras_and_a_silent_or_bad_one_never_stalls_the_
             assert process.wait(240) == 0, process.output()[-2000:]
         return {name: [int(line) for line in Path(stamps).read_text().split()] for name, (_, stamps) in cameras.items()}
 
-    # Three cameras at once.
+    # Three cameras at once, once this process has discovered the node's outputs (a frame published before
+    # then would be lost to the recording, though the node processed it).
+    probe.wait_for(lambda: all(probe.node.count_publishers(f"{NODE}/{name}/drivable_area") for name in CAMERAS)
+                   or node.popen.poll() is not None, 120, "the node's outputs")
     sent = run_cameras(CAMERAS, "all")
     values = settled_cameras(probe, diagnostics, 0, {name: len(stamps) for name, stamps in sent.items()})
     for name, ((width, height), _, _) in CAMERAS.items():
