@@ -174,6 +174,42 @@ class Mount:
         return Mount(outer.rotation @ self.rotation, outer.rotation @ self.translation + outer.translation)
 
 
+class StaticTransforms:
+    """The static transforms of a robot (what ``/tf_static`` carries: camera mounts do not move), chained:
+    :meth:`lookup` gives the transform from one frame to another through the tree, whichever way its edges
+    were published. For nodes without tf2; a transform published again replaces the old one."""
+
+    def __init__(self) -> None:
+        self._edges: dict[tuple[str, str], Mount] = {}  # (parent, child) -> child in parent
+
+    def add(self, parent: str, child: str, translation, quaternion) -> None:
+        """``child``'s pose in ``parent`` (a TransformStamped's header.frame_id, child_frame_id, translation and
+        rotation x y z w). Raises CalibrationError for a degenerate transform."""
+        self._edges[(parent.lstrip("/"), child.lstrip("/"))] = Mount.from_quaternion(translation, quaternion)
+
+    def lookup(self, target: str, source: str) -> Mount:
+        """The transform taking points of ``source`` into ``target``. Raises CalibrationError when the two
+        frames are not connected (yet)."""
+        target, source = target.lstrip("/"), source.lstrip("/")
+        neighbours: dict[str, list[tuple[str, Mount]]] = {}
+        for (parent, child), mount in self._edges.items():
+            inverse = Mount(mount.rotation.T, -mount.rotation.T @ mount.translation)
+            neighbours.setdefault(child, []).append((parent, mount))  # child points into the parent
+            neighbours.setdefault(parent, []).append((child, inverse))
+        paths = {source: Mount(np.eye(3), np.zeros(3))}
+        frontier = [source]
+        while frontier and target not in paths:
+            frame = frontier.pop(0)
+            for neighbour, step in neighbours.get(frame, []):
+                if neighbour not in paths:
+                    paths[neighbour] = paths[frame].then(step)
+                    frontier.append(neighbour)
+        if target not in paths:
+            raise CalibrationError(f"no transform from {source} to {target} (known frames: "
+                                   f"{', '.join(sorted(neighbours)) or 'none'})")
+        return paths[target]
+
+
 @dataclass(frozen=True)
 class GroundGrid:
     """A metric grid on the ground plane of the target frame: cells of ``resolution`` metres from

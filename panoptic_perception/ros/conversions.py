@@ -22,9 +22,10 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from ..core.ground import CameraCalibration
 from ..core.labels import LabelMap
-from ..core.visualize import draw_overlay
 from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
+from ..core.visualize import draw_overlay
 from ..msg import DrivingPerception, PanopticSegment, PanopticSegmentation
 from .topics import CAPABILITY_TOPICS, DETECTIONS, PANOPTIC, OutputTopic
 
@@ -160,3 +161,12 @@ def perception_messages(
     if "overlay" in topics:
         messages["overlay"] = bgr_to_image(draw_overlay(image, result, label_map, overlay_alpha), header)
     return messages
+
+
+def calibration_from_camera_info(msg) -> CameraCalibration:
+    """A ``sensor_msgs/CameraInfo`` as the core's :class:`~panoptic_perception.core.ground.CameraCalibration`
+    (K, D and its model, the full sensor size, binning and ROI). Raises CalibrationError for one that cannot
+    place pixels on the ground (an uncalibrated camera's all-zero K, NaN, an unknown distortion model)."""
+    roi = msg.roi
+    return CameraCalibration.checked(msg.width, msg.height, list(msg.k), list(msg.d), msg.distortion_model,
+                                     msg.binning_x, msg.binning_y, (roi.x_offset, roi.y_offset, roi.width, roi.height))

@@ -276,3 +276,24 @@ def test_a_camera_calibration_file_reads_back_and_a_picture_of_the_grid_looks_fo
     values[0, 0] = OCCUPIED  # near and to the right
     picture = grid_image(values)
     assert picture.shape == (3, 2) and picture[0, 0] == 255 and picture[2, 1] == 0 and picture[1, 0] == 128
+
+
+def test_static_transforms_chain_a_camera_mount_through_the_tree_either_way():
+    from panoptic_perception.core.ground import StaticTransforms
+
+    def quaternion(roll, pitch, yaw):
+        cr, sr, cp, sp, cy, sy = (f(a / 2) for a in (roll, pitch, yaw) for f in (math.cos, math.sin))
+        return [sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy,
+                cr * cp * cy + sr * sp * sy]
+
+    tree = StaticTransforms()
+    tree.add("base_link", "camera_link", [1.5, 0.1, 1.4], quaternion(0.0, 0.05, 0.02))
+    tree.add("camera_link", "camera_optical", [0, 0, 0], [-0.5, 0.5, -0.5, 0.5])  # REP 103 optical frame
+    mount = tree.lookup("base_link", "camera_optical")
+    expected = Mount.from_xyz_rpy(1.5, 0.1, 1.4, 0.0, 0.05, 0.02)
+    np.testing.assert_allclose(mount.rotation, expected.rotation, atol=1e-12)
+    np.testing.assert_allclose(mount.translation, expected.translation, atol=1e-12)
+    back = tree.lookup("camera_optical", "/base_link")  # against the edges' direction, leading slash ignored
+    np.testing.assert_allclose(back.then(mount).rotation, np.eye(3), atol=1e-12)
+    with pytest.raises(CalibrationError, match="no transform from rear_optical to base_link"):
+        tree.lookup("base_link", "rear_optical")

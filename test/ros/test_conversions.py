@@ -152,3 +152,19 @@ def test_every_output_topic_names_an_installed_message_type_and_the_bundle_has_a
     for topic in CAPABILITY_TOPICS.values():
         package, _, name = topic.msg_type.split("/")
         assert fields[topic.name] in (f"{package}/{name}", name), topic.name  # the package's own types unqualified
+
+
+def test_camera_info_becomes_the_cores_calibration_and_an_uncalibrated_one_is_refused():
+    from sensor_msgs.msg import CameraInfo
+
+    from panoptic_perception.core.ground import CalibrationError
+    from panoptic_perception.ros.conversions import calibration_from_camera_info
+
+    info = CameraInfo(width=1280, height=720, distortion_model="plumb_bob", binning_x=2, binning_y=2)
+    info.k = [720.0, 0.0, 639.5, 0.0, 720.0, 359.5, 0.0, 0.0, 1.0]
+    info.d = [-0.2, 0.05, 0.0, 0.0, 0.0]
+    info.roi.x_offset, info.roi.y_offset, info.roi.width, info.roi.height = 320, 180, 640, 360
+    calibration = calibration_from_camera_info(info)
+    assert calibration.image_size == (320, 180) and calibration.K[0, 2] == 639.5 and calibration.D[0] == -0.2
+    with pytest.raises(CalibrationError, match="positive focal lengths"):
+        calibration_from_camera_info(CameraInfo(width=1280, height=720, distortion_model="plumb_bob"))
