@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,61 +44,21 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 
 def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: float, seconds: float,
               parameters: Sequence[str]) -> dict:
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-    from ..msg import DrivingPerception
-
     image = generate_scene(0, *size).image
     local = measure_latency({"backend": create_backend(backend, weights)}, image, runs=30, warmup=5)["backend"]
 
     log_dir = Path(tempfile.mkdtemp(prefix="panoptic_benchmark_"))
     env = _environment(log_dir)
-    cli = [sys.executable, "-m", "panoptic_perception.cli"]
     overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []), *parameters]
-    node_args = [*cli, "node", "--ros-args", "-r", "image:=/benchmark/image", *sum((["-p", p] for p in overrides), [])]
-    node = subprocess.Popen(node_args, env=env, stdout=open(log_dir / "node.log", "w"), stderr=subprocess.STDOUT)
-    camera = None
-    rclpy.init()
-    probe = rclpy.create_node("node_benchmark")
-    arrivals: list[tuple[int, DrivingPerception]] = []
-    probe.create_subscription(
-        DrivingPerception, "/panoptic_perception/result",
-        lambda msg: arrivals.append((probe.get_clock().now().nanoseconds, msg)),
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-    )
-    diagnostics: list[dict[str, str]] = []
-    probe.create_subscription(
-        DiagnosticArray, "/diagnostics",
-        lambda msg: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in msg.status), 10,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while probe.count_publishers("/panoptic_perception/result") == 0:
-            if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the node did not start; see {log_dir / 'node.log'}")
-            rclpy.spin_once(probe, timeout_sec=0.1)
-        count = int(rate * seconds)
-        camera = subprocess.Popen(
-            [*cli, "camera", "--topic", "/benchmark/image", "--rate", str(rate), "--count", str(count),
-             "--size", f"{size[0]}x{size[1]}", "--wait-for-subscriber", "30"],
-            env=env, stdout=open(log_dir / "camera.log", "w"), stderr=subprocess.STDOUT,
-        )
-        while camera.poll() is None:
-            rclpy.spin_once(probe, timeout_sec=0.05)
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
-            rclpy.spin_once(probe, timeout_sec=0.05)
-    finally:
-        _stop([p for p in (camera, node) if p is not None])
-        probe.destroy_node()
-        rclpy.try_shutdown()
-
+    node_args = [sys.executable, "-m", "panoptic_perception.cli", "node", "--ros-args", "-r", "image:=/benchmark/image",
+                 *sum((["-p", p] for p in overrides), [])]
+    recording = record([node_args], {"camera": "/panoptic_perception/result"}, {"camera": "/benchmark/image"}, size,
+                       rate, seconds, log_dir, env)
+    arrivals, diagnostics = recording.results["camera"], recording.diagnostics
     warm = arrivals[3:]  # the first frames include discovery and lazily allocated buffers
     if not warm:
         raise RuntimeError(f"no results arrived; see {log_dir}")
-    end_to_end = [(t - (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)) / 1e6 for t, m in warm]
+    end_to_end = [(t - _stamp_ns(m)) / 1e6 for t, m in warm]
     in_node = [m.preprocess_ms + m.inference_ms + m.postprocess_ms for _, m in warm]
     return {
         "backend": backend,
@@ -156,13 +117,27 @@ def _stop(processes) -> None:
             process.kill()
 
 
-def run_cameras(nodes: list[list[str]], result_topics: dict[str, str], image_topics: dict[str, str],
-                size: tuple[int, int], rate: float, seconds: float, log_dir: Path, env: dict[str, str]) -> dict:
-    """Start the node processes ``nodes`` (argument lists), then one camera process per camera (publishing
-    ``size`` frames on ``image_topics[camera]`` at ``rate`` for ``seconds``), and record each camera's
-    results on ``result_topics[camera]``: results per second over the cameras' run, latency (arrival minus
-    the frame's stamp) per camera, and the nodes' peak resident memory together."""
+@dataclass
+class Recording:
+    """What :func:`record` saw: each camera's results as (arrival ns, message), the nodes' /diagnostics
+    statuses (values by key, in arrival order), the nodes' peak resident memory together (MiB) and how long
+    the cameras ran (s)."""
+
+    results: dict[str, list[tuple[int, Any]]]
+    diagnostics: list[dict[str, str]]
+    peak_rss_mb: float
+    seconds: float
+
+
+def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: dict[str, str], size: tuple[int, int],
+           rate: float, seconds: float, log_dir: Path, env: dict[str, str], distinct: int = 30) -> Recording:
+    """Start the node processes ``nodes`` (argument lists) and wait until they publish ``result_topics``,
+    then one camera process per camera (``distinct`` synthetic ``size`` frames on ``image_topics[camera]``,
+    frame_id the camera's name, at ``rate`` for ``seconds``), and record each camera's results on
+    ``result_topics[camera]`` until 2 s after the cameras end. Raises RuntimeError when the nodes do not
+    start."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..msg import DrivingPerception
@@ -173,13 +148,17 @@ def run_cameras(nodes: list[list[str]], result_topics: dict[str, str], image_top
     node_pids = [p.pid for p in processes]
     rclpy.init()
     probe = rclpy.create_node("node_benchmark")
-    arrivals: dict[str, list[tuple[int, int]]] = {camera: [] for camera in result_topics}
+    results: dict[str, list[tuple[int, Any]]] = {camera: [] for camera in result_topics}
     for camera, topic in result_topics.items():
         probe.create_subscription(
             DrivingPerception, topic,
-            lambda msg, camera=camera: arrivals[camera].append(
-                (probe.get_clock().now().nanoseconds, msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec)),
+            lambda msg, camera=camera: results[camera].append((probe.get_clock().now().nanoseconds, msg)),
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    diagnostics: list[dict[str, str]] = []
+    probe.create_subscription(
+        DiagnosticArray, "/diagnostics",
+        lambda msg: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in msg.status), 10,
+    )
     peak_mb = 0.0
     try:
         deadline = time.monotonic() + 180
@@ -190,7 +169,7 @@ def run_cameras(nodes: list[list[str]], result_topics: dict[str, str], image_top
         count = int(rate * seconds)
         cameras = [subprocess.Popen(
             [*cli, "camera", "--topic", topic, "--frame-id", camera, "--rate", str(rate), "--count", str(count),
-             "--size", f"{size[0]}x{size[1]}", "--distinct", "4", "--wait-for-subscriber", "60"],
+             "--size", f"{size[0]}x{size[1]}", "--distinct", str(distinct), "--wait-for-subscriber", "60"],
             env=env, stdout=open(log_dir / f"camera_{camera}.log", "w"), stderr=subprocess.STDOUT,
         ) for camera, topic in image_topics.items()]
         processes += cameras
@@ -206,15 +185,25 @@ def run_cameras(nodes: list[list[str]], result_topics: dict[str, str], image_top
         _stop(processes)
         probe.destroy_node()
         rclpy.try_shutdown()
+    return Recording(results, diagnostics, peak_mb, ended - started)
+
+
+def _stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+def camera_rates(recording: Recording, rate: float, seconds: float) -> dict:
+    """Results per second over the cameras' run, all together and per camera, latency (arrival minus the
+    frame's stamp) per camera, and the nodes' peak memory."""
     per_camera = {}
-    for camera, received in arrivals.items():
+    for camera, received in recording.results.items():
         warm = received[3:]  # the first results include discovery and lazily allocated buffers
-        latency = [(t - stamp) / 1e6 for t, stamp in warm]
-        per_camera[camera] = {"results": len(received), "results_per_s": len(received) / (ended - started),
+        latency = [(t - _stamp_ns(msg)) / 1e6 for t, msg in warm]
+        per_camera[camera] = {"results": len(received), "results_per_s": len(received) / recording.seconds,
                               **({"latency_ms": _stats(latency)} if latency else {})}
     total = sum(c["results"] for c in per_camera.values())
-    return {"results_per_s": total / (ended - started), "cameras": per_camera, "peak_rss_mb": peak_mb,
-            "frames_published": int(rate * seconds) * len(image_topics)}
+    return {"results_per_s": total / recording.seconds, "cameras": per_camera, "peak_rss_mb": recording.peak_rss_mb,
+            "frames_published": int(rate * seconds) * len(recording.results)}
 
 
 def benchmark_cameras(backend: str, weights: str | None, size: tuple[int, int], rate: float, seconds: float,
@@ -232,12 +221,12 @@ def benchmark_cameras(backend: str, weights: str | None, size: tuple[int, int], 
            *sum((["-p", f"cameras.{name}.image_topic:={topic}"] for name, topic in images.items()), [])]
     for folder in ("one_node", "separate_nodes"):
         (log_dir / folder).mkdir()
-    shared = run_cameras([one], {name: f"/panoptic_perception/{name}/result" for name in names}, images, size, rate,
-                         seconds, log_dir / "one_node", env)
+    shared = camera_rates(record([one], {name: f"/panoptic_perception/{name}/result" for name in names}, images, size,
+                                 rate, seconds, log_dir / "one_node", env, distinct=4), rate, seconds)
     separate_nodes = [[*cli, "-r", f"__ns:=/{name}", "-r", f"image:={images[name]}", *sum((["-p", p] for p in overrides), [])]
                       for name in names]
-    separate = run_cameras(separate_nodes, {name: f"/{name}/panoptic_perception/result" for name in names}, images,
-                           size, rate, seconds, log_dir / "separate_nodes", env)
+    separate = camera_rates(record(separate_nodes, {name: f"/{name}/panoptic_perception/result" for name in names},
+                                   images, size, rate, seconds, log_dir / "separate_nodes", env, distinct=4), rate, seconds)
     rates = [c["results_per_s"] for c in shared["cameras"].values()]
     return {
         "backend": backend, "cameras": cameras, "frame_size": list(size), "rate_hz": rate, "seconds": seconds,
