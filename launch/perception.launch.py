@@ -4,6 +4,7 @@
     ros2 launch panoptic_perception perception.launch.py input_transport:=compressed rviz:=true
     ros2 launch panoptic_perception perception.launch.py namespace:=front weights:=/data/best.pth
     ros2 launch panoptic_perception perception.launch.py runtime:=onnxruntime
+    ros2 launch panoptic_perception perception.launch.py cameras:=front,left,right
 
 `ros2 launch panoptic_perception perception.launch.py --show-args` lists the arguments.
 Outputs: under /<namespace>/panoptic_perception/, those of the backend (README, Topics;
@@ -11,7 +12,7 @@ panoptic_perception/ros/topics.py), and /diagnostics.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -19,9 +20,15 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
-def generate_launch_description():
-    share = FindPackageShare("panoptic_perception")
+def camera_names(text: str) -> list[str]:
+    """The `cameras` argument as names: `front,left,right` (or YAML-style `[front, left, right]`)."""
+    return [name.strip() for name in text.strip().strip("[]").split(",") if name.strip()]
 
+
+def launch_nodes(context):
+    """The node (and rviz2), built when the arguments are known: the node gets a `cameras` parameter only
+    when the argument names cameras, since an empty argument must leave the params file's cameras as they are."""
+    share = FindPackageShare("panoptic_perception")
     backend = LaunchConfiguration("backend")
     weights = LaunchConfiguration("weights")
     runtime = LaunchConfiguration("runtime")
@@ -31,6 +38,58 @@ def generate_launch_description():
     params_file = LaunchConfiguration("params_file")
     use_sim_time = LaunchConfiguration("use_sim_time")
     rviz = LaunchConfiguration("rviz")
+    cameras = LaunchConfiguration("cameras")
+
+    overrides = {
+        "backend": ParameterValue(backend, value_type=str),
+        "weights": ParameterValue(weights, value_type=str),
+        "runtime": ParameterValue(runtime, value_type=str),
+        "input_transport": ParameterValue(input_transport, value_type=str),
+        "use_sim_time": ParameterValue(use_sim_time, value_type=bool),
+    }
+    names = camera_names(cameras.perform(context))
+    if names:
+        overrides["cameras"] = names
+    perception = Node(
+        package="panoptic_perception",
+        executable="perception_node",
+        name="panoptic_perception",
+        namespace=namespace,
+        # The params file first, then the arguments: later entries win. Typed explicitly so that a
+        # weights path such as "1e3" or "true" stays a string and use_sim_time becomes a bool.
+        parameters=[params_file, overrides],
+        # The single-camera node subscribes to the relative names `image` / `image/compressed`; only
+        # the one that matches input_transport is used. Named cameras have their own topics.
+        remappings=[
+            ("image", image_topic),
+            ("image/compressed", [image_topic, "/compressed"]),
+        ],
+        output="screen",
+        emulate_tty=True,
+    )
+
+    # perception.rviz names the topics of the single-camera node without a namespace; remap them into
+    # the namespace (identity when it is empty) and, with named cameras, to the first camera's outputs.
+    shown = f"/panoptic_perception/{names[0]}" if names else "/panoptic_perception"
+    visualization = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", PathJoinSubstitution([share, "config", "perception.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(use_sim_time, value_type=bool)}],
+        remappings=[
+            (f"/panoptic_perception/{topic}", [namespace, f"{shown}/{topic}"])
+            for topic in ("overlay", "drivable_area", "lane_lines")
+        ],
+        condition=IfCondition(rviz),
+        output="screen",
+    )
+    return [perception, visualization]
+
+
+def generate_launch_description():
+    share = FindPackageShare("panoptic_perception")
+    backend = LaunchConfiguration("backend")
 
     arguments = [
         DeclareLaunchArgument(
@@ -60,6 +119,11 @@ def generate_launch_description():
             default_value=PathJoinSubstitution([share, "config", [backend, ".yaml"]]),
             description="Node parameters (ROS 2 params file); default: the package's config/<backend>.yaml. "
                         "backend, weights, runtime, input_transport and use_sim_time from the arguments override it"),
+        DeclareLaunchArgument(
+            "cameras", default_value="",
+            description="Camera names served by one node, comma-separated (front,left,right): each camera's "
+                        "topics default to <camera>/image_raw and <camera>/camera_info, outputs come under "
+                        "~/<camera>/; empty: the params file's cameras (none: one camera on image_topic)"),
         DeclareLaunchArgument(
             "use_sim_time", default_value="false",
             description="Use /clock (true when playing a bag with --clock)"),
@@ -96,47 +160,4 @@ def generate_launch_description():
         ),
     ]
 
-    perception = Node(
-        package="panoptic_perception",
-        executable="perception_node",
-        name="panoptic_perception",
-        namespace=namespace,
-        # The params file first, then the arguments: later entries win. Typed explicitly so that a
-        # weights path such as "1e3" or "true" stays a string and use_sim_time becomes a bool.
-        parameters=[
-            params_file,
-            {
-                "backend": ParameterValue(backend, value_type=str),
-                "weights": ParameterValue(weights, value_type=str),
-                "runtime": ParameterValue(runtime, value_type=str),
-                "input_transport": ParameterValue(input_transport, value_type=str),
-                "use_sim_time": ParameterValue(use_sim_time, value_type=bool),
-            },
-        ],
-        # The node subscribes to the relative names `image` / `image/compressed`; only the one that
-        # matches input_transport is used.
-        remappings=[
-            ("image", image_topic),
-            ("image/compressed", [image_topic, "/compressed"]),
-        ],
-        output="screen",
-        emulate_tty=True,
-    )
-
-    # perception.rviz names the topics of the node without a namespace; remap them into the namespace
-    # (identity when it is empty).
-    visualization = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", PathJoinSubstitution([share, "config", "perception.rviz"])],
-        parameters=[{"use_sim_time": ParameterValue(use_sim_time, value_type=bool)}],
-        remappings=[
-            (f"/panoptic_perception/{topic}", [namespace, f"/panoptic_perception/{topic}"])
-            for topic in ("overlay", "drivable_area", "lane_lines")
-        ],
-        condition=IfCondition(rviz),
-        output="screen",
-    )
-
-    return LaunchDescription([*arguments, *environment, perception, visualization])
+    return LaunchDescription([*arguments, *environment, OpaqueFunction(function=launch_nodes)])

@@ -41,6 +41,7 @@ ARGUMENT_DEFAULTS = {
     "params_file": None,  # a substitution: share/config/<backend>.yaml, checked below
     "use_sim_time": "false",
     "rviz": "false",
+    "cameras": "",
 }
 OVERRIDDEN_PARAMETERS = {"backend", "weights", "runtime", "input_transport", "use_sim_time"}
 IMAGE_OUTPUTS = ("overlay", "drivable_area", "lane_lines", "semantic")  # sensor_msgs/Image topics
@@ -75,6 +76,13 @@ class LaunchFile:
         for node in ast.walk(self.tree):
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 self.assignments[node.targets[0].id] = node.value
+
+    def reached(self, node: ast.AST) -> list[ast.AST]:
+        """The nodes under ``node``, and under the module-level functions it names (an OpaqueFunction's)."""
+        found, functions = list(ast.walk(node)), {f.name: f for f in self.tree.body if isinstance(f, ast.FunctionDef)}
+        for name in {n.id for n in found if isinstance(n, ast.Name)} & set(functions):
+            found.extend(ast.walk(functions[name]))
+        return found
 
     def calls(self, name: str) -> list[ast.Call]:
         return [node for node in ast.walk(self.tree) if call_name(node) == name]
@@ -245,6 +253,26 @@ def test_parameters_are_the_params_file_then_overrides_of_existing_parameters(la
         assert launch.references(value) == {name}, f"{name} must come from the launch argument {name}"
 
 
+def test_the_cameras_argument_names_the_cameras_only_when_given(launch):
+    (function,) = [f for f in launch.tree.body if isinstance(f, ast.FunctionDef) and f.name == "camera_names"]
+    namespace = {}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), str(LAUNCH_FILE), "exec"), namespace)
+    camera_names = namespace["camera_names"]
+    assert camera_names("front,left,right") == ["front", "left", "right"]
+    assert camera_names("[front, left, right]") == ["front", "left", "right"]
+    assert camera_names(" front ") == ["front"]
+    assert camera_names("") == [] and camera_names("[]") == []
+    # The override is set under a condition on the names: an empty argument keeps the params file's cameras.
+    (assignment,) = [node for node in ast.walk(launch.tree) if isinstance(node, ast.If)
+                     for node in node.body if isinstance(node, ast.Assign)
+                     and isinstance(node.targets[0], ast.Subscript)
+                     and launch.evaluate(node.targets[0].slice, {}) == "cameras"]
+    assert call_name(launch.resolve(assignment.value)) == "camera_names"
+    assert launch.references(assignment.value) == {"cameras"}
+    parameters = launch.resolve(keyword(perception_node(launch), "parameters"))
+    assert launch.resolve(parameters.elts[-1]) is launch.resolve(assignment.targets[0].value)
+
+
 def test_image_topics_are_remapped_from_the_image_topic_argument(launch):
     remappings = launch.resolve(keyword(perception_node(launch), "remappings"))
     arguments = defaults(launch) | {"image_topic": "/front/image_raw"}
@@ -270,8 +298,9 @@ def test_fastdds_profile_variables_point_at_the_package_profile_unless_already_s
     order = []
     for element in launch.resolve(description.args[0]).elts:
         element = element.value if isinstance(element, ast.Starred) else element
-        kinds = {call_name(launch.resolve(n)) for n in ast.walk(launch.resolve(element))}
-        packages = {launch.evaluate(keyword(launch.resolve(n), "package"), {}) for n in ast.walk(launch.resolve(element))
+        reached = launch.reached(launch.resolve(element))
+        kinds = {call_name(launch.resolve(n)) for n in reached}
+        packages = {launch.evaluate(keyword(launch.resolve(n), "package"), {}) for n in reached
                     if call_name(launch.resolve(n)) == "Node"}
         order.append("environment" if "SetEnvironmentVariable" in kinds else "node" if packages else "other")
     assert "node" in order and "environment" in order
