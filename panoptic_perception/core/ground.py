@@ -271,12 +271,14 @@ class GroundProjection:
         if in_front.any():
             pixels[in_front] = calibration.project(optical[in_front])
         horizontal = np.hypot(points[:, 0] - mount.translation[0], points[:, 1] - mount.translation[1])
-        seen = (in_front & (pixels[:, 0] > -0.5) & (pixels[:, 0] < width - 0.5) & (pixels[:, 1] > -0.5)
-                & (pixels[:, 1] < height - 0.5) & (horizontal <= max_range))
         # Round to the nearest pixel once here, so that a frame's remap is exact and nearest-neighbour; to
         # micropixels first, so that a cell on a pixel border goes the same way however the same geometry
-        # is written (a cropped camera's shifted principal point changes the last bits).
-        rounded = np.where(seen[:, None], np.rint(np.round(pixels, 6)), -1).astype(np.float32)
+        # is written (a cropped camera's shifted principal point changes the last bits). Seen: the rounded
+        # pixel is in the image (a pixel 63.4999996 rounds to 64, outside a 64 pixel wide image).
+        rounded = np.rint(np.round(pixels, 6))
+        seen = (in_front & (rounded[:, 0] >= 0) & (rounded[:, 0] <= width - 1) & (rounded[:, 1] >= 0)
+                & (rounded[:, 1] <= height - 1) & (horizontal <= max_range))
+        rounded = np.where(seen[:, None], rounded, -1).astype(np.float32)
         self.map_x = rounded[:, 0].reshape(grid.shape)
         self.map_y = rounded[:, 1].reshape(grid.shape)
         self.seen = seen.reshape(grid.shape)

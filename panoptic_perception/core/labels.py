@@ -128,3 +128,7 @@ DRIVING_MASKS = LabelMap(
         LabelClass(2, "lane_line", (255, 40, 40)),
     ),
 )
+
+#: BDD100K / YOLOP "vehicle": the class names merged into it where a backend's only class is "vehicle"
+#: (the released YOLOPv2).
+VEHICLE_CLASSES = frozenset({"car", "truck", "bus", "train", "vehicle"})

@@ -82,7 +82,7 @@ class _Synthetic:
 
     def __iter__(self) -> Iterator[Sample]:
         for scene in self.scenes:
-            yield Sample(f"synthetic_{scene.seed}", scene.image, scene.to_result())
+            yield Sample(f"synthetic_{scene.seed}", scene.image, scene.to_truth())
 
 
 def open_dataset(spec: str, image_topic: str | Sequence[str] | None = None) -> Iterable[Sample]:

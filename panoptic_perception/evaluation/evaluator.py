@@ -11,6 +11,8 @@ Each frame is added with :meth:`Evaluator.add` (the prediction and the truth as
   car, bus, truck and train of the truth merged into one vehicle class, other classes left out;
 - ``semantic``: mIoU and per-class IoU over the backend's classes (truth void ignored);
 - ``panoptic``: PQ / SQ / RQ (all, things, stuff);
+- ``ground``: where the truth is in metres (synthetic scenes), the outputs placed on the ground: drivable
+  IoU within 40 m and object range error within 50 m (:mod:`.ground`);
 - ``latency_ms`` and throughput, from each frame's time.
 """
 
@@ -21,15 +23,13 @@ from typing import Iterable
 
 import numpy as np
 
-from ..core.labels import LabelMap
+from ..core.labels import VEHICLE_CLASSES, LabelMap
 from ..core.types import Capability, Detections, PerceptionResult
 from .detection import DetectionMetrics
+from .ground import GroundMetrics, ground_truth_of
 from .panoptic import PanopticQuality
 from .segmentation import DrivingSegmentationMetrics, confusion_matrix, iou_per_class
 from .semantic import SemanticSegmentationMetrics
-
-#: BDD100K / YOLOP "vehicle": the classes merged into it.
-VEHICLE_CLASSES = frozenset({"car", "truck", "bus", "train", "vehicle"})
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -52,6 +52,7 @@ class Evaluator:
         self.semantic = SemanticSegmentationMetrics(label_map.ids.tolist()) if Capability.SEMANTIC in capabilities else None
         self.panoptic = (PanopticQuality({c.id: c.is_thing for c in label_map.classes})
                          if Capability.PANOPTIC in capabilities else None)
+        self.ground = GroundMetrics(label_map, self.merge_vehicles)
         self.frames: list[dict] = []
         self._latencies: list[float] = []
 
@@ -59,12 +60,16 @@ class Evaluator:
         """Score one frame; returns its per-frame record (also kept in :attr:`frames`).
 
         Raises ValueError, before anything is counted, when a map of the prediction (drivable area, lane
-        lines, semantic, panoptic) has another shape than the truth's: a frame is scored whole or not at all.
+        lines, semantic, panoptic) has another shape than the truth's, or the prediction another image size
+        than the camera of a truth in metres: a frame is scored whole or not at all.
         """
         record: dict = {"frame": name}
         if latency_ms is not None:
             record["latency_ms"] = round(latency_ms, 3)
         if truth is not None:
+            ground_truth = ground_truth_of(truth)
+            if ground_truth is not None:
+                ground_truth.calibration.check_image(*prediction.image_size)
             for field in ("drivable_mask", "lane_mask", "semantic", "panoptic"):
                 predicted, true = getattr(prediction, field), getattr(truth, field)
                 if predicted is not None and true is not None and predicted.shape != true.shape:
@@ -77,6 +82,8 @@ class Evaluator:
             if self.panoptic is not None and prediction.panoptic is not None and truth.panoptic is not None:
                 # Datasets with crowd regions (Cityscapes) list them on the truth; others have none.
                 self.panoptic.add(prediction.panoptic, truth.panoptic, getattr(truth, "crowd_segments", ()))
+            if ground_truth is not None:
+                record.update(self.ground.add(prediction, ground_truth))
         if latency_ms is not None:
             self._latencies.append(latency_ms)
         self.frames.append(record)
@@ -123,6 +130,8 @@ class Evaluator:
             summary["semantic"] = self.semantic.compute()
         if self.panoptic is not None and self.panoptic.images:
             summary["panoptic"] = self.panoptic.compute()
+        if self.ground.frames:
+            summary["ground"] = self.ground.compute()
         if self._latencies:
             summary["latency_ms"] = _percentiles(self._latencies)
             mean = summary["latency_ms"]["mean"]

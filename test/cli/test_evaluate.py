@@ -148,3 +148,14 @@ def test_evaluate_a_bag_of_three_cameras_gives_metrics_per_camera_and_overall(tm
     assert [(run["name"], run["summary"]["frames"]) for run in chosen] == [
         ("twinlitenet", 4), ("twinlitenet@right", 2), ("twinlitenet@front", 2)]
     assert chosen[1]["summary"]["driving"] == runs[3]["summary"]["driving"], "a camera scores the same chosen or not"
+
+
+def test_evaluate_reports_ground_plane_metrics_on_synthetic_scenes(tmp_path):
+    out = tmp_path / "report"
+    assert main(["-q", "evaluate", "--data", "synthetic:2@640x360", "--output", str(out)]) == 0  # bundled twinlitenet
+    run = json.loads((out / "metrics.json").read_text())["runs"][0]
+    ground = run["summary"]["ground"]
+    assert ground["drivable_frames"] == 2 and 0.7 < ground["drivable_iou_min"] <= ground["drivable_iou"] < 1
+    assert "range_error_median" not in ground, "twinlitenet has no objects"
+    assert all(0.7 < frame["ground_drivable_iou"] < 1 for frame in run["frames"])
+    assert "| ground drivable IoU within 40 m, mean (%) |" in (out / "report.md").read_text()

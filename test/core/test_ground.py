@@ -21,6 +21,7 @@ from panoptic_perception.core.ground import (
     fuse_occupancy,
     occupancy,
 )
+from panoptic_perception.evaluation.ground import synthetic_camera
 
 K_720P = [[720.0, 0, 639.5], [0, 720.0, 359.5], [0, 0, 1]]
 DISTORTIONS = {"plumb_bob": [-0.25, 0.08, 0.001, -0.0005, -0.01],
@@ -179,15 +180,6 @@ def test_lane_points_are_one_per_grid_cell_on_the_lane_pixels():
     assert len({(math.floor(x / 0.5), math.floor(y / 0.5)) for x, y, _ in points}) == len(points), "one point per cell"
 
 
-def synthetic_camera(scene) -> tuple[CameraCalibration, Mount]:
-    """The calibration and mount of a synthetic scene's exact camera (ground frame: origin on the road below
-    the camera)."""
-    camera = scene.camera
-    transform = camera.ground_from_optical
-    return (CameraCalibration.checked(camera.width, camera.height, camera.K, camera.D),
-            Mount(transform[:3, :3], transform[:3, 3]))
-
-
 def test_the_true_drivable_mask_on_the_ground_matches_the_generators_road_within_40_m():
     """Issue 38's target: IoU >= 0.97 within 40 m (asserted here on 6 scenes; the benchmark reports more)."""
     from panoptic_perception.data.synthetic import generate_scene
@@ -196,7 +188,7 @@ def test_the_true_drivable_mask_on_the_ground_matches_the_generators_road_within
     ious = []
     for seed in range(6):
         scene = generate_scene(seed, 1280, 720)
-        calibration, mount = synthetic_camera(scene)
+        calibration, mount = synthetic_camera(scene.camera)
         projection = GroundProjection(calibration, mount, grid, max_range=40)
         things = projection.sample((scene.panoptic % 1000 > 0).astype(np.uint8)).astype(bool)  # cars hide road
         grid_values = occupancy(projection.sample(scene.drivable_mask), projection.seen, blocked=things)
@@ -215,7 +207,7 @@ def test_things_placed_from_their_true_masks_have_their_true_range():
     errors = []
     for seed in range(6):
         scene = generate_scene(seed, 1280, 720)
-        calibration, mount = synthetic_camera(scene)
+        calibration, mount = synthetic_camera(scene.camera)
         projection = GroundProjection(calibration, mount, GroundGrid(), max_range=50)
         ids = [i for i in scene.things if (scene.panoptic == i).any()]
         masks = [scene.panoptic == i for i in ids]
@@ -235,7 +227,7 @@ def test_two_overlapping_crops_fuse_into_the_grid_of_the_whole_frame():
     from panoptic_perception.data.synthetic import generate_scene
 
     scene = generate_scene(5_000_001, 1280, 720)
-    calibration, mount = synthetic_camera(scene)
+    calibration, mount = synthetic_camera(scene.camera)
     grid = GroundGrid(resolution=0.2, x_min=0, x_max=40, y_min=-20, y_max=20)
 
     def camera_grid(calibration, image):

@@ -138,3 +138,19 @@ class SyntheticScene:
             self.size, "ground truth", drivable_mask=self.drivable_mask, lane_mask=self.lane_mask,
             detections=self.detections, semantic=self.semantic, panoptic=self.panoptic, segments=self.segments,
         )
+
+    def to_truth(self) -> SyntheticTruth:
+        """:meth:`to_result` with the ground truth in metres (camera, things and road on the ground), for
+        scoring ground-plane outputs (:mod:`panoptic_perception.evaluation.ground`)."""
+        return SyntheticTruth(**vars(self.to_result()), camera=self.camera, things=self.things,
+                              ground_road=self.ground_road)
+
+
+@dataclass
+class SyntheticTruth(PerceptionResult):
+    """A scene's labels (:meth:`SyntheticScene.to_result`) and its ground truth in metres: the exact camera,
+    each visible thing on the ground by panoptic id, and the road on the ground plane (:mod:`.truth`)."""
+
+    camera: PinholeCamera | None = None
+    things: dict[int, ThingOnGround] = field(default_factory=dict)
+    ground_road: RoadOnGround | None = None

@@ -78,8 +78,8 @@ from torch import nn
 from ...backends.base import build_config
 from ...backends.weights import read_checkpoint
 from ...backends.yolopv2 import YOLOPv2Backend
+from ...core.labels import VEHICLE_CLASSES
 from ...core.preprocess import Geometry
-from ...evaluation.evaluator import VEHICLE_CLASSES
 from ...models.yolopv2 import ANCHORS, STRIDES, YOLOPv2, YOLOPv2Config
 from ..data import Example, hflip, resize
 from ..engine import TrainConfig
