@@ -169,6 +169,22 @@ def perception_messages(
     return messages
 
 
+def camera_info_msg(width: int, height: int, K: np.ndarray, D: np.ndarray, distortion_model: str, header: Header,
+                    roi: tuple[int, int, int, int] = (0, 0, 0, 0)):
+    """A monocular camera's ``sensor_msgs/CameraInfo``: (3, 3) ``K`` and ``D`` of the full ``width`` x ``height``
+    sensor, R the identity, P = [K | 0]; ``roi`` (x, y, w, h; zeros: the whole image) the part published."""
+    from sensor_msgs.msg import CameraInfo
+
+    K = np.asarray(K, np.float64)
+    msg = CameraInfo(header=header, width=int(width), height=int(height), distortion_model=distortion_model)
+    msg.k = K.ravel().tolist()
+    msg.d = np.asarray(D, np.float64).ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    msg.p = np.hstack([K, np.zeros((3, 1))]).ravel().tolist()
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = (int(v) for v in roi)
+    return msg
+
+
 def calibration_from_camera_info(msg) -> CameraCalibration:
     """A ``sensor_msgs/CameraInfo`` as the core's :class:`~panoptic_perception.core.ground.CameraCalibration`
     (K, D and its model, the full sensor size, binning and ROI). Raises CalibrationError for one that cannot
