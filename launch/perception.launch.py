@@ -69,7 +69,7 @@ def launch_nodes(context):
     )
 
     # perception.rviz names the topics of the single-camera node without a namespace; remap them into
-    # the namespace (identity when it is empty) and, with named cameras, to the first camera's outputs.
+    # the namespace (identity when it is empty) and, with named cameras, the images to the first camera's.
     shown = f"/panoptic_perception/{names[0]}" if names else "/panoptic_perception"
     visualization = Node(
         package="rviz2",
@@ -78,8 +78,11 @@ def launch_nodes(context):
         arguments=["-d", PathJoinSubstitution([share, "config", "perception.rviz"])],
         parameters=[{"use_sim_time": ParameterValue(use_sim_time, value_type=bool)}],
         remappings=[
-            (f"/panoptic_perception/{topic}", [namespace, f"{shown}/{topic}"])
-            for topic in ("overlay", "drivable_area", "lane_lines")
+            *[(f"/panoptic_perception/{topic}", [namespace, f"{shown}/{topic}"])
+              for topic in ("overlay", "drivable_area", "lane_lines")],
+            # The ground outputs are the node's, fused over its cameras.
+            *[(f"/panoptic_perception/ground/{topic}", [namespace, f"/panoptic_perception/ground/{topic}"])
+              for topic in ("drivable", "lane_lines", "markers")],
         ],
         condition=IfCondition(rviz),
         output="screen",

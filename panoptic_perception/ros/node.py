@@ -61,15 +61,17 @@ from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, i
 from ..core.streaming import Batch, BatchPolicy, CameraFrames, FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..factory import create_backend
 from .conversions import label_info_msg, message_class, perception_messages
+from .ground import GroundOutputs
 from .parameters import (
     CAMERA_PARAMETERS,
     PARAMETERS,
     THRESHOLD_PARAMETERS,
     OnChange,
+    check_mount,
     check_values,
     given_thresholds,
 )
-from .topics import topics_of
+from .topics import ground_topics_of, topics_of
 
 NODE_NAME = "panoptic_perception"
 RELOAD_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if spec.on_change is OnChange.RELOAD)
@@ -97,6 +99,11 @@ def _descriptor(spec) -> ParameterDescriptor:
     return descriptor
 
 
+def _empty_array_type(spec) -> Parameter.Type:
+    """The declared type of a list parameter whose default is empty (an empty list cannot say its type)."""
+    return Parameter.Type.DOUBLE_ARRAY if spec.element is float else Parameter.Type.STRING_ARRAY
+
+
 def batch_policy(settings: dict[str, Any]) -> BatchPolicy:
     """The :class:`BatchPolicy` the node's parameters describe."""
     return BatchPolicy(settings["batch_policy"], settings["max_batch"], settings["sync_tolerance_ms"] / 1e3,
@@ -108,19 +115,20 @@ class CameraInput:
     """One camera the node serves: where its frames come from, its outputs and what happened to its frames.
 
     ``name`` is "" for the single-camera node (``cameras`` empty): topic ``image``, outputs under ``~/``.
+    ``mount``: its fixed mount parameter ([x, y, z, roll, pitch, yaw]; empty: TF).
     """
 
     name: str
     image_topic: str
     transport: str
     camera_info_topic: str = ""
+    mount: list[float] = field(default_factory=list)
     counters: FrameCounters = field(default_factory=FrameCounters)
     window_start: FrameCounters = field(default_factory=FrameCounters)  # the counters at the last status
     input_rate: RateMeter = field(default_factory=RateMeter)
     output_rate: RateMeter = field(default_factory=RateMeter)
     latency: RollingSamples = field(default_factory=RollingSamples)
     last_frame: float | None = None  # time.monotonic() of the last frame received
-    camera_info: CameraInfo | None = None  # the latest, for the ground-plane outputs
     publishers: dict[str, Any] = field(default_factory=dict)
     subscription: Any = None
     info_subscription: Any = None
@@ -135,12 +143,14 @@ class PerceptionNode(LifecycleNode):
         self.settings: dict[str, Any] = {}
         for spec in PARAMETERS:
             # An empty list cannot say its type: the cameras list is declared as a string array, unset by default.
-            value = Parameter.Type.STRING_ARRAY if spec.default == [] else spec.default
+            value = _empty_array_type(spec) if spec.default == [] else spec.default
             declared = self.declare_parameter(spec.name, value, _descriptor(spec))
             self.settings[spec.name] = spec.default if declared.type_ == Parameter.Type.NOT_SET else declared.value
         self.settings["cameras"] = list(self.settings["cameras"])
         check_values(self.settings)
         self.cameras = self._declare_cameras()
+        self.ground = GroundOutputs(self, self.settings, {name: camera.mount for name, camera in self.cameras.items()})
+        self._ground_publishers: dict[str, Any] = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Every torch computation (building, warming up, inference) runs on this one thread.
         self._worker: WorkerThread[tuple[Any, Time]] = WorkerThread(
@@ -181,13 +191,15 @@ class PerceptionNode(LifecycleNode):
         """The cameras of the ``cameras`` parameter, each from its ``cameras.<name>.*`` parameters; the one
         unnamed camera of the single-camera node when it is empty."""
         if not self.settings["cameras"]:
-            return {"": CameraInput("", "image", self.settings["input_transport"])}
+            return {"": CameraInput("", "image", self.settings["input_transport"], "camera_info", list(self.settings["mount"]))}
         cameras = {}
         for name in self.settings["cameras"]:
             values = {}
             for spec in CAMERA_PARAMETERS:
                 default = spec.default.format(name=name) if isinstance(spec.default, str) else spec.default
-                values[spec.name] = self.declare_parameter(f"cameras.{name}.{spec.name}", default, _descriptor(spec)).value
+                declared = self.declare_parameter(f"cameras.{name}.{spec.name}",
+                                                  _empty_array_type(spec) if default == [] else default, _descriptor(spec))
+                values[spec.name] = default if declared.type_ == Parameter.Type.NOT_SET else declared.value
                 if spec.choices and values[spec.name] not in spec.choices:
                     raise ValueError(f"cameras.{name}.{spec.name} must be one of "
                                      f"{', '.join(repr(c) for c in spec.choices)}, got {values[spec.name]!r}")
@@ -196,8 +208,9 @@ class PerceptionNode(LifecycleNode):
                         validate_full_topic_name(expand_topic_name(values[spec.name], self.get_name(), self.get_namespace()))
                     except (InvalidTopicNameException, ValueError) as error:
                         raise ValueError(f"cameras.{name}.{spec.name}: {str(error).splitlines()[0]}") from None
+            check_mount(f"cameras.{name}.mount", values["mount"])
             cameras[name] = CameraInput(name, values["image_topic"], values["transport"] or self.settings["input_transport"],
-                                        values["camera_info_topic"])
+                                        values["camera_info_topic"], list(values["mount"]))
         return cameras
 
     # -- parameters --------------------------------------------------------------------------------
@@ -322,6 +335,12 @@ class PerceptionNode(LifecycleNode):
                     event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(topic.name)),
                 )
                 publishers.append(camera.publishers[topic.name])
+        for topic in ground_topics_of(self.backend.capabilities):
+            self._ground_publishers[topic.name] = self.create_lifecycle_publisher(
+                message_class(topic.msg_type), f"~/{topic.name}", OUTPUT_QOS,
+                event_callbacks=PublisherEventCallbacks(incompatible_qos=self._incompatible_publisher_qos(topic.name)),
+            )
+            publishers.append(self._ground_publishers[topic.name])
         self._label_info_publisher = self.create_lifecycle_publisher(LabelInfo, "~/label_info", LABEL_INFO_QOS)
         publishers.append(self._label_info_publisher)
         if self._active:
@@ -333,6 +352,9 @@ class PerceptionNode(LifecycleNode):
             for publisher in camera.publishers.values():
                 self.destroy_lifecycle_publisher(publisher)
             camera.publishers.clear()
+        for publisher in self._ground_publishers.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._ground_publishers.clear()
         if self._label_info_publisher is not None:
             self.destroy_lifecycle_publisher(self._label_info_publisher)
             self._label_info_publisher = None
@@ -420,7 +442,7 @@ class PerceptionNode(LifecycleNode):
             )
             if camera.camera_info_topic:
                 camera.info_subscription = self.create_subscription(
-                    CameraInfo, camera.camera_info_topic, lambda msg, camera=camera: setattr(camera, "camera_info", msg),
+                    CameraInfo, camera.camera_info_topic, lambda msg, infos=self.ground.cameras[camera.name].infos: infos.append(msg),
                     qos)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -540,6 +562,7 @@ class PerceptionNode(LifecycleNode):
             return
         started = time.perf_counter()
         results = self._infer(backend, [image for *_, image in frames])
+        processed = []  # (camera, header, result) of the frames published
         self._batch_ms.add((time.perf_counter() - started) * 1e3)
         self._batch_sizes[len(frames)] += 1
         for (camera, header, received, image), result in zip(frames, results):
@@ -559,6 +582,7 @@ class PerceptionNode(LifecycleNode):
                 continue
             self._node_stages["publish_ms"].add((time.perf_counter() - published) * 1e3)
             self._count(camera, "processed")
+            processed.append((camera, header, result))
             self._output_rate.tick()
             camera.output_rate.tick()
             latency = self._age_ms(header, received)
@@ -567,6 +591,11 @@ class PerceptionNode(LifecycleNode):
             self._overhead.add(latency - result.timings.total_ms)
             for name, samples in self._stages.items():
                 samples.add(getattr(result.timings, name))
+        try:  # after the image outputs: a camera's lookup table rebuilt here delays only the next batch
+            self._publish_ground(processed, backend)
+        except Exception as error:
+            if self.context.ok():
+                self._fault("ground", error)
 
     @staticmethod
     def _infer(backend: Backend, images: list[np.ndarray]) -> list[Any]:
@@ -591,6 +620,18 @@ class PerceptionNode(LifecycleNode):
         messages = perception_messages(result, header, image, backend.label_map, wanted, self.settings["overlay_alpha"])
         for topic, message in messages.items():
             camera.publishers[topic].publish(message)
+
+    def _publish_ground(self, frames: list[tuple[CameraInput, Header, Any]], backend: Backend) -> None:
+        """Place the batch's processed frames on the ground and publish the fused ground outputs someone
+        subscribes to (once per batch, when a frame of it contributed)."""
+        wanted = {topic for topic, publisher in self._ground_publishers.items()
+                  if self.settings[f"publish_{topic.replace('/', '_')}"] and publisher.get_subscription_count() > 0}
+        contributed = [self.ground.update(camera.name, header, result, backend.label_map, wanted)
+                       for camera, header, result in frames]
+        if any(contributed):
+            max_age_ns = int(self.settings["max_frame_age_ms"] * 1e6)
+            for topic, message in self.ground.messages(wanted, max_age_ns).items():
+                self._ground_publishers[topic].publish(message)
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -622,6 +663,7 @@ class PerceptionNode(LifecycleNode):
             "backend_per_batch_median_ms": f"{self._batch_ms.median():.2f}",
             **{name: str(value) for name, value in now.items()},
             **{f"faults_{kind}": str(count) for kind, count in sorted(self._faults.items())},
+            **(self._ground_values(self.cameras[""]) if "" in self.cameras else {}),
         }
         statuses = [DiagnosticStatus(
             level=level, name=f"{self.get_fully_qualified_name()}: perception", message=message,
@@ -641,7 +683,8 @@ class PerceptionNode(LifecycleNode):
             "latency_median_ms": f"{camera.latency.median():.2f}",
             "latency_p95_ms": f"{camera.latency.percentile(95):.2f}",
             "last_frame_age_s": f"{age:.2f}" if age is not None else "never",
-            "camera_info": "received" if camera.camera_info is not None else "none",
+            "camera_info": "received" if self.ground.cameras[camera.name].infos else "none",
+            **self._ground_values(camera),
             **{name: str(value) for name, value in camera.counters.snapshot().items()},
         }
         now = camera.counters.snapshot()
@@ -654,11 +697,19 @@ class PerceptionNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, "no frames" if age is None else f"no frames for {age:.0f} s"
         elif unsynchronized:
             level, message = DiagnosticStatus.WARN, f"{unsynchronized} frames out of sync with the other cameras dropped"
+        elif self.ground.cameras[camera.name].problem:
+            level, message = DiagnosticStatus.WARN, f"ground outputs stopped: {self.ground.cameras[camera.name].problem}"
         else:
             level, message = DiagnosticStatus.OK, "processing" if self._active else "inactive"
         return DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: camera {camera.name}",
                                 message=message, hardware_id=device,
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+    def _ground_values(self, camera: CameraInput) -> dict[str, str]:
+        """Where a camera's mount comes from (mount parameter, tf2 or tf_static) and its ground status (ok,
+        not requested, or why its ground outputs stop)."""
+        ground = self.ground.cameras[camera.name]
+        return {"ground_source": ground.source, "ground": ground.status}
 
     def _status(self, window: dict[str, int], faults: dict[str, int] | None = None) -> tuple[bytes, str]:
         if not self._worker.alive:
@@ -682,6 +733,8 @@ class PerceptionNode(LifecycleNode):
             problems.append(f"{sum(faults.values())} faults ({self._last_fault})")
         if window["rejected_bad"]:
             problems.append(f"rejected {window['rejected_bad']} bad input frames")
+        if "" in self.cameras and self.ground.cameras[""].problem:  # the single camera's (named ones: their status)
+            problems.append(f"ground outputs stopped: {self.ground.cameras[''].problem}")
         if window["dropped_stale"]:
             problems.append(f"dropped {window['dropped_stale']} frames older than {self.settings['max_frame_age_ms']:g} ms")
         if time.monotonic() - self._last_input > NO_INPUT_WARNING_S:

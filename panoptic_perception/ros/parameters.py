@@ -7,6 +7,7 @@ checked against it without a ROS installation.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from ..backends.registry import list_backends
 from ..core.streaming import BATCH_POLICIES
 from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
-from .topics import OUTPUT_TOPICS
+from .topics import GROUND_TOPICS, OUTPUT_TOPICS
 
 
 class OnChange(str, enum.Enum):
@@ -34,6 +35,8 @@ class ParameterSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    #: The element type of a list parameter whose default is empty (an empty list cannot say its type).
+    element: type = str
 
 
 #: The value of a threshold parameter (``BACKEND_DEFAULT_COUNT`` for ``max_detections``) that stands for
@@ -93,6 +96,22 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "(0.5: argmax); -1.0: the backend's default", OnChange.APPLY, BACKEND_DEFAULT, 1.0),
     *(ParameterSpec(f"publish_{topic}", True, f"publish ~/{topic}", OnChange.APPLY) for topic in OUTPUT_TOPICS),
     ParameterSpec("overlay_alpha", 0.5, "opacity of masks in ~/overlay", OnChange.APPLY, 0.0, 1.0),
+    # Ground plane (README, Ground plane): read at start-up; each camera's lookup table depends on them.
+    *(ParameterSpec(f"publish_{topic.replace('/', '_')}", True, f"publish ~/{topic}", OnChange.APPLY)
+      for topic in GROUND_TOPICS),
+    ParameterSpec("target_frame", "base_link", "frame of the ground outputs (x forward, y left, z up); cameras are "
+                  "placed in it by their mount parameter, else TF", OnChange.READ_ONLY),
+    ParameterSpec("ground_height", 0.0, "the ground is the plane z = ground_height of target_frame (m; flat-ground "
+                  "assumption)", OnChange.READ_ONLY, -100.0, 100.0),
+    ParameterSpec("ground_max_range", 60.0, "ground cells and objects farther from a camera are unknown / dropped (m)",
+                  OnChange.READ_ONLY, 1.0, 1000.0),
+    ParameterSpec("ground_resolution", 0.1, "cell size of ~/ground/drivable and of the lane-point thinning (m)",
+                  OnChange.READ_ONLY, 0.01, 10.0),
+    ParameterSpec("ground_ahead", 60.0, "grid extent ahead of the target frame's origin (m)", OnChange.READ_ONLY, 0.0, 1000.0),
+    ParameterSpec("ground_behind", 20.0, "grid extent behind the origin (m)", OnChange.READ_ONLY, 0.0, 1000.0),
+    ParameterSpec("ground_side", 20.0, "grid extent to each side of the origin (m)", OnChange.READ_ONLY, 0.0, 1000.0),
+    ParameterSpec("mount", [], "the single camera's fixed mount in target_frame [x, y, z, roll, pitch, yaw] (m, rad; "
+                  "pitch > 0 looks down); empty: TF", OnChange.READ_ONLY, element=float),
 )
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
@@ -105,15 +124,18 @@ CAMERA_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "namespace); compressed transport subscribes to <image_topic>/compressed", OnChange.READ_ONLY),
     ParameterSpec("transport", "", "raw or compressed; empty: the node's input_transport", OnChange.READ_ONLY,
                   choices=("", "raw", "compressed")),
-    ParameterSpec("camera_info_topic", "{name}/camera_info", "the camera's sensor_msgs/CameraInfo topic (the latest "
-                  "is kept for the ground-plane outputs); empty: none", OnChange.READ_ONLY),
+    ParameterSpec("camera_info_topic", "{name}/camera_info", "the camera's sensor_msgs/CameraInfo topic (for the "
+                  "ground-plane outputs); empty: none", OnChange.READ_ONLY),
+    ParameterSpec("mount", [], "the camera's fixed mount in target_frame [x, y, z, roll, pitch, yaw] (m, rad); "
+                  "empty: TF", OnChange.READ_ONLY, element=float),
 )
 CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def check_values(values: dict[str, Any]) -> None:
     """Raises ValueError for a value the node refuses: not one of a parameter's choices, an unknown backend,
-    camera names that are not ROS name tokens or repeat, a bad ``input_size``, or ``runtime`` /
+    camera names that are not ROS name tokens or repeat, a bad ``input_size`` or ``mount``, a ground grid
+    without extent, or ``runtime`` /
     ``onnx_path`` / ``precision`` that do not go together (checked when ``values`` holds all three: pass the
     settings with the changes applied)."""
     for spec in PARAMETERS:
@@ -132,8 +154,20 @@ def check_values(values: dict[str, Any]) -> None:
         size = list(values["input_size"])
         if len(size) != 2 or any(v < 0 for v in size):
             raise ValueError(f"input_size must be [width, height] ([0, 0]: from the weights), got {size}")
+    if "mount" in values:
+        check_mount("mount", values["mount"])
+    if {"ground_ahead", "ground_behind", "ground_side"} <= values.keys() and not (
+            values["ground_ahead"] + values["ground_behind"] > 0 and values["ground_side"] > 0):
+        raise ValueError("the ground grid needs an extent: ground_ahead + ground_behind and ground_side must be positive")
     if {"runtime", "onnx_path", "precision"} <= values.keys():
         check_runtime(values["runtime"], values["onnx_path"] or None, values["precision"])
+
+
+def check_mount(name: str, mount) -> None:
+    """Raises ValueError unless ``mount`` (the parameter ``name``) is empty or six finite numbers."""
+    values = list(mount or [])
+    if values and (len(values) != 6 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+        raise ValueError(f"{name} must be [x, y, z, roll, pitch, yaw] (m, rad) or empty (TF), got {values}")
 
 
 def given_thresholds(values: dict[str, Any]) -> dict[str, float]:

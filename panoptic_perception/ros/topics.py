@@ -17,6 +17,10 @@ IMAGE = "sensor_msgs/msg/Image"
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
 PANOPTIC = "panoptic_perception/msg/PanopticSegmentation"
 RESULT = "panoptic_perception/msg/DrivingPerception"
+OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
+POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
+DETECTIONS_3D = "vision_msgs/msg/Detection3DArray"
+MARKERS = "visualization_msgs/msg/MarkerArray"
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,28 @@ def topics_of(capabilities: frozenset[Capability] | set[Capability]) -> list[Out
     """The outputs a backend with ``capabilities`` publishes, in table order (``result`` and ``overlay``
     always)."""
     return [topic for topic in OUTPUT_TOPICS.values() if topic.capability is None or topic.capability in capabilities]
+
+
+@dataclass(frozen=True)
+class GroundTopic:
+    """A ground-plane output ``~/ground/<name>`` of the node (one for all its cameras, in ``target_frame``):
+    advertised when the backend has any of ``capabilities``."""
+
+    name: str
+    msg_type: str
+    capabilities: frozenset[Capability]
+
+
+#: The ground-plane outputs by name (``ground/drivable``, ...), in the order of the README's topic table.
+GROUND_TOPICS: dict[str, GroundTopic] = {topic.name: topic for topic in (
+    # A semantic map with a road class gives the drivable grid too (core.ground.result_occupancy).
+    GroundTopic("ground/drivable", OCCUPANCY_GRID, frozenset({Capability.DRIVABLE_AREA, Capability.SEMANTIC})),
+    GroundTopic("ground/lane_lines", POINT_CLOUD, frozenset({Capability.LANE_LINES})),
+    GroundTopic("ground/objects", DETECTIONS_3D, frozenset({Capability.DETECTION, Capability.PANOPTIC})),
+    GroundTopic("ground/markers", MARKERS, frozenset({Capability.LANE_LINES, Capability.DETECTION, Capability.PANOPTIC})),
+)}
+
+
+def ground_topics_of(capabilities: frozenset[Capability] | set[Capability]) -> list[GroundTopic]:
+    """The ground-plane outputs a backend with ``capabilities`` publishes, in table order."""
+    return [topic for topic in GROUND_TOPICS.values() if topic.capabilities & set(capabilities)]

@@ -168,3 +168,101 @@ def test_camera_info_becomes_the_cores_calibration_and_an_uncalibrated_one_is_re
     assert calibration.image_size == (320, 180) and calibration.K[0, 2] == 639.5 and calibration.D[0] == -0.2
     with pytest.raises(CalibrationError, match="positive focal lengths"):
         calibration_from_camera_info(CameraInfo(width=1280, height=720, distortion_model="plumb_bob"))
+
+
+# -- ground plane ---------------------------------------------------------------------------------------
+def _synthetic_projection(seed: int = 3):
+    """A synthetic scene (its truth as the result) and its exact camera's projection on the default grid."""
+    from panoptic_perception.core.ground import CameraCalibration, GroundGrid, GroundProjection, Mount
+    from panoptic_perception.data.synthetic import generate_scene
+
+    scene = generate_scene(seed, 640, 360)
+    camera = scene.camera
+    calibration = CameraCalibration.checked(camera.width, camera.height, camera.K, camera.D)
+    mount = Mount.from_xyz_rpy(0.0, 0.0, camera.height_above_ground)
+    return scene, GroundProjection(calibration, mount, GroundGrid())
+
+
+def test_an_occupancy_grid_lays_out_its_cells_as_nav_msgs_does_and_survives_serialization():
+    from nav_msgs.msg import OccupancyGrid
+
+    from panoptic_perception.core.ground import FREE, OCCUPIED, UNKNOWN, GroundGrid
+    from panoptic_perception.ros.conversions import occupancy_grid_msg
+
+    grid = GroundGrid(0.5, -2.0, 6.0, -3.0, 3.0, 0.25)
+    values = np.full(grid.shape, UNKNOWN, np.int8)
+    row, column, _ = grid.cell_of(np.array([4.1]), np.array([-2.9]))  # 4.1 m ahead, 2.9 m right
+    values[row, column] = OCCUPIED
+    values[0, 0] = FREE
+    header = Header(frame_id="base_link")
+    header.stamp.sec = 7
+    msg = deserialize_message(serialize_message(occupancy_grid_msg(values, grid, header)), OccupancyGrid)
+    assert (msg.info.width, msg.info.height, msg.info.resolution) == (16, 12, 0.5)
+    assert (msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z) == (-2.0, -3.0, 0.25)
+    assert msg.info.origin.orientation.w == 1.0 and msg.header.frame_id == "base_link" and msg.info.map_load_time.sec == 7
+    data = np.array(msg.data, np.int8).reshape(msg.info.height, msg.info.width)
+    # nav_msgs: cell (r, c) covers x = origin.x + c * resolution, y = origin.y + r * resolution.
+    assert data[0, 12] == OCCUPIED and data[0, 0] == FREE and (data == UNKNOWN).sum() == values.size - 2
+
+
+def test_lane_points_become_an_xyz_float32_cloud():
+    from sensor_msgs.msg import PointCloud2
+
+    from panoptic_perception.ros.conversions import point_cloud_msg
+
+    points = np.array([[1.0, 2.0, 0.0], [10.5, -3.25, 0.1]], np.float32)
+    msg = deserialize_message(serialize_message(point_cloud_msg(points, Header(frame_id="base_link"))), PointCloud2)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1)]
+    assert (msg.height, msg.width, msg.point_step, msg.row_step, msg.is_bigendian) == (1, 2, 12, 24, False)
+    np.testing.assert_array_equal(np.frombuffer(bytes(msg.data), "<f4").reshape(-1, 3), points)
+
+
+def test_ground_objects_of_synthetic_truth_lie_near_the_true_positions_with_growing_covariance():
+    from vision_msgs.msg import Detection3DArray
+
+    from panoptic_perception.core.ground import result_objects
+    from panoptic_perception.ros.conversions import ground_objects_msg
+
+    scene, projection = _synthetic_projection()
+    objects, class_ids, scores = result_objects(projection, scene.to_result())  # panoptic: the masks' lowest pixels
+    things = [scene.things[segment.id] for segment in scene.segments if segment.is_thing]
+    kept = [things[i] for i in objects.kept]
+    assert len(kept) >= 2
+    ids = [f"front:{i}" for i in range(len(kept))]
+    msg = deserialize_message(serialize_message(ground_objects_msg(objects, class_ids, scores, ids, Header(frame_id="base_link"))),
+                              Detection3DArray)
+    assert len(msg.detections) == len(kept)
+    variances = []
+    for detection, thing, class_id in zip(msg.detections, kept, class_ids):
+        (hypothesis,) = detection.results
+        position = hypothesis.pose.pose.position
+        if not detection.id.endswith(":truncated"):
+            assert abs(np.hypot(position.x, position.y) - thing.range) <= 0.05 * thing.range, (thing, position)
+            assert abs(position.y - thing.y) <= 0.5 and abs(position.z) < 1e-6
+        assert hypothesis.hypothesis.class_id == str(int(class_id)) == str(thing.class_id)
+        covariance = np.array(hypothesis.pose.covariance).reshape(6, 6)
+        variances.append((thing.range, covariance[0, 0]))
+        assert detection.bbox.center.position.z == pytest.approx(detection.bbox.size.z / 2)
+        assert 0 < detection.bbox.size.y < 2 * thing.width + 0.5 and detection.bbox.size.x == 0.0
+    near, far = min(variances), max(variances)
+    assert far[1] > near[1], "the range variance grows with the range"
+
+
+def test_markers_delete_the_previous_ones_then_draw_objects_and_lane_points():
+    from visualization_msgs.msg import Marker
+
+    from panoptic_perception.core.ground import lane_points, result_objects
+    from panoptic_perception.ros.conversions import ground_markers_msg, ground_objects_msg
+
+    scene, projection = _synthetic_projection()
+    objects, class_ids, scores = result_objects(projection, scene.to_result())
+    header = Header(frame_id="base_link")
+    detections = ground_objects_msg(objects, class_ids, scores, [str(i) for i in range(len(class_ids))], header)
+    lanes = lane_points(projection, scene.lane_mask)
+    msg = ground_markers_msg(detections, lanes, 0.1, header)
+    assert msg.markers[0].action == Marker.DELETEALL
+    cubes = [m for m in msg.markers if m.ns == "objects"]
+    assert len(cubes) == len(class_ids) and all(m.type == Marker.CUBE and m.header.frame_id == "base_link" for m in cubes)
+    (points,) = [m for m in msg.markers if m.ns == "lane_lines"]
+    assert points.type == Marker.POINTS and len(points.points) == len(lanes) > 0
+    assert len(ground_markers_msg(None, None, 0.1, header).markers) == 1  # nothing left drawn

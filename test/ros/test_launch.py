@@ -397,6 +397,19 @@ def test_rviz_config_shows_the_node_images():
             assert display["Normalize Range"] is True, f"{topic}: 0/1 masks look black without Normalize Range"
 
 
+def test_rviz_config_shows_the_ground_outputs_in_the_target_frame():
+    from panoptic_perception.ros.parameters import PARAMETERS_BY_NAME
+    from panoptic_perception.ros.topics import GROUND_TOPICS
+
+    manager = yaml.safe_load(RVIZ_FILE.read_text())["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == PARAMETERS_BY_NAME["target_frame"].default
+    shown = {d["Class"]: d["Topic"]["Value"] for d in displays(manager["Displays"])}
+    displayed = {"rviz_default_plugins/Map": "ground/drivable", "rviz_default_plugins/PointCloud2": "ground/lane_lines",
+                 "rviz_default_plugins/MarkerArray": "ground/markers"}
+    for plugin, topic in displayed.items():
+        assert shown.get(plugin) == f"/{PACKAGE}/{topic}" and topic in GROUND_TOPICS, plugin
+
+
 # -- Fast DDS profile -----------------------------------------------------------------------------------
 def test_fastdds_profile_has_a_large_shared_memory_segment_in_the_default_participant():
     root = ET.parse(FASTDDS_PROFILE).getroot()
@@ -433,4 +446,4 @@ def test_the_multi_camera_example_configures_each_of_its_cameras():
     for spec in CAMERA_PARAMETERS:
         for camera in cameras:
             value = parameters[f"cameras.{camera}.{spec.name}"]
-            assert isinstance(value, str) and (not spec.choices or value in spec.choices), (camera, spec.name, value)
+            assert isinstance(value, type(spec.default)) and (not spec.choices or value in spec.choices), (camera, spec.name, value)

@@ -52,3 +52,14 @@ def test_thresholds_left_at_their_default_are_the_backends_and_set_ones_override
         assert spec.minimum == spec.default and spec.on_change is OnChange.APPLY
         with pytest.raises(ValueError):
             Thresholds(**{name: spec.default})
+
+
+def test_a_mount_is_six_finite_numbers_or_empty_and_the_ground_grid_needs_an_extent():
+    check_values({"mount": []})
+    check_values({"mount": [0.0, 0.0, 1.5, 0.0, 0.05, 0.0]})
+    for bad in ([0.0, 0.0, 1.5], [0.0, 0.0, 1.5, 0.0, 0.0, float("nan")]):
+        with pytest.raises(ValueError, match=r"mount must be \[x, y, z, roll, pitch, yaw\]"):
+            check_values({"mount": bad})
+    check_values({"ground_ahead": 60.0, "ground_behind": 0.0, "ground_side": 20.0})
+    with pytest.raises(ValueError, match="the ground grid needs an extent"):
+        check_values({"ground_ahead": 0.0, "ground_behind": 0.0, "ground_side": 20.0})
