@@ -39,7 +39,6 @@ import numpy as np
 
 from ..core.ground import (
     FREE,
-    UNKNOWN,
     CameraCalibration,
     GroundGrid,
     GroundProjection,

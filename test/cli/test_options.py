@@ -7,7 +7,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from panoptic_perception.cli import main
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from panoptic_perception.core.labels import CITYSCAPES, CITYSCAPES_TRAIN_IDS, DRIVING_MASKS, IGNORE_TRAIN_ID, LabelClass, LabelMap

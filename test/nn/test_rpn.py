@@ -57,7 +57,7 @@ def test_cell_anchors_by_hand():
     "batch_shape, grids", [(BATCH_SHAPE, GRIDS), ((100, 130), [(25, 33), (13, 17), (7, 9), (4, 5), (2, 3)])]
 )
 def test_anchors_equal_torchvision(batch_shape, grids):
-    tv = torchvision_or_skip()
+    torchvision_or_skip()
     from torchvision.models.detection.anchor_utils import AnchorGenerator as Reference
     from torchvision.models.detection.image_list import ImageList
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from panoptic_perception.backends import read_checkpoint
-from panoptic_perception.training.engine import GlobalBatchSampler, ModelEMA, OptimizerConfig, ScheduleConfig, TrainConfig, train
+from panoptic_perception.training.engine import GlobalBatchSampler, ModelEMA, OptimizerConfig, ScheduleConfig, train
 from toy_recipe import ToyRecipe, toy_config
 
 
