@@ -2,8 +2,9 @@
 # The deployment's GPU checks in one go, on a machine with an NVIDIA GPU (README, Deployment):
 #   1. the TensorRT tests (test/deploy/test_tensorrt.py: engine parity with eager CUDA for every backend,
 #      fp32 and fp16, engine reuse and rebuild), which skip on machines without CUDA;
-#   2. per backend, eager CUDA and TensorRT fp32 / fp16 latency side by side (`benchmark --runtime torch
-#      --runtime tensorrt`), written as JSON to $OUT and summarised as a table.
+#   2. per backend, eager CUDA and TensorRT fp32 / fp16 / int8 latency side by side (`benchmark --runtime torch
+#      --runtime tensorrt`; int8 calibrated on 16 synthetic scenes, an entropy calibrator with a calibration
+#      cache: test_tensorrt.py checks that a rebuild reads it), written as JSON to $OUT and summarised as a table.
 # Needs a Python ($PYTHON, default .venv/bin/python) with a CUDA build of torch and the tensorrt package
 # (`pip install -e .[tensorrt]`); it says which is missing and exits 2 otherwise. Every check runs even when
 # one fails (no `set -e`): the failures are listed after the summary, and the exit status is then 1.
@@ -33,9 +34,11 @@ failed=()
 for backend in twinlitenet yolopv2 fusion_panoptic cyclenet cross_cooperative; do
   weights=()
   [ "$backend" = yolopv2 ] && weights=(--random-weights)  # the paper's full-size network, not the small bundled one
-  for precision in fp32 fp16; do
+  for precision in fp32 fp16 int8; do
+    calibration=()
+    [ "$precision" = int8 ] && calibration=(--calibration synthetic:16+0)
     "$PYTHON" -m panoptic_perception.cli benchmark --backend "$backend" "${weights[@]}" --device cuda --paths fast \
-      --runtime torch --runtime tensorrt --precision "$precision" --runs "$RUNS" --warmup 10 --json \
+      --runtime torch --runtime tensorrt --precision "$precision" "${calibration[@]}" --runs "$RUNS" --warmup 10 --json \
       > "$OUT/${backend}_${precision}.json" || failed+=("benchmark $backend $precision")
   done
 done
@@ -57,12 +60,13 @@ def fps(report, run):
     except (TypeError, KeyError):
         return "failed"
 
-print("| backend | input | eager CUDA FPS | TensorRT fp32 FPS | TensorRT fp16 FPS |")
-print("| --- | --- | --- | --- | --- |")
+print("| backend | input | eager CUDA FPS | TensorRT fp32 FPS | TensorRT fp16 FPS | TensorRT int8 FPS |")
+print("| --- | --- | --- | --- | --- | --- |")
 for backend in ("twinlitenet", "yolopv2", "fusion_panoptic", "cyclenet", "cross_cooperative"):
-    fp32, fp16 = report(backend, "fp32"), report(backend, "fp16")
-    size = next(("x".join(map(str, r["input_size"])) for r in (fp32, fp16) if r and "input_size" in r), "?")
-    print(f"| {backend} | {size} | {fps(fp32, 'fast/torch')} | {fps(fp32, 'fast/tensorrt')} | {fps(fp16, 'fast/tensorrt')} |")
+    fp32, fp16, int8 = report(backend, "fp32"), report(backend, "fp16"), report(backend, "int8")
+    size = next(("x".join(map(str, r["input_size"])) for r in (fp32, fp16, int8) if r and "input_size" in r), "?")
+    print(f"| {backend} | {size} | {fps(fp32, 'fast/torch')} | {fps(fp32, 'fast/tensorrt')} | {fps(fp16, 'fast/tensorrt')} "
+          f"| {fps(int8, 'fast/tensorrt')} |")
 EOF
 
 if ((${#failed[@]})); then

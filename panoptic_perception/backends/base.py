@@ -423,7 +423,7 @@ class Backend(abc.ABC):
             "runtime": self.runtime,
             **({"onnx": self.run_network.path} if self.runtime != "torch" else {}),
             **({"providers": self.run_network.providers} if self.runtime == "onnxruntime" else {}),
-            **({"precision": self.precision} if self.runtime == "tensorrt" else {}),
+            **({"precision": self.precision} if self.runtime != "torch" else {}),
             "thresholds": self.applied_thresholds(),
             "weights": self.weights_info.to_dict(),
             # options such as output or output_stride; the input size is the one above, not the checkpoint's

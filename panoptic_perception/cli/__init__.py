@@ -1,6 +1,6 @@
-"""The panoptic-perception command line: infer, evaluate, benchmark, export, train, demo, replay and more.
+"""The panoptic-perception command line: infer, evaluate, benchmark, export, quantize, train, demo, replay and more.
 
-One module per group of commands (``infer``, ``benchmark``, ``export``, ``evaluate`` with ``demo``,
+One module per group of commands (``infer``, ``benchmark``, ``export``, ``quantize``, ``evaluate`` with ``demo``,
 ``training`` with the weights tools, ``ros``), each adding its commands to the parser; the options they
 share, and the backend those describe, are in :mod:`.options`.
 
@@ -22,7 +22,7 @@ import traceback
 from typing import Sequence
 
 from ..errors import PanopticPerceptionError
-from . import benchmark, evaluate, export, infer, ros, training
+from . import benchmark, evaluate, export, infer, quantize, ros, training
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_parser(commands, common)
     benchmark.add_parser(commands, common)
     export.add_parser(commands, common)
+    quantize.add_parser(commands, common)
     training.add_parsers(commands, common)
     evaluate.add_parsers(commands, common)
     ros.add_parsers(commands, common)

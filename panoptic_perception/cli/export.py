@@ -18,7 +18,9 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     export.add_argument("--size", type=frame_size, required=True, help="network input WxH")
     export.add_argument("--dynamic-batch", action="store_true", help="a dynamic batch dimension (default: batch 1)")
     export.add_argument("--output", help="ONNX file to write (default: BACKEND_WxH.onnx)")
-    export.add_argument("--precision", choices=PRECISIONS, help="TensorRT engine precision (default fp32)")
+    export.add_argument("--precision", choices=PRECISIONS, help="TensorRT engine precision (default fp32; an INT8 ONNX "
+                        "model: `quantize`)")
+    export.add_argument("--calibration", help="--precision int8: calibration frames (a folder, video, bag or synthetic:N)")
     export.add_argument("--plain", action="store_true", help="export the network as trained, without inference optimisations")
     export.add_argument("--random-weights", action="store_true", help="untrained random weights (to test a deployment)")
     export.set_defaults(func=cmd_export)
@@ -27,7 +29,8 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
 def check_export_arguments(args: argparse.Namespace) -> None:
     """Raises ConfigurationError for options the chosen --format would ignore."""
     if args.format == "onnx" and args.precision is not None:
-        raise ConfigurationError("--precision is an option of --format tensorrt; an ONNX file is float32")
+        raise ConfigurationError("--precision is an option of --format tensorrt; an ONNX file is float32 (an INT8 one: "
+                                 "`panoptic-perception quantize`)")
     if args.format == "tensorrt" and (args.output or args.dynamic_batch):
         raise ConfigurationError("--output and --dynamic-batch are options of --format onnx; a TensorRT engine goes "
                                  "into the cache (its path is printed), built for batches of 1 to 8")
@@ -42,7 +45,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     runtime = "tensorrt" if args.format == "tensorrt" else "torch"
     precision = args.precision or "fp32"
     backend = build_backend(args, args.backend, args.weights, fast=not args.plain, input_size=args.size,
-                            allow_random_weights=args.random_weights, runtime=runtime, precision=precision)
+                            allow_random_weights=args.random_weights, runtime=runtime, precision=precision,
+                            calibration=args.calibration)
     if runtime == "tensorrt":  # the backend exported the ONNX file into the cache and built the engine
         print(f"{backend.run_network.engine_path}: TensorRT engine ({precision}) of {backend.run_network.path}")
         return 0

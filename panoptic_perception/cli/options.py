@@ -3,7 +3,7 @@
 :func:`add_backend_options` gives every command that builds a backend the same options, with the same
 meaning: ``--backend``, ``--weights``, ``--device``, ``--threads``, ``--option KEY=VALUE`` (a backend
 option; ``--options`` is the same), and, for the commands that run frames, the detection thresholds and
-the runtime of the network part (``--runtime``, ``--onnx``, ``--precision``). :func:`build_backend`
+the runtime of the network part (``--runtime``, ``--onnx``, ``--precision``, ``--calibration``). :func:`build_backend`
 builds the backend they name.
 """
 
@@ -16,6 +16,7 @@ from ..backends import Backend
 from ..backends.base import parse_options
 from ..core.io import frame_size  # noqa: F401  (the --size type of the commands)
 from ..deploy import PRECISIONS, RUNTIMES
+from ..deploy.runtime import PRECISION_RUNTIMES
 from ..factory import create_backend
 
 #: The threshold a ``set_thresholds`` keyword sets, and the command-line option (its ``dest``) that gives it.
@@ -69,13 +70,17 @@ def add_backend_options(parser: argparse.ArgumentParser, several: Collection[str
     else:
         parser.add_argument("--runtime", choices=RUNTIMES, default="torch", help="runtime of the network part")
     parser.add_argument("--onnx", help="ONNX file exported from this network (default: exported into the cache)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="TensorRT engine precision")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="precision of the network part: fp16 "
+                        "(tensorrt), int8 (onnxruntime, tensorrt: with --calibration, or an --onnx made by `quantize`)")
+    parser.add_argument("--calibration", help="int8: calibration frames (a folder, video, bag or synthetic:N)")
 
 
 def runtime_options(args: argparse.Namespace, runtime: str) -> dict:
-    """The backend options of ``runtime`` from --onnx and --precision (given only to the runtimes they apply to)."""
-    return {"runtime": runtime, "onnx_path": args.onnx if runtime != "torch" else None,
-            "precision": args.precision if runtime == "tensorrt" else "fp32"}
+    """The backend options of ``runtime`` from --onnx, --precision and --calibration (given only to the
+    runtimes they apply to)."""
+    precision = args.precision if runtime in PRECISION_RUNTIMES[args.precision] else "fp32"
+    return {"runtime": runtime, "onnx_path": args.onnx if runtime != "torch" else None, "precision": precision,
+            "calibration": args.calibration if precision == "int8" else None}
 
 
 def build_backend(args: argparse.Namespace, name: str, weights: str | None, **options) -> Backend:

@@ -14,7 +14,15 @@ used. An engine that TensorRT then fails to deserialise is rebuilt too.
 Precision: ``fp32``; ``fp16`` sets TensorRT 10's FP16 builder flag, and on TensorRT 11 (strongly typed
 networks only) builds from an fp16 copy of the ONNX graph with float32 inputs and outputs (ONNX Runtime's
 ``convert_float_to_float16``, whose inserted Casts :func:`sort_topologically` puts back in graph order:
-:func:`fp16_model`). Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
+:func:`fp16_model`). ``int8`` (TensorRT 10, whose builder still has implicit quantization) sets the INT8
+flag (and FP16, for the layers INT8 does not serve) with :func:`entropy_calibrator`, an
+``IInt8EntropyCalibrator2`` over the calibration frames
+(:class:`~panoptic_perception.deploy.quantize.CalibrationSet`, the same the ONNX Runtime model is calibrated
+on); its calibration cache (``<cache>/tensorrt/<onnx stem>-<frames digest>.calibration``,
+:func:`calibration_cache_path`) is written once and read by every later build, so a rebuild (another
+TensorRT version or GPU, a damaged engine) never calibrates again. The frames' digest is in the engine's
+key. TensorRT 11 (strongly typed networks only) has no calibrator: int8 raises RuntimeUnavailableError
+there. Profiles: batch 1 (optimised) to :data:`MAX_BATCH`, the exported height and
 width. A file exported without a dynamic batch (batch 1, given as ``onnx_path``) builds an engine of that
 fixed batch (no profile; ``max_batch`` 1 in its key), which takes one image at a time: a larger batch is
 refused naming ``--dynamic-batch``
@@ -31,13 +39,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..core.io import sha256_of
 from .onnx_export import INPUT_NAME, check_batch, replace_readable, unflatten_outputs
 from .runtime import RuntimeUnavailableError
+
+if TYPE_CHECKING:
+    from .quantize import CalibrationSet
 
 log = logging.getLogger("panoptic_perception.deploy")
 
@@ -61,10 +72,53 @@ def gpu_identity(device: torch.device) -> str:
     return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
 
 
-def engine_key(onnx_path: str | Path, tensorrt_version: str, gpu: str, precision: str, max_batch: int = MAX_BATCH) -> dict[str, str]:
-    """What an engine depends on, as recorded in its sidecar."""
+def engine_key(onnx_path: str | Path, tensorrt_version: str, gpu: str, precision: str, max_batch: int = MAX_BATCH,
+               calibration: str | None = None) -> dict[str, str]:
+    """What an engine depends on, as recorded in its sidecar (``calibration``: the INT8 frames' digest)."""
     return {"onnx_sha256": sha256_of(onnx_path), "tensorrt": tensorrt_version, "gpu": gpu, "precision": precision,
-            "max_batch": str(max_batch)}
+            "max_batch": str(max_batch), **({"calibration": calibration} if calibration else {})}
+
+
+def calibration_cache_path(cache: str | Path, onnx_path: str | Path, calibration: CalibrationSet) -> Path:
+    """Where the calibration cache of ``onnx_path`` on ``calibration`` lives (see the module docstring)."""
+    return Path(cache) / f"{Path(onnx_path).stem}-{calibration.digest[:32]}.calibration"
+
+
+def entropy_calibrator(calibration: CalibrationSet, cache_path: Path, device: torch.device):
+    """A ``tensorrt.IInt8EntropyCalibrator2`` feeding ``calibration``'s frames one at a time from ``device``
+    memory, and reading / writing its cache at ``cache_path`` (written through a temporary file and a
+    rename); a cache present means TensorRT asks for no frame at all."""
+    import tensorrt as trt
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames = iter(calibration.batches)
+            self.current: torch.Tensor | None = None  # kept alive while TensorRT reads it
+            self.used = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):
+            frame = next(self.frames, None)
+            if frame is None:
+                return None
+            self.current = torch.from_numpy(frame).to(device).contiguous()
+            self.used += 1
+            return [int(self.current.data_ptr())]
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=cache_path.parent, suffix=".partial")
+            with os.fdopen(handle, "wb") as f:
+                f.write(bytes(cache))
+            replace_readable(temporary, cache_path)
+
+    return EntropyCalibrator()
 
 
 def engine_path(cache: str | Path, onnx_path: str | Path, key: dict[str, str]) -> Path:
@@ -163,12 +217,14 @@ def join_chunks(chunks: Sequence[Sequence[torch.Tensor]], batched: Sequence[bool
     return [torch.cat([chunk[i] for chunk in chunks]) if per_image else chunks[0][i] for i, per_image in enumerate(batched)]
 
 
-def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BATCH) -> bytes:
-    """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16): batches of 1 to
-    ``max_batch`` for a dynamic batch, the file's own batch for a fixed one.
+def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BATCH, calibrator: Any = None) -> bytes:
+    """A serialised TensorRT engine of the ONNX file (see the module docstring for fp16 and int8, whose
+    ``calibrator`` is :func:`entropy_calibrator`'s): batches of 1 to ``max_batch`` for a dynamic batch, the
+    file's own batch for a fixed one.
 
     Raises:
         RuntimeError: the parser's or the builder's errors.
+        RuntimeUnavailableError: int8 on a TensorRT without the INT8 builder flag (11 and later).
     """
     import onnx
     import tensorrt as trt
@@ -188,12 +244,21 @@ def build_engine(onnx_path: str | Path, precision: str, max_batch: int = MAX_BAT
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if precision == "fp16" and weakly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        if not weakly_typed:
+            raise RuntimeUnavailableError(f"TensorRT {trt.__version__} builds strongly typed networks only and has no INT8 "
+                                          "calibrator: run INT8 with runtime onnxruntime, or TensorRT 10")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)  # layers without an INT8 kernel run fp16 rather than fp32
+        config.int8_calibrator = calibrator
     images = network.get_input(0)
     if images.shape[0] == -1:  # a dynamic batch needs a profile; a fixed one (no --dynamic-batch) has its shape
         shape = tuple(images.shape)[1:]
         profile = builder.create_optimization_profile()
         profile.set_shape(images.name, (1, *shape), (1, *shape), (max_batch, *shape))
         config.add_optimization_profile(profile)
+        if precision == "int8":  # the calibrator's batches of 1
+            config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see its log above)")
@@ -213,12 +278,16 @@ class TensorRTNetwork:
     """
 
     def __init__(self, onnx_path: str | Path, device: torch.device, structure: str, precision: str, cache: Path,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, calibration: CalibrationSet | None = None) -> None:
         check_tensorrt(device)
         import tensorrt as trt
 
+        if (precision == "int8") != (calibration is not None):
+            raise ValueError("a TensorRT engine takes calibration frames for precision int8, and only then")
         self.path, self.device, self.structure = str(onnx_path), device, json.loads(structure)
-        key = engine_key(onnx_path, trt.__version__, gpu_identity(device), precision, max_batch)
+        key = engine_key(onnx_path, trt.__version__, gpu_identity(device), precision, max_batch,
+                         calibration.digest if calibration else None)
+        self.calibration_cache = calibration_cache_path(cache, onnx_path, calibration) if calibration else None
         path = engine_path(cache, onnx_path, key)
         self.engine_path = path
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -226,8 +295,9 @@ class TensorRTNetwork:
         engine = runtime.deserialize_cuda_engine(data) if data is not None else None
         if engine is None:
             log.info("building the TensorRT engine %s (%s)", path, precision)
+            calibrator = entropy_calibrator(calibration, self.calibration_cache, device) if calibration else None
             with torch.cuda.device(device):
-                data = build_engine(onnx_path, precision, max_batch)
+                data = build_engine(onnx_path, precision, max_batch, calibrator)
             store_engine(path, key, data)
             engine = runtime.deserialize_cuda_engine(data)
         self.engine = engine

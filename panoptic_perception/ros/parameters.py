@@ -70,7 +70,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   OnChange.RELOAD),
     ParameterSpec("runtime", "torch", "runs the network: torch (eager), onnxruntime or tensorrt (its ONNX export, cached)",
                   OnChange.RELOAD, choices=RUNTIMES),
-    ParameterSpec("precision", "fp32", "TensorRT engine precision (runtime tensorrt; the others run fp32)",
+    ParameterSpec("precision", "fp32", "fp16 (tensorrt), int8 (onnxruntime: a `quantize` onnx_path or backend_options "
+                  "calibration=DATA; tensorrt: calibration=DATA); else fp32",
                   OnChange.RELOAD, choices=PRECISIONS),
     ParameterSpec("onnx_path", "", "ONNX file exported from this very network (runtime onnxruntime or tensorrt); "
                   "empty: exported into the cache", OnChange.RELOAD),

@@ -98,3 +98,30 @@ def test_a_cached_engine_is_reused_and_a_damaged_one_rebuilt(onnx_cache):
     rebuilt = create_backend("twinlitenet", device="cuda", runtime="tensorrt")
     assert path.stat().st_size > 1000, "rebuilt, never used"
     np.testing.assert_array_equal(rebuilt(image).drivable_mask, engine(image).drivable_mask)
+
+
+def test_an_int8_engine_key_holds_the_calibration_frames(onnx_file, tmp_path):
+    from panoptic_perception.deploy.quantize import CalibrationSet
+    from panoptic_perception.deploy.tensorrt import calibration_cache_path
+
+    first, other = "a" * 64, "b" * 64
+    assert engine_key(onnx_file, "10.13.0", "gpu", "int8", calibration=first)["calibration"] == first
+    assert engine_path(tmp_path, onnx_file, engine_key(onnx_file, "10.13.0", "gpu", "int8", calibration=first)) != \
+        engine_path(tmp_path, onnx_file, engine_key(onnx_file, "10.13.0", "gpu", "int8", calibration=other))
+    frames = CalibrationSet("synthetic:1", (160, 96), [], [], first)
+    assert calibration_cache_path(tmp_path, onnx_file, frames) == tmp_path / f"model-{first[:32]}.calibration"
+
+
+@needs_gpu
+def test_an_int8_engine_calibrates_once_and_a_rebuild_reads_the_calibration_cache(onnx_cache):
+    images = [generate_scene(seed, 640, 360).image for seed in (5_000_100, 5_000_101)]
+    options = dict(device="cuda", runtime="tensorrt", precision="int8", calibration="synthetic:8@640x360+0")
+    engine = create_backend("twinlitenet", **options)
+    cache = engine.run_network.calibration_cache
+    assert cache.is_file() and cache.stat().st_size > 0
+    written = cache.stat().st_mtime_ns
+    engine.run_network.engine_path.unlink()
+    rebuilt = create_backend("twinlitenet", **options)
+    assert rebuilt.run_network.engine_path.is_file() and cache.stat().st_mtime_ns == written, "not calibrated again"
+    assert_results_equal(create_backend("twinlitenet", device="cuda").process(images), rebuilt.process(images),
+                         detections=False, agreement=0.98)
