@@ -21,9 +21,10 @@ def test_precision_and_onnx_path_are_parameters_that_reload_the_backend():
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"precision": "int8"}, "precision must be one of fp32, fp16, got 'int8'"),
-    ({"precision": "fp16"}, "precision fp16 is a TensorRT option; runtime torch runs fp32"),
-    ({"runtime": "onnxruntime", "precision": "fp16"}, "precision fp16 is a TensorRT option"),
+    ({"precision": "int4"}, "precision must be one of fp32, fp16, int8, got 'int4'"),
+    ({"precision": "fp16"}, "precision fp16 is an option of runtime tensorrt; runtime torch runs fp32"),
+    ({"runtime": "onnxruntime", "precision": "fp16"}, "precision fp16 is an option of runtime tensorrt"),
+    ({"precision": "int8"}, "precision int8 is an option of runtime onnxruntime or tensorrt; runtime torch runs fp32"),
     ({"onnx_path": "/data/twinlitenet.onnx"}, "an ONNX file needs runtime onnxruntime or tensorrt, not torch"),
     ({"runtime": "openvino"}, "runtime must be one of torch, onnxruntime, tensorrt"),
 ])
