@@ -16,9 +16,11 @@ def test_invalid_runtime_options_are_named():
         create_backend("twinlitenet", runtime="openvino")
     with pytest.raises(ValueError, match="an ONNX file needs runtime onnxruntime or tensorrt"):
         create_backend("twinlitenet", onnx_path="model.onnx")
-    with pytest.raises(ValueError, match="precision fp16 is a TensorRT option"):
+    with pytest.raises(ValueError, match="precision fp16 is an option of runtime tensorrt; runtime onnxruntime runs fp32"):
         create_backend("twinlitenet", runtime="onnxruntime", precision="fp16")
-    with pytest.raises(ValueError, match="precision must be one of fp32, fp16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16, int8"):
+        create_backend("twinlitenet", runtime="tensorrt", precision="int4")
+    with pytest.raises(ValueError, match="precision int8 with runtime tensorrt needs calibration frames"):
         create_backend("twinlitenet", runtime="tensorrt", precision="int8")
 
 

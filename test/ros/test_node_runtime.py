@@ -25,8 +25,8 @@ def test_onnxruntime_runs_the_onnx_path_and_runtime_combinations_are_checked(sta
     assert latest()["runtime"] == "onnxruntime" and latest()["precision"] == "fp32"
 
     for values, reason in (
-        ({"precision": "fp16"}, "precision fp16 is a TensorRT option; runtime onnxruntime runs fp32"),
-        ({"precision": "int8"}, "precision must be one of fp32, fp16"),
+        ({"precision": "fp16"}, "precision fp16 is an option of runtime tensorrt; runtime onnxruntime runs fp32"),
+        ({"precision": "int4"}, "precision must be one of fp32, fp16, int8"),
         ({"runtime": "torch"}, "an ONNX file needs runtime onnxruntime or tensorrt, not torch"),
     ):
         (result,) = probe.set_parameters(**values)
