@@ -1,4 +1,4 @@
-"""The ROS 2 commands: ``node``, ``camera``, ``node-benchmark``, ``make-bag`` and ``replay``.
+"""The ROS 2 commands: ``node``, ``camera``, ``node-benchmark``, ``soak``, ``make-bag`` and ``replay``.
 
 All but ``replay`` hand their arguments on unparsed to the module that runs them (ROS arguments, the
 camera's options). Everything ROS is imported when a command runs, so the other commands need no ROS.
@@ -25,6 +25,10 @@ def add_parsers(commands, common: argparse.ArgumentParser) -> None:
     node_benchmark = commands.add_parser("node-benchmark", add_help=False,
                                          help="node overhead: end-to-end latency across processes minus backend time")
     node_benchmark.set_defaults(func=cmd_node_benchmark, passes_arguments=True)
+
+    soak = commands.add_parser("soak", add_help=False,
+                               help="hours of multi-camera traffic through the node with injected faults; a report and a verdict")
+    soak.set_defaults(func=cmd_soak, passes_arguments=True)
 
     make_bag = commands.add_parser("make-bag", add_help=False, help="write a rosbag2 bag from synthetic scenes, images or a video")
     make_bag.set_defaults(func=cmd_make_bag, passes_arguments=True)
@@ -61,6 +65,12 @@ def cmd_node_benchmark(args: argparse.Namespace) -> int:
     from ..ros.benchmark import main as benchmark_main
 
     return benchmark_main(args.passed_arguments)
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from ..ros.soak import main as soak_main
+
+    return soak_main(args.passed_arguments)
 
 
 def cmd_make_bag(args: argparse.Namespace) -> int:

@@ -78,8 +78,9 @@ def publish(argv: Sequence[str] | None = None) -> int:
                         help="wait up to S seconds for subscribers before publishing")
     parser.add_argument("--subscribers", type=int, default=1, metavar="N", help="how many to wait for (default 1)")
     parser.add_argument("--stamps", metavar="FILE",
-                        help="on exit, write the stamp of every published frame to FILE (integer ns, one per line; "
-                             "the last may be of a frame interrupted by the stop)")
+                        help="write the stamp of every published frame to FILE as it is published (integer ns, one "
+                             "per line; the last may be of a frame interrupted by the stop; a killed camera's file "
+                             "keeps every frame it published)")
     args, ros_args = parser.parse_known_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else (0, 0, 0, 0)
@@ -102,13 +103,14 @@ def publish(argv: Sequence[str] | None = None) -> int:
     period = 1.0 / args.rate
     next_time = time.monotonic()
     sent = 0
-    stamps: list[int] = []
+    # Line-buffered: each stamp reaches the file before its frame is published (SIGKILL loses none).
+    stamps = open(args.stamps, "w", buffering=1) if args.stamps else None
     try:
         for image, camera in frames:
             now = node.get_clock().now()
             header = Header(stamp=now.to_msg(), frame_id=args.frame_id)
-            if args.stamps:  # first: a stop may interrupt the publishing, not hide a sent frame
-                stamps.append(now.nanoseconds)
+            if stamps:  # first: a stop may interrupt the publishing, not hide a sent frame
+                stamps.write(f"{now.nanoseconds}\n")
             if info_publisher is not None:  # before the frame, so that the node has it when the frame arrives
                 info_publisher.publish(camera_info_msg(camera.width, camera.height, camera.K, camera.D,
                                                        camera.distortion_model, header, roi))
@@ -125,9 +127,8 @@ def publish(argv: Sequence[str] | None = None) -> int:
             raise
         # else rclpy's signal handler (Ctrl-C, SIGTERM) shut the context down mid-publish: the stream just ends
     finally:
-        if args.stamps:  # before the log line, which tells a waiting reader that the file is complete
-            with open(args.stamps, "w") as file:
-                file.writelines(f"{stamp}\n" for stamp in stamps)
+        if stamps:  # before the log line, which tells a waiting reader that the file is complete
+            stamps.close()
         summary = f"published {sent} frames on {publisher.topic_name}"
         if node.context.ok():
             node.get_logger().info(summary)

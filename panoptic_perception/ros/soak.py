@@ -1,0 +1,944 @@
+"""Soak: the node under dense multi-camera traffic for hours, faults injected, a report and a verdict.
+
+``panoptic-perception soak`` samples the node from outside while it runs. Processes, as on a vehicle: the node (this module run as a script: the production node with the harness's
+dense backend registered, :func:`node_main`), one ``camera`` process per camera (synthetic frames, stamps
+written as they are sent) and this process, which subscribes to every output of every camera (the list is
+:data:`~panoptic_perception.ros.topics.OUTPUT_TOPICS`, so new outputs join by themselves; serialized, only
+the header is read), reads ``/diagnostics``, samples the node's ``/proc`` entry and ``/dev/shm``, injects the
+faults of :data:`FAULTS` and writes the report (:func:`write_report`: ``report.json``, ``report.md``, plots).
+
+The dense backend ``soak_dense`` is bundled TwinLiteNet plus ``detections`` (300) synthetic boxes a frame,
+so that every frame carries the dense case's messages; its options ``fail_every=K`` (the backend raises on
+every K-th frame, and again whenever the node retries that frame alone: a frame that crashes the
+model) and ``bad_result_every=K`` (every K-th call returns a result without timings, which
+breaks the node's message building: an exception outside the backend call) are set at runtime through the production
+``backend_options`` parameter, which reloads it.
+
+Pass criteria (:func:`verdict`): the node never dies nor hangs (``/diagnostics`` silent for ``hang_s``, a
+service call unanswered); no camera starves (no output for ``starve_s`` while it sends and no fault excuses
+it); latency p99 of the last window at most 20 % above the first window's (windows of ``duration / 6``: 10
+minutes of an hour); memory grows by at most the profile's slope after warm-up; every output's stamp was
+sent by its camera, once per topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..core.streaming import FrameCounters
+from .benchmark import _environment, _rss_mb, _stop
+from .topics import OUTPUT_TOPICS
+
+NODE = "/panoptic_perception"
+DENSE_BACKEND = "soak_dense"
+SHM = Path("/dev/shm")
+#: What can become of a received frame (the node's counters besides ``received``).
+OUTCOMES = tuple(name for name in FrameCounters().snapshot() if name != "received")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One kind of fault: what it does, and which cameras' outputs it may interrupt ("one": the camera it
+    is applied to, "all", "none"), which excuses their silence and keeps its time out of the latency windows."""
+
+    kind: str
+    description: str
+    interrupts: str = "none"
+
+
+#: The fault schedule, as data: each round injects every kind once, in this order.
+FAULTS: tuple[FaultSpec, ...] = (
+    FaultSpec("runtime", "runtime torch -> onnxruntime -> torch (reloads)", "all"),
+    FaultSpec("backend_switch", "backend soak_dense -> twinlitenet -> soak_dense (reloads, outputs change)", "all"),
+    FaultSpec("lifecycle", "deactivate, cleanup, configure, activate (cycles per round: see the profile)", "all"),
+    FaultSpec("bad_frames", "truncated, wrong-encoding and zero-size raw frames; corrupt JPEGs on the compressed "
+              "camera; all must be rejected and counted"),
+    FaultSpec("camera_stop", "a camera stops (SIGINT) until the node reports it silent, then comes back", "one"),
+    FaultSpec("subscribers", "three extra participants subscribe to every output and leave again"),
+    FaultSpec("backend_faults", "backend_options fail_every / bad_result_every (a reload): the backend raises, a "
+              "result breaks the node's message building; then a parameter change must work; then back", "all"),
+    FaultSpec("thresholds", "score / mask threshold and max_detections changed under load, then back"),
+    FaultSpec("sim_time", "use_sim_time on with a /clock that loops back every few seconds (a looping bag), then off"),
+    FaultSpec("bad_camera_info", "CameraInfo with an all-zero K, zero size, NaN distortion"),
+    FaultSpec("camera_kill", "SIGKILL of a camera process (leaves Fast DDS shared memory), restarted", "one"),
+)
+FAULTS_BY_KIND = {spec.kind: spec for spec in FAULTS}
+#: Faults whose first occurrence loads code or memory once (warm-up for the memory slope); first in a round.
+ONE_TIME_KINDS = ("runtime", "backend_switch", "lifecycle")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A soak run: load, length, how often each fault comes (``rounds`` at ``duration_s``, scaled with the
+    duration actually asked for, at least 1) and the limits of the verdict."""
+
+    name: str
+    duration_s: float
+    cameras: int
+    size: tuple[int, int]
+    rate: float
+    rounds: int
+    lifecycle_cycles: int  # in all, spread over the rounds
+    memory_slope_mb_per_h: float
+    latency_growth: float = 0.2  # the most the last window's p99 may exceed the first's (0.2: 20 %)
+    starve_s: float = 10.0
+    hang_s: float = 15.0
+    settle_s: float = 30.0  # first seconds left out of the latency windows (discovery, first frames)
+
+
+PROFILES = {
+    # The issue's load: 4 cameras (the last compressed) at 30 Hz, 1280x720; every fault 6 times an hour.
+    "full": Profile("full", 3600.0, 4, (1280, 720), 30.0, 6, 100, 5.0),
+    # The test suite's: 2 cameras (one compressed) at 640x360 and 15 Hz, so that a busy 2-core machine keeps
+    # up; every fault once. 3 minutes cannot resolve 5 MB/h (the allocator's working set swings by tens of
+    # MB), nor 20 % of a p99 over 30 s windows on a shared CPU: its limits only catch a gross leak and a
+    # queue that grows (latency doubling).
+    "suite": Profile("suite", 180.0, 2, (640, 360), 15.0, 1, 2, 600.0, latency_growth=1.0),
+}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1h``, ``1.5h`` → seconds. Raises ValueError."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([smh]?)\s*", text)
+    if not match:
+        raise ValueError(f"a duration is a number with s, m or h, got {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+# -- the node process ------------------------------------------------------------------------------
+def register_dense_backend() -> None:
+    """Register ``soak_dense`` (see the module docstring) in this process's backend registry."""
+    from ..backends.registry import list_backends, register_backend
+    from ..backends.twinlitenet import TwinLiteNetBackend
+    from ..core.types import Capability, Detections
+    from ..models.twinlitenet import TwinLiteNetConfig
+
+    if DENSE_BACKEND in list_backends():
+        return
+
+    @dataclass(frozen=True)
+    class DenseConfig(TwinLiteNetConfig):
+        detections: int = 300
+        fail_every: int = 0
+        bad_result_every: int = 0
+
+    @register_backend(DENSE_BACKEND)
+    class DenseBackend(TwinLiteNetBackend):
+        """Bundled TwinLiteNet plus ``detections`` boxes a frame (at most ``max_detections``), with injectable faults."""
+
+        capabilities = TwinLiteNetBackend.capabilities | {Capability.DETECTION}
+        config_type = DenseConfig
+        thresholds_used = ("score", "iou", "max_detections", "mask")
+        calls = frames = 0
+        poisoned = 0  # the buffer address of the frame that raises
+
+        @classmethod
+        def _resolve_weights(cls, weights, allow_random):  # TwinLiteNet's checkpoint, named for it
+            return TwinLiteNetBackend._resolve_weights.__func__(TwinLiteNetBackend, weights, allow_random)
+
+        def process(self, images):
+            self.calls += 1
+            addresses = [image.__array_interface__["data"][0] for image in images]
+            if self.config.fail_every and self.poisoned not in addresses:
+                hits = [a for i, a in enumerate(addresses, self.frames + 1) if i % self.config.fail_every == 0]
+                self.frames += len(addresses)
+                self.poisoned = hits[0] if hits else self.poisoned
+            if self.config.fail_every and self.poisoned in addresses:
+                raise RuntimeError(f"soak: injected backend fault (frame {self.frames})")
+            results = super().process(images)
+            for result in results:
+                result.detections = self._boxes(*result.image_size)
+            if self.config.bad_result_every and self.calls % self.config.bad_result_every == 0:
+                results[0].timings = None  # the node's message building fails: a fault outside the backend call
+            return results
+
+        def _boxes(self, width: int, height: int) -> Detections:
+            count = min(self.config.detections, self.thresholds.max_detections)
+            columns = max(1, math.ceil(math.sqrt(count * width / max(height, 1))))
+            index = np.arange(count)
+            x, y = (index % columns) * width / columns, (index // columns) * height / math.ceil(count / columns)
+            boxes = np.stack([x, y, x + width / columns * 0.8, y + 8.0], 1).astype(np.float32)
+            class_ids = 3 + index % 7
+            return Detections(boxes, np.linspace(0.99, 0.31, count, dtype=np.float32), class_ids.astype(np.int64),
+                              [f"object_{c}" for c in class_ids])
+
+
+def node_main(argv: Sequence[str]) -> int:
+    """The node process of a soak run: the production node (:func:`panoptic_perception.ros.node.main`) with
+    ``soak_dense`` available. ``argv``: ROS arguments."""
+    register_dense_backend()
+    from .node import main
+
+    return main(["panoptic-perception-soak-node", *argv])
+
+
+# -- reading outputs without deserializing them ----------------------------------------------------
+def cdr_stamp_ns(data: bytes) -> int:
+    """The ``header.stamp`` (ns) of a serialized message whose first field is a ``std_msgs/Header``
+    (little-endian CDR). Raises ValueError for another encoding."""
+    if data[1] != 1:
+        raise ValueError(f"not little-endian CDR (encapsulation {data[:4].hex()})")
+    sec, nanosec = struct.unpack_from("<iI", data, 4)
+    return sec * 1_000_000_000 + nanosec
+
+
+def cdr_detection_count(data: bytes) -> int:
+    """The number of detections of a serialized ``vision_msgs/Detection2DArray`` (little-endian CDR)."""
+    (length,) = struct.unpack_from("<I", data, 12)  # the frame_id string after the stamp
+    offset = 16 + length
+    offset += -(offset - 4) % 4  # CDR aligns to the field's size, counted after the 4-byte encapsulation
+    return struct.unpack_from("<I", data, offset)[0]
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclass
+class FaultEvent:
+    kind: str
+    camera: str  # "" for none in particular
+    start: float  # time.time()
+    end: float = 0.0
+    survived: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Harness:
+    """The soak run's own ROS participant and its processes; :meth:`run` is the whole run."""
+
+    def __init__(self, profile: Profile, duration_s: float, output: Path, log=print) -> None:
+        self.profile, self.duration_s, self.output, self.log = profile, duration_s, output, log
+        self.cameras = [f"cam{i}" for i in range(profile.cameras)]
+        # The last camera compressed (corrupt JPEGs), where there are two or more.
+        self.compressed = {self.cameras[-1]} if profile.cameras > 1 else set()
+        self.lock = threading.Lock()
+        self.outputs: dict[tuple[str, str], list[tuple[int, int]]] = {}  # (camera, topic) -> (arrival ns, stamp ns)
+        self.detection_counts: list[int] = []
+        self.diagnostics: list[tuple[float, dict[str, tuple[int, str, dict[str, str]]]]] = []
+        self.samples: list[dict[str, float]] = []
+        self.events: list[FaultEvent] = []
+        self.problems: list[str] = []  # hangs and deaths, as they are seen
+        self.camera_runs: dict[str, list[tuple[Any, Path]]] = {camera: [] for camera in self.cameras}
+        self.node_process: subprocess.Popen | None = None
+        self.started = 0.0
+        self.window_s = duration_s / 6  # an hour's 10 minutes
+
+    # -- processes ---------------------------------------------------------------------------------
+    def _node_args(self) -> list[str]:
+        parameters = {"backend": DENSE_BACKEND, "cameras": f"[{','.join(self.cameras)}]"}
+        for camera in self.cameras:
+            parameters[f"cameras.{camera}.image_topic"] = f"/soak/{camera}/image_raw"
+            parameters[f"cameras.{camera}.camera_info_topic"] = f"/soak/{camera}/camera_info"
+            if camera in self.compressed:
+                parameters[f"cameras.{camera}.transport"] = "compressed"
+        return [sys.executable, "-m", __name__, "--ros-args", *sum((["-p", f"{k}:={v}"] for k, v in parameters.items()), [])]
+
+    def start_camera(self, camera: str) -> None:
+        run = len(self.camera_runs[camera])
+        stamps = self.output / "logs" / f"{camera}_{run}.stamps"
+        width, height = self.profile.size
+        args = [sys.executable, "-m", "panoptic_perception.cli", "camera", "--topic", f"/soak/{camera}/image_raw",
+                "--frame-id", camera, "--rate", str(self.profile.rate), "--size", f"{width}x{height}", "--distinct", "4",
+                "--stamps", str(stamps), *(["--compressed"] if camera in self.compressed else [])]
+        process = subprocess.Popen(args, env=self.env, stdout=open(self.output / "logs" / f"{camera}_{run}.log", "w"),
+                                   stderr=subprocess.STDOUT)
+        self.camera_runs[camera].append((process, stamps))
+
+    def camera_process(self, camera: str):
+        return self.camera_runs[camera][-1][0]
+
+    # -- ROS ---------------------------------------------------------------------------------------
+    def _start_ros(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from .conversions import message_class
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.ros = rclpy.create_node("soak", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.ros)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for camera in self.cameras:
+            for topic in OUTPUT_TOPICS.values():
+                self.outputs[camera, topic.name] = []
+                self.ros.create_subscription(message_class(topic.msg_type), f"{NODE}/{camera}/{topic.name}",
+                                             lambda data, key=(camera, topic.name): self._on_output(key, data), qos, raw=True)
+        self.ros.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.spinner = threading.Thread(target=self._spin, daemon=True)
+        self.spinner.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:
+                if not self.context.ok():
+                    return
+                raise
+
+    def _on_output(self, key: tuple[str, str], data: bytes) -> None:
+        arrival = time.time_ns()
+        with self.lock:
+            self.outputs[key].append((arrival, cdr_stamp_ns(data)))
+            if key[1] == "detections":
+                self.detection_counts.append(cdr_detection_count(data))
+
+    def _on_diagnostics(self, msg) -> None:
+        statuses = {}
+        for status in msg.status:
+            if not status.name.startswith(f"{NODE}:"):
+                continue
+            level = status.level[0] if isinstance(status.level, bytes) else status.level
+            key = status.name.rsplit(" ", 1)[1] if ": camera " in status.name else ""
+            statuses[key] = (level, status.message, {kv.key: kv.value for kv in status.values})
+        if statuses:
+            with self.lock:
+                self.diagnostics.append((time.time(), statuses))
+
+    def latest(self, camera: str = "", after: float = 0.0) -> tuple[int, str, dict[str, str]] | None:
+        """The newest status of the node ("") or a camera that arrived after ``after`` (time.time())."""
+        with self.lock:
+            for arrival, statuses in reversed(self.diagnostics):
+                if arrival <= after:
+                    return None
+                if camera in statuses:
+                    return statuses[camera]
+        return None
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> bool:
+        """Wait for ``condition`` (sampling meanwhile); False, with a problem noted, on timeout or node death."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.node_process.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                self.problems.append(f"timed out after {timeout:.0f} s waiting for {what}")
+                self.log(f"soak: {self.problems[-1]}")
+                return False
+            self.sample()
+            time.sleep(0.1)
+        return True
+
+    def call(self, srv_type, name: str, request, timeout: float = 120.0):
+        client = self.ros.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                self.problems.append(f"service {name} not available (hang)")
+                return None
+            future = client.call_async(request)
+            return future.result() if self.wait_for(future.done, timeout, f"a reply from {name} (hang)") else None
+        finally:
+            self.ros.destroy_client(client)
+
+    def set_parameters(self, **values: Any) -> bool:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        reply = self.call(SetParameters, f"{NODE}/set_parameters", request)
+        ok = reply is not None and all(result.successful for result in reply.results)
+        if not ok:
+            self.problems.append(f"parameter change {values} refused or unanswered: "
+                                 f"{[r.reason for r in reply.results] if reply else 'no reply'}")
+        return ok
+
+    def reload(self, key: str, value: str, **values: Any) -> bool:
+        """Set parameters that reload the backend; wait until the node's status shows ``key`` = ``value``
+        and no reload running."""
+        asked = time.time()
+        if not self.set_parameters(**values):
+            return False
+
+        def done() -> bool:
+            status = self.latest("", asked + 1.0)
+            return status is not None and status[2].get(key) == value and "reloading" not in status[1]
+
+        return self.wait_for(done, 600, f"the reload to {key}={value}")
+
+    def outputs_of(self, camera: str, topic: str = "result") -> int:
+        with self.lock:
+            return len(self.outputs[camera, topic])
+
+    def wait_for_outputs(self, cameras: Sequence[str], count: int = 3, timeout: float = 120.0) -> bool:
+        before = {camera: self.outputs_of(camera) for camera in cameras}
+        return self.wait_for(lambda: all(self.outputs_of(c) >= before[c] + count for c in cameras), timeout,
+                             f"{count} new outputs of {', '.join(cameras)}")
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def sample(self) -> None:
+        """Once a second: the node's memory, threads, open files, /dev/shm; a hang when diagnostics stop."""
+        now = time.time()
+        if self.samples and now - self.samples[-1]["time"] < 1.0:
+            return
+        pid = self.node_process.pid
+        try:
+            threads = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                               if line.startswith("Threads:")))
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except (OSError, StopIteration):
+            threads = fds = 0
+        shm = sum(1 for _ in SHM.iterdir()) if SHM.is_dir() else 0
+        self.samples.append({"time": now, "rss_mb": _rss_mb(pid), "threads": threads, "fds": fds, "shm_files": shm})
+        with self.lock:
+            last = self.diagnostics[-1][0] if self.diagnostics else self.started
+        if self.started and now - last > self.profile.hang_s and not self.problems[-1:] == ["hang"]:
+            self.problems.append("hang")
+            self.log(f"soak: no /diagnostics for {now - last:.0f} s: the node hangs")
+
+    # -- faults ------------------------------------------------------------------------------------
+    def inject(self, kind: str, round_index: int, lifecycle_cycles: int) -> FaultEvent:
+        camera = self.cameras[round_index % len(self.cameras)] if FAULTS_BY_KIND[kind].interrupts == "one" else ""
+        event = FaultEvent(kind, camera, time.time())
+        self.events.append(event)
+        self.log(f"soak: {time.time() - self.started:7.1f} s  fault {kind}{f' ({camera})' if camera else ''}")
+        problems = len(self.problems)
+        try:
+            survived = getattr(self, f"_fault_{kind}")(event, **({"cycles": lifecycle_cycles} if kind == "lifecycle" else {}))
+        except Exception as error:  # the harness's own failure: reported as this fault not survived
+            event.detail["error"] = f"{type(error).__name__}: {error}"
+            survived = False
+        event.end = time.time()
+        event.survived = bool(survived) and len(self.problems) == problems and self.node_process.poll() is None
+        return event
+
+    def _rejected(self) -> int:
+        status = self.latest()
+        return int(status[2]["rejected_bad"]) if status else 0
+
+    def _fault_bad_frames(self, event: FaultEvent) -> bool:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CompressedImage, Image
+
+        raw = next(c for c in self.cameras if c not in self.compressed)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        image = self.ros.create_publisher(Image, f"/soak/{raw}/image_raw", qos)
+        frames = [Image(height=720, width=1280, encoding="bgr8", step=3840, data=array.array("B", bytes(1000))),
+                  Image(height=4, width=4, encoding="yuv422_weird", step=12, data=array.array("B", bytes(48))),
+                  Image(height=0, width=0, encoding="bgr8", step=0)]
+        messages = [(image, frame) for frame in frames]
+        compressed = None
+        if self.compressed:
+            camera = next(iter(self.compressed))
+            compressed = self.ros.create_publisher(CompressedImage, f"/soak/{camera}/image_raw/compressed", qos)
+            jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + os.urandom(2000)
+            messages += [(compressed, CompressedImage(format="jpeg", data=array.array("B", jpeg))),
+                         (compressed, CompressedImage(format="jpeg", data=array.array("B", jpeg[:10])))]
+        try:
+            self.wait_for(lambda: all(p.get_subscription_count() for p, _ in messages), 30, "the node's camera subscriptions")
+            before, sent = self._rejected(), 0
+            for _ in range(3):
+                for publisher, msg in messages:
+                    msg.header.stamp = self.ros.get_clock().now().to_msg()  # a stamp no camera sent
+                    msg.header.frame_id = "bad"
+                    publisher.publish(msg)
+                    sent += 1
+                    time.sleep(0.05)
+            # Best effort to the node: most arrive; all that arrive must be rejected, none processed.
+            rejected = self.wait_for(lambda: self._rejected() >= before + sent // 2, 60, "the bad frames to be rejected")
+            event.detail.update(sent=sent, rejected=self._rejected() - before)
+            return rejected
+        finally:
+            self.ros.destroy_publisher(image)
+            if compressed is not None:
+                self.ros.destroy_publisher(compressed)
+
+    def _fault_camera_stop(self, event: FaultEvent) -> bool:
+        process = self.camera_process(event.camera)
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+        silent = self.wait_for(lambda: (s := self.latest(event.camera)) is not None and "no frames" in s[1], 60,
+                               f"the node to report {event.camera} silent")
+        self.start_camera(event.camera)
+        return silent and self.wait_for_outputs([event.camera])
+
+    def _fault_camera_kill(self, event: FaultEvent) -> bool:
+        before = sum(1 for _ in SHM.iterdir())
+        process = self.camera_process(event.camera)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+        event.detail["shm_files_left"] = sum(1 for _ in SHM.iterdir()) - before
+        self.start_camera(event.camera)
+        return self.wait_for_outputs([event.camera])
+
+    def _fault_subscribers(self, event: FaultEvent) -> bool:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        from .conversions import message_class
+
+        from rclpy.executors import SingleThreadedExecutor
+
+        received = []
+        for _ in range(3):  # each a participant of its own, as a visualiser started and closed
+            context = self.rclpy.Context()
+            self.rclpy.init(context=context)
+            node = self.rclpy.create_node("soak_visitor", context=context)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            count = [0]
+            for camera in self.cameras:
+                for topic in OUTPUT_TOPICS.values():
+                    node.create_subscription(message_class(topic.msg_type), f"{NODE}/{camera}/{topic.name}",
+                                             lambda _data: count.__setitem__(0, count[0] + 1),
+                                             QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT), raw=True)
+            deadline = time.monotonic() + 30
+            while count[0] < 10 and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.1)
+                self.sample()
+            received.append(count[0])
+            executor.shutdown()
+            node.destroy_node()
+            context.try_shutdown()
+        event.detail["received"] = received
+        return all(received)
+
+    def _fault_backend_faults(self, event: FaultEvent) -> bool:
+        status = self.latest()
+        errors, publish = int(status[2]["backend_errors"]), int(status[2].get("faults_publish", 0))
+        options = "fail_every=5,bad_result_every=7"
+        if not self.reload("backend_options", options, backend_options=options):
+            return False
+
+        def counted() -> bool:
+            values = self.latest()[2]
+            return int(values["backend_errors"]) >= errors + 3 and int(values.get("faults_publish", 0)) >= publish + 2
+
+        ok = self.wait_for(counted, 120, "injected backend errors and publish faults to be counted")
+        values = self.latest()[2]
+        event.detail.update(backend_errors=int(values["backend_errors"]) - errors,
+                            publish_faults=int(values.get("faults_publish", 0)) - publish)
+        # The defect the issue names: after a fault outside the backend call the next parameter change hung.
+        ok = self.set_parameters(score_threshold=0.4) and self.set_parameters(score_threshold=-1.0) and ok
+        return self.reload("backend_options", "", backend_options="") and ok
+
+    def _fault_thresholds(self, event: FaultEvent) -> bool:
+        ok = self.set_parameters(score_threshold=0.5, mask_threshold=0.6, max_detections=100)
+        with self.lock:
+            seen = len(self.detection_counts)
+        ok = ok and self.wait_for(lambda: 100 in self.detection_counts[seen:], 60, "detections limited to 100")
+        return self.set_parameters(score_threshold=-1.0, mask_threshold=-1.0, max_detections=0) and ok
+
+    def _fault_runtime(self, event: FaultEvent) -> bool:
+        ok = self.reload("runtime", "onnxruntime", runtime="onnxruntime") and self.wait_for_outputs(self.cameras)
+        return self.reload("runtime", "torch", runtime="torch") and ok
+
+    def _fault_backend_switch(self, event: FaultEvent) -> bool:
+        ok = self.reload("backend", "twinlitenet", backend="twinlitenet") and self.wait_for_outputs(self.cameras)
+        return self.reload("backend", DENSE_BACKEND, backend=DENSE_BACKEND) and ok
+
+    def _fault_lifecycle(self, event: FaultEvent, cycles: int) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        for _ in range(cycles):
+            for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP,
+                               Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+                reply = self.call(ChangeState, f"{NODE}/change_state", ChangeState.Request(transition=Transition(id=transition)))
+                if reply is None or not reply.success:
+                    self.problems.append(f"lifecycle transition {transition} failed")
+                    return False
+        event.detail["cycles"] = cycles
+        return self.wait_for_outputs(self.cameras)
+
+    def _fault_sim_time(self, event: FaultEvent) -> bool:
+        from rosgraph_msgs.msg import Clock
+
+        clock = self.ros.create_publisher(Clock, "/clock", 10)
+        stop = threading.Event()
+        loop_ns, start_ns = 3_000_000_000, time.time_ns() - 60_000_000_000
+
+        def publish() -> None:  # a bag of 3 s played in a loop, a minute behind the cameras' clock
+            begun = time.monotonic_ns()
+            while not stop.wait(0.01):
+                elapsed = (time.monotonic_ns() - begun) % loop_ns
+                stamp = start_ns + elapsed
+                clock.publish(Clock(clock=self.rclpy.time.Time(nanoseconds=stamp).to_msg()))
+
+        thread = threading.Thread(target=publish, daemon=True)
+        thread.start()
+        try:
+            ok = self.set_parameters(use_sim_time=True)
+            asked = time.time()
+            # Diagnostics and outputs go on while the clock jumps back (several loops).
+            ok = ok and self.wait_for(lambda: self.latest("", asked + 4 * loop_ns / 1e9) is not None, 60,
+                                      "diagnostics under a looping /clock")
+            ok = ok and self.wait_for_outputs(self.cameras)
+            return self.set_parameters(use_sim_time=False) and ok
+        finally:
+            stop.set()
+            thread.join(5)
+            self.ros.destroy_publisher(clock)
+
+    def _fault_bad_camera_info(self, event: FaultEvent) -> bool:
+        from sensor_msgs.msg import CameraInfo
+
+        camera = self.cameras[0]
+        publisher = self.ros.create_publisher(CameraInfo, f"/soak/{camera}/camera_info", 10)
+        try:
+            self.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's camera_info subscription")
+            width, height = self.profile.size
+            for info in (CameraInfo(width=width, height=height), CameraInfo(width=0, height=0, k=[1.0] * 9),
+                         CameraInfo(width=width, height=height, k=[500.0, 0, 320, 0, 500, 180, 0, 0, 1],
+                                    d=[math.nan] * 5, distortion_model="plumb_bob")):
+                info.header.stamp = self.ros.get_clock().now().to_msg()
+                publisher.publish(info)
+                time.sleep(0.1)
+            return self.wait_for_outputs([camera])
+        finally:
+            self.ros.destroy_publisher(publisher)
+
+    def _settled(self) -> bool:
+        """The newest two node statuses are equal and every camera's frames have outcomes."""
+        with self.lock:
+            last = [statuses for _, statuses in self.diagnostics[-2:]]
+        counters = [{name: values.get("", (0, "", {}))[2].get(name) for name in ("received", *OUTCOMES)} for values in last]
+        return len(last) == 2 and counters[0] == counters[1] and all(
+            frames_accounted(values) for _, _, values in last[1].values())
+
+    # -- the run -----------------------------------------------------------------------------------
+    def schedule(self) -> list[tuple[float, str, int, int]]:
+        """(seconds after start, kind, round, lifecycle cycles) of every fault, rounds spread evenly between
+        the first and the last latency window (both without faults: the same load before and after them)."""
+        scale = self.duration_s / self.profile.duration_s
+        rounds = max(1, round(self.profile.rounds * scale))
+        cycles = max(rounds, round(self.profile.lifecycle_cycles * scale))
+        first = self.profile.settle_s + self.window_s
+        span = self.duration_s - self.window_s - first
+        faults = []
+        for r in range(rounds):
+            begin = first + span * r / rounds
+            for i, spec in enumerate(FAULTS):
+                per_round = cycles // rounds + (r < cycles % rounds) if spec.kind == "lifecycle" else 0
+                faults.append((begin + span / rounds * i / len(FAULTS), spec.kind, r, per_round))
+        return faults
+
+    def run(self) -> dict:
+        (self.output / "logs").mkdir(parents=True, exist_ok=True)
+        self.env = _environment(self.output / "logs")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self._start_ros()
+        self.node_process = subprocess.Popen(self._node_args(), env=self.env, stdout=open(self.output / "logs" / "node.log", "w"),
+                                             stderr=subprocess.STDOUT)
+        try:
+            self.started = time.time()
+            if not self.wait_for(lambda: all(self.ros.count_publishers(f"{NODE}/{c}/result") for c in self.cameras), 300,
+                                 "the node's outputs"):
+                raise RuntimeError(f"the node did not start; see {self.output / 'logs' / 'node.log'}")
+            for camera in self.cameras:
+                self.start_camera(camera)
+            self.wait_for_outputs(self.cameras, 1, 300)
+            self.started = time.time()
+            for at, kind, round_index, cycles in self.schedule():
+                self.wait_for(lambda: time.time() - self.started >= at, at + 60, "the next fault's time")
+                if self.node_process.poll() is not None:
+                    break
+                self.inject(kind, round_index, cycles)
+            # A last window without faults, however long the faults took.
+            end = max(self.started + self.duration_s, (self.events[-1].end if self.events else 0) + self.window_s)
+            self.wait_for(lambda: time.time() >= end, end - time.time() + 60, "the end")
+            self.ended = time.time()
+        finally:
+            cameras = [process for runs in self.camera_runs.values() for process, _ in runs]
+            _stop(cameras)
+            if not hasattr(self, "ended"):
+                self.ended = time.time()
+            # The last outputs, and a final status in which every frame has an outcome.
+            if self.node_process.poll() is None:
+                self.wait_for(self._settled, 60, "every received frame to have an outcome")
+            self.node_exit = self.node_process.poll()
+            _stop([self.node_process])
+            self.executor.shutdown()
+            self.ros.destroy_node()
+            self.context.try_shutdown()
+        return analyse(self)
+
+
+# -- analysis --------------------------------------------------------------------------------------
+def _percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not len(values):
+        return {"p50": math.nan, "p99": math.nan, "count": 0}
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99)), "count": len(values)}
+
+
+def _excused(events: list[FaultEvent], camera: str, grace: float) -> list[tuple[float, float]]:
+    """The intervals in which ``camera``'s outputs may stop (faults that interrupt it, plus ``grace``)."""
+    spans = []
+    for event in events:
+        interrupts = FAULTS_BY_KIND[event.kind].interrupts
+        if interrupts == "all" or (interrupts == "one" and event.camera == camera):
+            spans.append((event.start, (event.end or event.start) + grace))
+    return spans
+
+
+def _inside(t: float, spans: list[tuple[float, float]]) -> bool:
+    return any(a <= t <= b for a, b in spans)
+
+
+def analyse(run: Harness) -> dict:
+    """The report of a finished run: counters, series per minute, faults, the checks and the verdict."""
+    profile, start, end = run.profile, run.started, run.ended
+    window = run.window_s
+    sent = {camera: set() for camera in run.cameras}
+    for camera, runs in run.camera_runs.items():
+        for _, stamps in runs:
+            if stamps.exists():
+                sent[camera].update(int(line) for line in stamps.read_text().split())
+    cameras, latencies = {}, []
+    final = run.diagnostics[-1][1] if run.diagnostics else {}
+    for camera in run.cameras:
+        topics, unknown, duplicates = {}, 0, 0
+        for (name, topic), received in run.outputs.items():
+            if name != camera or not received:
+                continue
+            stamps = [stamp for _, stamp in received]
+            topics[topic] = len(stamps)
+            unknown += sum(1 for s in set(stamps) if s not in sent[camera])
+            duplicates += len(stamps) - len(set(stamps))
+        spans = _excused(run.events, camera, profile.starve_s)
+        arrivals = [(a / 1e9, (a - s) / 1e6) for a, s in run.outputs[camera, "result"]]
+        latencies += [(t, ms) for t, ms in arrivals if not _inside(t, spans)]
+        gaps = [b - a for (a, _), (b, _) in zip([(start, 0.0), *arrivals], arrivals + [(end, 0.0)])
+                if not any(x < b and a < y for x, y in spans)]
+        counters = final.get(camera, (0, "", {}))[2]
+        cameras[camera] = {
+            "transport": "compressed" if camera in run.compressed else "raw", "frames_sent": len(sent[camera]),
+            "node_counters": {k: int(v) for k, v in counters.items() if v.isdigit()},
+            "outputs": topics, "stamps_never_sent": unknown, "stamps_twice": duplicates,
+            "longest_unexcused_gap_s": max(gaps, default=0.0), "camera_restarts": len(run.camera_runs[camera]) - 1,
+        }
+    minutes = []
+    for m in range(int(math.ceil((end - start) / 60))):
+        a, b = start + 60 * m, start + 60 * (m + 1)
+        in_minute = [ms for t, ms in latencies if a <= t < b]
+        samples = [s for s in run.samples if a <= s["time"] < b]
+        minutes.append({
+            "minute": m, "latency_ms": _percentiles(in_minute),
+            "outputs_per_s": {c: sum(1 for t, _ in run.outputs[c, "result"] if a <= t / 1e9 < b) / 60 for c in run.cameras},
+            **{k: max((s[k] for s in samples), default=math.nan) for k in ("rss_mb", "threads", "fds", "shm_files")},
+            "faults": [e.kind for e in run.events if a <= e.start < b],
+        })
+    first = [ms for t, ms in latencies if start + profile.settle_s <= t < start + profile.settle_s + window]
+    last = [ms for t, ms in latencies if t >= end - window]
+    # Warm-up: half a window, and the first of each fault that loads code or memory once (ONNX export and
+    # ONNX Runtime, another backend's module, a configure): a step, not a leak.
+    warmed = max([start + window / 2, *(min((e.end for e in run.events if e.kind == kind), default=start)
+                                        for kind in ONE_TIME_KINDS)])
+    warm = [(s["time"], s["rss_mb"]) for s in run.samples if s["time"] >= warmed and s["rss_mb"] > 0]
+    slope = memory_slope_mb_per_h(warm)
+    node = final.get("", (0, "", {}))[2]
+    logged = logged_problems(run.output / "logs" / "node.log")
+    report = {
+        "profile": dataclasses.asdict(profile), "duration_s": end - start, "window_s": window,
+        "cameras": cameras, "node_counters": {k: int(v) for k, v in node.items() if v.isdigit()},
+        "faults": [dataclasses.asdict(e) | {"start_s": e.start - start, "end_s": e.end - start} for e in run.events],
+        "faults_injected": _fault_totals(run.events), "minutes": minutes,
+        "latency_first_window_ms": _percentiles(first), "latency_last_window_ms": _percentiles(last),
+        "memory_slope_mb_per_h": slope, "detections_per_frame": _spread(run.detection_counts),
+        "logged": logged, "problems": run.problems, "node_exit": run.node_exit,
+        "samples": run.samples,
+    }
+    report["checks"] = verdict(report, profile)
+    report["passed"] = all(check["passed"] for check in report["checks"].values())
+    return report
+
+
+def frames_accounted(values: dict[str, str]) -> bool:
+    """Whether every frame a status counts as received has an outcome (processed, dropped, rejected, failed)."""
+    return int(values.get("received", 0)) == sum(int(values.get(name, 0)) for name in OUTCOMES)
+
+
+def _fault_totals(events: list[FaultEvent]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for event in events:
+        entry = totals.setdefault(event.kind, {"injected": 0, "survived": 0})
+        entry["injected"] += 1
+        entry["survived"] += event.survived
+    return totals
+
+
+def _spread(values: list[int]) -> dict[str, float]:
+    return {"min": min(values), "max": max(values), "count": len(values)} if values else {"count": 0}
+
+
+def memory_slope_mb_per_h(samples: list[tuple[float, float]], pieces: int = 12) -> float:
+    """Growth of resident memory (MB/h): a line through the floor (minimum) of each of ``pieces`` equal
+    spans of ``samples`` (time s, MB). The floor: a leak raises it; the allocator's swings only add peaks."""
+    if len(samples) < 2 * pieces:
+        return math.nan
+    times, values = np.array(samples).T
+    edges = np.linspace(times[0], times[-1], pieces + 1)
+    floors = [(t0, values[(times >= t0) & (times <= t1)].min()) for t0, t1 in zip(edges, edges[1:])
+              if ((times >= t0) & (times <= t1)).any()]
+    x, y = np.array(floors).T
+    return float(np.polyfit(x, y, 1)[0] * 3600)
+
+
+def logged_problems(log: Path) -> dict[str, int]:
+    """Lines of the node's log by level (ERROR, WARN) and by Python tracebacks."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {"error": text.count("[ERROR]"), "warn": text.count("[WARN]"), "traceback": text.count("Traceback")}
+
+
+def verdict(report: dict, profile: Profile) -> dict[str, dict]:
+    """Each pass criterion: passed, the measured value and the limit."""
+    first, last = report["latency_first_window_ms"]["p99"], report["latency_last_window_ms"]["p99"]
+    growth = last / first - 1 if first and not math.isnan(first) and not math.isnan(last) else math.nan
+    cameras = report["cameras"].values()
+    checks = {
+        "node_alive": {"passed": report["node_exit"] is None and not report["logged"]["traceback"],
+                       "value": report["node_exit"], "limit": "running until stopped, no traceback"},
+        "no_hang": {"passed": not report["problems"], "value": report["problems"], "limit": "none"},
+        "faults_survived": {"passed": all(f["survived"] for f in report["faults"]) and bool(report["faults"]),
+                            "value": report["faults_injected"], "limit": "every fault survived"},
+        "no_starved_camera": {"passed": all(c["longest_unexcused_gap_s"] <= profile.starve_s for c in cameras),
+                              "value": max((c["longest_unexcused_gap_s"] for c in cameras), default=math.nan),
+                              "limit": profile.starve_s},
+        "latency_p99_growth": {"passed": not math.isnan(growth) and growth <= profile.latency_growth, "value": growth,
+                               "limit": profile.latency_growth},
+        "memory_slope_mb_per_h": {"passed": not math.isnan(report["memory_slope_mb_per_h"])
+                                  and report["memory_slope_mb_per_h"] <= profile.memory_slope_mb_per_h,
+                                  "value": report["memory_slope_mb_per_h"], "limit": profile.memory_slope_mb_per_h},
+        "frames_accounted": {"passed": all(frames_accounted({k: str(v) for k, v in c["node_counters"].items()})
+                                           for c in cameras) and bool(report["cameras"]),
+                             "value": {name: c["node_counters"].get("received", 0) - sum(c["node_counters"].get(o, 0) for o in OUTCOMES)
+                                       for name, c in report["cameras"].items()},
+                             "limit": "every received frame has an outcome (value: frames without one)"},
+        "stamps_sent_once": {"passed": all(c["stamps_never_sent"] == 0 and c["stamps_twice"] == 0 for c in cameras),
+                             "value": {name: [c["stamps_never_sent"], c["stamps_twice"]] for name, c in report["cameras"].items()},
+                             "limit": "0 never sent, 0 twice"},
+    }
+    return checks
+
+
+# -- report ----------------------------------------------------------------------------------------
+def write_report(report: dict, output: Path) -> list[str]:
+    """``report.json``, ``report.md`` and the plots (matplotlib) into ``output``; returns the files."""
+    from ..evaluation.report import json_safe
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "report.json").write_text(json.dumps(json_safe(report), indent=1))
+    plots = _plots(report, output)
+    (output / "report.md").write_text(markdown(report, plots))
+    return ["report.json", "report.md", *plots]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def markdown(report: dict, plots: Sequence[str] = ()) -> str:
+    """The report as markdown: verdict, per camera, faults, the series per minute."""
+    profile = report["profile"]
+    width, height = profile["size"]
+    lines = [f"# Soak: {'PASSED' if report['passed'] else 'FAILED'}", "",
+             f"Profile {profile['name']}: {profile['cameras']} cameras at {profile['rate']:g} Hz, {width}x{height}, "
+             f"{report['duration_s'] / 60:.1f} min; latency windows {report['window_s'] / 60:.1f} min; detections "
+             f"per frame {report['detections_per_frame']}.", "",
+             "| check | passed | value | limit |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {'yes' if c['passed'] else '**no**'} | {_number(c['value'])} | {_number(c['limit'])} |"
+              for name, c in report["checks"].items()]
+    counters = ("received", "processed", "dropped_superseded", "dropped_stale", "dropped_inactive", "rejected_bad",
+                "backend_errors", "publish_errors")
+    lines += ["", "| camera | sent | " + " | ".join(counters) + " | results | never sent / twice | longest gap s |",
+              "| --- " * (len(counters) + 5) + "|"]
+    for name, c in report["cameras"].items():
+        lines.append(f"| {name} ({c['transport']}) | {c['frames_sent']} | "
+                     + " | ".join(str(c["node_counters"].get(k, "–")) for k in counters)
+                     + f" | {c['outputs'].get('result', 0)} | {c['stamps_never_sent']} / {c['stamps_twice']} | "
+                     f"{c['longest_unexcused_gap_s']:.1f} |")
+    lines += ["", f"Node: {report['node_counters']}; logged {report['logged']}; memory slope "
+              f"{_number(report['memory_slope_mb_per_h'])} MB/h; latency p99 first window "
+              f"{_number(report['latency_first_window_ms']['p99'])} ms, last {_number(report['latency_last_window_ms']['p99'])} ms.",
+              "", "| fault | injected | survived |", "| --- | --- | --- |"]
+    lines += [f"| {kind} | {t['injected']} | {t['survived']} |" for kind, t in report["faults_injected"].items()]
+    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB | threads | fds | /dev/shm | faults |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in report["minutes"]:
+        rates = " / ".join(f"{v:.1f}" for v in m["outputs_per_s"].values())
+        lines.append(f"| {m['minute']} | {_number(m['latency_ms']['p50'])} / {_number(m['latency_ms']['p99'])} | {rates} | "
+                     f"{_number(m['rss_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} | "
+                     f"{', '.join(m['faults'])} |")
+    if report["problems"]:
+        lines += ["", "Problems:", *(f"- {p}" for p in report["problems"])]
+    lines += ["", *(f"![{p}]({p})" for p in plots)]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: dict, output: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = report["minutes"]
+    if not minutes:
+        return []
+    x = [m["minute"] for m in minutes]
+    figure, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    axes[0].plot(x, [m["latency_ms"]["p50"] for m in minutes], label="p50")
+    axes[0].plot(x, [m["latency_ms"]["p99"] for m in minutes], label="p99")
+    axes[0].set(ylabel="latency ms", title="Output latency, results per second, node resources per minute")
+    for camera in minutes[0]["outputs_per_s"]:
+        axes[1].plot(x, [m["outputs_per_s"][camera] for m in minutes], label=camera)
+    axes[1].set(ylabel="results/s")
+    axes[2].plot(x, [m["rss_mb"] for m in minutes], label="RSS MB")
+    twin = axes[2].twinx()
+    for key in ("threads", "fds", "shm_files"):
+        twin.plot(x, [m[key] for m in minutes], "--", label=key)
+    axes[2].set(ylabel="RSS MB", xlabel="minute")
+    twin.legend(loc="lower right")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper left")
+        for fault in report["faults"]:
+            axis.axvline(fault["start_s"] / 60, color="grey", alpha=0.15)
+    figure.tight_layout()
+    figure.savefig(output / "soak.png", dpi=100)
+    plt.close(figure)
+    return ["soak.png"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="panoptic-perception soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--duration", type=parse_duration, help="run time (e.g. 1h, 5m, 180s; default: the profile's)")
+    parser.add_argument("--cameras", type=int, help="cameras (default: the profile's)")
+    parser.add_argument("--size", help="camera frame WxH (default: the profile's)")
+    parser.add_argument("--rate", type=float, help="camera frames per second (default: the profile's)")
+    parser.add_argument("--output", required=True, help="report folder (report.json, report.md, soak.png, logs/)")
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    changes = {k: v for k, v in (("cameras", args.cameras), ("rate", args.rate)) if v}
+    if args.size:
+        changes["size"] = tuple(int(v) for v in args.size.lower().split("x"))
+    profile = dataclasses.replace(profile, **changes)
+    output = Path(args.output)
+    report = Harness(profile, args.duration or profile.duration_s, output).run()
+    write_report(report, output)
+    print(markdown(report))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":  # the node process of a soak run (see node_main)
+    sys.exit(node_main(sys.argv[1:]))
