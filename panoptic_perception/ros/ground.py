@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -119,39 +119,47 @@ class GroundOutputs:
     :meth:`messages` for the fused outputs to publish.
 
     ``cameras``: camera name → its mount parameter (empty: from TF). ``node`` creates the /tf_static
-    subscription or tf2 listener (only when some camera has no fixed mount) and logs the warnings.
+    subscription or tf2 listener (only when some camera has no fixed mount) and logs the warnings; without
+    one (``None``: ``replay``, offline) the caller gives the static transforms to :meth:`add_static_transforms`
+    and ``warn`` takes the warnings.
     """
 
-    def __init__(self, node, settings: dict[str, Any], cameras: dict[str, list[float]]) -> None:
-        self.node = node
+    def __init__(self, node, settings: dict[str, Any], cameras: dict[str, list[float]],
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.warn = warn or (lambda text: node.get_logger().warning(text))
         self.target_frame = settings["target_frame"]
         self.max_range = settings["ground_max_range"]
         self.grid = GroundGrid(settings["ground_resolution"], -settings["ground_behind"], settings["ground_ahead"],
                                -settings["ground_side"], settings["ground_side"], settings["ground_height"])
         self._lock = threading.Lock()  # the static transforms: written by the executor, read by the worker
         self._static = StaticTransforms()
+        self._warned: set[str] = set()
         self._tf_buffer = None
         needs_tf = any(not mount for mount in cameras.values())
-        if needs_tf and tf2_ros is not None:
+        if needs_tf and node is not None and tf2_ros is not None:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
-        elif needs_tf:
+        elif needs_tf and node is not None:
             from tf2_msgs.msg import TFMessage
 
-            node.create_subscription(TFMessage, "/tf_static", self._on_tf_static, TF_STATIC_QOS)
+            node.create_subscription(TFMessage, "/tf_static", lambda msg: self.add_static_transforms(msg.transforms),
+                                     TF_STATIC_QOS)
         source = "tf2" if self._tf_buffer is not None else "tf_static"
         self.cameras = {name: CameraGround(name, Mount.from_xyz_rpy(*mount) if mount else None, source)
                         for name, mount in cameras.items()}
 
-    def _on_tf_static(self, msg) -> None:
+    def add_static_transforms(self, transforms) -> None:
+        """``geometry_msgs/TransformStamped`` messages of ``/tf_static`` (a transform given again replaces the
+        old one); a degenerate one is ignored with a warning."""
         with self._lock:
-            for transform in msg.transforms:
+            for transform in transforms:
                 t, q = transform.transform.translation, transform.transform.rotation
                 try:
                     self._static.add(transform.header.frame_id, transform.child_frame_id, (t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
                 except CalibrationError as error:  # a degenerate transform: that edge stays unknown
-                    self.node.get_logger().warning(f"ignored a transform on /tf_static: {error}",
-                                                   throttle_duration_sec=60.0)
+                    if "tf_static" not in self._warned:
+                        self._warned.add("tf_static")
+                        self.warn(f"ignored a transform on /tf_static: {error} (logged once)")
 
     def _mount(self, camera: CameraGround, header: Header) -> Mount:
         """The camera's optical frame (the image's frame_id) in the target frame at the image's stamp. Raises
@@ -213,8 +221,8 @@ class GroundOutputs:
             camera.status = f"stopped: {stopped.reason}"
             if stopped.kind not in camera.warned:
                 camera.warned.add(stopped.kind)
-                self.node.get_logger().warning(f"ground outputs of camera {name or header.frame_id} stop: {stopped.reason} "
-                                               "(its image outputs go on; logged once, see /diagnostics)")
+                self.warn(f"ground outputs of camera {name or header.frame_id} stop: {stopped.reason} "
+                          "(its image outputs go on; logged once, see /diagnostics)")
             return False
         occupancy = result_occupancy(projection, result, label_map) if "ground/drivable" in wanted else None
         lanes = (lane_points(projection, result.lane_mask)

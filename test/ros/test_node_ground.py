@@ -170,7 +170,7 @@ OBJECT_SCENES = {"cam7": 7, "cam9": 9}
 OBJECT_SIZE, OBJECT_FRAMES = (640, 360), 3
 
 
-def test_objects_of_a_detection_backend_stand_on_the_ground_where_the_true_things_are(start_node, probe, tmp_path):
+def test_objects_of_a_detection_backend_stand_on_the_ground_where_the_true_things_are(start_node, probe):
     from vision_msgs.msg import Detection3DArray
 
     from panoptic_perception.core.labels import CITYSCAPES
