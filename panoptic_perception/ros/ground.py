@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,6 +40,7 @@ from ..core.ground import (
     result_objects,
     result_occupancy,
 )
+from ..core.streaming import RollingSamples
 from .conversions import (
     calibration_from_camera_info,
     ground_markers_msg,
@@ -91,6 +93,9 @@ class CameraGround:
         self.problem = ""  # why its ground outputs stop; "" when they do not
         self.status = "not requested"
         self.warned: set[str] = set()
+        #: Milliseconds :meth:`GroundOutputs.update` took per frame placed (its grid, lane points and objects; a
+        #: lookup table's rebuild included when the calibration or the mount changed).
+        self.update_ms = RollingSamples()
 
     def info_for(self, header: Header):
         """The CameraInfo of the frame with ``header``: the one with its stamp, else the newest."""
@@ -214,6 +219,7 @@ class GroundOutputs:
         if not wanted:
             camera.status, camera.problem, camera.contribution = "not requested", "", None
             return False
+        started = time.perf_counter()
         try:
             projection = self._projection(camera, header, result.image_size)
         except GroundStopped as stopped:
@@ -230,6 +236,7 @@ class GroundOutputs:
         objects = result_objects(projection, result) if wanted & {"ground/objects", "ground/markers"} else None
         camera.contribution = Contribution(header, occupancy, lanes, objects)
         camera.problem, camera.status = "", "ok"
+        camera.update_ms.add((time.perf_counter() - started) * 1e3)
         return True
 
     def messages(self, wanted: set[str], max_age_ns: int = 0) -> dict[str, Any]:

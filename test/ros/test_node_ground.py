@@ -181,6 +181,7 @@ def test_objects_of_a_detection_backend_stand_on_the_ground_where_the_true_thing
     scenes = {name: generate_scene(seed, *OBJECT_SIZE) for name, seed in OBJECT_SCENES.items()}
     objects = probe.record(Detection3DArray, f"{NODE}/ground/objects")
     markers = probe.record(MarkerArray, f"{NODE}/ground/markers")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     node = start_node(**{"backend": "yolopv2", "input_size": "[320, 192]", "cameras": f"[{','.join(scenes)}]",
                          "qos_reliability": "reliable", "max_frame_age_ms": 0.0,
                          **{f"cameras.{name}.mount": f"[0.0,0.0,{scene.camera.height_above_ground},0.0,0.0,0.0]"
@@ -247,4 +248,17 @@ def test_objects_of_a_detection_backend_stand_on_the_ground_where_the_true_thing
         assert [(c.pose.position.x, c.pose.position.y) for c in cubes] == [
             (d.bbox.center.position.x, d.bbox.center.position.y) for d in msg.detections]
     assert with_both >= 1 and sum(len(m.detections) for _, m in objects) >= 7, "both cameras' objects"
+
+    # The ground step's cost in the diagnostics: per batch (node) and per frame placed (each camera).
+    def ground_times():
+        if not diagnostics:
+            return None
+        msg = diagnostics[-1][1]
+        node_values = {kv.key: kv.value for kv in msg.status[0].values}
+        times = [float(node_values["ground_per_batch_median_ms"]),
+                 *(float(values["ground_median_ms"]) for _, _, values in camera_statuses(msg).values())]
+        return times if len(times) == 1 + len(scenes) and all(np.isfinite(times)) else None
+
+    probe.wait_for(lambda: ground_times() is not None, 30, "the ground step's times in /diagnostics")
+    assert all(0 < t < 5000 for t in ground_times())
     assert node.popen.poll() is None
