@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import ConfigurationError
 from .options import add_backend_options, build_backend, runtime_options, set_threads
 
 
@@ -41,6 +42,10 @@ def add_parsers(commands, common: argparse.ArgumentParser) -> None:
                         "topic outside /ground_truth; several: outputs on /panoptic_perception/<camera>/..., metrics per "
                         "camera; --live plays one)")
     replay.add_argument("--overlay", action="store_true", help="also write ~/overlay (offline)")
+    replay.add_argument("--mount", action="append", default=[], metavar="[CAMERA=]X,Y,Z,ROLL,PITCH,YAW",
+                        help="offline, for the ground topics (the bag's CameraInfo needed): a camera's mount in base_link "
+                             "(metres, radians; repeatable, CAMERA= for one camera, else every camera; default: the "
+                             "bag's /tf_static)")
     replay.add_argument("--live", action="store_true", help="play into the running node and record what it publishes")
     replay.add_argument("--rate", type=float, default=1.0, help="live: playback speed factor")
     replay.add_argument("--publish-topic", help="live: topic the node listens to (default: the bag's topic)")
@@ -82,15 +87,19 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from ..evaluation.cameras import camera_runs
     from ..evaluation.report import json_safe, write_report
-    from ..ros.replay import replay_live, replay_offline
+    from ..ros.replay import parse_mounts, replay_live, replay_offline
 
     if args.live:
+        if args.mount:
+            raise ConfigurationError("--mount is for offline replay: the node places cameras by its own mount parameters")
         summary = replay_live(args.bag, args.output, args.rate, args.image_topic, args.publish_topic, args.reliable,
                               progress=not args.quiet)
     else:
+        mounts = parse_mounts(args.mount)  # checked before the backend is built
         set_threads(args)
         backend = build_backend(args, args.backend, args.weights, **runtime_options(args, args.runtime))
-        summary = replay_offline(args.bag, backend, args.output, args.image_topic, args.overlay, progress=not args.quiet)
+        summary = replay_offline(args.bag, backend, args.output, args.image_topic, args.overlay, progress=not args.quiet,
+                                 mounts=mounts)
     frames = summary.pop("frames_detail", [])
     if args.report:
         write_report(camera_runs({"name": "live" if args.live else args.backend, "summary": summary, "frames": frames,

@@ -111,6 +111,8 @@ class BagDataset:
         with Reader(self.path) as reader:
             topics = {c.topic: c.msgtype for c in reader.connections}
             counts = {c.topic: c.msgcount for c in reader.connections}
+        #: Every topic of the bag → its message type (``sensor_msgs/msg/Image``).
+        self.topics = topics
         images = sorted(t for t, m in topics.items()
                         if m in IMAGE_TYPES and not t.startswith((GROUND_TRUTH_PREFIX + "/", NODE_OUTPUTS + "/")))
         chosen = [image_topic] if isinstance(image_topic, str) else list(dict.fromkeys(image_topic or images))
@@ -202,6 +204,13 @@ class BagDataset:
                     truth.setdefault((image_topic, stamp), (log_time, {}))[1][name] = msg
                 yield from ready(log_time)
         yield from ready(None)
+
+    def raw_messages(self, topics: set[str]) -> Iterator[tuple[str, int, bytes]]:
+        """The messages of ``topics`` (any type), in recording order: (topic, log time ns, serialized CDR)."""
+        with self._reader_type(self.path) as reader:
+            connections = [c for c in reader.connections if c.topic in topics]
+            for connection, log_time, raw in reader.messages(connections=connections):
+                yield connection.topic, log_time, bytes(raw)
 
     def _sample(self, name: str, stamp: int | None, msg, truth: dict | None, names: dict[int, str],
                 unreadable_truth: str | None) -> Sample:

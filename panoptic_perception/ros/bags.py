@@ -13,6 +13,13 @@ the bag holds N frames of each camera: camera ``c`` (the i-th of n) on ``/c/imag
 its frame k is the scene of seed ``first_seed + k * n + i`` stamped ``start + k / rate + i / (n * rate)``,
 so the cameras' frames interleave in time and, read in recording order, the bag's scenes are those of
 ``synthetic:n*N``.
+
+With ``--camera-info`` (synthetic scenes only) each frame's exact camera is written beside it, as a camera
+driver and ``robot_state_publisher`` would: its ``sensor_msgs/CameraInfo`` on ``<camera>/camera_info``
+(:func:`~.topics.camera_info_topic`) and its mount on ``/tf_static`` (``base_link`` → the frame_id, a level
+camera at the scene's height on the ground frame's origin). A scene's camera height is its own, so
+``/tf_static`` is written again before each frame (a static transform given again replaces the old one, in
+tf2 as in the node); ``replay`` then writes the ground-plane topics.
 """
 
 from __future__ import annotations
@@ -33,9 +40,13 @@ from ..data.sources import EVALUATION_FIRST_SEED, parse_synthetic
 from ..data.synthetic import generate_scene
 from ..errors import ConfigurationError
 from .camera import compressed_msg
-from .conversions import bgr_to_image, label_info_msg, perception_messages
-from .topics import CAPABILITY_TOPICS
+from .conversions import bgr_to_image, camera_info_msg, label_info_msg, perception_messages
+from .topics import CAPABILITY_TOPICS, camera_info_topic
 
+#: A level camera's optical frame (z forward, x right, y down) in base_link (x forward, y left, z up), x y z w.
+LEVEL_OPTICAL_QUATERNION = (-0.5, 0.5, -0.5, 0.5)
+#: The frame the synthetic cameras' mounts are written in (the node's default target_frame).
+BASE_FRAME = "base_link"
 #: First stamp of a made bag (2026-01-01T00:00:00Z): fixed, so that a bag is reproducible.
 DEFAULT_START_NS = 1_767_225_600 * 1_000_000_000
 STORAGE = {"mcap": "MCAP", "sqlite3": "SQLITE3"}
@@ -150,6 +161,7 @@ def make_bag(
     topic: str = "/camera/image_raw",
     frame_id: str = "camera",
     cameras: dict[str, tuple[int, int] | None] | None = None,
+    camera_info: bool = False,
 ) -> dict:
     """Write the frames of ``source`` (``synthetic:N[@WxH][+SEED]``, image files, a folder or a video) as a bag.
 
@@ -158,11 +170,14 @@ def make_bag(
     (:data:`~panoptic_perception.data.sources.EVALUATION_FIRST_SEED`), so that a bag evaluates the scenes
     ``evaluate --data synthetic:N`` does. ``rate``: frames per second of each camera. ``cameras``: camera
     name → its own (width, height) or None, for N synthetic frames of each camera in the layout of the
-    module docstring (``topic`` and ``frame_id`` then unused). Returns the bag, the frames written (all
+    module docstring (``topic`` and ``frame_id`` then unused). ``camera_info``: each synthetic frame's
+    CameraInfo and mount beside it (module docstring). Returns the bag, the frames written (all
     cameras), the messages, the storage and the image topics. Raises ConfigurationError for a malformed
     spec or camera name, a negative first seed, a size or seed given differently in the spec and as an
-    argument, cameras of a source other than synthetic scenes, or a source without frames.
+    argument, cameras or ``camera_info`` of a source other than synthetic scenes, or a source without frames.
     """
+    if camera_info and not source.startswith("synthetic:"):
+        raise ConfigurationError(f"--camera-info needs synthetic scenes (synthetic:N), whose camera is known; got {source}")
     period_ns = int(round(1e9 / rate))
     frames = 0
     streams = _cameras(source, size, first_seed, cameras, topic, frame_id)
@@ -171,6 +186,11 @@ def make_bag(
             for position, (camera, (image, scene)) in enumerate(zip(streams, images)):
                 stamp = start_ns + index * period_ns + position * period_ns // len(streams)
                 header = stamp_header(stamp, camera.frame_id)
+                if camera_info:  # before the frame, as a driver publishes them
+                    bag.write("/tf_static", stamp, _level_mount(scene.camera.height_above_ground, header))
+                    bag.write(camera_info_topic(camera.topic), stamp, camera_info_msg(
+                        scene.camera.width, scene.camera.height, scene.camera.K, scene.camera.D,
+                        scene.camera.distortion_model, header))
                 if compressed:
                     bag.write(f"{camera.topic}/compressed", stamp, compressed_msg(image, header))
                 else:
@@ -187,6 +207,19 @@ def make_bag(
         raise ConfigurationError(f"no frames could be read from {source}")
     return {"bag": str(output), "frames": frames, "messages": bag.messages, "storage": storage,
             "image_topics": [f"{camera.topic}/compressed" if compressed else camera.topic for camera in streams]}
+
+
+def _level_mount(height: float, header: Header):
+    """``/tf_static``'s tf2_msgs/TFMessage placing the optical frame ``header.frame_id`` level, ``height`` metres
+    above the origin of :data:`BASE_FRAME`, stamped ``header.stamp``."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    transform = TransformStamped(header=Header(stamp=header.stamp, frame_id=BASE_FRAME), child_frame_id=header.frame_id)
+    transform.transform.translation.z = float(height)
+    q = transform.transform.rotation
+    q.x, q.y, q.z, q.w = LEVEL_OPTICAL_QUATERNION
+    return TFMessage(transforms=[transform])
 
 
 def _camera_list(text: str) -> dict[str, tuple[int, int] | None]:
@@ -219,8 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cameras", type=_camera_list, metavar="NAME[@WxH],...",
                         help="synthetic: N frames of each camera on /NAME/image_raw, ground truth on /ground_truth/NAME/*, "
                              "frames interleaved in time; camera i of n shows the scenes of seeds FIRST + k*n + i")
+    parser.add_argument("--camera-info", action="store_true",
+                        help="synthetic: each frame's exact CameraInfo on <camera>/camera_info and its mount on /tf_static "
+                             "(base_link -> frame_id), so that replay writes the ground-plane topics")
     args = parser.parse_args(argv)
     summary = make_bag(args.source, args.output, args.storage, args.rate, args.size, args.compressed, args.first_seed,
-                       cameras=args.cameras)
+                       cameras=args.cameras, camera_info=args.camera_info)
     print(f"{summary['frames']} frames ({summary['messages']} messages) written to {summary['bag']}")
     return 0

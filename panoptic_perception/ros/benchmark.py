@@ -33,6 +33,8 @@ from ..backends import create_backend
 from ..core.io import frame_size
 from ..data.synthetic import generate_scene
 from ..evaluation.latency import measure_latency
+from .conversions import message_class
+from .topics import GROUND_TOPICS
 
 PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_data.xml"
 
@@ -43,17 +45,26 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
 
 
 def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: float, seconds: float,
-              parameters: Sequence[str]) -> dict:
+              parameters: Sequence[str], ground: bool = False) -> dict:
+    """The single-camera node benchmark (module docstring). ``ground``: the camera repeats one scene with its
+    exact CameraInfo (a calibration that does not change: the lookup table is built once), the node has a level
+    mount 1.5 m up and every ground output is subscribed to, and the report has ``ground_ms``, the node's median
+    ground step per batch and per camera frame (its diagnostics)."""
     image = generate_scene(0, *size).image
     local = measure_latency({"backend": create_backend(backend, weights)}, image, runs=30, warmup=5)["backend"]
 
     log_dir = Path(tempfile.mkdtemp(prefix="panoptic_benchmark_"))
     env = _environment(log_dir)
-    overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []), *parameters]
+    overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []),
+                 *(["mount:=[0.0,0.0,1.5,0.0,0.0,0.0]"] if ground else []), *parameters]
     node_args = [sys.executable, "-m", "panoptic_perception.cli", "node", "--ros-args", "-r", "image:=/benchmark/image",
-                 *sum((["-p", p] for p in overrides), [])]
+                 "-r", "camera_info:=/benchmark/camera_info", *sum((["-p", p] for p in overrides), [])]
     recording = record([node_args], {"camera": "/panoptic_perception/result"}, {"camera": "/benchmark/image"}, size,
-                       rate, seconds, log_dir, env)
+                       rate, seconds, log_dir, env,
+                       # One scene: each synthetic scene has its own horizon (K), a real camera's calibration stays.
+                       distinct=1 if ground else 30,
+                       # the node builds only the outputs someone subscribes to
+                       ground_topics={f"/panoptic_perception/{t.name}": t.msg_type for t in GROUND_TOPICS.values()} if ground else {})
     arrivals, diagnostics = recording.results["camera"], recording.diagnostics
     warm = arrivals[3:]  # the first frames include discovery and lazily allocated buffers
     if not warm:
@@ -75,6 +86,8 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
         "node_stages_ms": {
             stage: float(diagnostics[-1][f"{stage}_median_ms"]) for stage in ("queue_wait", "decode", "publish")
         } if diagnostics else {},
+        **({"ground_ms": {"per_batch": float(diagnostics[-1]["ground_per_batch_median_ms"]),
+                          "per_camera_frame": float(diagnostics[-1]["ground_median_ms"])}} if ground and diagnostics else {}),
         "logs": str(log_dir),
     }
 
@@ -130,12 +143,15 @@ class Recording:
 
 
 def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: dict[str, str], size: tuple[int, int],
-           rate: float, seconds: float, log_dir: Path, env: dict[str, str], distinct: int = 30) -> Recording:
+           rate: float, seconds: float, log_dir: Path, env: dict[str, str], distinct: int = 30,
+           ground_topics: dict[str, str] | None = None) -> Recording:
     """Start the node processes ``nodes`` (argument lists) and wait until they publish ``result_topics``,
     then one camera process per camera (``distinct`` synthetic ``size`` frames on ``image_topics[camera]``,
     frame_id the camera's name, at ``rate`` for ``seconds``), and record each camera's results on
-    ``result_topics[camera]`` until 2 s after the cameras end. Raises RuntimeError when the nodes do not
-    start."""
+    ``result_topics[camera]`` until 2 s after the cameras end. ``ground_topics``: topic → its type
+    (``nav_msgs/msg/OccupancyGrid``), subscribed to (messages discarded), and the cameras publish their
+    CameraInfo, so that the nodes build their ground outputs.
+    Raises RuntimeError when the nodes do not start."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -154,6 +170,9 @@ def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: 
             DrivingPerception, topic,
             lambda msg, camera=camera: results[camera].append((probe.get_clock().now().nanoseconds, msg)),
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    for topic, msg_type in (ground_topics or {}).items():
+        probe.create_subscription(message_class(msg_type), topic, lambda msg: None,
+                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     diagnostics: list[dict[str, str]] = []
     probe.create_subscription(
         DiagnosticArray, "/diagnostics",
@@ -169,7 +188,8 @@ def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: 
         count = int(rate * seconds)
         cameras = [subprocess.Popen(
             [*cli, "camera", "--topic", topic, "--frame-id", camera, "--rate", str(rate), "--count", str(count),
-             "--size", f"{size[0]}x{size[1]}", "--distinct", str(distinct), "--wait-for-subscriber", "60"],
+             "--size", f"{size[0]}x{size[1]}", "--distinct", str(distinct), "--wait-for-subscriber", "60",
+             *(["--camera-info"] if ground_topics else [])],
             env=env, stdout=open(log_dir / f"camera_{camera}.log", "w"), stderr=subprocess.STDOUT,
         ) for camera, topic in image_topics.items()]
         processes += cameras
@@ -249,6 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="one node serving N cameras against N single-camera nodes, in one run")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter (repeatable)")
+    parser.add_argument("--ground", action="store_true",
+                        help="single camera: with its CameraInfo, a mount and the ground outputs subscribed; reports "
+                             "the node's ground step per batch")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     size = args.size
@@ -257,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = benchmark_cameras(args.backend, args.weights, size, rate, seconds, args.cameras, args.parameter)
         print(json.dumps(report, indent=2) if args.json else cameras_table(report))
         return 0
-    report = benchmark(args.backend, args.weights, size, args.rate or 10.0, args.seconds or 10.0, args.parameter)
+    report = benchmark(args.backend, args.weights, size, args.rate or 10.0, args.seconds or 10.0, args.parameter,
+                       args.ground)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -268,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name[:-3].replace('_', ' '):28} {report[name]['median']:>10.2f} {report[name]['p95']:>10.2f}")
     stages = ", ".join(f"{k.replace('_', ' ')} {v:.2f} ms" for k, v in report["node_stages_ms"].items())
     print(f"inside the node (median): {stages}")
+    if "ground_ms" in report:
+        print(f"ground step (median): {report['ground_ms']['per_batch']:.2f} ms per batch, "
+              f"{report['ground_ms']['per_camera_frame']:.2f} ms per camera frame")
     return 0
 
 

@@ -26,6 +26,7 @@ from std_msgs.msg import Header
 from ..core.io import FrameSource
 from ..data.synthetic import PinholeCamera, generate_scene
 from .conversions import bgr_to_image, camera_info_msg
+from .topics import camera_info_topic
 
 
 def synthetic_frames(size: tuple[int, int], first_seed: int = 0, distinct: int = 30,
@@ -95,7 +96,7 @@ def publish(argv: Sequence[str] | None = None) -> int:
     qos = QoSProfile(reliability=reliability, history=HistoryPolicy.KEEP_LAST, depth=5)
     topic = f"{args.topic}/compressed" if args.compressed else args.topic
     publisher = node.create_publisher(CompressedImage if args.compressed else Image, topic, qos)
-    info_publisher = (node.create_publisher(CameraInfo, f"{args.topic.rsplit('/', 1)[0]}/camera_info", qos)
+    info_publisher = (node.create_publisher(CameraInfo, camera_info_topic(args.topic), qos)
                       if args.camera_info else None)
     deadline = time.monotonic() + args.wait_for_subscriber
     while publisher.get_subscription_count() < args.subscribers and time.monotonic() < deadline:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -39,6 +40,7 @@ from ..core.ground import (
     result_objects,
     result_occupancy,
 )
+from ..core.streaming import RollingSamples
 from .conversions import (
     calibration_from_camera_info,
     ground_markers_msg,
@@ -91,6 +93,9 @@ class CameraGround:
         self.problem = ""  # why its ground outputs stop; "" when they do not
         self.status = "not requested"
         self.warned: set[str] = set()
+        #: Milliseconds :meth:`GroundOutputs.update` took per frame placed (its grid, lane points and objects; a
+        #: lookup table's rebuild included when the calibration or the mount changed).
+        self.update_ms = RollingSamples()
 
     def info_for(self, header: Header):
         """The CameraInfo of the frame with ``header``: the one with its stamp, else the newest."""
@@ -119,39 +124,47 @@ class GroundOutputs:
     :meth:`messages` for the fused outputs to publish.
 
     ``cameras``: camera name → its mount parameter (empty: from TF). ``node`` creates the /tf_static
-    subscription or tf2 listener (only when some camera has no fixed mount) and logs the warnings.
+    subscription or tf2 listener (only when some camera has no fixed mount) and logs the warnings; without
+    one (``None``: ``replay``, offline) the caller gives the static transforms to :meth:`add_static_transforms`
+    and ``warn`` takes the warnings.
     """
 
-    def __init__(self, node, settings: dict[str, Any], cameras: dict[str, list[float]]) -> None:
-        self.node = node
+    def __init__(self, node, settings: dict[str, Any], cameras: dict[str, list[float]],
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.warn = warn or (lambda text: node.get_logger().warning(text))
         self.target_frame = settings["target_frame"]
         self.max_range = settings["ground_max_range"]
         self.grid = GroundGrid(settings["ground_resolution"], -settings["ground_behind"], settings["ground_ahead"],
                                -settings["ground_side"], settings["ground_side"], settings["ground_height"])
         self._lock = threading.Lock()  # the static transforms: written by the executor, read by the worker
         self._static = StaticTransforms()
+        self._warned: set[str] = set()
         self._tf_buffer = None
         needs_tf = any(not mount for mount in cameras.values())
-        if needs_tf and tf2_ros is not None:
+        if needs_tf and node is not None and tf2_ros is not None:
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, node)
-        elif needs_tf:
+        elif needs_tf and node is not None:
             from tf2_msgs.msg import TFMessage
 
-            node.create_subscription(TFMessage, "/tf_static", self._on_tf_static, TF_STATIC_QOS)
+            node.create_subscription(TFMessage, "/tf_static", lambda msg: self.add_static_transforms(msg.transforms),
+                                     TF_STATIC_QOS)
         source = "tf2" if self._tf_buffer is not None else "tf_static"
         self.cameras = {name: CameraGround(name, Mount.from_xyz_rpy(*mount) if mount else None, source)
                         for name, mount in cameras.items()}
 
-    def _on_tf_static(self, msg) -> None:
+    def add_static_transforms(self, transforms) -> None:
+        """``geometry_msgs/TransformStamped`` messages of ``/tf_static`` (a transform given again replaces the
+        old one); a degenerate one is ignored with a warning."""
         with self._lock:
-            for transform in msg.transforms:
+            for transform in transforms:
                 t, q = transform.transform.translation, transform.transform.rotation
                 try:
                     self._static.add(transform.header.frame_id, transform.child_frame_id, (t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
                 except CalibrationError as error:  # a degenerate transform: that edge stays unknown
-                    self.node.get_logger().warning(f"ignored a transform on /tf_static: {error}",
-                                                   throttle_duration_sec=60.0)
+                    if "tf_static" not in self._warned:
+                        self._warned.add("tf_static")
+                        self.warn(f"ignored a transform on /tf_static: {error} (logged once)")
 
     def _mount(self, camera: CameraGround, header: Header) -> Mount:
         """The camera's optical frame (the image's frame_id) in the target frame at the image's stamp. Raises
@@ -206,6 +219,7 @@ class GroundOutputs:
         if not wanted:
             camera.status, camera.problem, camera.contribution = "not requested", "", None
             return False
+        started = time.perf_counter()
         try:
             projection = self._projection(camera, header, result.image_size)
         except GroundStopped as stopped:
@@ -213,8 +227,8 @@ class GroundOutputs:
             camera.status = f"stopped: {stopped.reason}"
             if stopped.kind not in camera.warned:
                 camera.warned.add(stopped.kind)
-                self.node.get_logger().warning(f"ground outputs of camera {name or header.frame_id} stop: {stopped.reason} "
-                                               "(its image outputs go on; logged once, see /diagnostics)")
+                self.warn(f"ground outputs of camera {name or header.frame_id} stop: {stopped.reason} "
+                          "(its image outputs go on; logged once, see /diagnostics)")
             return False
         occupancy = result_occupancy(projection, result, label_map) if "ground/drivable" in wanted else None
         lanes = (lane_points(projection, result.lane_mask)
@@ -222,6 +236,7 @@ class GroundOutputs:
         objects = result_objects(projection, result) if wanted & {"ground/objects", "ground/markers"} else None
         camera.contribution = Contribution(header, occupancy, lanes, objects)
         camera.problem, camera.status = "", "ok"
+        camera.update_ms.add((time.perf_counter() - started) * 1e3)
         return True
 
     def messages(self, wanted: set[str], max_age_ns: int = 0) -> dict[str, Any]:

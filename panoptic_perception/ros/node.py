@@ -19,7 +19,7 @@ A ``rclpy.lifecycle`` managed node named ``panoptic_perception``:
   per kind and shown in ``/diagnostics``, and the next batch goes on. A backend reload runs on the worker
   while the executor goes on (diagnostics, services); frames arriving meanwhile are dropped and counted.
 - Outputs nobody subscribes to are not built. ``/diagnostics`` reports, at 1 Hz, one status for the node
-  (rates, latency, stage timings, batch sizes, backend time per batch, drops, faults) and, with named
+  (rates, latency, stage timings, batch sizes, backend and ground-step time per batch, drops, faults) and, with named
   cameras, one per camera (input and output rate, latency, drops by reason, rejects, last frame age).
 
 Parameters are described in :mod:`panoptic_perception.ros.parameters`.
@@ -180,6 +180,7 @@ class PerceptionNode(LifecycleNode):
         self._overhead = RollingSamples()
         self._batch_sizes: collections.Counter[int] = collections.Counter()
         self._batch_ms = RollingSamples()  # the backend's time per batch
+        self._ground_ms = RollingSamples()  # the ground step's time per batch (every camera placed, fused, built)
         self._stages = {name: RollingSamples() for name in ("preprocess_ms", "inference_ms", "postprocess_ms")}
         # The node's own stages around the backend: waiting for the worker, decoding, publishing.
         self._node_stages = {name: RollingSamples() for name in ("queue_wait_ms", "decode_ms", "publish_ms")}
@@ -626,11 +627,14 @@ class PerceptionNode(LifecycleNode):
         subscribes to (once per batch, when a frame of it contributed)."""
         wanted = {topic for topic, publisher in self._ground_publishers.items()
                   if self.settings[f"publish_{topic.replace('/', '_')}"] and publisher.get_subscription_count() > 0}
+        started = time.perf_counter()
         contributed = [self.ground.update(camera.name, header, result, backend.label_map, wanted)
                        for camera, header, result in frames]
         if any(contributed):
             max_age_ns = int(self.settings["max_frame_age_ms"] * 1e6)
-            for topic, message in self.ground.messages(wanted, max_age_ns).items():
+            messages = self.ground.messages(wanted, max_age_ns)
+            self._ground_ms.add((time.perf_counter() - started) * 1e3)  # publishing is the node's publish stage
+            for topic, message in messages.items():
                 self._ground_publishers[topic].publish(message)
 
     # -- diagnostics -------------------------------------------------------------------------------
@@ -661,6 +665,7 @@ class PerceptionNode(LifecycleNode):
             **{f"{name[:-3]}_median_ms": f"{samples.median():.2f}" for name, samples in self._node_stages.items()},
             "batch_sizes": " ".join(f"{size}:{count}" for size, count in sorted(self._batch_sizes.items())),
             "backend_per_batch_median_ms": f"{self._batch_ms.median():.2f}",
+            "ground_per_batch_median_ms": f"{self._ground_ms.median():.2f}",
             **{name: str(value) for name, value in now.items()},
             **{f"faults_{kind}": str(count) for kind, count in sorted(self._faults.items())},
             **(self._ground_values(self.cameras[""]) if "" in self.cameras else {}),
@@ -706,10 +711,11 @@ class PerceptionNode(LifecycleNode):
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def _ground_values(self, camera: CameraInput) -> dict[str, str]:
-        """Where a camera's mount comes from (mount parameter, tf2 or tf_static) and its ground status (ok,
-        not requested, or why its ground outputs stop)."""
+        """Where a camera's mount comes from (mount parameter, tf2 or tf_static), its ground status (ok, not
+        requested, or why its ground outputs stop) and the median time to place one of its frames on the ground."""
         ground = self.ground.cameras[camera.name]
-        return {"ground_source": ground.source, "ground": ground.status}
+        return {"ground_source": ground.source, "ground": ground.status,
+                "ground_median_ms": f"{ground.update_ms.median():.2f}"}
 
     def _status(self, window: dict[str, int], faults: dict[str, int] | None = None) -> tuple[bytes, str]:
         if not self._worker.alive:

@@ -6,6 +6,13 @@ would publish (same message types, same names under ``/panoptic_perception``, th
 header and log time), so it plays back in RViz or Foxglove. Deterministic. Of several image topics
 (cameras) each camera's outputs are on ``/panoptic_perception/<camera>/<topic>``, the multi-camera
 node's ``~/<camera>/<topic>`` (``~/label_info`` once), and the evaluation is given per camera too.
+Where the bag has a camera's ``sensor_msgs/CameraInfo`` beside its image topic (``/front/image_raw`` →
+``/front/camera_info``, as drivers and ``make-bag --camera-info`` write it), the output also holds the
+node's ground-plane topics ``/panoptic_perception/ground/*``, built by the node's own
+:class:`~.ground.GroundOutputs` with its default parameters (grid, ``target_frame`` ``base_link``, fusion of
+the cameras' newest frames within the default ``max_frame_age_ms``), after each frame and stamped with the
+newest contributing frame's stamp. A camera's mount is ``mounts``' (``--mount``), else the bag's
+``/tf_static`` from ``target_frame`` to the image's frame_id, each given as recorded up to the frame.
 
 Live (:func:`replay_live`): the frames are published to the running node at the recorded rate (times
 ``rate``), re-stamped with the time of publishing — a node drops frames older than
@@ -16,16 +23,18 @@ scored against the bag's ground truth. Frames the node never answers count as dr
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from rclpy.serialization import deserialize_message, serialize_message
 from tqdm import tqdm
 
 from ..backends.base import Backend
 from ..core.failures import FrameFailures, Stage
+from ..core.ground import CalibrationError, parse_mount
 from ..core.messages import result_from_messages
 from ..core.types import Capability, PerceptionResult
 from ..data.rosbag import NODE_OUTPUTS, BagDataset
@@ -36,9 +45,12 @@ from ..evaluation.evaluator import Evaluator
 from ..evaluation.loop import run_frames
 from .bags import BagWriter, ros_type_name, stamp_header
 from .conversions import label_info_msg, perception_messages
-from .topics import CAPABILITY_TOPICS
+from .ground import GroundOutputs
+from .parameters import PARAMETERS
+from .topics import CAPABILITY_TOPICS, camera_info_topic, ground_topics_of
 
 NODE = NODE_OUTPUTS
+logger = logging.getLogger(__name__)
 
 
 def output_topic(topic: str, camera: str | None = None) -> str:
@@ -47,9 +59,79 @@ def output_topic(topic: str, camera: str | None = None) -> str:
     return f"{NODE}/{topic}" if camera is None else f"{NODE}/{camera}/{topic}"
 
 
+def parse_mounts(texts: Sequence[str]) -> dict[str, list[float]]:
+    """``--mount`` values, each ``X,Y,Z,ROLL,PITCH,YAW`` (every camera) or ``CAMERA=X,Y,Z,ROLL,PITCH,YAW`` (the
+    camera of the bag's ``/CAMERA/...`` image topic) → camera (``""``: every camera) → the six numbers.
+    Raises ConfigurationError naming the form for a malformed or repeated one."""
+    mounts: dict[str, list[float]] = {}
+    for text in texts:
+        camera, _, values = text.rpartition("=")
+        try:
+            parse_mount(values)
+        except CalibrationError as error:
+            raise ConfigurationError(f"--mount takes [CAMERA=]X,Y,Z,ROLL,PITCH,YAW: {error}") from None
+        if camera in mounts:
+            raise ConfigurationError(f"--mount given twice for {camera or 'every camera'}")
+        mounts[camera] = [float(v) for v in values.split(",")]
+    return mounts
+
+
+class _ReplayGround:
+    """The ground-plane outputs of an offline replay (module docstring): the bag's CameraInfo and
+    ``/tf_static`` messages, given to :class:`~.ground.GroundOutputs` in recording order up to each frame."""
+
+    def __init__(self, dataset: BagDataset, backend: Backend, mounts: dict[str, list[float]]) -> None:
+        from sensor_msgs.msg import CameraInfo
+
+        info_topics = {camera_info_topic(topic): camera for topic, camera in zip(dataset.image_topics, dataset.cameras)
+                       if camera_info_topic(topic) in dataset.topics}
+        unknown = mounts.keys() - {"", *dataset.cameras}
+        if unknown:
+            raise ConfigurationError(f"--mount names a camera the replay does not read: {', '.join(sorted(unknown))} "
+                                     f"(cameras: {', '.join(dataset.cameras)})")
+        if mounts and not info_topics:
+            raise ConfigurationError(f"--mount places cameras on the ground, which needs their CameraInfo: {dataset.path} has "
+                                     f"none beside its image topics ({', '.join(camera_info_topic(t) for t in dataset.image_topics)})")
+        self.enabled = bool(info_topics) and bool(ground_topics_of(backend.capabilities))
+        if not self.enabled:
+            return
+        self.wanted = {topic.name for topic in ground_topics_of(backend.capabilities)}
+        settings = {spec.name: spec.default for spec in PARAMETERS}
+        self.max_age_ns = int(settings["max_frame_age_ms"] * 1e6)
+        self.outputs = GroundOutputs(None, settings, {camera: mounts.get(camera, mounts.get("", []))
+                                                      for camera in dataset.cameras}, warn=logger.warning)
+        self._types = {topic: CameraInfo for topic in info_topics}
+        self._info_camera = info_topics
+        if "/tf_static" in dataset.topics:
+            from tf2_msgs.msg import TFMessage
+
+            self._types["/tf_static"] = TFMessage
+        self._recorded = dataset.raw_messages(set(self._types))
+        self._next = next(self._recorded, None)
+
+    def messages(self, camera: str, log_time_ns: int, header, result, label_map) -> dict[str, Any]:
+        """The fused ground messages after camera ``camera``'s frame (``header``, its ``result``) logged at
+        ``log_time_ns``, by topic (``ground/drivable``, ...); empty when the frame does not contribute."""
+        while self._next is not None and self._next[1] <= log_time_ns:
+            topic, _, raw = self._next
+            msg = deserialize_message(raw, self._types[topic])
+            if topic == "/tf_static":
+                self.outputs.add_static_transforms(msg.transforms)
+            else:
+                self.outputs.cameras[self._info_camera[topic]].infos.append(msg)
+            self._next = next(self._recorded, None)
+        if not self.outputs.update(camera, header, result, label_map, self.wanted):
+            return {}
+        return self.outputs.messages(self.wanted, self.max_age_ns)
+
+    def summary(self) -> dict:
+        """Camera → where its mount comes from and its ground status (ok or why its ground outputs stop)."""
+        return {name: {"source": camera.source, "status": camera.status} for name, camera in self.outputs.cameras.items()}
+
+
 def replay_offline(
     bag: str | Path, backend: Backend, output: str | Path, image_topic: str | Sequence[str] | None = None,
-    overlay: bool = False, progress: bool = True,
+    overlay: bool = False, progress: bool = True, mounts: dict[str, list[float]] | None = None,
 ) -> dict:
     """Run ``backend`` on every frame of ``bag``; write ``output`` (MCAP); return the evaluation.
 
@@ -60,10 +142,14 @@ def replay_offline(
     backend raises, its messages cannot be built, written or scored) is reported on stderr and skipped;
     its input frame stays in the output bag. The summary's ``failed`` lists those frames. Of several
     cameras, each frame's outputs go to its camera's topics (:func:`output_topic`) and the summary has
-    ``cameras``: camera → its own evaluation.
+    ``cameras``: camera → its own evaluation. Where the bag has CameraInfo (module docstring) the ground
+    topics are written too and the summary's ``ground`` gives each camera's mount source and ground status;
+    ``mounts``: :func:`parse_mounts`' result. Raises ConfigurationError for ``mounts`` of a camera not read
+    or of a bag without CameraInfo.
     """
     failures = FrameFailures()
     dataset = BagDataset(bag, image_topic)
+    ground = _ReplayGround(dataset, backend, mounts or {})
     topics = {CAPABILITY_TOPICS[c].name for c in backend.capabilities} | {"result"} | ({"overlay"} if overlay else set())
     evaluator = evaluator_for(backend.label_map, backend.capabilities, dataset.cameras)
     log_times: dict[str, int] = {}  # frame name → its log time in the bag, which its outputs keep
@@ -87,6 +173,10 @@ def replay_offline(
             camera = camera_of_frame(sample.name)
             messages = [(output_topic(topic, camera), ros_type_name(msg), serialize_message(msg))
                         for topic, msg in perception_messages(result, header, sample.image, backend.label_map, topics).items()]
+            if ground.enabled:
+                stage.name = "ground"
+                fused = ground.messages(camera or dataset.cameras[0], log_times[sample.name], header, result, backend.label_map)
+                messages += [(output_topic(topic), ros_type_name(msg), serialize_message(msg)) for topic, msg in fused.items()]
             stage.name = "writing"
             for topic, msgtype, raw in messages:
                 writer.write(topic, log_times[sample.name], raw=raw, msgtype=msgtype)
@@ -94,7 +184,7 @@ def replay_offline(
         run_frames(backend, recorded_samples(), failures, evaluator, on_result=write_outputs, progress=progress,
                    description="replay", total=len(dataset))
     return {"bag": str(bag), "output": str(output), "failed": failures.to_list(), "messages_written": writer.messages,
-            **evaluator.compute(), "frames_detail": evaluator.frames}
+            **({"ground": ground.summary()} if ground.enabled else {}), **evaluator.compute(), "frames_detail": evaluator.frames}
 
 
 class _LiveRecorder:

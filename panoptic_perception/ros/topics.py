@@ -85,3 +85,10 @@ GROUND_TOPICS: dict[str, GroundTopic] = {topic.name: topic for topic in (
 def ground_topics_of(capabilities: frozenset[Capability] | set[Capability]) -> list[GroundTopic]:
     """The ground-plane outputs a backend with ``capabilities`` publishes, in table order."""
     return [topic for topic in GROUND_TOPICS.values() if topic.capabilities & set(capabilities)]
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The ``sensor_msgs/CameraInfo`` topic beside an image topic, where camera drivers publish it:
+    ``/front/image_raw`` (or ``/front/image_raw/compressed``) → ``/front/camera_info``."""
+    raw = image_topic[: -len("/compressed")] if image_topic.endswith("/compressed") else image_topic
+    return f"{raw.rsplit('/', 1)[0]}/camera_info"

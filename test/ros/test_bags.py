@@ -270,4 +270,7 @@ def test_make_bag_cameras_need_synthetic_scenes_and_valid_names(tmp_path, capsys
                                                     f"got {tmp_path / 'frame.png'}")
     with pytest.raises(ValueError, match="a camera name is a letter then letters, digits or _"):
         make_bag("synthetic:1", tmp_path / "bag", cameras={"front/left": None})
+    assert main(["make-bag", str(tmp_path / "frame.png"), "--output", str(tmp_path / "bag"), "--camera-info"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--camera-info needs synthetic scenes (synthetic:N), whose camera "
+                                                    f"is known; got {tmp_path / 'frame.png'}")
     assert not (tmp_path / "bag").exists()

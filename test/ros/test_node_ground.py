@@ -1,7 +1,9 @@
 """Ground-plane outputs of the node across processes (real rclpy and Fast DDS): two cameras, each publishing
 an overlapping crop of one synthetic scene with its exact CameraInfo (ROI set), one placed by /tf_static from
 this process and one by its mount parameter, fused into one grid in base_link; a third camera with a zero K
-keeps its image outputs, gives no ground output and says why in its diagnostics."""
+keeps its image outputs, gives no ground output and says why in its diagnostics. Then objects: two cameras of
+a detection backend (bundled yolopv2 weights), each showing its own scene with its exact CameraInfo and
+mount, publish ~/ground/objects at the true things' ground positions and ~/ground/markers of them."""
 
 from __future__ import annotations
 
@@ -159,4 +161,104 @@ def test_two_cameras_give_one_grid_lane_points_and_markers_in_base_link_and_a_ba
     assert level == 1 and values_bad["ground"].startswith("stopped: bad CameraInfo") and "focal" in values_bad["ground"]
     assert int(values_bad["processed"]) >= 1, "the bad camera's image outputs go on"
     assert node.output().count("ground outputs of camera bad stop") == 1, "warned once"
+    assert node.popen.poll() is None
+
+
+#: Two cameras of a detection backend, each showing its own synthetic scene (seed: the camera's name), level at
+#: that scene's height: every object the bundled yolopv2 finds at 320x192 in them stands at a true thing.
+OBJECT_SCENES = {"cam7": 7, "cam9": 9}
+OBJECT_SIZE, OBJECT_FRAMES = (640, 360), 3
+
+
+def test_objects_of_a_detection_backend_stand_on_the_ground_where_the_true_things_are(start_node, probe):
+    from vision_msgs.msg import Detection3DArray
+
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.evaluation.ground import match_gate, match_nearest
+    from panoptic_perception.ros.bags import stamp_header
+    from panoptic_perception.ros.conversions import bgr_to_image, camera_info_msg
+
+    scenes = {name: generate_scene(seed, *OBJECT_SIZE) for name, seed in OBJECT_SCENES.items()}
+    objects = probe.record(Detection3DArray, f"{NODE}/ground/objects")
+    markers = probe.record(MarkerArray, f"{NODE}/ground/markers")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    node = start_node(**{"backend": "yolopv2", "input_size": "[320, 192]", "cameras": f"[{','.join(scenes)}]",
+                         "qos_reliability": "reliable", "max_frame_age_ms": 0.0,
+                         **{f"cameras.{name}.mount": f"[0.0,0.0,{scene.camera.height_above_ground},0.0,0.0,0.0]"
+                            for name, scene in scenes.items()},
+                         **{f"cameras.{name}.image_topic": f"/{name}/image_raw" for name in scenes},
+                         **{f"cameras.{name}.camera_info_topic": f"/{name}/camera_info" for name in scenes}})
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    publishers = {name: (probe.node.create_publisher(CameraInfo, f"/{name}/camera_info", reliable),
+                         probe.node.create_publisher(Image, f"/{name}/image_raw", reliable)) for name in scenes}
+    probe.wait_for(lambda: node.popen.poll() is not None
+                   or all(p.get_subscription_count() for pair in publishers.values() for p in pair), 120,
+                   "the node's camera subscriptions")
+    probe.wait_for(lambda: node.popen.poll() is not None or (probe.node.count_publishers(f"{NODE}/ground/objects")
+                                                              and probe.node.count_publishers(f"{NODE}/ground/markers")),
+                   120, "the node's ground outputs")
+    assert node.popen.poll() is None, node.output()
+
+    sent: dict[int, str] = {}  # image stamp -> camera
+    for _ in range(OBJECT_FRAMES):  # each pair answered before the next: no frame superseded
+        pair = []
+        for name, scene in scenes.items():
+            header = stamp_header(probe.now_ns(), f"{name}_optical")
+            camera = scene.camera
+            info, image = publishers[name]
+            info.publish(camera_info_msg(camera.width, camera.height, camera.K, camera.D, camera.distortion_model, header))
+            image.publish(bgr_to_image(scene.image, header))
+            sent[stamp_ns(header)] = name
+            pair.append(stamp_ns(header))
+        probe.wait_for(lambda: any(stamp_ns(m.header) in pair for _, m in list(objects)), 60, "the pair's objects")
+
+    def marked_stamps() -> set[int]:
+        return {stamp_ns(m.markers[0].header) for _, m in list(markers)}
+
+    probe.wait_for(lambda: marked_stamps() >= {stamp_ns(m.header) for _, m in list(objects)}, 30,
+                   "the markers of every objects message")
+
+    with_both = 0
+    for _, msg in list(objects):
+        assert msg.header.frame_id == "base_link" and stamp_ns(msg.header) in sent
+        by_camera: dict[str, list] = {}
+        for detection in msg.detections:
+            assert detection.header.frame_id == "base_link"
+            by_camera.setdefault(detection.id.split("_optical:")[0], []).append(detection)
+        with_both += set(by_camera) == set(scenes)
+        for name, detections in by_camera.items():
+            things = list(scenes[name].things.values())
+            true_positions = np.array([[t.x, t.y] for t in things])
+            hypotheses = [d.results[0] for d in detections]
+            positions = np.array([[h.pose.pose.position.x, h.pose.pose.position.y] for h in hypotheses])
+            assert all(h.pose.pose.position.z == 0.0 for h in hypotheses), "on the ground plane"
+            classes = [int(h.hypothesis.class_id) for h in hypotheses]
+            assert set(classes) <= set(CITYSCAPES.thing_ids) and all(0.3 <= h.hypothesis.score <= 1.0 for h in hypotheses)
+            # The tolerance: the evaluation's gate, max(2 m, 20 % of the true range), same class.
+            matches = match_nearest(positions, classes, true_positions, [t.class_id for t in things],
+                                    match_gate(np.hypot(*true_positions.T)))
+            assert len(matches) == len(detections), f"{name}: {positions.round(1).tolist()} vs {true_positions.round(1).tolist()}"
+            # The position covariance grows with the range (the planar 2x2 block's trace).
+            spread = [np.trace(np.reshape(h.pose.covariance, (6, 6))[:2, :2]) for h in hypotheses]
+            order = np.argsort(np.hypot(*positions.T))
+            assert np.all(np.diff(np.asarray(spread)[order]) > 0), "covariance grows with range"
+            assert all(d.bbox.size.y > 0.2 and d.bbox.size.z > 0.5 for d in detections), "width and height in metres"
+        marked = next(m for _, m in list(markers) if stamp_ns(m.markers[0].header) == stamp_ns(msg.header))
+        cubes = [m for m in marked.markers if m.ns == "objects"]
+        assert [(c.pose.position.x, c.pose.position.y) for c in cubes] == [
+            (d.bbox.center.position.x, d.bbox.center.position.y) for d in msg.detections]
+    assert with_both >= 1 and sum(len(m.detections) for _, m in objects) >= 7, "both cameras' objects"
+
+    # The ground step's cost in the diagnostics: per batch (node) and per frame placed (each camera).
+    def ground_times():
+        if not diagnostics:
+            return None
+        msg = diagnostics[-1][1]
+        node_values = {kv.key: kv.value for kv in msg.status[0].values}
+        times = [float(node_values["ground_per_batch_median_ms"]),
+                 *(float(values["ground_median_ms"]) for _, _, values in camera_statuses(msg).values())]
+        return times if len(times) == 1 + len(scenes) and all(np.isfinite(times)) else None
+
+    probe.wait_for(lambda: ground_times() is not None, 30, "the ground step's times in /diagnostics")
+    assert all(0 < t < 5000 for t in ground_times())
     assert node.popen.poll() is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed")
@@ -296,3 +297,64 @@ def test_one_camera_chosen_keeps_the_single_camera_names_and_live_replay_takes_o
         replay_live(cameras_bag, tmp_path / "live", progress=False)
     assert main(["replay", str(cameras_bag), "--live", "--output", str(tmp_path / "live")]) == 2
     assert "live replay plays one camera" in capsys.readouterr().err and not (tmp_path / "live").exists()
+
+
+def test_offline_replay_writes_the_ground_topics_from_the_bags_camera_info_tf_static_and_mount(tmp_path):
+    from panoptic_perception.core.ground import GroundGrid
+    from panoptic_perception.core.labels import CITYSCAPES
+    from panoptic_perception.data.synthetic import generate_scene
+    from panoptic_perception.errors import ConfigurationError
+    from panoptic_perception.evaluation.ground import match_gate, match_nearest
+    from panoptic_perception.ros.replay import parse_mounts
+
+    # Two cameras, each frame's CameraInfo and its mount on /tf_static (each scene's own height); camera b placed
+    # by --mount instead (1.5 m, near its scenes' heights).
+    bag, frames, size = tmp_path / "drive", 3, (640, 360)
+    make_bag(f"synthetic:{frames}@{size[0]}x{size[1]}+7", bag, cameras={"a": None, "b": None}, camera_info=True)
+    summary = replay_offline(bag, create_backend("yolopv2", input_size=(320, 192)), tmp_path / "out", progress=False,
+                             mounts=parse_mounts(["b=0,0,1.5,0,0,0"]))
+    assert summary["failed"] == [] and summary["ground"] == {"a": {"source": "tf_static", "status": "ok"},
+                                                             "b": {"source": "mount parameter", "status": "ok"}}
+    messages = read_bag(tmp_path / "out")
+    inputs = sorted((log, camera) for camera in "ab" for log, _, _ in messages[f"/{camera}/image_raw"])
+    types = {"drivable": "nav_msgs/msg/OccupancyGrid", "lane_lines": "sensor_msgs/msg/PointCloud2",
+             "objects": "vision_msgs/msg/Detection3DArray", "markers": "visualization_msgs/msg/MarkerArray"}
+    for name, msgtype in types.items():
+        entries = messages[f"/panoptic_perception/ground/{name}"]
+        assert [t for _, t, _ in entries] == [msgtype] * 2 * frames
+        # After each frame, stamped with it (the newest contributing frame), at its log time.
+        assert [log for log, _, _ in entries] == [log for log, _ in inputs]
+        for _, _, msg in entries:
+            stamped = msg.markers[0] if name == "markers" else msg
+            assert stamped.header.frame_id == "base_link" and header_ns(stamped) in {log for log, _ in inputs}
+    for (log, _), (_, _, grid) in zip(inputs, messages["/panoptic_perception/ground/drivable"]):
+        assert header_ns(grid) == log
+        assert (grid.info.width, grid.info.height, grid.info.resolution) == (800, 400, pytest.approx(0.1))
+        values = grid.data.reshape(grid.info.height, grid.info.width)
+        assert set(np.unique(values).tolist()) == {-1, 0, 100} and (values == 0).sum() > 5000
+    for _, _, cloud in messages["/panoptic_perception/ground/lane_lines"]:
+        points = np.frombuffer(bytes(cloud.data), "<f4").reshape(-1, 3)
+        assert len(points) > 50 and GroundGrid().cell_of(points[:, 0], points[:, 1])[2].all()
+
+    # Camera a's objects, placed by the bag's /tf_static: at its scenes' true things (the evaluation's gate).
+    seeds = {log: 7 + 2 * k for k, (log, _, _) in enumerate(messages["/a/image_raw"])}
+    matched = 0
+    for _, _, msg in messages["/panoptic_perception/ground/objects"]:
+        if header_ns(msg) not in seeds:
+            continue
+        things = list(generate_scene(seeds[header_ns(msg)], *size).things.values())
+        own = [d.results[0] for d in msg.detections if d.id.startswith("a:")]
+        positions = np.array([[h.pose.pose.position.x, h.pose.pose.position.y] for h in own]).reshape(-1, 2)
+        classes = [int(h.hypothesis.class_id) for h in own]
+        assert set(classes) <= set(CITYSCAPES.thing_ids)
+        true = np.array([[t.x, t.y] for t in things])
+        matches = match_nearest(positions, classes, true, [t.class_id for t in things], match_gate(np.hypot(*true.T)))
+        assert len(matches) == len(own)
+        matched += len(matches)
+    assert matched >= 5
+
+    with pytest.raises(ConfigurationError, match="needs their CameraInfo"):
+        replay_offline(make_bag("synthetic:1@64x48", tmp_path / "plain")["bag"], create_backend("twinlitenet"),
+                       tmp_path / "none", progress=False, mounts=parse_mounts(["0,0,1.5,0,0,0"]))
+    with pytest.raises(ConfigurationError, match=r"\[CAMERA=\]X,Y,Z,ROLL,PITCH,YAW"):
+        parse_mounts(["a=0,0,1.5"])

@@ -40,3 +40,11 @@ def test_readme_and_ground_truth_topics_name_the_same_message_types():
     # Ground truth in bags is written with the node's conversions, under the same names.
     truth = {name: msg_type for name, (msg_type, _) in GROUND_TRUTH_TOPICS.items() if name in OUTPUT_TOPICS}
     assert truth == {topic.name: topic.msg_type for topic in CAPABILITY_TOPICS.values()}
+
+
+def test_the_camera_info_topic_lies_beside_the_image_topic_of_either_transport():
+    from panoptic_perception.ros.topics import camera_info_topic
+
+    assert camera_info_topic("/front/image_raw") == "/front/camera_info"
+    assert camera_info_topic("/front/image_raw/compressed") == "/front/camera_info"
+    assert camera_info_topic("/car/left/image_rect") == "/car/left/camera_info"
