@@ -54,7 +54,7 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
     local = measure_latency({"backend": create_backend(backend, weights)}, image, runs=30, warmup=5)["backend"]
 
     log_dir = Path(tempfile.mkdtemp(prefix="panoptic_benchmark_"))
-    env = _environment(log_dir)
+    env = process_environment(log_dir)
     overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []),
                  *(["mount:=[0.0,0.0,1.5,0.0,0.0,0.0]"] if ground else []), *parameters]
     node_args = [sys.executable, "-m", "panoptic_perception.cli", "node", "--ros-args", "-r", "image:=/benchmark/image",
@@ -92,7 +92,7 @@ def benchmark(backend: str, weights: str | None, size: tuple[int, int], rate: fl
     }
 
 
-def _environment(log_dir: Path) -> dict[str, str]:
+def process_environment(log_dir: Path) -> dict[str, str]:
     """The processes' environment: an own domain, localhost discovery, the package's Fast DDS profile; also
     applied to this process."""
     env = {
@@ -108,7 +108,7 @@ def _environment(log_dir: Path) -> dict[str, str]:
     return env
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     """Resident memory of process ``pid`` in MiB (Linux ``/proc``); 0 once it has ended."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -119,7 +119,7 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _stop(processes) -> None:
+def stop_processes(processes) -> None:
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -196,13 +196,13 @@ def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: 
         started = time.monotonic()
         while any(c.poll() is None for c in cameras):
             rclpy.spin_once(probe, timeout_sec=0.05)
-            peak_mb = max(peak_mb, sum(_rss_mb(pid) for pid in node_pids))
+            peak_mb = max(peak_mb, sum(rss_mb(pid) for pid in node_pids))
         ended = time.monotonic()
         settle = ended + 2.0  # the last frames' results
         while time.monotonic() < settle:
             rclpy.spin_once(probe, timeout_sec=0.05)
     finally:
-        _stop(processes)
+        stop_processes(processes)
         probe.destroy_node()
         rclpy.try_shutdown()
     return Recording(results, diagnostics, peak_mb, ended - started)
@@ -232,7 +232,7 @@ def benchmark_cameras(backend: str, weights: str | None, size: tuple[int, int], 
     with its own camera process (same backend, frames, rate and duration). Returns both measurements and
     their ratios (aggregate results per second, spread of the per-camera output rates, memory)."""
     log_dir = Path(tempfile.mkdtemp(prefix="panoptic_cameras_benchmark_"))
-    env = _environment(log_dir)
+    env = process_environment(log_dir)
     cli = [sys.executable, "-m", "panoptic_perception.cli", "node", "--ros-args"]
     overrides = [f"backend:={backend}", *([f"weights:={weights}"] if weights else []), *parameters]
     names = [f"cam{i}" for i in range(cameras)]

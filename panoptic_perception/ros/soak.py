@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..core.streaming import FrameCounters
-from .benchmark import _environment, _rss_mb, _stop
+from .benchmark import process_environment, rss_mb, stop_processes
 from .topics import OUTPUT_TOPICS
 
 NODE = "/panoptic_perception"
@@ -398,7 +398,7 @@ class Harness:
         except (OSError, StopIteration):
             threads = fds = 0
         shm = sum(1 for _ in SHM.iterdir()) if SHM.is_dir() else 0
-        self.samples.append({"time": now, "rss_mb": _rss_mb(pid), "threads": threads, "fds": fds, "shm_files": shm})
+        self.samples.append({"time": now, "rss_mb": rss_mb(pid), "threads": threads, "fds": fds, "shm_files": shm})
         with self.lock:
             last = self.diagnostics[-1][0] if self.diagnostics else self.started
         if self.started and now - last > self.profile.hang_s and not self.problems[-1:] == ["hang"]:
@@ -633,7 +633,7 @@ class Harness:
 
     def run(self) -> dict:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)
-        self.env = _environment(self.output / "logs")
+        self.env = process_environment(self.output / "logs")
         self.env["PYTHONUNBUFFERED"] = "1"
         self._start_ros()
         self.node_process = subprocess.Popen(self._node_args(), env=self.env, stdout=open(self.output / "logs" / "node.log", "w"),
@@ -658,14 +658,14 @@ class Harness:
             self.ended = time.time()
         finally:
             cameras = [process for runs in self.camera_runs.values() for process, _ in runs]
-            _stop(cameras)
+            stop_processes(cameras)
             if not hasattr(self, "ended"):
                 self.ended = time.time()
             # The last outputs, and a final status in which every frame has an outcome.
             if self.node_process.poll() is None:
                 self.wait_for(self._settled, 60, "every received frame to have an outcome")
             self.node_exit = self.node_process.poll()
-            _stop([self.node_process])
+            stop_processes([self.node_process])
             self.executor.shutdown()
             self.ros.destroy_node()
             self.context.try_shutdown()
