@@ -120,6 +120,7 @@ def rss_mb(pid: int) -> float:
 
 
 def stop_processes(processes) -> None:
+    """Ends each process with SIGINT (as Ctrl-C would), then kills those still running after 15 s."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
