@@ -29,3 +29,14 @@ def test_cells_outside_a_wide_angle_lens_field_of_view_are_not_seen_through_the_
     assert wrong.sum() == 0, (f"{wrong.sum()} seen cells read a pixel that looks elsewhere, e.g. the cell at "
                               f"({x[projection.seen][wrong][0]:.2f}, {y[projection.seen][wrong][0]:.2f}) m reads "
                               f"pixel {pixels[wrong][0].tolist()}")
+
+
+def test_a_camera_at_or_below_the_ground_sees_no_ground_cell():
+    # A mount whose height was forgotten (z = 0: a TF with only a rotation, mount [0, 0, 0, ...]) or a
+    # ground_height above the camera: every ground cell lies on or above the camera's horizon, so none is seen
+    # (issue: unknown "above the horizon"). Instead the whole grid is "seen", read from the horizon row (z = 0)
+    # or from the sky (below the ground).
+    calibration = CameraCalibration.checked(640, 360, [[320.0, 0, 319.5], [0, 320.0, 179.5], [0, 0, 1]])
+    for height in (0.0, -1.0):
+        projection = GroundProjection(calibration, Mount.from_xyz_rpy(0.0, 0.0, height), GroundGrid())
+        assert projection.seen.sum() == 0, f"camera {height} m above the ground: {projection.seen.sum()} cells seen"
