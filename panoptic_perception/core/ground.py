@@ -177,22 +177,24 @@ class Mount:
 class StaticTransforms:
     """The static transforms of a robot (what ``/tf_static`` carries: camera mounts do not move), chained:
     :meth:`lookup` gives the transform from one frame to another through the tree, whichever way its edges
-    were published. For nodes without tf2; a transform published again replaces the old one."""
+    were published. For nodes without tf2; a frame published again (under any parent) replaces its old
+    transform."""
 
     def __init__(self) -> None:
-        self._edges: dict[tuple[str, str], Mount] = {}  # (parent, child) -> child in parent
+        self._edges: dict[str, tuple[str, Mount]] = {}  # child -> (its parent, child in parent)
 
     def add(self, parent: str, child: str, translation, quaternion) -> None:
         """``child``'s pose in ``parent`` (a TransformStamped's header.frame_id, child_frame_id, translation and
-        rotation x y z w). Raises CalibrationError for a degenerate transform."""
-        self._edges[(parent.lstrip("/"), child.lstrip("/"))] = Mount.from_quaternion(translation, quaternion)
+        rotation x y z w); as in tf2 a frame has one parent, so this replaces ``child``'s old transform whatever
+        its parent was. Raises CalibrationError for a degenerate transform."""
+        self._edges[child.lstrip("/")] = (parent.lstrip("/"), Mount.from_quaternion(translation, quaternion))
 
     def lookup(self, target: str, source: str) -> Mount:
         """The transform taking points of ``source`` into ``target``. Raises CalibrationError when the two
         frames are not connected (yet)."""
         target, source = target.lstrip("/"), source.lstrip("/")
         neighbours: dict[str, list[tuple[str, Mount]]] = {}
-        for (parent, child), mount in self._edges.items():
+        for child, (parent, mount) in self._edges.items():
             inverse = Mount(mount.rotation.T, -mount.rotation.T @ mount.translation)
             neighbours.setdefault(child, []).append((parent, mount))  # child points into the parent
             neighbours.setdefault(parent, []).append((child, inverse))

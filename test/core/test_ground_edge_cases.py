@@ -41,17 +41,3 @@ def test_a_camera_at_or_below_the_ground_sees_no_ground_cell():
     for height in (0.0, -1.0):
         projection = GroundProjection(calibration, Mount.from_xyz_rpy(0.0, 0.0, height), GroundGrid())
         assert projection.seen.sum() == 0, f"camera {height} m above the ground: {projection.seen.sum()} cells seen"
-
-
-def test_a_frame_given_a_new_parent_on_tf_static_is_placed_by_its_new_transform_as_tf2_does():
-    # tf2 keeps one parent per frame: a static transform to a child replaces the child's old one, whatever
-    # its parent. A camera first published directly under base_link, then re-published under camera_link
-    # (a corrected URDF, another robot_state_publisher) must be placed by the new chain.
-    from panoptic_perception.core.ground import StaticTransforms
-
-    transforms = StaticTransforms()
-    transforms.add("base_link", "front_optical", (0.0, 0.0, 1.0), (-0.5, 0.5, -0.5, 0.5))
-    transforms.add("base_link", "camera_link", (0.0, 0.0, 2.0), (0.0, 0.0, 0.0, 1.0))
-    transforms.add("camera_link", "front_optical", (0.0, 0.0, 0.0), (-0.5, 0.5, -0.5, 0.5))
-    mount = transforms.lookup("base_link", "front_optical")
-    assert mount.translation == pytest.approx([0.0, 0.0, 2.0]), "the old base_link -> front_optical edge is still used"
