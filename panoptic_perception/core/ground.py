@@ -27,6 +27,9 @@ from ..errors import PanopticPerceptionError
 
 DISTORTION_MODELS = {"plumb_bob": (5,), "rational_polynomial": (8,), "equidistant": (4,)}
 UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+#: A ground cell is seen only if the pixel it projects to, undistorted, looks within this many pixels (as an
+#: angle at the image centre) along the cell's own ray: a distortion that folds back beyond the image does not.
+FOLD_BACK_TOLERANCE_PX = 0.1
 #: The optical frame in a camera's body frame (x forward, y left, z up): optical z = body x, x = -y, y = -z.
 OPTICAL_IN_BODY = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
@@ -257,12 +260,18 @@ FREE, OCCUPIED, UNKNOWN = 0, 100, -1
 class GroundProjection:
     """A camera's lookup table from the cells of a :class:`GroundGrid` to the pixels that see them.
 
-    A cell is *seen* when its centre lies in front of the camera, projects into the image and lies within
+    A cell is *seen* when its centre lies in front of the camera, projects into the image, the pixel it
+    projects to looks back along the cell's own ray (within ``FOLD_BACK_TOLERANCE_PX``) and it lies within
     ``max_range`` metres of the camera (horizontal distance); building the table costs one projection of
-    every cell (tens of milliseconds), a frame then costs one ``cv2.remap``.
+    every cell and one undistortion of every cell in the image (~0.1-0.3 s at 1280x720 on the default grid),
+    a frame then costs one ``cv2.remap``. Raises CalibrationError for a camera at or below the ground plane.
     """
 
     def __init__(self, calibration: CameraCalibration, mount: Mount, grid: GroundGrid, max_range: float = 60.0) -> None:
+        camera_height = mount.translation[2] - grid.ground_height
+        if not camera_height > 0:  # every cell would lie on or above its horizon
+            raise CalibrationError(f"the camera is {camera_height:.3g} m above the ground plane: it must be above it "
+                                   "(a mount or transform without the camera's height, or ground_height above it?)")
         self.calibration, self.mount, self.grid, self.max_range = calibration, mount, grid, max_range
         x, y = grid.centres()
         points = np.stack([x, y, np.full_like(x, grid.ground_height)], -1).reshape(-1, 3)
@@ -280,6 +289,13 @@ class GroundProjection:
         rounded = np.rint(np.round(pixels, 6))
         seen = (in_front & (rounded[:, 0] >= 0) & (rounded[:, 0] <= width - 1) & (rounded[:, 1] >= 0)
                 & (rounded[:, 1] <= height - 1) & (horizontal <= max_range))
+        # Beyond the image a distortion polynomial can fold back (r (1 + k1 r^2) turns down for k1 < 0), so that
+        # cells far outside the field of view project into the image too: keep the cells whose pixel, undistorted,
+        # gives their own ray back (the angle between the two under a fraction of a pixel at the centre).
+        if seen.any():
+            own, back = optical[seen], calibration.rays(pixels[seen])
+            angle = np.arctan2(np.linalg.norm(np.cross(own, back), axis=1), np.einsum("ij,ij->i", own, back))
+            seen[seen] = angle <= FOLD_BACK_TOLERANCE_PX / calibration.K[:2, :2].diagonal().max()
         rounded = np.where(seen[:, None], rounded, -1).astype(np.float32)
         self.map_x = rounded[:, 0].reshape(grid.shape)
         self.map_y = rounded[:, 1].reshape(grid.shape)
@@ -341,9 +357,12 @@ def lane_points(projection: GroundProjection, lane_mask: np.ndarray) -> np.ndarr
 class GroundObjects:
     """Objects placed on the ground, N of them (arrays indexed alike):
 
-    ``positions`` (N, 3) float64: the ground contact in the target frame (metres); ``sizes`` (N, 2): width
-    and height in metres from the box at that depth; ``covariances`` (N, 3, 3): of the position, from a
-    ``pixel_sigma`` error of the contact pixel (range error grows with the square of the range);
+    ``positions`` (N, 3) float64: the ground contact in the target frame (metres); ``bearings`` (N,) float64:
+    the yaw of the line of sight from the camera to the contact in the target frame (radians, from x towards
+    y), the orientation of the face the camera sees: the width lies across it; ``sizes`` (N, 2): width and
+    height in metres from the box at that depth; ``covariances`` (N, 3, 3): of the position in the target frame,
+    from a ``pixel_sigma`` error of the contact pixel (along the line of sight, growing with the square of the
+    range, and across it, growing with the range);
     ``truncated`` (N,) bool: the box touches the image's bottom edge, so its contact is hidden and the
     position is the nearest visible ground (the object is at most that far); ``kept`` (M,) int64: the
     indices of the input boxes these are (boxes whose contact lies at or above the horizon, or beyond
@@ -351,6 +370,7 @@ class GroundObjects:
     """
 
     positions: np.ndarray
+    bearings: np.ndarray
     sizes: np.ndarray
     covariances: np.ndarray
     truncated: np.ndarray
@@ -385,18 +405,18 @@ def ground_objects(projection: GroundProjection, boxes: np.ndarray, contacts: np
     depth = ((points - mount.translation) @ mount.rotation)[:, 2]  # along the optical axis
     fx, fy = calibration.K[0, 0] / max(calibration.binning_x, 1), calibration.K[1, 1] / max(calibration.binning_y, 1)
     sizes = np.stack([(boxes[:, 2] - boxes[:, 0]) * depth / fx, (boxes[:, 3] - boxes[:, 1]) * depth / fy], 1)
-    camera_height = max(mount.translation[2] - projection.grid.ground_height, 1e-3)
+    camera_height = mount.translation[2] - projection.grid.ground_height  # > 0: GroundProjection refuses others
     along = horizontal ** 2 * pixel_sigma / (fy * camera_height)  # d(range) / d(row) of a flat-ground ray
     across = horizontal * pixel_sigma / fx
     bearing = np.arctan2(points[:, 1] - mount.translation[1], points[:, 0] - mount.translation[0])
-    c, s = np.cos(bearing), np.sin(bearing)
+    c, s = np.cos(bearing), np.sin(bearing)  # along and across the line of sight -> target frame x and y
     covariances = np.zeros((len(kept), 3, 3))
     covariances[:, 0, 0] = (c * along) ** 2 + (s * across) ** 2
     covariances[:, 1, 1] = (s * along) ** 2 + (c * across) ** 2
     covariances[:, 0, 1] = covariances[:, 1, 0] = c * s * (along ** 2 - across ** 2)
     covariances[:, 2, 2] = 1e-4  # on the ground plane by construction
     truncated = boxes[:, 3] >= calibration.image_size[1] - 1.5
-    return GroundObjects(points, sizes, covariances, truncated, kept)
+    return GroundObjects(points, bearing, sizes, covariances, truncated, kept)
 
 
 def result_objects(projection: GroundProjection, result) -> tuple[GroundObjects, np.ndarray, np.ndarray] | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import array
 import importlib
+import math
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Quaternion
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import Image, PointCloud2, PointField, RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
@@ -223,20 +224,23 @@ def point_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
 def ground_objects_msg(objects: GroundObjects, class_ids: np.ndarray, scores: np.ndarray, ids: list[str],
                        header: Header) -> Detection3DArray:
     """Objects on the ground (:class:`~panoptic_perception.core.ground.GroundObjects`, their numeric class ids,
-    scores and ids, M each) → vision_msgs/Detection3DArray: the hypothesis' pose is the ground contact with its
-    position covariance (6x6 row-major; the rotation is unknown: variance ``UNKNOWN_VARIANCE``), the class id
-    the numeric id as a string; the box stands on the contact, ``size`` (depth unknown: 0, width, height) in
-    metres."""
+    scores and ids, M each) → vision_msgs/Detection3DArray: the hypothesis' pose is the ground contact turned
+    by the yaw of the camera's line of sight to it (x along the ray, y across it) with its position covariance
+    in the message's frame (6x6 row-major; the object's own heading is unknown: rotation variance
+    ``UNKNOWN_VARIANCE``), the class id the numeric id as a string; the box stands on the contact with the same
+    orientation, ``size`` (depth along the line of sight unknown: 0, width across it, height) in metres."""
     msg = Detection3DArray(header=header)
     for i in range(len(objects.positions)):
         x, y, z = (float(v) for v in objects.positions[i])
         width, height = (float(v) for v in objects.sizes[i])
+        half_yaw = float(objects.bearings[i]) / 2
+        orientation = Quaternion(z=math.sin(half_yaw), w=math.cos(half_yaw))
         detection = Detection3D(header=header, id=ids[i])
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = str(int(class_ids[i]))
         hypothesis.hypothesis.score = float(scores[i])
         hypothesis.pose.pose.position.x, hypothesis.pose.pose.position.y, hypothesis.pose.pose.position.z = x, y, z
-        hypothesis.pose.pose.orientation.w = 1.0
+        hypothesis.pose.pose.orientation = orientation
         covariance = np.zeros((6, 6))
         covariance[:3, :3] = objects.covariances[i]
         covariance[3:, 3:] = np.eye(3) * UNKNOWN_VARIANCE
@@ -244,7 +248,7 @@ def ground_objects_msg(objects: GroundObjects, class_ids: np.ndarray, scores: np
         detection.results.append(hypothesis)
         detection.bbox.center.position.x, detection.bbox.center.position.y = x, y
         detection.bbox.center.position.z = z + height / 2
-        detection.bbox.center.orientation.w = 1.0
+        detection.bbox.center.orientation = orientation
         detection.bbox.size.y, detection.bbox.size.z = width, height
         msg.detections.append(detection)
     return msg
@@ -259,9 +263,9 @@ MARKER_DEPTH = 0.3
 def ground_markers_msg(objects: Detection3DArray | None, lane_points: np.ndarray | None, resolution: float,
                        header: Header) -> MarkerArray:
     """RViz markers of the ground outputs: DELETEALL first (markers of the previous message vanish), then a cube
-    per object (namespace ``objects``, id its index; ``MARKER_DEPTH`` deep) and the lane points as one POINTS
-    marker (namespace ``lane_lines``) of ``resolution`` squares; each lives 1 s, so that nothing stays behind
-    when the node stops publishing."""
+    per object (namespace ``objects``, id its index; posed as its box, ``MARKER_DEPTH`` deep along the line of
+    sight) and the lane points as one POINTS marker (namespace ``lane_lines``) of ``resolution`` squares; each
+    lives 1 s, so that nothing stays behind when the node stops publishing."""
     msg = MarkerArray(markers=[Marker(header=header, action=Marker.DELETEALL)])
     for i, detection in enumerate(objects.detections if objects is not None else []):
         box = detection.bbox

@@ -6,12 +6,12 @@ the node's cameras (README, Ground plane; the geometry is :mod:`panoptic_percept
 - Mount, in this order: the camera's fixed ``mount`` parameter; tf2 at the image stamp where ``tf2_ros`` is
   installed; else the static transforms the node receives on ``/tf_static``, chained
   (:class:`~panoptic_perception.core.ground.StaticTransforms`: camera mounts do not move).
-- A camera's lookup table is rebuilt only when its calibration or mount changes (~120 ms at 1280x720 on the
-  default grid), on the inference worker after the batch's image outputs are published: the next batch,
-  of every camera, waits that long once.
+- A camera's lookup table is rebuilt only when its calibration or mount changes (~0.2-0.4 s at 1280x720
+  on the default grid, on a busy 2-core machine), on the inference worker after the batch's image outputs
+  are published: the next batch, of every camera, waits that long once.
 - Bad input (a zero or NaN K, a size that differs from the image, an unknown distortion model, no
-  transform, no CameraInfo): that camera's ground contribution is withdrawn, the image outputs go on, a
-  warning is logged once per camera and kind, and its status says why.
+  transform, a camera at or below the ground plane, no CameraInfo): that camera's ground contribution is
+  withdrawn, the image outputs go on, a warning is logged once per camera and kind, and its status says why.
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ class CameraGround:
 
 
 class GroundStopped(Exception):
-    """Why a camera's frame cannot be placed on the ground: ``kind`` (camera_info, calibration, size or
-    transform: warned once per camera each) and ``reason`` (one line)."""
+    """Why a camera's frame cannot be placed on the ground: ``kind`` (camera_info, calibration, size, transform
+    or mount, e.g. a camera at or below the ground plane: warned once per camera each) and ``reason`` (one
+    line)."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -185,8 +186,8 @@ class GroundOutputs:
 
     def _projection(self, camera: CameraGround, header: Header, image_size: tuple[int, int]) -> GroundProjection:
         """The camera's lookup table for this frame, rebuilt when the calibration or the mount changed. Raises
-        GroundStopped (its kind: camera_info, calibration, size or transform) when the frame cannot be placed
-        on the ground."""
+        GroundStopped (its kind: camera_info, calibration, size, transform or mount) when the frame cannot be
+        placed on the ground."""
         info = camera.info_for(header)
         if info is None:
             raise GroundStopped("camera_info", "no CameraInfo received")
@@ -208,7 +209,10 @@ class GroundOutputs:
             raise GroundStopped("transform", str(error)) from None
         if camera.projection is None or not (np.array_equal(camera.projection.mount.rotation, mount.rotation)
                                              and np.array_equal(camera.projection.mount.translation, mount.translation)):
-            camera.projection = GroundProjection(camera.calibration, mount, self.grid, self.max_range)
+            try:
+                camera.projection = GroundProjection(camera.calibration, mount, self.grid, self.max_range)
+            except CalibrationError as error:  # a camera at or below the ground plane
+                raise GroundStopped("mount", str(error)) from None
         return camera.projection
 
     def update(self, name: str, header: Header, result, label_map, wanted: set[str]) -> bool:
@@ -276,5 +280,5 @@ class GroundOutputs:
         ids = [f"{c.header.frame_id}:{index}" + (":truncated" if truncated else "")
                for c in contributions for index, truncated in zip(c.objects[0].kept, c.objects[0].truncated)]
         objects = GroundObjects(*(np.concatenate([getattr(p[0], name) for p in parts])
-                                  for name in ("positions", "sizes", "covariances", "truncated", "kept")))
+                                  for name in ("positions", "bearings", "sizes", "covariances", "truncated", "kept")))
         return objects, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), ids

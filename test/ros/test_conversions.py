@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import math
 
 import cv2
 import numpy as np
@@ -266,3 +267,43 @@ def test_markers_delete_the_previous_ones_then_draw_objects_and_lane_points():
     (points,) = [m for m in msg.markers if m.ns == "lane_lines"]
     assert points.type == Marker.POINTS and len(points.points) == len(lanes) > 0
     assert len(ground_markers_msg(None, None, 0.1, header).markers) == 1  # nothing left drawn
+
+
+def test_an_object_seen_by_a_sideways_camera_has_its_width_across_the_line_of_sight():
+    # A camera looking left (yaw 90 degrees) sees a car 10 m to the left, 80 pixels wide: its 2.5 m width
+    # spans base_link's x axis (across the line of sight), not y (towards the vehicle). The box of
+    # ~/ground/objects, its hypothesis' pose and its marker cube are turned by the line of sight's yaw; the
+    # position covariance, in base_link, is longest along the line of sight (base_link y).
+    from visualization_msgs.msg import Marker
+
+    from panoptic_perception.core.ground import CameraCalibration, GroundGrid, GroundProjection, Mount, ground_objects
+    from panoptic_perception.ros.conversions import ground_markers_msg, ground_objects_msg
+
+    def yaw(quaternion) -> float:
+        return math.atan2(2 * (quaternion.w * quaternion.z + quaternion.x * quaternion.y),
+                          1 - 2 * (quaternion.y ** 2 + quaternion.z ** 2))
+
+    calibration = CameraCalibration.checked(640, 360, [[320.0, 0, 319.5], [0, 320.0, 179.5], [0, 0, 1]])
+    projection = GroundProjection(calibration, Mount.from_xyz_rpy(0.0, 0.0, 1.5, 0.0, 0.0, math.pi / 2), GroundGrid())
+    bottom = 179.5 + 320.0 * 1.5 / 10.0  # the row of the ground 10 m ahead of the camera
+    objects = ground_objects(projection, np.array([[279.5, bottom - 60, 359.5, bottom]]))
+    assert objects.positions[0, :2] == pytest.approx([0.0, 10.0], abs=0.05)
+    assert objects.bearings[0] == pytest.approx(math.pi / 2, abs=0.01)
+    width = objects.sizes[0, 0]
+    assert width == pytest.approx(2.5, rel=0.02)
+    header = Header(frame_id="base_link")
+    msg = ground_objects_msg(objects, np.array([26]), np.array([0.9]), ["left_optical:0"], header)
+    box = msg.detections[0].bbox
+    box_yaw = yaw(box.center.orientation)
+    # The box's extent along base_link x and y (its size turned by its orientation).
+    extent_x = abs(math.cos(box_yaw)) * box.size.x + abs(math.sin(box_yaw)) * box.size.y
+    extent_y = abs(math.sin(box_yaw)) * box.size.x + abs(math.cos(box_yaw)) * box.size.y
+    assert extent_x == pytest.approx(width, rel=0.05) and extent_y < 0.5 * width, (
+        f"the box spans {extent_x:.2f} m along x and {extent_y:.2f} m along y (size {box.size.x:.2f}, "
+        f"{box.size.y:.2f}, yaw {box_yaw:.2f}): its width lies along the line of sight")
+    (hypothesis,) = msg.detections[0].results
+    assert yaw(hypothesis.pose.pose.orientation) == pytest.approx(math.pi / 2, abs=0.01)
+    covariance = np.array(hypothesis.pose.covariance).reshape(6, 6)
+    assert covariance[1, 1] > 10 * covariance[0, 0] > 0, "the range (base_link y here) is the uncertain direction"
+    (cube,) = [m for m in ground_markers_msg(msg, None, 0.1, header).markers if m.type == Marker.CUBE]
+    assert yaw(cube.pose.orientation) == pytest.approx(math.pi / 2, abs=0.01) and cube.scale.y == pytest.approx(width)
