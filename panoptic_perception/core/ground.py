@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..errors import PanopticPerceptionError
+from ..errors import ConfigurationError, PanopticPerceptionError
 
 DISTORTION_MODELS = {"plumb_bob": (5,), "rational_polynomial": (8,), "equidistant": (4,)}
 UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
@@ -215,12 +215,21 @@ class StaticTransforms:
         return paths[target]
 
 
+#: The most cells a :class:`GroundGrid` may have: the default grid (0.1 m, 80 x 40 m) has 320 000; 0.01 m cells on
+#: it would be 32 million, ~16 GB to build each camera's lookup table (``BUILD_BYTES_PER_CELL``); 4 million ~2 GB.
+MAX_GROUND_CELLS = 4_000_000
+#: Peak bytes of memory per cell while a :class:`GroundProjection` is built (float64 points, optical coordinates,
+#: pixels, distances and masks of every cell; measured at 1.3 and 5 million cells).
+BUILD_BYTES_PER_CELL = 500
+
+
 @dataclass(frozen=True)
 class GroundGrid:
     """A metric grid on the ground plane of the target frame: cells of ``resolution`` metres from
     ``x_min`` to ``x_max`` (forward) and ``y_min`` to ``y_max`` (left), at height ``ground_height``. Row r,
     column c is the cell whose centre is (x_min + (c + 0.5) resolution, y_min + (r + 0.5) resolution), as
-    ``nav_msgs/OccupancyGrid`` lays out its data (row-major, origin at the (x_min, y_min) corner)."""
+    ``nav_msgs/OccupancyGrid`` lays out its data (row-major, origin at the (x_min, y_min) corner). Raises
+    ConfigurationError for a non-positive resolution or extent, or more than ``MAX_GROUND_CELLS`` cells."""
 
     resolution: float = 0.1
     x_min: float = -20.0
@@ -231,7 +240,13 @@ class GroundGrid:
 
     def __post_init__(self) -> None:
         if not self.resolution > 0 or not (self.x_max > self.x_min and self.y_max > self.y_min):
-            raise ValueError(f"a grid needs a positive resolution and extents, got {self}")
+            raise ConfigurationError(f"a grid needs a positive resolution and extents, got {self}")
+        rows, columns = self.shape
+        if rows * columns > MAX_GROUND_CELLS:
+            raise ConfigurationError(
+                f"a ground grid of {rows}x{columns} cells of {self.resolution} m is more than {MAX_GROUND_CELLS} "
+                f"cells (each camera's lookup table takes ~{BUILD_BYTES_PER_CELL} bytes a cell to build): "
+                "use a coarser ground_resolution or smaller extents")
 
     @property
     def shape(self) -> tuple[int, int]:

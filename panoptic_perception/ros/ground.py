@@ -30,7 +30,6 @@ from std_msgs.msg import Header
 from ..core.ground import (
     CalibrationError,
     CameraCalibration,
-    GroundGrid,
     GroundObjects,
     GroundProjection,
     Mount,
@@ -48,6 +47,7 @@ from .conversions import (
     occupancy_grid_msg,
     point_cloud_msg,
 )
+from .parameters import ground_grid
 
 try:  # a ROS install; the PyPI core has no tf2
     import tf2_ros
@@ -135,8 +135,7 @@ class GroundOutputs:
         self.warn = warn or (lambda text: node.get_logger().warning(text))
         self.target_frame = settings["target_frame"]
         self.max_range = settings["ground_max_range"]
-        self.grid = GroundGrid(settings["ground_resolution"], -settings["ground_behind"], settings["ground_ahead"],
-                               -settings["ground_side"], settings["ground_side"], settings["ground_height"])
+        self.grid = ground_grid(settings)
         self._lock = threading.Lock()  # the static transforms: written by the executor, read by the worker
         self._static = StaticTransforms()
         self._warned: set[str] = set()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backends.registry import list_backends
+from ..core.ground import GroundGrid
 from ..core.streaming import BATCH_POLICIES
 from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
 from .topics import GROUND_TOPICS, OUTPUT_TOPICS
@@ -106,7 +107,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "assumption)", OnChange.READ_ONLY, -100.0, 100.0),
     ParameterSpec("ground_max_range", 60.0, "ground cells and objects farther from a camera are unknown / dropped (m)",
                   OnChange.READ_ONLY, 1.0, 1000.0),
-    ParameterSpec("ground_resolution", 0.1, "cell size of ~/ground/drivable and of the lane-point thinning (m)",
+    ParameterSpec("ground_resolution", 0.1, "cell size of ~/ground/drivable and of the lane-point thinning (m; the grid may have at most 4 million cells)",
                   OnChange.READ_ONLY, 0.01, 10.0),
     ParameterSpec("ground_ahead", 60.0, "grid extent ahead of the target frame's origin (m)", OnChange.READ_ONLY, 0.0, 1000.0),
     ParameterSpec("ground_behind", 20.0, "grid extent behind the origin (m)", OnChange.READ_ONLY, 0.0, 1000.0),
@@ -136,8 +137,8 @@ CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 def check_values(values: dict[str, Any]) -> None:
     """Raises ValueError for a value the node refuses: not one of a parameter's choices, an unknown backend,
     camera names that are not ROS name tokens or repeat, a bad ``input_size`` or ``mount``, a ground grid
-    without extent, or ``runtime`` /
-    ``onnx_path`` / ``precision`` that do not go together (checked when ``values`` holds all three: pass the
+    without extent or of more than ``MAX_GROUND_CELLS`` cells, or ``runtime`` / ``onnx_path`` / ``precision``
+    that do not go together (checked when ``values`` holds all three: pass the
     settings with the changes applied)."""
     for spec in PARAMETERS:
         if spec.choices and spec.name in values and values[spec.name] not in spec.choices:
@@ -160,8 +161,22 @@ def check_values(values: dict[str, Any]) -> None:
     if {"ground_ahead", "ground_behind", "ground_side"} <= values.keys() and not (
             values["ground_ahead"] + values["ground_behind"] > 0 and values["ground_side"] > 0):
         raise ValueError("the ground grid needs an extent: ground_ahead + ground_behind and ground_side must be positive")
+    if set(GROUND_GRID_PARAMETERS) <= values.keys():
+        ground_grid(values)  # ConfigurationError (a ValueError) for a grid of more than MAX_GROUND_CELLS cells
     if {"runtime", "onnx_path", "precision"} <= values.keys():
         check_runtime(values["runtime"], values["onnx_path"] or None, values["precision"])
+
+
+#: The parameters that make the ground grid (:func:`ground_grid`).
+GROUND_GRID_PARAMETERS = ("ground_resolution", "ground_ahead", "ground_behind", "ground_side", "ground_height")
+
+
+def ground_grid(values: dict[str, Any]) -> GroundGrid:
+    """The ground grid of the ``GROUND_GRID_PARAMETERS`` in ``values``: ground_side to each side, ground_behind
+    behind and ground_ahead ahead of target_frame's origin. Raises ConfigurationError for a grid without an
+    extent or of more than :data:`~panoptic_perception.core.ground.MAX_GROUND_CELLS` cells."""
+    return GroundGrid(values["ground_resolution"], -values["ground_behind"], values["ground_ahead"], -values["ground_side"],
+                      values["ground_side"], values["ground_height"])
 
 
 def check_mount(name: str, mount) -> None:

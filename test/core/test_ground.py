@@ -342,3 +342,13 @@ def test_a_camera_at_or_below_the_ground_is_refused_as_a_calibration_error():
                                (Mount.from_xyz_rpy(0.0, 0.0, 1.5), GroundGrid(ground_height=2.0), "-0.5")):
         with pytest.raises(CalibrationError, match=f"^the camera is {above} m above the ground plane: "):
             GroundProjection(calibration, mount, grid)
+
+
+def test_a_grid_of_more_than_the_cell_limit_is_refused():
+    from panoptic_perception.core.ground import MAX_GROUND_CELLS
+    from panoptic_perception.errors import ConfigurationError
+
+    assert GroundGrid(1.0, 0.0, 2000.0, 0.0, 2000.0).shape == (2000, 2000)  # exactly 4 million
+    assert MAX_GROUND_CELLS == 4_000_000
+    with pytest.raises(ConfigurationError, match="^a ground grid of 2000x2001 cells of 1.0 m is more than 4000000 cells"):
+        GroundGrid(1.0, 0.0, 2001.0, 0.0, 2000.0)

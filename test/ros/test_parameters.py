@@ -64,3 +64,14 @@ def test_a_mount_is_six_finite_numbers_or_empty_and_the_ground_grid_needs_an_ext
     check_values({"ground_ahead": 60.0, "ground_behind": 0.0, "ground_side": 20.0})
     with pytest.raises(ValueError, match="the ground grid needs an extent"):
         check_values({"ground_ahead": 0.0, "ground_behind": 0.0, "ground_side": 20.0})
+
+
+
+def test_a_ground_grid_of_more_than_four_million_cells_is_refused_in_one_line():
+    # 0.01 m cells on the default extents (80 x 40 m): 32 million cells, ~16 GB to build each camera's table.
+    check_values(settings(ground_resolution=0.04))  # 1000 x 2000 cells
+    with pytest.raises(ValueError) as error:
+        check_values(settings(ground_resolution=0.01))
+    assert str(error.value) == ("a ground grid of 4000x8000 cells of 0.01 m is more than 4000000 cells (each camera's "
+                                "lookup table takes ~500 bytes a cell to build): use a coarser ground_resolution or "
+                                "smaller extents")
