@@ -16,6 +16,8 @@ from .options import add_backend_options, build_backend, frame_size, runtime_opt
 #: infer's folder of semantic maps for cityscapesscripts' pixel-level evaluation, which takes the one file
 #: matching ``<city>_<seq>_<frame>*.png`` under CITYSCAPES_RESULTS (the flat folder holds several).
 CITYSCAPES_SEMANTIC_DIR = "cityscapes_semantic"
+#: infer's camera mount with ``--camera-info`` and no ``--mount``.
+DEFAULT_MOUNT = "0,0,1.5,0,0,0"
 
 
 def add_parser(commands, common: argparse.ArgumentParser) -> None:
@@ -26,8 +28,9 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     infer.add_argument("--input-size", type=frame_size, help="network input WxH (default from the weights)")
     infer.add_argument("--camera-info", metavar="YAML", help="the camera's calibration (camera_calibration format): also "
                        "write NAME_ground.png, the drivable area on the ground seen from above (README, Ground plane)")
-    infer.add_argument("--mount", default="0,0,1.5,0,0,0", metavar="X,Y,Z,ROLL,PITCH,YAW",
-                       help="with --camera-info: the camera's mount on the vehicle (metres, radians; default 1.5 m up, level)")
+    infer.add_argument("--mount", metavar="X,Y,Z,ROLL,PITCH,YAW",
+                       help=f"with --camera-info: the camera's mount on the vehicle (metres, radians; default {DEFAULT_MOUNT}: "
+                            "1.5 m up, level)")
     infer.add_argument("--plain", action="store_true", help="run the network as trained, without inference optimisations")
     infer.add_argument("--class-ids", choices=("label", "train"), default="label",
                        help="Cityscapes class ids in NAME_semantic.png and panoptic.json: label ids (what cityscapesscripts' "
@@ -76,6 +79,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from ..data.cityscapes import panoptic_to_png
     from ..evaluation.loop import run_frames
 
+    if args.mount is not None and not args.camera_info:
+        raise ConfigurationError("--mount places the camera's frames on the ground, which needs its --camera-info YAML")
     set_threads(args)
     frames = FrameSource(args.inputs)
     backend = build_backend(args, args.backend, args.weights, fast=not args.plain,
@@ -91,7 +96,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.camera_info:  # checked before any output
         from ..core.ground import GroundGrid, GroundProjection, parse_mount, read_camera_calibration
 
-        projection = GroundProjection(read_camera_calibration(args.camera_info), parse_mount(args.mount), GroundGrid())
+        projection = GroundProjection(read_camera_calibration(args.camera_info), parse_mount(args.mount or DEFAULT_MOUNT),
+                                      GroundGrid())
     ground_warnings: set[str] = set()
     # Label ids are the backend's own class ids; train ids through the table (255: not evaluated).
     class_ids = CITYSCAPES_TRAIN_IDS if args.class_ids == "train" else np.arange(256, dtype=np.uint8)

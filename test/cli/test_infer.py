@@ -308,3 +308,20 @@ def test_infer_refuses_a_calibration_that_is_not_one(tmp_path, capsys):
     assert main(argv) == 2
     assert "is not a camera_calibration file: KeyError: 'camera_matrix'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_infer_refuses_a_mount_without_a_calibration_and_a_camera_on_the_ground_in_one_line(tmp_path, capsys):
+    from panoptic_perception.data.synthetic import generate_scene
+
+    scene = generate_scene(5_000_003, 64, 48)
+    cv2.imwrite(str(tmp_path / "frame.png"), scene.image)
+    (tmp_path / "camera.yaml").write_text(scene.camera.camera_calibration_yaml("front"))
+    for extra, message in ((["--mount", "0,0,1.5,0,0,0"],
+                            "--mount places the camera's frames on the ground, which needs its --camera-info YAML"),
+                           (["--mount", "0,0,0,0,0,0", "--camera-info", str(tmp_path / "camera.yaml")],
+                            "the camera is 0 m above the ground plane: it must be above it (a mount or transform "
+                            "without the camera's height, or ground_height above it?)")):
+        argv = ["-q", "infer", str(tmp_path / "frame.png"), *extra, "--output", str(tmp_path / "out")]
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"panoptic-perception: error: {message}\n"
+        assert not (tmp_path / "out").exists()
