@@ -688,7 +688,6 @@ class PerceptionNode(LifecycleNode):
             "latency_median_ms": f"{camera.latency.median():.2f}",
             "latency_p95_ms": f"{camera.latency.percentile(95):.2f}",
             "last_frame_age_s": f"{age:.2f}" if age is not None else "never",
-            "camera_info": "received" if self.ground.cameras[camera.name].infos else "none",
             **self._ground_values(camera),
             **{name: str(value) for name, value in camera.counters.snapshot().items()},
         }
@@ -711,10 +710,11 @@ class PerceptionNode(LifecycleNode):
                                 values=[KeyValue(key=k, value=v) for k, v in values.items()])
 
     def _ground_values(self, camera: CameraInput) -> dict[str, str]:
-        """Where a camera's mount comes from (mount parameter, tf2 or tf_static), its ground status (ok, not
-        requested, or why its ground outputs stop) and the median time to place one of its frames on the ground."""
+        """Whether a camera's CameraInfo has come (received or none), where its mount comes from (mount
+        parameter, tf2 or tf_static), its ground status (ok, not requested, or why its ground outputs stop) and
+        the median time to place one of its frames on the ground."""
         ground = self.ground.cameras[camera.name]
-        return {"ground_source": ground.source, "ground": ground.status,
+        return {"camera_info": "received" if ground.infos else "none", "ground_source": ground.source, "ground": ground.status,
                 "ground_median_ms": f"{ground.update_ms.median():.2f}"}
 
     def _status(self, window: dict[str, int], faults: dict[str, int] | None = None) -> tuple[bytes, str]:
@@ -803,3 +803,7 @@ def main(args: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+if __name__ == "__main__":  # python -m panoptic_perception.ros.node: as `panoptic-perception node`
+    sys.exit(main())

@@ -102,6 +102,8 @@ class TestDefaultNode:
         assert float(values["latency_p95_ms"]) >= float(values["latency_median_ms"]) > 0
         assert values["backend"] == "twinlitenet" and values["device"] == "cpu" and values["input_size"] == "320x184"
         assert values["backend_options"] == ""
+        # As a named camera's: its camera_info topic (/camera_info, not remapped here beside the image) is silent.
+        assert values["camera_info"] == "none" and values["ground"] == "not requested"
         # While frames flow (before the camera starts the node rightly warns that no input arrives): the input
         # rate the node reports is the one this process saw, and nothing is wrong, except that on a machine
         # busy enough to make inference slower than max_frame_age_ms, frames rightly go stale.

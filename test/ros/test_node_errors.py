@@ -1,8 +1,12 @@
-"""A backend that fails on some frames: the node counts, reports and goes on (real rclpy node, in-process)."""
+"""A backend that fails on some frames: the node counts, reports and goes on (real rclpy node, in-process); the
+node module run as a script refuses bad parameters at start (its own process)."""
 
 from __future__ import annotations
 
 import array
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -291,3 +295,15 @@ def test_bad_camera_parameters_are_refused_at_start_saying_which(ros_env):
             assert message in str(error.value)
         finally:
             context.try_shutdown()
+
+
+def test_python_m_ros_node_runs_the_node_and_refuses_a_ground_grid_too_large_in_one_line(ros_env):
+    # `python -m panoptic_perception.ros.node` is `panoptic-perception node`: here it starts, checks its
+    # parameters and stops at once on a grid of 32 million cells (0.01 m on the default extents).
+    result = subprocess.run([sys.executable, "-m", "panoptic_perception.ros.node", "--ros-args", "-p", "ground_resolution:=0.01"],
+                            env={**os.environ, **ros_env}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "[panoptic_perception] error: a ground grid of 4000x8000 cells of 0.01 m is more than 4000000 cells (each "
+        "camera's lookup table takes ~500 bytes a cell to build): use a coarser ground_resolution or smaller extents")
