@@ -278,7 +278,7 @@ class GroundProjection:
     A cell is *seen* when its centre lies in front of the camera, projects into the image, the pixel it
     projects to looks back along the cell's own ray (within ``FOLD_BACK_TOLERANCE_PX``) and it lies within
     ``max_range`` metres of the camera (horizontal distance); building the table costs one projection of
-    every cell and one undistortion of every cell in the image (~0.1-0.3 s at 1280x720 on the default grid),
+    every cell and one undistortion of every cell in the image (~0.15-0.3 s at 1280x720 on the default grid),
     a frame then costs one ``cv2.remap``. Raises CalibrationError for a camera at or below the ground plane.
     """
 

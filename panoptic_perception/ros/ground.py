@@ -6,7 +6,7 @@ the node's cameras (README, Ground plane; the geometry is :mod:`panoptic_percept
 - Mount, in this order: the camera's fixed ``mount`` parameter; tf2 at the image stamp where ``tf2_ros`` is
   installed; else the static transforms the node receives on ``/tf_static``, chained
   (:class:`~panoptic_perception.core.ground.StaticTransforms`: camera mounts do not move).
-- A camera's lookup table is rebuilt only when its calibration or mount changes (~0.2-0.4 s at 1280x720
+- A camera's lookup table is rebuilt only when its calibration or mount changes (~0.15-0.3 s at 1280x720
   on the default grid, on a busy 2-core machine), on the inference worker after the batch's image outputs
   are published: the next batch, of every camera, waits that long once.
 - Bad input (a zero or NaN K, a size that differs from the image, an unknown distortion model, no
