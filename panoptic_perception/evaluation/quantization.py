@@ -5,12 +5,20 @@ pre- or post-processing), the two runtimes interleaved run by run so that a busy
 and reports the medians and their ratio. :func:`compare_accuracy` runs both backends on the same frames:
 how many pixels of each mask (drivable area, lane lines, semantic classes) agree, how many detections each
 finds, and, where the frames have ground truth, each one's headline metrics (drivable mIoU, lane IoU,
-mAP50, semantic mIoU, PQ) and their difference in points.
+mAP50, semantic mIoU, PQ) and their difference in points. :func:`operator_profile` is ONNX Runtime's own
+profiler (``SessionOptions.enable_profiling``) on one model: the time per operator type and the operators
+of the graph ONNX Runtime actually runs (after its QDQ fusion, ``optimized_model_filepath``); the two side by
+side (:func:`profile_table`) say where INT8 gains and where it does not: the operators that stay float
+between DequantizeLinear and QuantizeLinear, and the cost of those conversions.
 """
 
 from __future__ import annotations
 
 import time
+import json
+import tempfile
+from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -83,3 +91,51 @@ def compare_accuracy(fp32: Backend, int8: Backend, samples: Iterable, total: int
         report["metrics"] = metrics
         report["metric_loss"] = {label: 100 * (metrics["fp32"][label] - metrics["int8"][label]) for label in metrics["fp32"]}
     return report
+
+
+def operator_profile(path: str | Path, batch: np.ndarray, threads: int = 2, runs: int = 5) -> dict:
+    """ONNX Runtime's profile of the model at ``path`` on ``batch`` ((N, 3, H, W) float32), on the CPU with
+    ``threads`` intra-op threads, one warm-up run and ``runs`` profiled runs: ``{"ms": {op type: mean ms per
+    run}, "nodes": {op type: count}}``, both of the graph ONNX Runtime runs (after its optimisations and QDQ
+    fusion; ``com.microsoft`` operators as ``QLinearAdd`` etc.), and ``"total_ms"`` their sum. Raises
+    ValueError for ``runs`` below 1."""
+    import onnx
+    import onnxruntime
+
+    from ..deploy.onnx_export import INPUT_NAME
+
+    if runs < 1:
+        raise ValueError(f"a profile needs at least 1 run, got {runs}")
+    with tempfile.TemporaryDirectory() as work:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.log_severity_level = 3
+        options.optimized_model_filepath = str(Path(work) / "optimized.onnx")
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(work) / "profile")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for _ in range(1 + runs):
+            session.run(None, {INPUT_NAME: batch})
+        events = json.loads(Path(session.end_profiling()).read_text())
+        nodes = Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)
+    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    profiled_from = model_runs[1]["ts"] if len(model_runs) > 1 else 0  # the warm-up run is not counted
+    times: Counter = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= profiled_from:
+            times[event["args"]["op_name"]] += event["dur"] / 1e3 / runs  # µs in the profile
+    return {"ms": dict(times.most_common()), "nodes": dict(nodes), "total_ms": sum(times.values()), "runs": runs,
+            "threads": threads}
+
+
+def profile_table(fp32: dict, int8: dict) -> list[str]:
+    """Two :func:`operator_profile` results as lines of a table, one per operator type, by the larger of
+    its two times: ``op type | fp32 nodes, ms | int8 nodes, ms``, then the totals."""
+    kinds = sorted(set(fp32["ms"]) | set(int8["ms"]) | set(fp32["nodes"]) | set(int8["nodes"]),
+                   key=lambda kind: -max(fp32["ms"].get(kind, 0), int8["ms"].get(kind, 0)))
+    lines = [f"{'operator':<22} {'fp32 nodes':>10} {'fp32 ms':>8} {'int8 nodes':>10} {'int8 ms':>8}"]
+    for kind in kinds:
+        lines.append(f"{kind:<22} {fp32['nodes'].get(kind, 0):>10} {fp32['ms'].get(kind, 0):>8.1f} "
+                     f"{int8['nodes'].get(kind, 0):>10} {int8['ms'].get(kind, 0):>8.1f}")
+    lines.append(f"{'total':<22} {sum(fp32['nodes'].values()):>10} {fp32['total_ms']:>8.1f} "
+                 f"{sum(int8['nodes'].values()):>10} {int8['total_ms']:>8.1f}")
+    return lines
