@@ -51,7 +51,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..data.sources import open_dataset
     from ..data.synthetic import generate_scene
     from ..deploy.quantize import calibration_frames, quantize_onnx
-    from ..evaluation.quantization import compare_accuracy, network_speed, operator_profile
+    from ..evaluation.quantization import compare_accuracy, network_speed, operator_profiles
 
     torch.set_num_threads(args.threads)
     output = Path(args.output)
@@ -74,8 +74,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         report["speed"] = network_speed(fp32, int8, frame, runs=args.runs)
     if args.profile:
         batch = prepare_batch([frame], fp32.input_size, fp32.resize_mode, fp32.pad_value)[0].numpy()
-        report["profile"] = {name: operator_profile(backend.run_network.path, batch, args.threads, max(args.runs, 1))
-                             for name, backend in (("fp32", fp32), ("int8", int8))}
+        report["profile"] = operator_profiles({"fp32": fp32.run_network.path, "int8": int8.run_network.path}, batch,
+                                              args.threads, max(args.runs, 1))
     if held_out:
         report["accuracy"] = {"source": args.evaluate, **compare_accuracy(fp32, int8, held_out, len(held_out),
                                                                            progress=not args.quiet)}
@@ -91,7 +91,7 @@ def format_report(report: dict) -> str:
     from ..evaluation.quantization import profile_table
 
     calibration = report["calibration"]
-    lines = [f"{report['output']}: {report['backend']['backend']} INT8 (QDQ), calibrated ({calibration['method']}) on "
+    lines = [f"{report['output']}: {report['backend']['backend']} INT8 (QOperator), calibrated ({calibration['method']}) on "
              f"{calibration['frames']} frames of {calibration['source']}"]
     if "speed" in report:
         speed = report["speed"]
@@ -100,7 +100,7 @@ def format_report(report: dict) -> str:
                      f"{speed['fp32_ms']:.1f} ms, int8 {speed['int8_ms']:.1f} ms, {speed['speedup']:.2f}x")
     if "profile" in report:
         profile = report["profile"]["fp32"]
-        lines.append(f"ONNX Runtime's profile, mean of {profile['runs']} runs, {profile['threads']} threads, per operator "
+        lines.append(f"ONNX Runtime's profile, median of {profile['runs']} runs, {profile['threads']} threads, per operator "
                      "type of the graph it runs:")
         lines.extend("  " + line for line in profile_table(report["profile"]["fp32"], report["profile"]["int8"]))
     if "accuracy" in report:

@@ -173,7 +173,7 @@ def quantize_onnx(source: str | Path, output: str | Path, calibration: Calibrati
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             excluded = float_nodes(onnx.load(str(prepared)))
-            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QOperator, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
                             nodes_to_exclude=excluded)

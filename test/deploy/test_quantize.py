@@ -62,7 +62,7 @@ def test_quantize_calibrates_on_a_folder_a_video_and_a_bag(kind, tmp_path, onnx_
     assert "drivable mIoU" in report["accuracy"]["metric_loss"]
     printed = capsys.readouterr().out
     assert "network time, ONNX Runtime, 2 threads, 1280x720" in printed
-    assert "ONNX Runtime's profile, mean of 2 runs, 2 threads" in printed
+    assert "ONNX Runtime's profile, median of 2 runs, 2 threads" in printed
     assert report["profile"]["int8"]["nodes"]["QLinearConv"] > 0 and report["profile"]["fp32"]["total_ms"] > 0
     metadata = read_metadata(output)
     assert metadata["precision"] == "int8" and metadata["calibration"] == report["calibration"]["digest"]
