@@ -91,7 +91,7 @@ def format_report(report: dict) -> str:
     from ..evaluation.quantization import profile_table
 
     calibration = report["calibration"]
-    lines = [f"{report['output']}: {report['backend']['backend']} INT8 (QOperator), calibrated ({calibration['method']}) on "
+    lines = [f"{report['output']}: {report['backend']['backend']} INT8 (QDQ), calibrated ({calibration['method']}) on "
              f"{calibration['frames']} frames of {calibration['source']}"]
     if "speed" in report:
         speed = report["speed"]

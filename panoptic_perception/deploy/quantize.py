@@ -8,9 +8,10 @@ network sees at run time. :func:`calibration_frames` reads them once into a :cla
 TensorRT engines and calibration caches: a model calibrated on other frames is never reused.
 
 :func:`quantize_onnx` is ONNX Runtime's static quantization (``onnxruntime.quantization``, not our own
-code): ``quant_pre_process`` (graph optimisation and shape inference), then ``quantize_static`` in
-QOperator format (QLinearConv, QLinearAdd, QLinearConcat, ... written out), per-channel int8 weights, uint8
-activations, the calibration method :data:`DEFAULT_METHOD`.
+code): ``quant_pre_process`` (graph optimisation and shape inference), then ``quantize_static`` in QDQ
+format (ONNX Runtime fuses the DequantizeLinear / QuantizeLinear pairs into QLinearConv, QLinearAdd,
+QLinearConcat, ... when it loads the model), per-channel int8 weights, uint8 activations, the calibration
+method :data:`DEFAULT_METHOD`.
 The quantized file keeps the export's metadata (so
 :func:`~panoptic_perception.deploy.onnx_export.check_exported` still ties it to its network) and adds
 ``precision`` (``int8``), ``calibration`` (the digest), ``calibration_method`` and ``float_nodes``.
@@ -28,25 +29,25 @@ onnxruntime 1.30, 2 intra-op threads):
   calibrated on 16 synthetic scenes and scored on the 14 real reference frames, agree with fp32 on
   99.17 % of drivable and 99.83 % of lane pixels, against 98.68 and 99.72 % with MinMax (an outlier
   stretches MinMax's scale). Entropy: not measured (its histograms took too long at 640x360 here).
-- QOperator over QDQ. Speed-ups of each against fp32, measured in one interleaved run per network (the
-  sessions alternating run by run, medians of 15-20; MinMax on 4 frames; the machine's load varied from
-  run to run, so compare within a row): official TwinLiteNet 640x360 QDQ 1.18 / 1.45 / 1.14x against
-  QOperator 1.40 / 1.62 / 1.25x in three runs; cross_cooperative 1.36 against 1.46x; CycleNet 1.75 and
-  1.75x; YOLOPv2 1.00 / 1.10 against 0.96 / 1.11x; fusion_panoptic 1.49 against 1.33x (one run). ONNX
-  Runtime's QDQ fusion leaves more DequantizeLinear / QuantizeLinear and layout Transposes in the graph
-  it runs than QOperator does (``quantize --profile``: 52 against 15 DequantizeLinear on TwinLiteNet).
-- Tried on the official TwinLiteNet in the same interleaved runs and not kept (no gain beyond the noise,
-  or a loss): ``extra_options`` ``ForceQuantizeNoInputCheck`` (QDQ 1.34 against 1.18x; QOperator 1.24
-  against 1.25x); ``op_types_to_quantize`` with Add, Concat, Mul, Resize, PRelu, LeakyRelu, Sigmoid and
-  the pools added (QDQ 1.41 against 1.18x, no faster than QOperator: ONNX Runtime has no int8 PReLU, the
-  one operator that matters here, and QOperator already writes QLinearAdd / QLinearConcat / QLinearMul /
-  QLinearSigmoid); without ``quant_pre_process`` (QDQ 1.55 / 1.48 against 1.18 / 1.45x, QOperator 1.53 /
-  1.28 against 1.62 / 1.25x: noise either way, so it stays for its shape inference); graph optimisation
-  level ``ORT_ENABLE_EXTENDED`` instead of ``ALL`` (QDQ 1.19 against 1.18x, QOperator 1.26 against
-  1.40x); ``ActivationSymmetric`` (QOperator 1.38 against 1.32x, noise, and it halves the range of the
-  mostly positive activations); S8S8 with QOperator (0.47x: AVX2 without VNNI has no fast int8 × int8);
-  on YOLOPv2 (width 0.25) the head convolutions quantized too (1.06 against 1.11x) and
-  ``ForceQuantizeNoInputCheck`` (1.10x).
+- QDQ over QOperator, for accuracy. QOperator ran faster or as fast in interleaved runs (the sessions
+  alternating run by run, medians of 15-20; MinMax on 4 frames; the machine's load varied from run to
+  run, so compare within a network): official TwinLiteNet 640x360 QOperator 1.40 / 1.62 / 1.25x against
+  QDQ 1.18 / 1.45 / 1.14x in three runs; cross_cooperative 1.46 against 1.36x; CycleNet 1.75x both;
+  YOLOPv2 0.96 / 1.11 against 1.00 / 1.10x; fusion_panoptic 1.33 against 1.49x (one run), as ONNX
+  Runtime's QDQ fusion leaves more DequantizeLinear / QuantizeLinear and layout Transposes (``--profile``:
+  52 against 15 DequantizeLinear on TwinLiteNet). But QOperator broke cross_cooperative: semantic pixels
+  89.5 % as fp32 and semantic mIoU 80.04 → 62.53 on 200 held-out scenes (percentile), against 99.5 % with
+  QDQ on 10 scenes; not QLinearResize (Resize left float: 90.0 %), mostly QLinearAdd / QLinearMul (Add and
+  Mul left float: 98.2 %, still −5.2 points).
+- Tried on the official TwinLiteNet and not kept (no gain beyond the noise, or a loss), in one
+  interleaved QDQ run against the recipe's 1.37x: ``extra_options`` ``ForceQuantizeNoInputCheck`` 1.28x;
+  ``op_types_to_quantize`` with Add, Concat, Mul, Resize, PRelu, LeakyRelu, Sigmoid and the pools 1.25x
+  (ONNX Runtime has no int8 PReLU, the operator that matters here: Q/DQ around it only add work);
+  without ``quant_pre_process`` 1.35x (kept for its shape inference); ``ActivationSymmetric`` 1.30x. In
+  earlier runs: graph optimisation level ``ORT_ENABLE_EXTENDED`` instead of ``ALL`` (QDQ 1.19 against
+  1.18x, QOperator 1.26 against 1.40x: ``ALL``'s NHWC layout for QLinearConv is worth keeping); S8S8
+  with QOperator 0.47x (AVX2 without VNNI has no fast int8 × int8); on YOLOPv2 (width 0.25) the output
+  convolutions quantized too (1.06 against 1.11x, QOperator) and ``ForceQuantizeNoInputCheck`` (1.10x).
 - Float layers (``nodes_to_exclude``, :func:`float_nodes`): the attention (MatMul, Softmax: an N×N energy
   matrix has a range no uint8 scale covers) and each output's last layers, back to the convolution that
   writes its logits (whose argmax is a mask, whose sigmoid is a score). Measured on the official
@@ -194,7 +195,7 @@ def quantize_onnx(source: str | Path, output: str | Path, calibration: Calibrati
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             excluded = float_nodes(onnx.load(str(prepared)))
-            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QOperator, per_channel=True,
+            quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
                             nodes_to_exclude=excluded)
