@@ -35,6 +35,8 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
     quantize.add_argument("--limit", type=count, default=20, help="frames of --evaluate scored (0: no accuracy report)")
     quantize.add_argument("--runs", type=count, default=10, help="timed runs of each model for the speed report "
                           "(0: no speed report)")
+    quantize.add_argument("--profile", action="store_true", help="add ONNX Runtime's profile of both models per "
+                          "operator type (time and nodes of the graph it runs) to the report")
     quantize.add_argument("--report", help="JSON report to write (default: the output with .json)")
     quantize.add_argument("--plain", action="store_true", help="quantize the network as trained, without inference "
                           "optimisations")
@@ -45,10 +47,11 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
+    from ..core.preprocess import prepare_batch
     from ..data.sources import open_dataset
     from ..data.synthetic import generate_scene
     from ..deploy.quantize import calibration_frames, quantize_onnx
-    from ..evaluation.quantization import compare_accuracy, network_speed
+    from ..evaluation.quantization import compare_accuracy, network_speed, operator_profiles
 
     torch.set_num_threads(args.threads)
     output = Path(args.output)
@@ -66,8 +69,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                          onnx_path=str(output), **options)
     report = {"backend": fp32.describe(), "output": str(output), "calibration": {
         "source": args.calibration, "frames": len(calibration.batches), "method": args.method, "digest": calibration.digest}}
+    frame = generate_scene(0, 1280, 720).image
     if args.runs:
-        report["speed"] = network_speed(fp32, int8, generate_scene(0, 1280, 720).image, runs=args.runs)
+        report["speed"] = network_speed(fp32, int8, frame, runs=args.runs)
+    if args.profile:
+        batch = prepare_batch([frame], fp32.input_size, fp32.resize_mode, fp32.pad_value)[0].numpy()
+        report["profile"] = operator_profiles({"fp32": fp32.run_network.path, "int8": int8.run_network.path}, batch,
+                                              args.threads, max(args.runs, 1))
     if held_out:
         report["accuracy"] = {"source": args.evaluate, **compare_accuracy(fp32, int8, held_out, len(held_out),
                                                                            progress=not args.quiet)}
@@ -80,6 +88,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def format_report(report: dict) -> str:
     """The report of :func:`cmd_quantize` as lines for the terminal."""
+    from ..evaluation.quantization import profile_table
+
     calibration = report["calibration"]
     lines = [f"{report['output']}: {report['backend']['backend']} INT8 (QDQ), calibrated ({calibration['method']}) on "
              f"{calibration['frames']} frames of {calibration['source']}"]
@@ -88,6 +98,11 @@ def format_report(report: dict) -> str:
         lines.append(f"network time, ONNX Runtime, {speed['threads']} threads, {speed['image_size'][0]}x{speed['image_size'][1]} "
                      f"frame at {speed['input_size'][0]}x{speed['input_size'][1]}, median of {speed['runs']}: fp32 "
                      f"{speed['fp32_ms']:.1f} ms, int8 {speed['int8_ms']:.1f} ms, {speed['speedup']:.2f}x")
+    if "profile" in report:
+        profile = report["profile"]["fp32"]
+        lines.append(f"ONNX Runtime's profile, median of {profile['runs']} runs, {profile['threads']} threads, per operator "
+                     "type of the graph it runs:")
+        lines.extend("  " + line for line in profile_table(report["profile"]["fp32"], report["profile"]["int8"]))
     if "accuracy" in report:
         accuracy = report["accuracy"]
         agreement = ", ".join(f"{mask} {100 * value:.2f} %" for mask, value in accuracy["agreement"].items())

@@ -9,13 +9,16 @@ TensorRT engines and calibration caches: a model calibrated on other frames is n
 
 :func:`quantize_onnx` is ONNX Runtime's static quantization (``onnxruntime.quantization``, not our own
 code): ``quant_pre_process`` (graph optimisation and shape inference), then ``quantize_static`` in QDQ
-format, per-channel int8 weights, uint8 activations, the calibration method :data:`DEFAULT_METHOD`.
+format (ONNX Runtime fuses the DequantizeLinear / QuantizeLinear pairs into QLinearConv, QLinearAdd,
+QLinearConcat, ... when it loads the model), per-channel int8 weights, uint8 activations, the calibration
+method :data:`DEFAULT_METHOD`.
 The quantized file keeps the export's metadata (so
 :func:`~panoptic_perception.deploy.onnx_export.check_exported` still ties it to its network) and adds
 ``precision`` (``int8``), ``calibration`` (the digest), ``calibration_method`` and ``float_nodes``.
 
 Choices, by measurement (README, Deployment: INT8; ``panoptic-perception quantize`` prints the report
-they come from), on this kind of CPU (AVX2, no VNNI; onnxruntime 1.30, 2 threads):
+they come from, ``--profile`` ONNX Runtime's profile per operator), on this kind of CPU (AVX2, no VNNI;
+onnxruntime 1.30, 2 intra-op threads):
 
 - Activations uint8, weights int8 (U8S8). On the bundled TwinLiteNet at 640x360, S8S8 ran at 1.3x the
   fp32 time (260.6 against 198.0 ms) where U8S8 ran at 1.03x (197.7 against 192.8 ms), with the same mask
@@ -25,7 +28,26 @@ they come from), on this kind of CPU (AVX2, no VNNI; onnxruntime 1.30, 2 threads
 - Calibration method :data:`DEFAULT_METHOD`, percentile (99.999 %): the official TwinLiteNet weights,
   calibrated on 16 synthetic scenes and scored on the 14 real reference frames, agree with fp32 on
   99.17 % of drivable and 99.83 % of lane pixels, against 98.68 and 99.72 % with MinMax (an outlier
-  stretches MinMax's scale). Entropy: not measured (its histograms took too long at 640x360 here).
+  stretches MinMax's scale). Entropy, measured once the same way: 98.68 and 99.72 %, below the 99 %.
+- QDQ over QOperator, for accuracy. QOperator ran faster or as fast in interleaved runs (the sessions
+  alternating run by run, medians of 15-20; MinMax on 4 frames; the machine's load varied from run to
+  run, so compare within a network): official TwinLiteNet 640x360 QOperator 1.40 / 1.62 / 1.25x against
+  QDQ 1.18 / 1.45 / 1.14x in three runs; cross_cooperative 1.46 against 1.36x; CycleNet 1.75x both;
+  YOLOPv2 0.96 / 1.11 against 1.00 / 1.10x; fusion_panoptic 1.33 against 1.49x (one run), as ONNX
+  Runtime's QDQ fusion leaves more DequantizeLinear / QuantizeLinear and layout Transposes (``--profile``:
+  52 against 15 DequantizeLinear on TwinLiteNet). But QOperator broke cross_cooperative: semantic pixels
+  89.5 % as fp32 and semantic mIoU 80.04 → 62.53 on 200 held-out scenes (percentile), against 99.5 % with
+  QDQ on 10 scenes; not QLinearResize (Resize left float: 90.0 %), mostly QLinearAdd / QLinearMul (Add and
+  Mul left float: 98.2 %, still −5.2 points).
+- Tried on the official TwinLiteNet and not kept (no gain beyond the noise, or a loss), in one
+  interleaved QDQ run against the recipe's 1.37x: ``extra_options`` ``ForceQuantizeNoInputCheck`` 1.28x;
+  ``op_types_to_quantize`` with Add, Concat, Mul, Resize, PRelu, LeakyRelu, Sigmoid and the pools 1.25x
+  (ONNX Runtime has no int8 PReLU, the operator that matters here: Q/DQ around it only add work);
+  without ``quant_pre_process`` 1.35x (kept for its shape inference); ``ActivationSymmetric`` 1.30x. In
+  earlier runs: graph optimisation level ``ORT_ENABLE_EXTENDED`` instead of ``ALL`` (QDQ 1.19 against
+  1.18x, QOperator 1.26 against 1.40x: ``ALL``'s NHWC layout for QLinearConv is worth keeping); S8S8
+  with QOperator 0.47x (AVX2 without VNNI has no fast int8 × int8); on YOLOPv2 (width 0.25) the output
+  convolutions quantized too (1.06 against 1.11x, QOperator) and ``ForceQuantizeNoInputCheck`` (1.10x).
 - Float layers (``nodes_to_exclude``, :func:`float_nodes`): the attention (MatMul, Softmax: an N×N energy
   matrix has a range no uint8 scale covers) and each output's last layers, back to the convolution that
   writes its logits (whose argmax is a mask, whose sigmoid is a score). Measured on the official

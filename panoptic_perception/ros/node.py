@@ -260,6 +260,7 @@ class PerceptionNode(LifecycleNode):
             runtime=settings["runtime"],
             onnx_path=settings["onnx_path"] or None,
             precision=settings["precision"],
+            calibration=settings["calibration"] or None,
             **parse_options([settings["backend_options"]]),
         )
         self._apply_thresholds(backend, settings)

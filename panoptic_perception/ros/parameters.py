@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..backends.base import parse_options
 from ..backends.registry import list_backends
 from ..core.ground import GroundGrid
 from ..core.streaming import BATCH_POLICIES
-from ..deploy.runtime import PRECISIONS, RUNTIMES, check_runtime
+from ..deploy.runtime import PRECISIONS, RUNTIMES, check_int8_source, check_runtime
 from .topics import GROUND_TOPICS, OUTPUT_TOPICS
 
 
@@ -71,11 +72,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   OnChange.RELOAD),
     ParameterSpec("runtime", "torch", "runs the network: torch (eager), onnxruntime or tensorrt (its ONNX export, cached)",
                   OnChange.RELOAD, choices=RUNTIMES),
-    ParameterSpec("precision", "fp32", "fp16 (tensorrt), int8 (onnxruntime: a `quantize` onnx_path or backend_options "
-                  "calibration=DATA; tensorrt: calibration=DATA); else fp32",
+    ParameterSpec("precision", "fp32", "fp16 (tensorrt), int8 (onnxruntime: a `quantize` onnx_path or calibration; "
+                  "tensorrt: calibration); else fp32",
                   OnChange.RELOAD, choices=PRECISIONS),
     ParameterSpec("onnx_path", "", "ONNX file exported from this very network (runtime onnxruntime or tensorrt); "
                   "empty: exported into the cache", OnChange.RELOAD),
+    ParameterSpec("calibration", "", "precision int8: the frames the network is quantized / its TensorRT engine "
+                  "calibrated on (a folder, video, bag or synthetic:N; cached by their digest); empty: none",
+                  OnChange.RELOAD),
     # ONNX Runtime takes the thread count when its session is made: at configure and backend reloads.
     ParameterSpec("threads", 0, "CPU threads for torch; 0: torch's default. ONNX Runtime takes it at the next "
                   "configure or backend reload", OnChange.APPLY, 0, 256),
@@ -117,6 +121,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 )
 
 PARAMETERS_BY_NAME = {spec.name: spec for spec in PARAMETERS}
+#: The node's parameters that the node passes to ``create_backend`` itself: never in ``backend_options``.
+BACKEND_ARGUMENTS = frozenset({"weights", "device", "input_size", "fast", "runtime", "precision", "onnx_path", "calibration"})
 
 #: The parameters of each camera of ``cameras``, ``cameras.<name>.<parameter>`` (read-only); in the defaults
 #: ``{name}`` stands for the camera's name and an empty transport for the node's ``input_transport``.
@@ -137,9 +143,9 @@ CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 def check_values(values: dict[str, Any]) -> None:
     """Raises ValueError for a value the node refuses: not one of a parameter's choices, an unknown backend,
     camera names that are not ROS name tokens or repeat, a bad ``input_size`` or ``mount``, a ground grid
-    without extent or of more than ``MAX_GROUND_CELLS`` cells, or ``runtime`` / ``onnx_path`` / ``precision``
-    that do not go together (checked when ``values`` holds all three: pass the
-    settings with the changes applied)."""
+    without extent or of more than ``MAX_GROUND_CELLS`` cells, or ``runtime`` / ``onnx_path`` / ``precision`` /
+    ``calibration`` that do not go together (checked when ``values`` holds the first three: pass the settings
+    with the changes applied), and backend options that set one of the node's own backend arguments."""
     for spec in PARAMETERS:
         if spec.choices and spec.name in values and values[spec.name] not in spec.choices:
             raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, got {values[spec.name]!r}")
@@ -163,8 +169,15 @@ def check_values(values: dict[str, Any]) -> None:
         raise ValueError("the ground grid needs an extent: ground_ahead + ground_behind and ground_side must be positive")
     if set(GROUND_GRID_PARAMETERS) <= values.keys():
         ground_grid(values)  # ConfigurationError (a ValueError) for a grid of more than MAX_GROUND_CELLS cells
+    if values.get("backend_options"):
+        given = sorted(set(parse_options([values["backend_options"]])) & BACKEND_ARGUMENTS)
+        if given:
+            raise ValueError(f"backend_options sets {', '.join(given)}: set the node parameter of that name instead")
     if {"runtime", "onnx_path", "precision"} <= values.keys():
-        check_runtime(values["runtime"], values["onnx_path"] or None, values["precision"])
+        onnx_path, calibration = values["onnx_path"] or None, values.get("calibration") or None
+        check_runtime(values["runtime"], onnx_path, values["precision"], calibration)
+        if values["precision"] == "int8":
+            check_int8_source(values["runtime"], onnx_path, calibration)
 
 
 #: The parameters that make the ground grid (:func:`ground_grid`).

@@ -53,14 +53,17 @@ def test_quantize_calibrates_on_a_folder_a_video_and_a_bag(kind, tmp_path, onnx_
     source = write_source(kind, tmp_path / "frames")
     output = tmp_path / "model.int8.onnx"
     status = main(["-q", "quantize", "--backend", "twinlitenet", "--input-size", "160x96", "--calibration", str(source),
-                   "--output", str(output), "--evaluate", "synthetic:3@320x180", "--limit", "3", "--runs", "2"])
+                   "--output", str(output), "--evaluate", "synthetic:3@320x180", "--limit", "3", "--runs", "2", "--profile"])
     assert status == 0
     report = json.loads(output.with_suffix(".json").read_text())
     assert report["calibration"]["frames"] == 4 and report["accuracy"]["frames"] == 3
     assert min(report["accuracy"]["agreement"].values()) >= MASK_AGREEMENT
     assert report["speed"]["fp32_ms"] > 0 and report["speed"]["int8_ms"] > 0 and report["speed"]["threads"] == 2
     assert "drivable mIoU" in report["accuracy"]["metric_loss"]
-    assert "network time, ONNX Runtime, 2 threads, 1280x720" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "network time, ONNX Runtime, 2 threads, 1280x720" in printed
+    assert "ONNX Runtime's profile, median of 2 runs, 2 threads" in printed
+    assert report["profile"]["int8"]["nodes"]["QLinearConv"] > 0 and report["profile"]["fp32"]["total_ms"] > 0
     metadata = read_metadata(output)
     assert metadata["precision"] == "int8" and metadata["calibration"] == report["calibration"]["digest"]
 

@@ -1,4 +1,4 @@
-"""The node's runtime parameters (precision, onnx_path) and their checks, without ROS; the node test runs
+"""The node's runtime parameters (precision, onnx_path, calibration) and their checks, without ROS; the node test runs
 them in a real node (test_node_runtime.py)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ def test_precision_and_onnx_path_are_parameters_that_reload_the_backend():
     precision, onnx_path = PARAMETERS_BY_NAME["precision"], PARAMETERS_BY_NAME["onnx_path"]
     assert precision.default == "fp32" and precision.choices == PRECISIONS and precision.on_change is OnChange.RELOAD
     assert onnx_path.default == "" and onnx_path.on_change is OnChange.RELOAD
+    assert PARAMETERS_BY_NAME["calibration"].default == "" and PARAMETERS_BY_NAME["calibration"].on_change is OnChange.RELOAD
     assert "ONNX Runtime takes it at the next configure or backend reload" in PARAMETERS_BY_NAME["threads"].description
 
 
@@ -27,6 +28,13 @@ def test_precision_and_onnx_path_are_parameters_that_reload_the_backend():
     ({"precision": "int8"}, "precision int8 is an option of runtime onnxruntime or tensorrt; runtime torch runs fp32"),
     ({"onnx_path": "/data/twinlitenet.onnx"}, "an ONNX file needs runtime onnxruntime or tensorrt, not torch"),
     ({"runtime": "openvino"}, "runtime must be one of torch, onnxruntime, tensorrt"),
+    ({"runtime": "onnxruntime", "precision": "int8"}, "precision int8 needs calibration frames"),
+    ({"runtime": "tensorrt", "precision": "int8", "onnx_path": "/data/twinlitenet.onnx"},
+     "runtime tensorrt needs calibration frames"),
+    ({"runtime": "onnxruntime", "calibration": "frames/"}, "calibration frames are for precision int8, not fp32"),
+    ({"runtime": "onnxruntime", "precision": "int8", "backend_options": "calibration=frames/"},
+     "backend_options sets calibration: set the node parameter of that name instead"),
+    ({"backend_options": "fusion=kirillov, runtime=onnxruntime"}, "backend_options sets runtime"),
 ])
 def test_values_that_do_not_go_together_are_refused_with_the_reason(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -37,6 +45,10 @@ def test_valid_runtime_settings_pass():
     check_values(settings())
     check_values(settings(runtime="onnxruntime", onnx_path="/data/twinlitenet.onnx"))
     check_values(settings(runtime="tensorrt", precision="fp16"))
+    check_values(settings(runtime="onnxruntime", precision="int8", calibration="frames/"))
+    check_values(settings(runtime="onnxruntime", precision="int8", onnx_path="/data/twinlitenet.int8.onnx"))
+    check_values(settings(runtime="tensorrt", precision="int8", calibration="synthetic:32"))
+    check_values(settings(backend_options="fusion=kirillov"))
     check_values({"precision": "fp16"})  # alone (no runtime given): only its choices are checked
 
 
