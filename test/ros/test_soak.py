@@ -77,3 +77,46 @@ def test_the_suite_profile_passes_with_every_fault_survived(tmp_path):
     assert report["node_counters"]["rejected_bad"] > 0 and report["node_counters"]["processed"] > 0
     assert report["detections_per_frame"]["max"] == 300 and report["detections_per_frame"]["min"] == 100
     assert (output / "report.md").read_text().startswith("# Soak: PASSED") and (output / "soak.png").stat().st_size > 0
+
+
+# -- the verdict on a finished run, without processes (analyse on a recorded run) ---------------------
+START = 1_000_000.0
+
+
+def recorded_run(tmp_path, duration=180.0, silent=None, events=(), profile="suite"):
+    """A finished run of cam0 and cam1 as :func:`analyse` reads it: each camera sent a frame every 0.5 s and
+    got its result 100 ms later, except in its ``silent`` spans (seconds after start); every fault survived."""
+    from types import SimpleNamespace
+
+    from panoptic_perception.ros.soak import OUTCOMES, OUTPUT_TOPICS
+
+    (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
+    run = SimpleNamespace(profile=PROFILES[profile], started=START, ended=START + duration, window_s=duration / 6,
+                          cameras=["cam0", "cam1"], compressed={"cam1"}, output=tmp_path, problems=[], node_exit=None,
+                          detection_counts=[300], events=list(events), outputs={}, camera_runs={})
+    statuses = {"": (0, "ok", {"received": "0", **{name: "0" for name in OUTCOMES}})}
+    for camera in run.cameras:
+        times = [START + i * 0.5 for i in range(int(duration * 2))]
+        path = tmp_path / "logs" / f"{camera}_0.stamps"
+        path.write_text("".join(f"{int((t - 0.1) * 1e9)}\n" for t in times))
+        run.camera_runs[camera] = [(None, path)]
+        results = [(int(t * 1e9), int((t - 0.1) * 1e9)) for t in times
+                   if not any(START + a <= t < START + b for a, b in (silent or {}).get(camera, []))]
+        run.outputs.update({(camera, topic): list(results) if topic == "result" else [] for topic in OUTPUT_TOPICS})
+        statuses[camera] = (0, "ok", {"received": str(len(times)), "processed": str(len(times)),
+                                      **{name: "0" for name in OUTCOMES if name != "processed"}})
+    run.diagnostics = [(START + duration, statuses)]
+    run.samples = [{"time": START + t, "rss_mb": 500.0, "threads": 20, "fds": 30, "shm_files": 5} for t in range(int(duration))]
+    return run
+
+
+def test_a_camera_silent_long_after_a_fault_that_interrupts_it_starves(tmp_path):
+    """A fault that interrupts every camera excuses their silence while it lasts (and starve_s after), not a
+    silence that began with it and went on for a minute and a half, nor a camera that never got an output."""
+    from panoptic_perception.ros.soak import FaultEvent, analyse
+
+    lifecycle = FaultEvent("lifecycle", "", START + 80, START + 85, survived=True)
+    assert analyse(recorded_run(tmp_path / "ok", events=[lifecycle]))["checks"]["no_starved_camera"]["passed"]
+    for name, silent in (("long", (79, 170)), ("never", (0, 180))):
+        report = analyse(recorded_run(tmp_path / name, silent={"cam1": [silent]}, events=[lifecycle]))
+        assert not report["checks"]["no_starved_camera"]["passed"], (name, report["cameras"]["cam1"])
