@@ -120,3 +120,24 @@ def test_a_camera_silent_long_after_a_fault_that_interrupts_it_starves(tmp_path)
     for name, silent in (("long", (79, 170)), ("never", (0, 180))):
         report = analyse(recorded_run(tmp_path / name, silent={"cam1": [silent]}, events=[lifecycle]))
         assert not report["checks"]["no_starved_camera"]["passed"], (name, report["cameras"]["cam1"])
+
+
+def test_the_minutes_count_frames_in_processed_and_dropped_per_camera_and_by_reason(tmp_path):
+    """The issue's measures over time: frames in, processed and dropped per camera and by reason, each minute
+    (from the node's /diagnostics, which the run records every second), not only the totals at the end."""
+    from panoptic_perception.ros.soak import OUTCOMES, analyse
+
+    run = recorded_run(tmp_path)
+    run.diagnostics = []
+    for second in range(180):  # 15 frames a second, 1 processed, the rest superseded
+        counters = {"received": 15 * second, "processed": second, "dropped_superseded": 14 * second}
+        values = {name: str(counters.get(name, 0)) for name in ("received", *OUTCOMES)}
+        run.diagnostics.append((START + second, {"": (0, "ok", values), "cam0": (0, "ok", values), "cam1": (0, "ok", values)}))
+    minutes = analyse(run)["minutes"]
+
+    def per_camera(minute):  # wherever the minute keeps them: a table by camera of counts by reason
+        return next((value for value in minute.values() if isinstance(value, dict) and set(value) == {"cam0", "cam1"}
+                     and all(isinstance(v, dict) and "dropped_superseded" in v for v in value.values())), None)
+
+    assert all(per_camera(minute) is not None for minute in minutes), minutes[0].keys()
+    assert per_camera(minutes[1])["cam0"]["received"] == 900 and per_camera(minutes[1])["cam1"]["dropped_superseded"] == 840
