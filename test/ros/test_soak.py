@@ -141,3 +141,19 @@ def test_the_minutes_count_frames_in_processed_and_dropped_per_camera_and_by_rea
 
     assert all(per_camera(minute) is not None for minute in minutes), minutes[0].keys()
     assert per_camera(minutes[1])["cam0"]["received"] == 900 and per_camera(minutes[1])["cam1"]["dropped_superseded"] == 840
+
+
+def test_the_ground_outputs_are_on_with_cameras_that_send_their_camera_info(tmp_path, monkeypatch):
+    """The issue: every output subscribed, ground outputs on when they exist (they do: ~/ground/*). They
+    need each camera's mount and CameraInfo; without them the ground step (and the bad-CameraInfo fault's
+    target) never runs."""
+    from panoptic_perception.ros import soak
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    assert all(any(arg.startswith(f"cameras.{camera}.mount:=") for arg in harness._node_args()) for camera in harness.cameras)
+    started = []
+    monkeypatch.setattr(soak.subprocess, "Popen", lambda args, **_: started.append(args))
+    (tmp_path / "logs").mkdir()
+    harness.env = {}
+    harness.start_camera("cam0")
+    assert "--camera-info" in started[0]
