@@ -157,3 +157,12 @@ def test_the_ground_outputs_are_on_with_cameras_that_send_their_camera_info(tmp_
     harness.env = {}
     harness.start_camera("cam0")
     assert "--camera-info" in started[0]
+
+
+def test_the_last_partial_minute_rate_is_over_its_own_length(tmp_path):
+    """A run of 150 s: its third minute is 30 s long; two results a second there are 2/s, not 1/s (the
+    report's last row and the plot's end showed a throughput drop that did not happen)."""
+    from panoptic_perception.ros.soak import analyse
+
+    minutes = analyse(recorded_run(tmp_path, duration=150.0))["minutes"]
+    assert [m["outputs_per_s"]["cam0"] for m in minutes] == pytest.approx([2.0, 2.0, 2.0], abs=0.1)
