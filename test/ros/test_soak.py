@@ -166,3 +166,38 @@ def test_the_last_partial_minute_rate_is_over_its_own_length(tmp_path):
 
     minutes = analyse(recorded_run(tmp_path, duration=150.0))["minutes"]
     assert [m["outputs_per_s"]["cam0"] for m in minutes] == pytest.approx([2.0, 2.0, 2.0], abs=0.1)
+
+
+def test_bad_frames_is_not_survived_when_no_corrupt_jpeg_reached_the_node(tmp_path):
+    """Measured (4 cameras, 5 min): the raw camera rejected its 9 bad frames, the compressed camera 0 of its 6
+    corrupt or truncated JPEGs (superseded by its good frames before decoding), and the fault counted as
+    injected and survived, because the check adds the rejections of all cameras (9 >= 15 // 2). A fault that
+    never reached the node is not one it survived."""
+    pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages are not installed")
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+
+    from panoptic_perception.ros.soak import FaultEvent
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    rejected = {"": 0, "cam0": 0, "cam1": 0}
+
+    class Publisher:  # the node: rejects every bad raw frame; each JPEG is superseded before it is decoded
+        def __init__(self, msg_type, topic):
+            self.raw = msg_type.__name__ == "Image"
+
+        def get_subscription_count(self):
+            return 1
+
+        def publish(self, msg):
+            if self.raw:
+                rejected[""] += 1
+                rejected["cam0"] += 1
+
+    harness.ros = SimpleNamespace(create_publisher=lambda msg_type, topic, qos: Publisher(msg_type, topic),
+                                  destroy_publisher=lambda publisher: None,
+                                  get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
+    harness.latest = lambda camera="", after=0.0: (0, "ok", {"rejected_bad": str(rejected[camera])})
+    harness.wait_for = lambda condition, timeout, what: condition()
+    assert rejected["cam0"] == 0 and not harness._fault_bad_frames(FaultEvent("bad_frames", "", 0.0))
