@@ -563,6 +563,10 @@ class PerceptionNode(LifecycleNode):
             return
         started = time.perf_counter()
         results = self._infer(backend, [image for *_, image in frames])
+        if len(results) != len(frames):  # a broken backend contract: no frame's result is known to be its own
+            for camera, *_ in frames:
+                self._count(camera, "backend_errors")
+            raise RuntimeError(f"the backend returned {len(results)} results for a batch of {len(frames)} frames")
         processed = []  # (camera, header, result) of the frames published
         self._batch_ms.add((time.perf_counter() - started) * 1e3)
         self._batch_sizes[len(frames)] += 1

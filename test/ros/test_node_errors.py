@@ -307,3 +307,32 @@ def test_python_m_ros_node_runs_the_node_and_refuses_a_ground_grid_too_large_in_
     assert result.stderr.strip().splitlines()[-1] == (
         "[panoptic_perception] error: a ground grid of 4000x8000 cells of 0.01 m is more than 4000000 cells (each "
         "camera's lookup table takes ~500 bytes a cell to build): use a coarser ground_resolution or smaller extents")
+
+
+def test_a_backend_returning_too_few_results_is_a_worker_fault_and_every_frame_has_an_outcome(node):
+    """A batch's result list one short (a backend bug): zip() paired the frames with the wrong results and the
+    last frame got no outcome; now each frame counts as a backend error and the batch's fault reaches the worker
+    loop, which counts it and goes on."""
+    from panoptic_perception.core.streaming import Batch
+
+    class OneShort:
+        def __init__(self, backend) -> None:
+            self._backend = backend
+
+        def __call__(self, images):
+            results = self._backend(images)
+            return results[:-1] if isinstance(images, list) else results
+
+        def __getattr__(self, name):
+            return getattr(self._backend, name)
+
+    node.backend = OneShort(node.backend._backend)  # unwrapped: the fixture's wrapper takes one image
+    received = node.get_clock().now()
+    before = node.counters.snapshot()
+    batch = Batch([("", (frame(32), received)), ("", (frame(32), received))], [])
+    node._worker.submit(node._worker._process, batch).result(30)
+    after = node.counters.snapshot()
+    assert after["backend_errors"] - before["backend_errors"] == 2
+    assert after["processed"] == before["processed"]
+    assert node._faults["worker"] == 1 and node._worker.alive
+    feed(node, 32)
