@@ -82,7 +82,11 @@ def publish(argv: Sequence[str] | None = None) -> int:
                         help="write the stamp of every published frame to FILE as it is published (integer ns, one "
                              "per line; the last may be of a frame interrupted by the stop; a killed camera's file "
                              "keeps every frame it published)")
-    args, ros_args = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # ROS arguments go to rclpy whole: argparse would take ``-p name:=value``'s value for an input.
+    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
+    args, unknown = parser.parse_known_args(argv[:len(argv) - len(ros_args)])
+    ros_args = unknown + ros_args
     width, height = (int(v) for v in args.size.lower().split("x"))
     roi = tuple(int(v) for v in args.roi.split(",")) if args.roi else (0, 0, 0, 0)
     if len(roi) != 4 or (args.inputs and (args.camera_info or args.roi)):
