@@ -2,9 +2,10 @@
 
 ``panoptic-perception soak`` samples the node from outside while it runs. Processes, as on a vehicle: the node (this module run as a script: the production node with the harness's
 dense backend registered, :func:`node_main`), one ``camera`` process per camera (synthetic frames, stamps
-written as they are sent) and this process, which subscribes to every output of every camera (the list is
-:data:`~panoptic_perception.ros.topics.OUTPUT_TOPICS`, so new outputs join by themselves; serialized, only
-the header is read), reads ``/diagnostics``, samples the node's ``/proc`` entry and ``/dev/shm``, injects the
+written as they are sent, the scene's exact CameraInfo beside each frame, the camera's mount given to the node
+so that the ground outputs are on) and this process, which subscribes to every output of every camera and the
+node's ground outputs (the lists are :data:`~panoptic_perception.ros.topics.OUTPUT_TOPICS` and ``GROUND_TOPICS``,
+so new outputs join by themselves; serialized, only the header is read), reads ``/diagnostics``, samples the node's ``/proc`` entry and ``/dev/shm``, injects the
 faults of :data:`FAULTS` and writes the report (:func:`write_report`: ``report.json``, ``report.md``, plots).
 
 The dense backend ``soak_dense`` is bundled TwinLiteNet plus ``detections`` (300) synthetic boxes a frame,
@@ -16,11 +17,14 @@ several frames returns one result too few: an exception the node raises per batc
 which reaches the inference worker's loop, as the issue's known defect did) are set at runtime through the
 production ``backend_options`` parameter, which reloads it.
 
-Pass criteria (:func:`verdict`): the node never dies nor hangs (``/diagnostics`` silent for ``hang_s``, a
-service call unanswered); no camera starves (no output for ``starve_s`` while it sends and no fault excuses
-it); latency p99 of the last window at most 20 % above the first window's (windows of ``duration / 6``: 10
-minutes of an hour); memory grows by at most the profile's slope after warm-up; every output's stamp was
-sent by its camera, once per topic.
+Pass criteria (:func:`verdict`): the node never dies nor hangs (``/diagnostics`` silent for ``hang_s`` while
+no service call of the harness is in flight, a service call unanswered within its timeout; after a hang no
+more faults are injected); no camera starves (no output for ``starve_s`` outside the faults that interrupt
+it, each excusing its own span and ``starve_s`` after); latency p99 of the last window at most 20 % above the
+first window's (windows of ``duration / 6``: 10 minutes of an hour); memory grows by at most the profile's
+slope after warm-up; every camera reported and each of its received frames has an outcome; every output's
+stamp was sent by its camera, at most as often as it was sent (the fused ground outputs: by some camera,
+repeating only the previous message's stamp).
 """
 
 from __future__ import annotations
@@ -237,6 +241,13 @@ def shm_mapped(pid: int) -> list[str]:
     except OSError:
         return []
     return sorted({line.split(f"{SHM}/", 1)[1].split(" ")[0] for line in maps.splitlines() if f" {SHM}/" in line})
+
+
+def own_segments(names: Sequence[str]) -> list[str]:
+    """Of /dev/shm names, a Fast DDS participant's own segments and their locks (``fastrtps_<id>``,
+    ``fastrtps_<id>_el``), not the domain's port files (``fastrtps_port<N>``), which every participant of
+    the domain, of this run or another, shares."""
+    return [name for name in names if name.startswith("fastrtps_") and not name.startswith("fastrtps_port")]
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -559,7 +570,7 @@ class Harness:
         """SIGKILL the camera (its Fast DDS segments in /dev/shm are named by random ids, not the PID: the ones
         it had mapped are recorded, and after the run :meth:`run` reports which of them are left), restart it."""
         process = self.camera_process(event.camera)
-        event.detail["shm_mapped"] = shm_mapped(process.pid)
+        event.detail["shm_mapped"] = own_segments(shm_mapped(process.pid))
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         self.start_camera(event.camera)
@@ -1094,7 +1105,7 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
     for fault in report["faults"]:
         if "shm_mapped" in fault["detail"]:
             lines.append(f"\nSIGKILL of {fault['camera']} at {fault['start_s']:.0f} s: of the {len(fault['detail']['shm_mapped'])} "
-                         f"/dev/shm files it had mapped, {len(fault['detail'].get('shm_left_after_run', []))} were left after "
+                         f"own Fast DDS /dev/shm files it had mapped, {len(fault['detail'].get('shm_left_after_run', []))} were left after "
                          "the run (every process ended): " + ", ".join(fault["detail"].get("shm_left_after_run", [])))
     lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB | threads | fds | /dev/shm (Fast DDS), "
               "machine-wide | errors / warnings logged | faults |", "| --- " * 9 + "|"]

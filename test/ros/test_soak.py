@@ -201,3 +201,83 @@ def test_bad_frames_is_not_survived_when_no_corrupt_jpeg_reached_the_node(tmp_pa
     harness.latest = lambda camera="", after=0.0: (0, "ok", {"rejected_bad": str(rejected[camera])})
     harness.wait_for = lambda condition, timeout, what: condition()
     assert rejected["cam0"] == 0 and not harness._fault_bad_frames(FaultEvent("bad_frames", "", 0.0))
+
+
+def test_a_camera_that_never_reported_is_not_accounted(tmp_path):
+    """frames_accounted: a camera without any status (0 received, 0 outcomes) passed; it has no frames to account."""
+    from panoptic_perception.ros.soak import analyse, frames_accounted
+
+    assert not frames_accounted({}) and frames_accounted({"received": "3", "processed": "2", "dropped_stale": "1"})
+    run = recorded_run(tmp_path)
+    del run.diagnostics[-1][1]["cam1"]
+    assert not analyse(run)["checks"]["frames_accounted"]["passed"]
+
+
+def test_fused_ground_outputs_may_repeat_only_the_previous_stamp():
+    """A batch of older frames republishes the fusion under the newest stamp (the previous message's): allowed;
+    an older stamp again, or one no camera sent, is not."""
+    from collections import Counter
+
+    from panoptic_perception.ros.soak import _fused_stamp_faults
+
+    sent = Counter([1, 2, 3, 4])
+    assert _fused_stamp_faults([1, 2, 2, 3, 3, 3, 4], sent) == (0, 0)
+    assert _fused_stamp_faults([1, 2, 3, 2, 4, 9], sent) == (1, 1)
+
+
+def fake_node_harness(tmp_path):
+    """A Harness whose node is this process (alive) and whose last /diagnostics came 100 s ago."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    harness.node_process = SimpleNamespace(pid=os.getpid(), poll=lambda: None)
+    harness.started = time.time() - 100
+    harness.diagnostics = [(harness.started, {"": (0, "ok", {})})]
+    return harness
+
+
+def test_after_a_hang_waits_end_at_once(tmp_path):
+    """Once /diagnostics stopped for hang_s, every later wait (a reload's 600 s) returns False at once: no
+    more faults, the report is written failed."""
+    import time
+
+    harness = fake_node_harness(tmp_path)
+    began = time.monotonic()
+    assert not harness.wait_for(lambda: False, 600, "a reload")
+    assert harness.hung and time.monotonic() - began < 5 and harness.problems[0].startswith("hang")
+
+
+def test_silence_during_our_own_service_call_is_not_a_hang(tmp_path):
+    """A lifecycle configure builds the backend on the node's executor: /diagnostics pause while the harness's
+    call is in flight; that call's own timeout is the limit then, not hang_s."""
+    harness = fake_node_harness(tmp_path)
+    harness.calls_in_flight = 1
+    harness.sample()
+    assert not harness.hung and not harness.problems
+    harness.calls_in_flight = 0
+    harness.samples.clear()
+    harness.sample()
+    assert harness.hung
+
+
+def test_the_killed_camera_s_shared_memory_files_are_those_it_mapped():
+    """Fast DDS names its /dev/shm segments by random ids, not by PID: the harness reads which ones the camera
+    process maps before the SIGKILL (here: a process mapping a /dev/shm file of its own)."""
+    import mmap
+    import os
+    from pathlib import Path
+
+    from panoptic_perception.ros.soak import shm_mapped
+
+    path = Path("/dev/shm") / f"soak_test_{os.getpid()}"
+    if not path.parent.is_dir():
+        pytest.skip("no /dev/shm")
+    path.write_bytes(bytes(4096))
+    try:
+        with path.open("r+b") as file, mmap.mmap(file.fileno(), 4096):
+            assert path.name in shm_mapped(os.getpid())
+        assert shm_mapped(2**22 + 12345) == []
+    finally:
+        path.unlink()
