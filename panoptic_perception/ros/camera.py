@@ -57,6 +57,13 @@ def compressed_msg(image: np.ndarray, header: Header, quality: int = 90) -> Comp
     return msg
 
 
+def wait_until(node, deadline: float) -> None:
+    """Waits until ``deadline`` (``time.monotonic()`` seconds) while serving ``node``'s callbacks: with
+    ``use_sim_time`` its clock follows ``/clock`` only while it spins."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        rclpy.spin_once(node, timeout_sec=remaining)
+
+
 def publish(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="panoptic-perception camera", description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="*", help="images, folders or videos (default: synthetic scenes)")
@@ -105,6 +112,9 @@ def publish(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + args.wait_for_subscriber
     while publisher.get_subscription_count() < args.subscribers and time.monotonic() < deadline:
         time.sleep(0.05)
+    if node.get_parameter("use_sim_time").value:  # stamps from /clock: none before the first clock message
+        while node.context.ok() and node.get_clock().now().nanoseconds == 0:
+            rclpy.spin_once(node, timeout_sec=0.1)
     period = 1.0 / args.rate
     next_time = time.monotonic()
     sent = 0
@@ -124,7 +134,7 @@ def publish(argv: Sequence[str] | None = None) -> int:
             if args.count and sent >= args.count:
                 break
             next_time += period
-            time.sleep(max(0.0, next_time - time.monotonic()))
+            wait_until(node, next_time)
     except KeyboardInterrupt:
         pass
     except Exception:
