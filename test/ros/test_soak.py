@@ -213,9 +213,9 @@ def test_a_camera_that_never_reported_is_not_accounted(tmp_path):
     assert not analyse(run)["checks"]["frames_accounted"]["passed"]
 
 
-def test_fused_ground_outputs_may_repeat_only_the_previous_stamp():
+def test_fused_ground_outputs_may_repeat_only_the_previous_stamp_or_one_sent_again():
     """A batch of older frames republishes the fusion under the newest stamp (the previous message's): allowed;
-    an older stamp again, or one no camera sent, is not."""
+    an older stamp again, or one no camera sent, is not, unless a camera sent it again (/clock jumped back)."""
     from collections import Counter
 
     from panoptic_perception.ros.soak import _fused_stamp_faults
@@ -223,6 +223,8 @@ def test_fused_ground_outputs_may_repeat_only_the_previous_stamp():
     sent = Counter([1, 2, 3, 4])
     assert _fused_stamp_faults([1, 2, 2, 3, 3, 3, 4], sent) == (0, 0)
     assert _fused_stamp_faults([1, 2, 3, 2, 4, 9], sent) == (1, 1)
+    assert _fused_stamp_faults([1, 2, 3, 2, 2, 3], Counter([1, 2, 2, 3, 3])) == (0, 0)
+    assert _fused_stamp_faults([1, 2, 3, 2, 3, 2], Counter([1, 2, 2, 3, 3])) == (0, 1)
 
 
 def fake_node_harness(tmp_path):
