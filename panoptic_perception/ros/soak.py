@@ -731,11 +731,16 @@ class Harness:
             for info in (CameraInfo(width=width, height=height), CameraInfo(width=0, height=0, k=[1.0] * 9),
                          CameraInfo(width=width, height=height, k=[500.0, 0, 320, 0, 500, 180, 0, 0, 1],
                                     d=[math.nan] * 5, distortion_model="plumb_bob")):
-                info.header.stamp = self.ros.get_clock().now().to_msg()
-                publisher.publish(info)
                 asked = time.time()
-                ok = self.wait_for(lambda: (self._ground_status(camera, asked + 1.0) or "").startswith("stopped"), 60,
-                                   f"{camera}'s ground outputs to stop on a bad CameraInfo") and ok
+
+                def stopped_by(info=info, asked=asked) -> bool:
+                    # Sent again at every look: a message sent right after discovery may still be lost, and
+                    # the node matches CameraInfo to frames by stamp (the newest when none has the frame's).
+                    info.header.stamp = self.ros.get_clock().now().to_msg()
+                    publisher.publish(info)
+                    return (self._ground_status(camera, asked + 1.0) or "").startswith("stopped")
+
+                ok = self.wait_for(stopped_by, 60, f"{camera}'s ground outputs to stop on a bad CameraInfo") and ok
                 stopped.append(self._ground_status(camera, 0.0))
             event.detail["ground_stopped"] = stopped
         finally:
