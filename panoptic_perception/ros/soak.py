@@ -2,29 +2,36 @@
 
 ``panoptic-perception soak`` samples the node from outside while it runs. Processes, as on a vehicle: the node (this module run as a script: the production node with the harness's
 dense backend registered, :func:`node_main`), one ``camera`` process per camera (synthetic frames, stamps
-written as they are sent) and this process, which subscribes to every output of every camera (the list is
-:data:`~panoptic_perception.ros.topics.OUTPUT_TOPICS`, so new outputs join by themselves; serialized, only
-the header is read), reads ``/diagnostics``, samples the node's ``/proc`` entry and ``/dev/shm``, injects the
+written as they are sent, the scene's exact CameraInfo beside each frame, the camera's mount given to the node
+so that the ground outputs are on) and this process, which subscribes to every output of every camera and the
+node's ground outputs (the lists are :data:`~panoptic_perception.ros.topics.OUTPUT_TOPICS` and ``GROUND_TOPICS``,
+so new outputs join by themselves; serialized, only the header is read), reads ``/diagnostics``, samples the node's ``/proc`` entry and ``/dev/shm``, injects the
 faults of :data:`FAULTS` and writes the report (:func:`write_report`: ``report.json``, ``report.md``, plots).
 
 The dense backend ``soak_dense`` is bundled TwinLiteNet plus ``detections`` (300) synthetic boxes a frame,
 so that every frame carries the dense case's messages; its options ``fail_every=K`` (the backend raises on
 every K-th frame, and again whenever the node retries that frame alone: a frame that crashes the
-model) and ``bad_result_every=K`` (every K-th call returns a result without timings, which
-breaks the node's message building: an exception outside the backend call) are set at runtime through the production
-``backend_options`` parameter, which reloads it.
+model), ``bad_result_every=K`` (every K-th call returns a result without timings, which
+breaks the node's message building: a per-frame publish fault) and ``short_result_every=K`` (every K-th call of
+several frames returns one result too few: an exception the node raises per batch, outside every per-frame guard,
+which reaches the inference worker's loop, as the issue's known defect did) are set at runtime through the
+production ``backend_options`` parameter, which reloads it.
 
-Pass criteria (:func:`verdict`): the node never dies nor hangs (``/diagnostics`` silent for ``hang_s``, a
-service call unanswered); no camera starves (no output for ``starve_s`` while it sends and no fault excuses
-it); latency p99 of the last window at most 20 % above the first window's (windows of ``duration / 6``: 10
-minutes of an hour); memory grows by at most the profile's slope after warm-up; every output's stamp was
-sent by its camera, once per topic.
+Pass criteria (:func:`verdict`): the node never dies nor hangs (``/diagnostics`` silent for ``hang_s`` while
+no service call of the harness is in flight, a service call unanswered within its timeout; after a hang no
+more faults are injected); no camera starves (no output for ``starve_s`` outside the faults that interrupt
+it, each excusing its own span and ``starve_s`` after); latency p99 of the last window at most 20 % above the
+first window's (windows of ``duration / 6``: 10 minutes of an hour); memory grows by at most the profile's
+slope after warm-up; every camera reported and each of its received frames has an outcome; every output's
+stamp was sent by its camera, at most as often as it was sent (the fused ground outputs: by some camera; a
+message may repeat the previous message's stamp, otherwise a stamp comes back at most as often as it was sent).
 """
 
 from __future__ import annotations
 
 import argparse
 import array
+import collections
 import dataclasses
 import json
 import math
@@ -44,11 +51,13 @@ import numpy as np
 
 from ..core.streaming import FrameCounters
 from .benchmark import process_environment, rss_mb, stop_processes
-from .topics import OUTPUT_TOPICS
+from .topics import GROUND_TOPICS, MARKERS, OUTPUT_TOPICS
 
 NODE = "/panoptic_perception"
 DENSE_BACKEND = "soak_dense"
 SHM = Path("/dev/shm")
+#: Node-level outputs (the fused ground outputs) are kept under this camera name.
+NODE_LEVEL = ""
 #: What can become of a received frame (the node's counters besides ``received``).
 OUTCOMES = tuple(name for name in FrameCounters().snapshot() if name != "received")
 
@@ -56,7 +65,8 @@ OUTCOMES = tuple(name for name in FrameCounters().snapshot() if name != "receive
 @dataclass(frozen=True)
 class FaultSpec:
     """One kind of fault: what it does, and which cameras' outputs it may interrupt ("one": the camera it
-    is applied to, "all", "none"), which excuses their silence and keeps its time out of the latency windows."""
+    is applied to, "all", "paused": those it lists in its event's ``detail["paused"]``, "none"), which excuses
+    their silence while it lasts (and ``starve_s`` after) and keeps that time out of the latency windows."""
 
     kind: str
     description: str
@@ -69,14 +79,18 @@ FAULTS: tuple[FaultSpec, ...] = (
     FaultSpec("backend_switch", "backend soak_dense -> twinlitenet -> soak_dense (reloads, outputs change)", "all"),
     FaultSpec("lifecycle", "deactivate, cleanup, configure, activate (cycles per round: see the profile)", "all"),
     FaultSpec("bad_frames", "truncated, wrong-encoding and zero-size raw frames; corrupt JPEGs on the compressed "
-              "camera; all must be rejected and counted"),
+              "camera, each camera paused (SIGSTOP) meanwhile so that no good frame supersedes a bad one before "
+              "decoding; each camera must reject and count those sent to it", "paused"),
     FaultSpec("camera_stop", "a camera stops (SIGINT) until the node reports it silent, then comes back", "one"),
     FaultSpec("subscribers", "three extra participants subscribe to every output and leave again"),
-    FaultSpec("backend_faults", "backend_options fail_every / bad_result_every (a reload): the backend raises, a "
-              "result breaks the node's message building; then a parameter change must work; then back", "all"),
+    FaultSpec("backend_faults", "backend_options fail_every / bad_result_every / short_result_every (a reload): the "
+              "backend raises, a result breaks the node's message building, a batch's result list is one short (a "
+              "fault that reaches the worker loop); then a parameter change must work; then back", "all"),
     FaultSpec("thresholds", "score / mask threshold and max_detections changed under load, then back"),
-    FaultSpec("sim_time", "use_sim_time on with a /clock that loops back every few seconds (a looping bag), then off"),
-    FaultSpec("bad_camera_info", "CameraInfo with an all-zero K, zero size, NaN distortion"),
+    FaultSpec("sim_time", "use_sim_time on, node and cameras (restarted), with a /clock that loops back every few "
+              "seconds (a looping bag: image stamps jump back too), then off", "all"),
+    FaultSpec("bad_camera_info", "a camera restarted without its CameraInfo, then CameraInfo with an all-zero K, zero "
+              "size, NaN distortion: each must stop its ground contribution; then its own again restores it", "one"),
     FaultSpec("camera_kill", "SIGKILL of a camera process (leaves Fast DDS shared memory), restarted", "one"),
 )
 FAULTS_BY_KIND = {spec.kind: spec for spec in FAULTS}
@@ -110,7 +124,7 @@ PROFILES = {
     # up; every fault once. 3 minutes cannot resolve 5 MB/h (the allocator's working set swings by tens of
     # MB), nor 20 % of a p99 over 30 s windows on a shared CPU: its limits only catch a gross leak and a
     # queue that grows (latency doubling).
-    "suite": Profile("suite", 180.0, 2, (640, 360), 15.0, 1, 2, 600.0, latency_growth=1.0),
+    "suite": Profile("suite", 180.0, 2, (640, 360), 15.0, 1, 2, 1500.0, latency_growth=1.0),
 }
 
 
@@ -138,6 +152,7 @@ def register_dense_backend() -> None:
         detections: int = 300
         fail_every: int = 0
         bad_result_every: int = 0
+        short_result_every: int = 0
 
     @register_backend(DENSE_BACKEND)
     class DenseBackend(TwinLiteNetBackend):
@@ -166,7 +181,9 @@ def register_dense_backend() -> None:
             for result in results:
                 result.detections = self._boxes(*result.image_size)
             if self.config.bad_result_every and self.calls % self.config.bad_result_every == 0:
-                results[0].timings = None  # the node's message building fails: a fault outside the backend call
+                results[0].timings = None  # the node's message building fails: a per-frame publish fault
+            if self.config.short_result_every and len(results) > 1 and self.calls % self.config.short_result_every == 0:
+                return results[:-1]  # a batch's fault: the node cannot pair frames with results
             return results
 
         def _boxes(self, width: int, height: int) -> Detections:
@@ -190,13 +207,22 @@ def node_main(argv: Sequence[str]) -> int:
 
 
 # -- reading outputs without deserializing them ----------------------------------------------------
-def cdr_stamp_ns(data: bytes) -> int:
+def cdr_stamp_ns(data: bytes, offset: int = 4) -> int:
     """The ``header.stamp`` (ns) of a serialized message whose first field is a ``std_msgs/Header``
-    (little-endian CDR). Raises ValueError for another encoding."""
+    (little-endian CDR; ``offset`` 8: of the first element of a sequence of such messages, as in
+    ``visualization_msgs/MarkerArray``). Raises ValueError for another encoding."""
     if data[1] != 1:
         raise ValueError(f"not little-endian CDR (encapsulation {data[:4].hex()})")
-    sec, nanosec = struct.unpack_from("<iI", data, 4)
+    sec, nanosec = struct.unpack_from("<iI", data, offset)
     return sec * 1_000_000_000 + nanosec
+
+
+def cdr_output_stamp_ns(data: bytes, msg_type: str) -> int | None:
+    """The stamp of a serialized output of type ``msg_type``: its header's, or for a MarkerArray its first
+    marker's (None when it has none)."""
+    if msg_type == MARKERS:
+        return cdr_stamp_ns(data, 8) if struct.unpack_from("<I", data, 4)[0] else None
+    return cdr_stamp_ns(data)
 
 
 def cdr_detection_count(data: bytes) -> int:
@@ -205,6 +231,23 @@ def cdr_detection_count(data: bytes) -> int:
     offset = 16 + length
     offset += -(offset - 4) % 4  # CDR aligns to the field's size, counted after the 4-byte encapsulation
     return struct.unpack_from("<I", data, offset)[0]
+
+
+def shm_mapped(pid: int) -> list[str]:
+    """The names of the /dev/shm files process ``pid`` has mapped (its Fast DDS segments and the ports of
+    those it sends to); [] when it is gone."""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return []
+    return sorted({line.split(f"{SHM}/", 1)[1].split(" ")[0] for line in maps.splitlines() if f" {SHM}/" in line})
+
+
+def own_segments(names: Sequence[str]) -> list[str]:
+    """Of /dev/shm names, a Fast DDS participant's own segments and their locks (``fastrtps_<id>``,
+    ``fastrtps_<id>_el``), not the domain's port files (``fastrtps_port<N>``), which every participant of
+    the domain, of this run or another, shares."""
+    return [name for name in names if name.startswith("fastrtps_") and not name.startswith("fastrtps_port")]
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -227,12 +270,16 @@ class Harness:
         # The last camera compressed (corrupt JPEGs), where there are two or more.
         self.compressed = {self.cameras[-1]} if profile.cameras > 1 else set()
         self.lock = threading.Lock()
-        self.outputs: dict[tuple[str, str], list[tuple[int, int]]] = {}  # (camera, topic) -> (arrival ns, stamp ns)
+        # (camera, topic) -> (arrival ns, stamp ns); the ground outputs under (NODE_LEVEL, "ground/...")
+        self.outputs: dict[tuple[str, str], list[tuple[int, int]]] = {}
         self.detection_counts: list[int] = []
         self.diagnostics: list[tuple[float, dict[str, tuple[int, str, dict[str, str]]]]] = []
         self.samples: list[dict[str, float]] = []
         self.events: list[FaultEvent] = []
         self.problems: list[str] = []  # hangs and deaths, as they are seen
+        self.hung = False  # set at the first hang: no more faults, waits end at once, the report says failed
+        self.calls_in_flight = 0  # the harness's own service calls (a configure may block the node's executor)
+        self.last_call_end = 0.0
         self.camera_runs: dict[str, list[tuple[Any, Path]]] = {camera: [] for camera in self.cameras}
         self.node_process: subprocess.Popen | None = None
         self.started = 0.0
@@ -240,27 +287,49 @@ class Harness:
 
     # -- processes ---------------------------------------------------------------------------------
     def _node_args(self) -> list[str]:
+        from ..data.synthetic import generate_scene
+
         parameters = {"backend": DENSE_BACKEND, "cameras": f"[{','.join(self.cameras)}]"}
-        for camera in self.cameras:
+        for seed, camera in enumerate(self.cameras):
             parameters[f"cameras.{camera}.image_topic"] = f"/soak/{camera}/image_raw"
             parameters[f"cameras.{camera}.camera_info_topic"] = f"/soak/{camera}/camera_info"
+            # Its scene's camera: level, at the scene's height (as make-bag --camera-info writes on /tf_static).
+            height = generate_scene(seed, *self.profile.size).camera.height_above_ground
+            parameters[f"cameras.{camera}.mount"] = f"[0.0,0.0,{height:.4f},0.0,0.0,0.0]"
             if camera in self.compressed:
                 parameters[f"cameras.{camera}.transport"] = "compressed"
         return [sys.executable, "-m", __name__, "--ros-args", *sum((["-p", f"{k}:={v}"] for k, v in parameters.items()), [])]
 
-    def start_camera(self, camera: str) -> None:
+    def start_camera(self, camera: str, camera_info: bool = True, sim_time: bool = False) -> None:
+        """Start a (new) process of ``camera``: one synthetic scene (seed: the camera's index), so that its exact
+        CameraInfo, sent beside every frame, stays the same (as a real camera's does; the node rebuilds a
+        camera's ground lookup table when it changes); ``sim_time``: stamped by /clock."""
         run = len(self.camera_runs[camera])
         stamps = self.output / "logs" / f"{camera}_{run}.stamps"
         width, height = self.profile.size
         args = [sys.executable, "-m", "panoptic_perception.cli", "camera", "--topic", f"/soak/{camera}/image_raw",
-                "--frame-id", camera, "--rate", str(self.profile.rate), "--size", f"{width}x{height}", "--distinct", "4",
-                "--stamps", str(stamps), *(["--compressed"] if camera in self.compressed else [])]
+                "--frame-id", camera, "--rate", str(self.profile.rate), "--size", f"{width}x{height}", "--distinct", "1",
+                "--seed", str(self.cameras.index(camera)), "--stamps", str(stamps),
+                *(["--compressed"] if camera in self.compressed else []), *(["--camera-info"] if camera_info else []),
+                *(["--ros-args", "-p", "use_sim_time:=true"] if sim_time else [])]
         process = subprocess.Popen(args, env=self.env, stdout=open(self.output / "logs" / f"{camera}_{run}.log", "w"),
                                    stderr=subprocess.STDOUT)
         self.camera_runs[camera].append((process, stamps))
 
     def camera_process(self, camera: str):
         return self.camera_runs[camera][-1][0]
+
+    def restart_camera(self, camera: str, **options: bool) -> None:
+        """Stop ``camera``'s process (SIGINT, as Ctrl-C) and start a new one with ``options`` (:meth:`start_camera`)."""
+        stop_processes([self.camera_process(camera)])
+        self.start_camera(camera, **options)
+
+    def pause_cameras(self, cameras: Sequence[str], paused: bool) -> None:
+        """SIGSTOP / SIGCONT the running processes of ``cameras`` (no frames while paused)."""
+        for camera in cameras:
+            for process, _ in self.camera_runs[camera][-1:]:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
     # -- ROS ---------------------------------------------------------------------------------------
     def _start_ros(self) -> None:
@@ -278,11 +347,13 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.ros)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        for camera in self.cameras:
-            for topic in OUTPUT_TOPICS.values():
-                self.outputs[camera, topic.name] = []
-                self.ros.create_subscription(message_class(topic.msg_type), f"{NODE}/{camera}/{topic.name}",
-                                             lambda data, key=(camera, topic.name): self._on_output(key, data), qos, raw=True)
+        subscriptions = [((camera, topic.name, topic.msg_type), f"{NODE}/{camera}/{topic.name}")
+                         for camera in self.cameras for topic in OUTPUT_TOPICS.values()]
+        subscriptions += [((NODE_LEVEL, topic.name, topic.msg_type), f"{NODE}/{topic.name}") for topic in GROUND_TOPICS.values()]
+        for (camera, name, msg_type), topic in subscriptions:
+            self.outputs[camera, name] = []
+            self.ros.create_subscription(message_class(msg_type), topic,
+                                         lambda data, key=(camera, name), t=msg_type: self._on_output(key, t, data), qos, raw=True)
         self.ros.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.spinner = threading.Thread(target=self._spin, daemon=True)
         self.spinner.start()
@@ -296,10 +367,12 @@ class Harness:
                     return
                 raise
 
-    def _on_output(self, key: tuple[str, str], data: bytes) -> None:
-        arrival = time.time_ns()
+    def _on_output(self, key: tuple[str, str], msg_type: str, data: bytes) -> None:
+        arrival, stamp = time.time_ns(), cdr_output_stamp_ns(data, msg_type)
+        if stamp is None:  # an empty MarkerArray: nothing stamped
+            return
         with self.lock:
-            self.outputs[key].append((arrival, cdr_stamp_ns(data)))
+            self.outputs[key].append((arrival, stamp))
             if key[1] == "detections":
                 self.detection_counts.append(cdr_detection_count(data))
 
@@ -329,7 +402,7 @@ class Harness:
         """Wait for ``condition`` (sampling meanwhile); False, with a problem noted, on timeout or node death."""
         deadline = time.monotonic() + timeout
         while not condition():
-            if self.node_process.poll() is not None:
+            if self.node_process.poll() is not None or self.hung:
                 return False
             if time.monotonic() > deadline:
                 self.problems.append(f"timed out after {timeout:.0f} s waiting for {what}")
@@ -340,7 +413,11 @@ class Harness:
         return True
 
     def call(self, srv_type, name: str, request, timeout: float = 120.0):
+        """Call a service of the node; None (a problem noted) when unanswered within ``timeout``. While the call
+        is in flight a silent /diagnostics is no hang (a configure builds the backend on the node's executor);
+        the call's own timeout is the limit then."""
         client = self.ros.create_client(srv_type, name)
+        self.calls_in_flight += 1
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 self.problems.append(f"service {name} not available (hang)")
@@ -348,6 +425,8 @@ class Harness:
             future = client.call_async(request)
             return future.result() if self.wait_for(future.done, timeout, f"a reply from {name} (hang)") else None
         finally:
+            self.calls_in_flight -= 1
+            self.last_call_end = time.time()
             self.ros.destroy_client(client)
 
     def set_parameters(self, **values: Any) -> bool:
@@ -397,13 +476,15 @@ class Harness:
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except (OSError, StopIteration):
             threads = fds = 0
-        shm = sum(1 for _ in SHM.iterdir()) if SHM.is_dir() else 0
-        self.samples.append({"time": now, "rss_mb": rss_mb(pid), "threads": threads, "fds": fds, "shm_files": shm})
+        names = [path.name for path in SHM.iterdir()] if SHM.is_dir() else []
+        self.samples.append({"time": now, "rss_mb": rss_mb(pid), "threads": threads, "fds": fds, "shm_files": len(names),
+                             "shm_fastdds": sum(1 for name in names if name.startswith("fastrtps_"))})
         with self.lock:
-            last = self.diagnostics[-1][0] if self.diagnostics else self.started
-        if self.started and now - last > self.profile.hang_s and not self.problems[-1:] == ["hang"]:
-            self.problems.append("hang")
-            self.log(f"soak: no /diagnostics for {now - last:.0f} s: the node hangs")
+            last = max(self.diagnostics[-1][0] if self.diagnostics else self.started, self.last_call_end)
+        if self.started and not self.calls_in_flight and now - last > self.profile.hang_s and not self.hung:
+            self.hung = True
+            self.problems.append(f"hang: no /diagnostics for {now - last:.0f} s")
+            self.log(f"soak: no /diagnostics for {now - last:.0f} s: the node hangs; no more faults")
 
     # -- faults ------------------------------------------------------------------------------------
     def inject(self, kind: str, round_index: int, lifecycle_cycles: int) -> FaultEvent:
@@ -421,46 +502,60 @@ class Harness:
         event.survived = bool(survived) and len(self.problems) == problems and self.node_process.poll() is None
         return event
 
-    def _rejected(self) -> int:
-        status = self.latest()
-        return int(status[2]["rejected_bad"]) if status else 0
+    def _rejected(self, camera: str) -> int:
+        status = self.latest(camera)
+        return int(status[2].get("rejected_bad", 0)) if status else 0
 
     def _fault_bad_frames(self, event: FaultEvent) -> bool:
+        """Bad frames to the first raw camera's topic and corrupt JPEGs to the compressed camera's, each camera
+        paused meanwhile and one bad frame at a time (the next after the node counted the last, or 5 s; 0.2 s
+        once one was not counted): a newer frame would supersede a waiting one before the worker decodes it.
+        Survived when each camera rejected at least half of those sent to it (best effort: most arrive) and the
+        outputs of both come back after."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
-        raw = next(c for c in self.cameras if c not in self.compressed)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        image = self.ros.create_publisher(Image, f"/soak/{raw}/image_raw", qos)
-        frames = [Image(height=720, width=1280, encoding="bgr8", step=3840, data=array.array("B", bytes(1000))),
-                  Image(height=4, width=4, encoding="yuv422_weird", step=12, data=array.array("B", bytes(48))),
-                  Image(height=0, width=0, encoding="bgr8", step=0)]
-        messages = [(image, frame) for frame in frames]
-        compressed = None
-        if self.compressed:
-            camera = next(iter(self.compressed))
-            compressed = self.ros.create_publisher(CompressedImage, f"/soak/{camera}/image_raw/compressed", qos)
+        raw = next(c for c in self.cameras if c not in self.compressed)
+        targets = {raw: (self.ros.create_publisher(Image, f"/soak/{raw}/image_raw", qos), [
+            Image(height=720, width=1280, encoding="bgr8", step=3840, data=array.array("B", bytes(1000))),
+            Image(height=4, width=4, encoding="yuv422_weird", step=12, data=array.array("B", bytes(48))),
+            Image(height=0, width=0, encoding="bgr8", step=0)])}
+        for camera in self.compressed:
             jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0]) + os.urandom(2000)
-            messages += [(compressed, CompressedImage(format="jpeg", data=array.array("B", jpeg))),
-                         (compressed, CompressedImage(format="jpeg", data=array.array("B", jpeg[:10])))]
+            targets[camera] = (self.ros.create_publisher(CompressedImage, f"/soak/{camera}/image_raw/compressed", qos),
+                               [CompressedImage(format="jpeg", data=array.array("B", jpeg)),
+                                CompressedImage(format="jpeg", data=array.array("B", jpeg[:10]))])
+        event.detail["paused"] = sorted(targets)
+        self.pause_cameras(targets, True)
         try:
-            self.wait_for(lambda: all(p.get_subscription_count() for p, _ in messages), 30, "the node's camera subscriptions")
-            before, sent = self._rejected(), 0
-            for _ in range(3):
-                for publisher, msg in messages:
-                    msg.header.stamp = self.ros.get_clock().now().to_msg()  # a stamp no camera sent
-                    msg.header.frame_id = "bad"
-                    publisher.publish(msg)
-                    sent += 1
-                    time.sleep(0.05)
-            # Best effort to the node: most arrive; all that arrive must be rejected, none processed.
-            rejected = self.wait_for(lambda: self._rejected() >= before + sent // 2, 60, "the bad frames to be rejected")
-            event.detail.update(sent=sent, rejected=self._rejected() - before)
-            return rejected
+            self.wait_for(lambda: all(p.get_subscription_count() for p, _ in targets.values()), 30,
+                          "the node's camera subscriptions")
+            counts = {}
+            for camera, (publisher, frames) in targets.items():
+                before, sent, patience = self._rejected(camera), 0, 5.0
+                for _ in range(3):
+                    for msg in frames:
+                        msg.header.stamp = self.ros.get_clock().now().to_msg()  # a stamp no camera sent
+                        msg.header.frame_id = "bad"
+                        publisher.publish(msg)
+                        sent += 1
+                        deadline = time.monotonic() + patience
+                        while self._rejected(camera) < before + sent:
+                            if time.monotonic() > deadline:
+                                patience = 0.2
+                                break
+                            time.sleep(0.05)
+                counts[camera] = {"sent": sent, "rejected": self._rejected(camera) - before}
+            event.detail["cameras"] = counts
+            event.detail.update(sent=sum(c["sent"] for c in counts.values()),
+                                rejected=sum(c["rejected"] for c in counts.values()))
+            ok = all(c["rejected"] >= c["sent"] // 2 for c in counts.values())
         finally:
-            self.ros.destroy_publisher(image)
-            if compressed is not None:
-                self.ros.destroy_publisher(compressed)
+            self.pause_cameras(targets, False)
+            for publisher, _ in targets.values():
+                self.ros.destroy_publisher(publisher)
+        return ok and self.wait_for_outputs(list(targets))
 
     def _fault_camera_stop(self, event: FaultEvent) -> bool:
         process = self.camera_process(event.camera)
@@ -472,11 +567,12 @@ class Harness:
         return silent and self.wait_for_outputs([event.camera])
 
     def _fault_camera_kill(self, event: FaultEvent) -> bool:
-        before = sum(1 for _ in SHM.iterdir())
+        """SIGKILL the camera (its Fast DDS segments in /dev/shm are named by random ids, not the PID: the ones
+        it had mapped are recorded, and after the run :meth:`run` reports which of them are left), restart it."""
         process = self.camera_process(event.camera)
+        event.detail["shm_mapped"] = own_segments(shm_mapped(process.pid))
         process.send_signal(signal.SIGKILL)
         process.wait(30)
-        event.detail["shm_files_left"] = sum(1 for _ in SHM.iterdir()) - before
         self.start_camera(event.camera)
         return self.wait_for_outputs([event.camera])
 
@@ -514,21 +610,29 @@ class Harness:
     def _fault_backend_faults(self, event: FaultEvent) -> bool:
         status = self.latest()
         errors, publish = int(status[2]["backend_errors"]), int(status[2].get("faults_publish", 0))
-        options = "fail_every=5,bad_result_every=7"
+        worker = int(status[2].get("faults_worker", 0))
+        options = "fail_every=5,bad_result_every=7,short_result_every=3"
         if not self.reload("backend_options", options, backend_options=options):
             return False
 
         def counted() -> bool:
             values = self.latest()[2]
-            return int(values["backend_errors"]) >= errors + 3 and int(values.get("faults_publish", 0)) >= publish + 2
+            return (int(values["backend_errors"]) >= errors + 3 and int(values.get("faults_publish", 0)) >= publish + 2
+                    and int(values.get("faults_worker", 0)) >= worker + 1)
 
-        ok = self.wait_for(counted, 120, "injected backend errors and publish faults to be counted")
+        ok = self.wait_for(counted, 120, "injected backend errors, publish faults and worker faults to be counted")
         values = self.latest()[2]
         event.detail.update(backend_errors=int(values["backend_errors"]) - errors,
-                            publish_faults=int(values.get("faults_publish", 0)) - publish)
+                            publish_faults=int(values.get("faults_publish", 0)) - publish,
+                            worker_faults=int(values.get("faults_worker", 0)) - worker)
+        # The worker survived the faults that reached its loop: the next batches are processed.
+        processed = int(values["processed"])
+        ok = self.wait_for(lambda: int(self.latest()[2]["processed"]) >= processed + 3, 60,
+                           "batches processed after the worker faults") and ok
+        event.detail["processed_after"] = int(self.latest()[2]["processed"]) - processed
         # The defect the issue names: after a fault outside the backend call the next parameter change hung.
         ok = self.set_parameters(score_threshold=0.4) and self.set_parameters(score_threshold=-1.0) and ok
-        return self.reload("backend_options", "", backend_options="") and ok
+        return self.reload("backend_options", "", backend_options="") and self.wait_for_outputs(self.cameras) and ok
 
     def _fault_thresholds(self, event: FaultEvent) -> bool:
         ok = self.set_parameters(score_threshold=0.5, mask_threshold=0.6, max_detections=100)
@@ -539,11 +643,11 @@ class Harness:
 
     def _fault_runtime(self, event: FaultEvent) -> bool:
         ok = self.reload("runtime", "onnxruntime", runtime="onnxruntime") and self.wait_for_outputs(self.cameras)
-        return self.reload("runtime", "torch", runtime="torch") and ok
+        return self.reload("runtime", "torch", runtime="torch") and self.wait_for_outputs(self.cameras) and ok
 
     def _fault_backend_switch(self, event: FaultEvent) -> bool:
         ok = self.reload("backend", "twinlitenet", backend="twinlitenet") and self.wait_for_outputs(self.cameras)
-        return self.reload("backend", DENSE_BACKEND, backend=DENSE_BACKEND) and ok
+        return self.reload("backend", DENSE_BACKEND, backend=DENSE_BACKEND) and self.wait_for_outputs(self.cameras) and ok
 
     def _fault_lifecycle(self, event: FaultEvent, cycles: int) -> bool:
         from lifecycle_msgs.msg import Transition
@@ -560,51 +664,92 @@ class Harness:
         return self.wait_for_outputs(self.cameras)
 
     def _fault_sim_time(self, event: FaultEvent) -> bool:
+        """A looping bag's /clock: the node and the cameras (restarted with use_sim_time) follow it, so image
+        stamps jump back with it. Survived when diagnostics and every camera's outputs go on across several
+        loops, each camera's output stamps jumped back at least once, and all resume on wall time after."""
         from rosgraph_msgs.msg import Clock
 
         clock = self.ros.create_publisher(Clock, "/clock", 10)
         stop = threading.Event()
         loop_ns, start_ns = 3_000_000_000, time.time_ns() - 60_000_000_000
 
-        def publish() -> None:  # a bag of 3 s played in a loop, a minute behind the cameras' clock
+        def publish() -> None:  # a bag of 3 s played in a loop, a minute behind the wall clock
             begun = time.monotonic_ns()
             while not stop.wait(0.01):
                 elapsed = (time.monotonic_ns() - begun) % loop_ns
-                stamp = start_ns + elapsed
-                clock.publish(Clock(clock=self.rclpy.time.Time(nanoseconds=stamp).to_msg()))
+                clock.publish(Clock(clock=self.rclpy.time.Time(nanoseconds=start_ns + elapsed).to_msg()))
 
         thread = threading.Thread(target=publish, daemon=True)
         thread.start()
         try:
             ok = self.set_parameters(use_sim_time=True)
+            stale = {camera: int((self.latest(camera) or (0, "", {}))[2].get("dropped_stale", 0)) for camera in self.cameras}
+            for camera in self.cameras:
+                self.restart_camera(camera, sim_time=True)
+            seen = {camera: self.outputs_of(camera) for camera in self.cameras}
             asked = time.time()
-            # Diagnostics and outputs go on while the clock jumps back (several loops).
             ok = ok and self.wait_for(lambda: self.latest("", asked + 4 * loop_ns / 1e9) is not None, 60,
                                       "diagnostics under a looping /clock")
-            ok = ok and self.wait_for_outputs(self.cameras)
-            return self.set_parameters(use_sim_time=False) and ok
+
+            def jumps_back(camera: str) -> int:
+                with self.lock:
+                    stamps = [stamp for _, stamp in self.outputs[camera, "result"][seen[camera]:]]
+                return sum(1 for a, b in zip(stamps, stamps[1:]) if b < a)
+
+            ok = ok and self.wait_for(lambda: all(jumps_back(c) for c in self.cameras), 60,
+                                      "output stamps that jump back with /clock")
+            event.detail["stamp_jumps_back"] = {camera: jumps_back(camera) for camera in self.cameras}
+            for camera in self.cameras:
+                self.restart_camera(camera)
+            ok = self.set_parameters(use_sim_time=False) and ok
+            event.detail["dropped_stale"] = {
+                camera: int((self.latest(camera) or (0, "", {}))[2].get("dropped_stale", 0)) - stale[camera]
+                for camera in self.cameras}
+            return self.wait_for_outputs(self.cameras) and ok
         finally:
             stop.set()
             thread.join(5)
             self.ros.destroy_publisher(clock)
 
+    def _ground_status(self, camera: str, after: float) -> str | None:
+        status = self.latest(camera, after)
+        return status[2].get("ground") if status else None
+
     def _fault_bad_camera_info(self, event: FaultEvent) -> bool:
+        """The camera restarted without its CameraInfo (the node falls back to the newest it has), then each bad
+        CameraInfo in turn: the camera's ``ground`` status must say stopped after each; then the camera with its
+        own CameraInfo again: ``ok``."""
         from sensor_msgs.msg import CameraInfo
 
-        camera = self.cameras[0]
+        camera = event.camera
+        self.restart_camera(camera, camera_info=False)
         publisher = self.ros.create_publisher(CameraInfo, f"/soak/{camera}/camera_info", 10)
         try:
-            self.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's camera_info subscription")
+            ok = self.wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the node's camera_info subscription")
             width, height = self.profile.size
+            stopped = []
             for info in (CameraInfo(width=width, height=height), CameraInfo(width=0, height=0, k=[1.0] * 9),
                          CameraInfo(width=width, height=height, k=[500.0, 0, 320, 0, 500, 180, 0, 0, 1],
                                     d=[math.nan] * 5, distortion_model="plumb_bob")):
-                info.header.stamp = self.ros.get_clock().now().to_msg()
-                publisher.publish(info)
-                time.sleep(0.1)
-            return self.wait_for_outputs([camera])
+                asked = time.time()
+
+                def stopped_by(info=info, asked=asked) -> bool:
+                    # Sent again at every look: a message sent right after discovery may still be lost, and
+                    # the node matches CameraInfo to frames by stamp (the newest when none has the frame's).
+                    info.header.stamp = self.ros.get_clock().now().to_msg()
+                    publisher.publish(info)
+                    return (self._ground_status(camera, asked + 1.0) or "").startswith("stopped")
+
+                ok = self.wait_for(stopped_by, 60, f"{camera}'s ground outputs to stop on a bad CameraInfo") and ok
+                stopped.append(self._ground_status(camera, 0.0))
+            event.detail["ground_stopped"] = stopped
         finally:
             self.ros.destroy_publisher(publisher)
+        self.restart_camera(camera)
+        asked = time.time()
+        ok = self.wait_for(lambda: self._ground_status(camera, asked + 1.0) == "ok", 60,
+                           f"{camera}'s ground outputs to come back with its own CameraInfo") and ok
+        return self.wait_for_outputs([camera]) and ok
 
     def _settled(self) -> bool:
         """The newest two node statuses are equal and every camera's frames have outcomes."""
@@ -649,7 +794,7 @@ class Harness:
             self.started = time.time()
             for at, kind, round_index, cycles in self.schedule():
                 self.wait_for(lambda: time.time() - self.started >= at, at + 60, "the next fault's time")
-                if self.node_process.poll() is not None:
+                if self.node_process.poll() is not None or self.hung:  # a dead or hung node: the verdict is known
                     break
                 self.inject(kind, round_index, cycles)
             # A last window without faults, however long the faults took.
@@ -669,6 +814,10 @@ class Harness:
             self.executor.shutdown()
             self.ros.destroy_node()
             self.context.try_shutdown()
+            # Every process of the run has ended: what a killed camera had mapped and is still there, it left.
+            for event in self.events:
+                if "shm_mapped" in event.detail:
+                    event.detail["shm_left_after_run"] = [n for n in event.detail["shm_mapped"] if (SHM / n).exists()]
         return analyse(self)
 
 
@@ -680,11 +829,14 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 def _excused(events: list[FaultEvent], camera: str, grace: float) -> list[tuple[float, float]]:
-    """The intervals in which ``camera``'s outputs may stop (faults that interrupt it, plus ``grace``)."""
+    """The intervals in which ``camera``'s outputs may stop: each fault that interrupts it, from its start to
+    ``grace`` seconds after its end (outputs come back within a batch or two of the fault's end; the fault itself
+    waits for them)."""
     spans = []
     for event in events:
         interrupts = FAULTS_BY_KIND[event.kind].interrupts
-        if interrupts == "all" or (interrupts == "one" and event.camera == camera):
+        if (interrupts == "all" or (interrupts == "one" and event.camera == camera)
+                or (interrupts == "paused" and camera in event.detail.get("paused", ()))):
             spans.append((event.start, (event.end or event.start) + grace))
     return spans
 
@@ -693,11 +845,64 @@ def _inside(t: float, spans: list[tuple[float, float]]) -> bool:
     return any(a <= t <= b for a, b in spans)
 
 
+def longest_unexcused(a: float, b: float, spans: list[tuple[float, float]]) -> float:
+    """The longest part of the silence from ``a`` to ``b`` (s) outside every excused span: a fault excuses its
+    own time, not a silence that merely overlaps it."""
+    longest, at = 0.0, a
+    for x, y in sorted(spans):
+        if y <= at or x >= b:
+            continue
+        longest, at = max(longest, x - at), max(at, y)
+    return max(longest, b - at)
+
+
+def _counters(status: tuple[int, str, dict[str, str]] | None) -> dict[str, int]:
+    values = status[2] if status else {}
+    return {name: int(values.get(name, 0)) for name in ("received", *OUTCOMES)}
+
+
+def frames_per_minute(diagnostics: list, cameras: Sequence[str], a: float, b: float) -> dict[str, dict[str, int]]:
+    """Frames received and their outcomes per camera from ``a`` to ``b`` (time.time()): the difference of the
+    newest /diagnostics status before ``b`` and the newest before ``a`` (none: zeros)."""
+
+    def newest_before(t: float) -> dict:
+        return next((statuses for arrival, statuses in reversed(diagnostics) if arrival < t), {})
+
+    before, after = newest_before(a), newest_before(b)
+    return {camera: {name: value - _counters(before.get(camera))[name]
+                     for name, value in _counters(after.get(camera)).items()} for camera in cameras}
+
+
+LOG_LINE = re.compile(r"^\[(ERROR|WARN)\] \[(\d+(?:\.\d+)?)\]", re.MULTILINE)
+
+
+def logged_times(log: Path) -> list[tuple[str, float]]:
+    """(level, time.time()) of each ERROR and WARN line of a ROS log (``[LEVEL] [seconds.nanoseconds] ...``)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [(level.lower(), float(stamp)) for level, stamp in LOG_LINE.findall(text)]
+
+
+def _stamp_faults(received: list[int], sent: collections.Counter) -> tuple[int, int]:
+    """(stamps never sent, stamps published more often than sent) of one output of one camera."""
+    counts = collections.Counter(received)
+    return (sum(1 for s in counts if s not in sent), sum(max(0, n - sent[s]) for s, n in counts.items() if s in sent))
+
+
+def _fused_stamp_faults(received: list[int], sent: collections.Counter) -> tuple[int, int]:
+    """Of a fused (node-level) output: (stamps never sent by any camera, repeats beyond the allowed ones). A batch
+    of older frames republishes the fusion under the stamp of the previous message, the newest: consecutive
+    messages may share a stamp. A stamp may start such a run of messages as often as the cameras sent it (a
+    /clock that jumps back can make a camera send a stamp again)."""
+    unknown = sum(1 for s in set(received) if s not in sent)
+    runs = collections.Counter(stamp for previous, stamp in zip([None, *received], received) if stamp != previous)
+    return unknown, sum(max(0, n - sent[s]) for s, n in runs.items() if s in sent)
+
+
 def analyse(run: Harness) -> dict:
     """The report of a finished run: counters, series per minute, faults, the checks and the verdict."""
     profile, start, end = run.profile, run.started, run.ended
     window = run.window_s
-    sent = {camera: set() for camera in run.cameras}
+    sent = {camera: collections.Counter() for camera in run.cameras}
     for camera, runs in run.camera_runs.items():
         for _, stamps in runs:
             if stamps.exists():
@@ -709,31 +914,41 @@ def analyse(run: Harness) -> dict:
         for (name, topic), received in run.outputs.items():
             if name != camera or not received:
                 continue
-            stamps = [stamp for _, stamp in received]
-            topics[topic] = len(stamps)
-            unknown += sum(1 for s in set(stamps) if s not in sent[camera])
-            duplicates += len(stamps) - len(set(stamps))
+            topics[topic] = len(received)
+            never, twice = _stamp_faults([stamp for _, stamp in received], sent[camera])
+            unknown, duplicates = unknown + never, duplicates + twice
         spans = _excused(run.events, camera, profile.starve_s)
         arrivals = [(a / 1e9, (a - s) / 1e6) for a, s in run.outputs[camera, "result"]]
         latencies += [(t, ms) for t, ms in arrivals if not _inside(t, spans)]
-        gaps = [b - a for (a, _), (b, _) in zip([(start, 0.0), *arrivals], arrivals + [(end, 0.0)])
-                if not any(x < b and a < y for x, y in spans)]
+        times = [start, *(t for t, _ in arrivals), end]
         counters = final.get(camera, (0, "", {}))[2]
         cameras[camera] = {
-            "transport": "compressed" if camera in run.compressed else "raw", "frames_sent": len(sent[camera]),
+            "transport": "compressed" if camera in run.compressed else "raw", "frames_sent": sum(sent[camera].values()),
             "node_counters": {k: int(v) for k, v in counters.items() if v.isdigit()},
+            "ground": counters.get("ground", ""),
             "outputs": topics, "stamps_never_sent": unknown, "stamps_twice": duplicates,
-            "longest_unexcused_gap_s": max(gaps, default=0.0), "camera_restarts": len(run.camera_runs[camera]) - 1,
+            "longest_unexcused_gap_s": max((longest_unexcused(a, b, spans) for a, b in zip(times, times[1:])), default=0.0),
+            "camera_restarts": len(run.camera_runs[camera]) - 1,
         }
+    every_sent = sum(sent.values(), collections.Counter())
+    ground = {}
+    for (name, topic), received in run.outputs.items():
+        if name == NODE_LEVEL:
+            never, repeats = _fused_stamp_faults([stamp for _, stamp in received], every_sent)
+            ground[topic] = {"outputs": len(received), "stamps_never_sent": never, "stamps_repeated": repeats}
+    logged_at = logged_times(run.output / "logs" / "node.log")
     minutes = []
     for m in range(int(math.ceil((end - start) / 60))):
-        a, b = start + 60 * m, start + 60 * (m + 1)
+        a, b = start + 60 * m, min(start + 60 * (m + 1), end)
         in_minute = [ms for t, ms in latencies if a <= t < b]
         samples = [s for s in run.samples if a <= s["time"] < b]
         minutes.append({
-            "minute": m, "latency_ms": _percentiles(in_minute),
-            "outputs_per_s": {c: sum(1 for t, _ in run.outputs[c, "result"] if a <= t / 1e9 < b) / 60 for c in run.cameras},
-            **{k: max((s[k] for s in samples), default=math.nan) for k in ("rss_mb", "threads", "fds", "shm_files")},
+            "minute": m, "seconds": b - a, "latency_ms": _percentiles(in_minute),
+            "outputs_per_s": {c: sum(1 for t, _ in run.outputs[c, "result"] if a <= t / 1e9 < b) / (b - a) for c in run.cameras},
+            "frames": frames_per_minute(run.diagnostics, run.cameras, a, b),
+            "logged": {level: sum(1 for lv, t in logged_at if lv == level and a <= t < b) for level in ("error", "warn")},
+            **{k: max((s.get(k, math.nan) for s in samples), default=math.nan)
+               for k in ("rss_mb", "threads", "fds", "shm_files", "shm_fastdds")},
             "faults": [e.kind for e in run.events if a <= e.start < b],
         })
     first = [ms for t, ms in latencies if start + profile.settle_s <= t < start + profile.settle_s + window]
@@ -743,16 +958,19 @@ def analyse(run: Harness) -> dict:
     warmed = max([start + window / 2, *(min((e.end for e in run.events if e.kind == kind), default=start)
                                         for kind in ONE_TIME_KINDS)])
     warm = [(s["time"], s["rss_mb"]) for s in run.samples if s["time"] >= warmed and s["rss_mb"] > 0]
-    slope = memory_slope_mb_per_h(warm)
+    fit = memory_floor_fit(warm)
     node = final.get("", (0, "", {}))[2]
     logged = logged_problems(run.output / "logs" / "node.log")
     report = {
-        "profile": dataclasses.asdict(profile), "duration_s": end - start, "window_s": window,
-        "cameras": cameras, "node_counters": {k: int(v) for k, v in node.items() if v.isdigit()},
+        "profile": dataclasses.asdict(profile), "started": start, "duration_s": end - start, "window_s": window,
+        "cameras": cameras, "ground": ground, "node_counters": {k: int(v) for k, v in node.items() if v.isdigit()},
         "faults": [dataclasses.asdict(e) | {"start_s": e.start - start, "end_s": e.end - start} for e in run.events],
         "faults_injected": _fault_totals(run.events), "minutes": minutes,
         "latency_first_window_ms": _percentiles(first), "latency_last_window_ms": _percentiles(last),
-        "memory_slope_mb_per_h": slope, "detections_per_frame": _spread(run.detection_counts),
+        "memory_slope_mb_per_h": fit[0] * 3600 if fit else math.nan,
+        "memory_fit": {"from_s": warm[0][0] - start, "to_s": warm[-1][0] - start, "mb_at_from": fit[1] + fit[0] * warm[0][0],
+                       "slope_mb_per_h": fit[0] * 3600} if fit else {},
+        "detections_per_frame": _spread(run.detection_counts),
         "logged": logged, "problems": run.problems, "node_exit": run.node_exit,
         "samples": run.samples,
     }
@@ -762,8 +980,9 @@ def analyse(run: Harness) -> dict:
 
 
 def frames_accounted(values: dict[str, str]) -> bool:
-    """Whether every frame a status counts as received has an outcome (processed, dropped, rejected, failed)."""
-    return int(values.get("received", 0)) == sum(int(values.get(name, 0)) for name in OUTCOMES)
+    """Whether a status counts received frames (a camera that never reported has none: False) and every one
+    has an outcome (processed, dropped, rejected, failed)."""
+    return "received" in values and int(values["received"]) == sum(int(values.get(name, 0)) for name in OUTCOMES)
 
 
 def _fault_totals(events: list[FaultEvent]) -> dict[str, dict[str, int]]:
@@ -781,15 +1000,23 @@ def _spread(values: list[int]) -> dict[str, float]:
 
 def memory_slope_mb_per_h(samples: list[tuple[float, float]], pieces: int = 12) -> float:
     """Growth of resident memory (MB/h): a line through the floor (minimum) of each of ``pieces`` equal
-    spans of ``samples`` (time s, MB). The floor: a leak raises it; the allocator's swings only add peaks."""
+    spans of ``samples`` (time s, MB). The floor: a leak raises it; the allocator's swings only add peaks.
+    NaN with fewer than 2 samples a piece."""
+    fit = memory_floor_fit(samples, pieces)
+    return fit[0] * 3600 if fit else math.nan
+
+
+def memory_floor_fit(samples: list[tuple[float, float]], pieces: int = 12) -> tuple[float, float] | None:
+    """The line of :func:`memory_slope_mb_per_h`: (MB per second, MB at time 0); None with too few samples."""
     if len(samples) < 2 * pieces:
-        return math.nan
+        return None
     times, values = np.array(samples).T
     edges = np.linspace(times[0], times[-1], pieces + 1)
     floors = [(t0, values[(times >= t0) & (times <= t1)].min()) for t0, t1 in zip(edges, edges[1:])
               if ((times >= t0) & (times <= t1)).any()]
     x, y = np.array(floors).T
-    return float(np.polyfit(x, y, 1)[0] * 3600)
+    slope, intercept = np.polyfit(x - x[0], y, 1)
+    return float(slope), float(intercept - slope * x[0])
 
 
 def logged_problems(log: Path) -> dict[str, int]:
@@ -822,9 +1049,12 @@ def verdict(report: dict, profile: Profile) -> dict[str, dict]:
                              "value": {name: c["node_counters"].get("received", 0) - sum(c["node_counters"].get(o, 0) for o in OUTCOMES)
                                        for name, c in report["cameras"].items()},
                              "limit": "every received frame has an outcome (value: frames without one)"},
-        "stamps_sent_once": {"passed": all(c["stamps_never_sent"] == 0 and c["stamps_twice"] == 0 for c in cameras),
-                             "value": {name: [c["stamps_never_sent"], c["stamps_twice"]] for name, c in report["cameras"].items()},
-                             "limit": "0 never sent, 0 twice"},
+        "stamps_sent_once": {"passed": all(c["stamps_never_sent"] == 0 and c["stamps_twice"] == 0 for c in cameras)
+                             and all(g["stamps_never_sent"] == 0 and g["stamps_repeated"] == 0 for g in report["ground"].values()),
+                             "value": {**{name: [c["stamps_never_sent"], c["stamps_twice"]] for name, c in report["cameras"].items()},
+                                       **{name: [g["stamps_never_sent"], g["stamps_repeated"]] for name, g in report["ground"].items()}},
+                             "limit": "0 never sent, 0 more often than sent (fused ground outputs: repeating the previous "
+                                      "message's stamp is allowed)"},
     }
     return checks
 
@@ -867,18 +1097,33 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
                      + " | ".join(str(c["node_counters"].get(k, "–")) for k in counters)
                      + f" | {c['outputs'].get('result', 0)} | {c['stamps_never_sent']} / {c['stamps_twice']} | "
                      f"{c['longest_unexcused_gap_s']:.1f} |")
+    lines += ["", "| ground output | messages | never sent / repeated |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {g['outputs']} | {g['stamps_never_sent']} / {g['stamps_repeated']} |"
+              for name, g in report["ground"].items()]
+    lines += ["", "Ground status per camera at the end: " + ", ".join(f"{n} {c['ground'] or '–'}" for n, c in report["cameras"].items())]
     lines += ["", f"Node: {report['node_counters']}; logged {report['logged']}; memory slope "
               f"{_number(report['memory_slope_mb_per_h'])} MB/h; latency p99 first window "
               f"{_number(report['latency_first_window_ms']['p99'])} ms, last {_number(report['latency_last_window_ms']['p99'])} ms.",
               "", "| fault | injected | survived |", "| --- | --- | --- |"]
     lines += [f"| {kind} | {t['injected']} | {t['survived']} |" for kind, t in report["faults_injected"].items()]
-    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB | threads | fds | /dev/shm | faults |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for fault in report["faults"]:
+        if "shm_mapped" in fault["detail"]:
+            lines.append(f"\nSIGKILL of {fault['camera']} at {fault['start_s']:.0f} s: of the {len(fault['detail']['shm_mapped'])} "
+                         f"own Fast DDS /dev/shm files it had mapped, {len(fault['detail'].get('shm_left_after_run', []))} were left after "
+                         "the run (every process ended): " + ", ".join(fault["detail"].get("shm_left_after_run", [])))
+    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB | threads | fds | /dev/shm (Fast DDS), "
+              "machine-wide | errors / warnings logged | faults |", "| --- " * 9 + "|"]
     for m in report["minutes"]:
         rates = " / ".join(f"{v:.1f}" for v in m["outputs_per_s"].values())
         lines.append(f"| {m['minute']} | {_number(m['latency_ms']['p50'])} / {_number(m['latency_ms']['p99'])} | {rates} | "
-                     f"{_number(m['rss_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} | "
-                     f"{', '.join(m['faults'])} |")
+                     f"{_number(m['rss_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} "
+                     f"({_number(m['shm_fastdds'])}) | {m['logged']['error']} / {m['logged']['warn']} | {', '.join(m['faults'])} |")
+    shown = ("received", "processed", *(name for name in OUTCOMES if name != "processed"))
+    lines += ["", "Frames per minute by camera: " + ", ".join(shown), "", "| minute | camera | " + " | ".join(shown) + " |",
+              "| --- " * (len(shown) + 2) + "|"]
+    for m in report["minutes"]:
+        lines += [f"| {m['minute']} | {camera} | " + " | ".join(str(counts[name]) for name in shown) + " |"
+                  for camera, counts in m["frames"].items()]
     if report["problems"]:
         lines += ["", "Problems:", *(f"- {p}" for p in report["problems"])]
     lines += ["", *(f"![{p}]({p})" for p in plots)]
@@ -886,6 +1131,9 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
 
 
 def _plots(report: dict, output: Path) -> list[str]:
+    """``soak.png``: latency, results per second, resident memory (each sample, and the floor line whose slope
+    is judged, after warm-up), threads, files and /dev/shm, over minutes; each fault a vertical line coloured by
+    kind (legend below)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -894,26 +1142,34 @@ def _plots(report: dict, output: Path) -> list[str]:
     minutes = report["minutes"]
     if not minutes:
         return []
-    x = [m["minute"] for m in minutes]
-    figure, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
+    x = [m["minute"] + m["seconds"] / 120 for m in minutes]  # each minute at its middle
+    figure, axes = plt.subplots(4, 1, figsize=(9, 12), sharex=True)
     axes[0].plot(x, [m["latency_ms"]["p50"] for m in minutes], label="p50")
     axes[0].plot(x, [m["latency_ms"]["p99"] for m in minutes], label="p99")
-    axes[0].set(ylabel="latency ms", title="Output latency, results per second, node resources per minute")
+    axes[0].set(ylabel="latency ms", title="Output latency, results per second, node memory and resources")
     for camera in minutes[0]["outputs_per_s"]:
         axes[1].plot(x, [m["outputs_per_s"][camera] for m in minutes], label=camera)
     axes[1].set(ylabel="results/s")
-    axes[2].plot(x, [m["rss_mb"] for m in minutes], label="RSS MB")
-    twin = axes[2].twinx()
-    for key in ("threads", "fds", "shm_files"):
-        twin.plot(x, [m[key] for m in minutes], "--", label=key)
-    axes[2].set(ylabel="RSS MB", xlabel="minute")
-    twin.legend(loc="lower right")
+    samples, fit = report["samples"], report["memory_fit"]
+    axes[2].plot([(s["time"] - report["started"]) / 60 for s in samples], [s["rss_mb"] for s in samples], lw=0.6, label="RSS MB")
+    if fit:
+        axes[2].plot([fit["from_s"] / 60, fit["to_s"] / 60],
+                     [fit["mb_at_from"], fit["mb_at_from"] + fit["slope_mb_per_h"] * (fit["to_s"] - fit["from_s"]) / 3600],
+                     "k--", label=f"floor fit after warm-up: {fit['slope_mb_per_h']:+.1f} MB/h")
+    axes[2].set(ylabel="RSS MB")
+    for key in ("threads", "fds", "shm_files", "shm_fastdds"):
+        axes[3].plot(x, [m[key] for m in minutes], label=key)
+    axes[3].set(ylabel="count (per minute, max)", xlabel="minute")
+    kinds = list(dict.fromkeys(fault["kind"] for fault in report["faults"]))
+    colours = plt.get_cmap("tab20")
     for axis in axes:
         axis.grid(alpha=0.3)
-        axis.legend(loc="upper left")
+        axis.legend(loc="upper left", fontsize=7)
         for fault in report["faults"]:
-            axis.axvline(fault["start_s"] / 60, color="grey", alpha=0.15)
-    figure.tight_layout()
+            axis.axvline(fault["start_s"] / 60, color=colours(kinds.index(fault["kind"]) % 20), alpha=0.6, lw=0.8)
+    handles = [plt.Line2D([], [], color=colours(i % 20), lw=1.5) for i in range(len(kinds))]
+    figure.legend(handles, kinds, loc="lower center", ncol=4, fontsize=7, title="faults (start)")
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(output / "soak.png", dpi=100)
     plt.close(figure)
     return ["soak.png"]

@@ -77,3 +77,209 @@ def test_the_suite_profile_passes_with_every_fault_survived(tmp_path):
     assert report["node_counters"]["rejected_bad"] > 0 and report["node_counters"]["processed"] > 0
     assert report["detections_per_frame"]["max"] == 300 and report["detections_per_frame"]["min"] == 100
     assert (output / "report.md").read_text().startswith("# Soak: PASSED") and (output / "soak.png").stat().st_size > 0
+
+
+# -- the verdict on a finished run, without processes (analyse on a recorded run) ---------------------
+START = 1_000_000.0
+
+
+def recorded_run(tmp_path, duration=180.0, silent=None, events=(), profile="suite"):
+    """A finished run of cam0 and cam1 as :func:`analyse` reads it: each camera sent a frame every 0.5 s and
+    got its result 100 ms later, except in its ``silent`` spans (seconds after start); every fault survived."""
+    from types import SimpleNamespace
+
+    from panoptic_perception.ros.soak import OUTCOMES, OUTPUT_TOPICS
+
+    (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
+    run = SimpleNamespace(profile=PROFILES[profile], started=START, ended=START + duration, window_s=duration / 6,
+                          cameras=["cam0", "cam1"], compressed={"cam1"}, output=tmp_path, problems=[], node_exit=None,
+                          detection_counts=[300], events=list(events), outputs={}, camera_runs={})
+    statuses = {"": (0, "ok", {"received": "0", **{name: "0" for name in OUTCOMES}})}
+    for camera in run.cameras:
+        times = [START + i * 0.5 for i in range(int(duration * 2))]
+        path = tmp_path / "logs" / f"{camera}_0.stamps"
+        path.write_text("".join(f"{int((t - 0.1) * 1e9)}\n" for t in times))
+        run.camera_runs[camera] = [(None, path)]
+        results = [(int(t * 1e9), int((t - 0.1) * 1e9)) for t in times
+                   if not any(START + a <= t < START + b for a, b in (silent or {}).get(camera, []))]
+        run.outputs.update({(camera, topic): list(results) if topic == "result" else [] for topic in OUTPUT_TOPICS})
+        statuses[camera] = (0, "ok", {"received": str(len(times)), "processed": str(len(times)),
+                                      **{name: "0" for name in OUTCOMES if name != "processed"}})
+    run.diagnostics = [(START + duration, statuses)]
+    run.samples = [{"time": START + t, "rss_mb": 500.0, "threads": 20, "fds": 30, "shm_files": 5} for t in range(int(duration))]
+    return run
+
+
+def test_a_camera_silent_long_after_a_fault_that_interrupts_it_starves(tmp_path):
+    """A fault that interrupts every camera excuses their silence while it lasts (and starve_s after), not a
+    silence that began with it and went on for a minute and a half, nor a camera that never got an output."""
+    from panoptic_perception.ros.soak import FaultEvent, analyse
+
+    lifecycle = FaultEvent("lifecycle", "", START + 80, START + 85, survived=True)
+    assert analyse(recorded_run(tmp_path / "ok", events=[lifecycle]))["checks"]["no_starved_camera"]["passed"]
+    for name, silent in (("long", (79, 170)), ("never", (0, 180))):
+        report = analyse(recorded_run(tmp_path / name, silent={"cam1": [silent]}, events=[lifecycle]))
+        assert not report["checks"]["no_starved_camera"]["passed"], (name, report["cameras"]["cam1"])
+
+
+def test_the_minutes_count_frames_in_processed_and_dropped_per_camera_and_by_reason(tmp_path):
+    """The issue's measures over time: frames in, processed and dropped per camera and by reason, each minute
+    (from the node's /diagnostics, which the run records every second), not only the totals at the end."""
+    from panoptic_perception.ros.soak import OUTCOMES, analyse
+
+    run = recorded_run(tmp_path)
+    run.diagnostics = []
+    for second in range(180):  # 15 frames a second, 1 processed, the rest superseded
+        counters = {"received": 15 * second, "processed": second, "dropped_superseded": 14 * second}
+        values = {name: str(counters.get(name, 0)) for name in ("received", *OUTCOMES)}
+        run.diagnostics.append((START + second, {"": (0, "ok", values), "cam0": (0, "ok", values), "cam1": (0, "ok", values)}))
+    minutes = analyse(run)["minutes"]
+
+    def per_camera(minute):  # wherever the minute keeps them: a table by camera of counts by reason
+        return next((value for value in minute.values() if isinstance(value, dict) and set(value) == {"cam0", "cam1"}
+                     and all(isinstance(v, dict) and "dropped_superseded" in v for v in value.values())), None)
+
+    assert all(per_camera(minute) is not None for minute in minutes), minutes[0].keys()
+    assert per_camera(minutes[1])["cam0"]["received"] == 900 and per_camera(minutes[1])["cam1"]["dropped_superseded"] == 840
+
+
+def test_the_ground_outputs_are_on_with_cameras_that_send_their_camera_info(tmp_path, monkeypatch):
+    """The issue: every output subscribed, ground outputs on when they exist (they do: ~/ground/*). They
+    need each camera's mount and CameraInfo; without them the ground step (and the bad-CameraInfo fault's
+    target) never runs."""
+    from panoptic_perception.ros import soak
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    assert all(any(arg.startswith(f"cameras.{camera}.mount:=") for arg in harness._node_args()) for camera in harness.cameras)
+    started = []
+    monkeypatch.setattr(soak.subprocess, "Popen", lambda args, **_: started.append(args))
+    (tmp_path / "logs").mkdir()
+    harness.env = {}
+    harness.start_camera("cam0")
+    assert "--camera-info" in started[0]
+
+
+def test_the_last_partial_minute_rate_is_over_its_own_length(tmp_path):
+    """A run of 150 s: its third minute is 30 s long; two results a second there are 2/s, not 1/s (the
+    report's last row and the plot's end showed a throughput drop that did not happen)."""
+    from panoptic_perception.ros.soak import analyse
+
+    minutes = analyse(recorded_run(tmp_path, duration=150.0))["minutes"]
+    assert [m["outputs_per_s"]["cam0"] for m in minutes] == pytest.approx([2.0, 2.0, 2.0], abs=0.1)
+
+
+def test_bad_frames_is_not_survived_when_no_corrupt_jpeg_reached_the_node(tmp_path):
+    """Measured (4 cameras, 5 min): the raw camera rejected its 9 bad frames, the compressed camera 0 of its 6
+    corrupt or truncated JPEGs (superseded by its good frames before decoding), and the fault counted as
+    injected and survived, because the check adds the rejections of all cameras (9 >= 15 // 2). A fault that
+    never reached the node is not one it survived."""
+    pytest.importorskip("sensor_msgs.msg", reason="ROS 2 messages are not installed")
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+
+    from panoptic_perception.ros.soak import FaultEvent
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    rejected = {"": 0, "cam0": 0, "cam1": 0}
+
+    class Publisher:  # the node: rejects every bad raw frame; each JPEG is superseded before it is decoded
+        def __init__(self, msg_type, topic):
+            self.raw = msg_type.__name__ == "Image"
+
+        def get_subscription_count(self):
+            return 1
+
+        def publish(self, msg):
+            if self.raw:
+                rejected[""] += 1
+                rejected["cam0"] += 1
+
+    harness.ros = SimpleNamespace(create_publisher=lambda msg_type, topic, qos: Publisher(msg_type, topic),
+                                  destroy_publisher=lambda publisher: None,
+                                  get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
+    harness.latest = lambda camera="", after=0.0: (0, "ok", {"rejected_bad": str(rejected[camera])})
+    harness.wait_for = lambda condition, timeout, what: condition()
+    assert rejected["cam0"] == 0 and not harness._fault_bad_frames(FaultEvent("bad_frames", "", 0.0))
+
+
+def test_a_camera_that_never_reported_is_not_accounted(tmp_path):
+    """frames_accounted: a camera without any status (0 received, 0 outcomes) passed; it has no frames to account."""
+    from panoptic_perception.ros.soak import analyse, frames_accounted
+
+    assert not frames_accounted({}) and frames_accounted({"received": "3", "processed": "2", "dropped_stale": "1"})
+    run = recorded_run(tmp_path)
+    del run.diagnostics[-1][1]["cam1"]
+    assert not analyse(run)["checks"]["frames_accounted"]["passed"]
+
+
+def test_fused_ground_outputs_may_repeat_only_the_previous_stamp_or_one_sent_again():
+    """A batch of older frames republishes the fusion under the newest stamp (the previous message's): allowed;
+    an older stamp again, or one no camera sent, is not, unless a camera sent it again (/clock jumped back)."""
+    from collections import Counter
+
+    from panoptic_perception.ros.soak import _fused_stamp_faults
+
+    sent = Counter([1, 2, 3, 4])
+    assert _fused_stamp_faults([1, 2, 2, 3, 3, 3, 4], sent) == (0, 0)
+    assert _fused_stamp_faults([1, 2, 3, 2, 4, 9], sent) == (1, 1)
+    assert _fused_stamp_faults([1, 2, 3, 2, 2, 3], Counter([1, 2, 2, 3, 3])) == (0, 0)
+    assert _fused_stamp_faults([1, 2, 3, 2, 3, 2], Counter([1, 2, 2, 3, 3])) == (0, 1)
+
+
+def fake_node_harness(tmp_path):
+    """A Harness whose node is this process (alive) and whose last /diagnostics came 100 s ago."""
+    import os
+    import time
+    from types import SimpleNamespace
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    harness.node_process = SimpleNamespace(pid=os.getpid(), poll=lambda: None)
+    harness.started = time.time() - 100
+    harness.diagnostics = [(harness.started, {"": (0, "ok", {})})]
+    return harness
+
+
+def test_after_a_hang_waits_end_at_once(tmp_path):
+    """Once /diagnostics stopped for hang_s, every later wait (a reload's 600 s) returns False at once: no
+    more faults, the report is written failed."""
+    import time
+
+    harness = fake_node_harness(tmp_path)
+    began = time.monotonic()
+    assert not harness.wait_for(lambda: False, 600, "a reload")
+    assert harness.hung and time.monotonic() - began < 5 and harness.problems[0].startswith("hang")
+
+
+def test_silence_during_our_own_service_call_is_not_a_hang(tmp_path):
+    """A lifecycle configure builds the backend on the node's executor: /diagnostics pause while the harness's
+    call is in flight; that call's own timeout is the limit then, not hang_s."""
+    harness = fake_node_harness(tmp_path)
+    harness.calls_in_flight = 1
+    harness.sample()
+    assert not harness.hung and not harness.problems
+    harness.calls_in_flight = 0
+    harness.samples.clear()
+    harness.sample()
+    assert harness.hung
+
+
+def test_the_killed_camera_s_shared_memory_files_are_those_it_mapped():
+    """Fast DDS names its /dev/shm segments by random ids, not by PID: the harness reads which ones the camera
+    process maps before the SIGKILL (here: a process mapping a /dev/shm file of its own)."""
+    import mmap
+    import os
+    from pathlib import Path
+
+    from panoptic_perception.ros.soak import shm_mapped
+
+    path = Path("/dev/shm") / f"soak_test_{os.getpid()}"
+    if not path.parent.is_dir():
+        pytest.skip("no /dev/shm")
+    path.write_bytes(bytes(4096))
+    try:
+        with path.open("r+b") as file, mmap.mmap(file.fileno(), 4096):
+            assert path.name in shm_mapped(os.getpid())
+        assert shm_mapped(2**22 + 12345) == []
+    finally:
+        path.unlink()
