@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 def test_with_use_sim_time_the_camera_stamps_its_frames_from_clock_even_when_it_jumps_back(probe, tmp_path):
