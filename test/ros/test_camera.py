@@ -7,7 +7,6 @@ import sys
 import time
 
 
-
 def test_with_use_sim_time_the_camera_stamps_its_frames_from_clock_even_when_it_jumps_back(probe, tmp_path):
     """``--ros-args -p use_sim_time:=true`` reaches rclpy (argparse once took ``use_sim_time:=true`` for an
     input file), the camera publishes nothing before the first /clock message, and its stamps follow
