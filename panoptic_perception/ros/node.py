@@ -33,6 +33,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,8 +320,7 @@ class PerceptionNode(LifecycleNode):
             old, self.backend = self.backend, backend
         self.backend_error = None
         if capabilities_changed and self._label_info_publisher is not None:
-            self._destroy_publishers()
-            self._create_publishers()
+            self._between_batches(self._recreate_publishers)
         self._publish_label_info()
         del old
         gc.collect()
@@ -348,6 +348,18 @@ class PerceptionNode(LifecycleNode):
         if self._active:
             for publisher in publishers:
                 publisher.on_activate(None)
+
+    def _recreate_publishers(self) -> None:
+        self._destroy_publishers()
+        self._create_publishers()
+
+    def _between_batches(self, function: Callable[[], None]) -> None:
+        """Run ``function`` on the worker between two batches (directly once the worker has ended): publishers
+        are replaced or destroyed only while no batch is publishing on them."""
+        if self._worker.alive:
+            self._worker.call(function)
+        else:
+            function()
 
     def _destroy_publishers(self) -> None:
         for camera in self.cameras.values():
@@ -452,13 +464,13 @@ class PerceptionNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._destroy_publishers()
+        self._between_batches(self._destroy_publishers)  # a batch still in flight after deactivate finishes first
         self._release_backend()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._stop()
-        self._destroy_publishers()
+        self._between_batches(self._destroy_publishers)
         self._release_backend()
         return TransitionCallbackReturn.SUCCESS
 

@@ -248,6 +248,42 @@ def test_outputs_are_lifecycle_publishers_that_publish_nothing_while_inactive(no
     assert all(p.is_activated for p in publishers)
 
 
+def test_cleanup_waits_for_the_batch_in_flight_before_destroying_its_publishers(node, monkeypatch):
+    """A batch still publishing when cleanup came found its publishers gone (``publish: KeyError``, seen in the
+    soak's lifecycle fault); now cleanup destroys them between batches."""
+    import threading
+
+    from panoptic_perception.ros import node as node_module
+
+    (camera,) = node.cameras.values()
+    publisher = next(iter(camera.publishers.values()))
+    node.create_subscription(publisher.msg_type, publisher.topic_name, lambda msg: None, 10)
+    deadline = time.monotonic() + 10
+    while publisher.get_subscription_count() == 0:  # the batch computes its wanted outputs from this
+        assert time.monotonic() < deadline, "the subscription was not matched"
+        time.sleep(0.01)
+    converting, release, real = threading.Event(), threading.Event(), node_module.perception_messages
+
+    def held(*args, **kwargs):
+        converting.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(node_module, "perception_messages", held)
+    node._on_image(frame(32))
+    assert converting.wait(30), "the frame never reached its conversion"
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    outcome = []
+    cleanup = threading.Thread(target=lambda: outcome.append(node.trigger_cleanup()))
+    cleanup.start()
+    cleanup.join(0.5)
+    assert cleanup.is_alive() and camera.publishers, "cleanup went ahead while the batch was publishing"
+    release.set()
+    cleanup.join(60)
+    assert outcome == [TransitionCallbackReturn.SUCCESS] and not camera.publishers
+    assert node.counters.processed == 1 and node._faults["publish"] == 0 and node._faults["ground"] == 0
+
+
 def test_a_frame_with_a_negative_stamp_is_rejected_not_fatal(node):
     msg = frame(32)
     msg.header.stamp.sec = -1
