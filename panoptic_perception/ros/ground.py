@@ -152,6 +152,8 @@ class GroundOutputs:
         source = "tf2" if self._tf_buffer is not None else "tf_static"
         self.cameras = {name: CameraGround(name, Mount.from_xyz_rpy(*mount) if mount else None, source)
                         for name, mount in cameras.items()}
+        self._published_ns = -1  # the stamp of the last fused messages
+        self._fresh: set[str] = set()  # the cameras that contributed since then
 
     def add_static_transforms(self, transforms) -> None:
         """``geometry_msgs/TransformStamped`` messages of ``/tf_static`` (a transform given again replaces the
@@ -238,6 +240,7 @@ class GroundOutputs:
                  if result.lane_mask is not None and wanted & {"ground/lane_lines", "ground/markers"} else None)
         objects = result_objects(projection, result) if wanted & {"ground/objects", "ground/markers"} else None
         camera.contribution = Contribution(header, occupancy, lanes, objects)
+        self._fresh.add(name)
         camera.problem, camera.status = "", "ok"
         camera.update_ms.add((time.perf_counter() - started) * 1e3)
         return True
@@ -245,11 +248,20 @@ class GroundOutputs:
     def messages(self, wanted: set[str], max_age_ns: int = 0) -> dict[str, Any]:
         """The fused ground messages of ``wanted`` topics from every camera's newest contribution (those older
         than ``max_age_ns`` before the newest left out; 0: none), stamped with the newest contributing image's
-        stamp, in ``target_frame``. Empty when no camera contributes."""
-        contributions = [c.contribution for c in self.cameras.values() if c.contribution is not None]
-        if not contributions:
+        stamp, in ``target_frame``. Empty when no camera contributes, and when the newest contribution is older
+        than the last messages and came before them: a camera whose contribution was withdrawn (its ground
+        outputs stopped) would otherwise send the fusion back to a stamp already published. Stamps go back only
+        with a frame placed since the last messages (a clock that jumped back)."""
+        fresh, self._fresh = self._fresh, set()
+        cameras = [c for c in self.cameras.values() if c.contribution is not None]
+        if not cameras:
             return {}
-        newest = max(contributions, key=lambda c: stamp_ns(c.header))
+        newest_camera = max(cameras, key=lambda c: stamp_ns(c.contribution.header))
+        newest = newest_camera.contribution
+        if stamp_ns(newest.header) < self._published_ns and newest_camera.name not in fresh:
+            return {}
+        self._published_ns = stamp_ns(newest.header)
+        contributions = [c.contribution for c in cameras]
         if max_age_ns > 0:
             contributions = [c for c in contributions if stamp_ns(newest.header) - stamp_ns(c.header) <= max_age_ns]
         header = Header(stamp=newest.header.stamp, frame_id=self.target_frame)

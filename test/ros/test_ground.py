@@ -44,3 +44,26 @@ def test_a_camera_at_or_below_the_ground_plane_stops_its_ground_outputs_and_says
     grid = outputs.messages(WANTED)["ground/drivable"]
     values = np.asarray(grid.data, np.int8)
     assert np.array_equal(values, outputs.cameras["good"].contribution.occupancy.ravel()) and (values == 0).sum() > 1000
+
+
+def test_the_fused_stamp_never_returns_to_an_older_published_one_when_a_camera_stops_contributing():
+    """The 1-hour soak: each ground output once carried a stamp it had published before, out of order. Camera b
+    gave the newest stamp, then its CameraInfo turned bad: the fusion fell back to camera a's older contribution,
+    already published. Now nothing is published until a camera places a frame; a clock that jumps back (a
+    looping bag) still takes the stamps back with it."""
+    settings = {spec.name: spec.default for spec in PARAMETERS}
+    level = [0.0, 0.0, 1.5, 0.0, 0.0, 0.0]
+    outputs = GroundOutputs(None, settings, {"a": level, "b": level}, lambda text: None)
+    result = PerceptionResult(image_size=(640, 360), backend="test", drivable_mask=np.ones((360, 640), np.uint8))
+
+    def place(name, stamp, k=K):
+        header = Header(stamp=Time(sec=stamp), frame_id=f"{name}_optical")
+        outputs.cameras[name].infos.append(camera_info_msg(640, 360, np.array(k), np.zeros(5), "plumb_bob", header))
+        outputs.update(name, header, result, DRIVING_MASKS, WANTED)
+        return [message.header.stamp.sec for message in outputs.messages(WANTED).values()]
+
+    assert place("a", 10) == [10]
+    assert place("b", 11) == [11]
+    assert place("b", 12, k=np.zeros((3, 3))) == [] and outputs.cameras["b"].contribution is None
+    assert place("a", 13) == [13]
+    assert place("a", 2) == [2], "a clock that jumped back"
