@@ -17,6 +17,7 @@ from ..backends.base import parse_options
 from ..core.io import frame_size  # noqa: F401  (the --size type of the commands)
 from ..deploy import PRECISIONS, RUNTIMES
 from ..deploy.runtime import PRECISION_RUNTIMES
+from ..errors import ConfigurationError
 from ..factory import create_backend
 
 #: The threshold a ``set_thresholds`` keyword sets, and the command-line option (its ``dest``) that gives it.
@@ -77,7 +78,12 @@ def add_backend_options(parser: argparse.ArgumentParser, several: Collection[str
 
 def runtime_options(args: argparse.Namespace, runtime: str) -> dict:
     """The backend options of ``runtime`` from --onnx, --precision and --calibration (given only to the
-    runtimes they apply to)."""
+    runtimes they apply to, e.g. int8 to onnxruntime where torch and onnxruntime are compared). Raises
+    ConfigurationError for a precision none of the command's runtimes runs (never a float network instead)."""
+    requested = args.runtime if isinstance(args.runtime, list) else [args.runtime or "torch"]
+    if not any(name in PRECISION_RUNTIMES[args.precision] for name in requested):
+        raise ConfigurationError(f"--precision {args.precision} runs in {' or '.join(PRECISION_RUNTIMES[args.precision])}, "
+                                 f"not {', '.join(requested)}: add --runtime {PRECISION_RUNTIMES[args.precision][0]}")
     precision = args.precision if runtime in PRECISION_RUNTIMES[args.precision] else "fp32"
     return {"runtime": runtime, "onnx_path": args.onnx if runtime != "torch" else None, "precision": precision,
             "calibration": args.calibration if precision == "int8" else None}

@@ -325,3 +325,18 @@ def test_infer_refuses_a_mount_without_a_calibration_and_a_camera_on_the_ground_
         assert main(argv) == 2
         assert capsys.readouterr().err == f"panoptic-perception: error: {message}\n"
         assert not (tmp_path / "out").exists()
+
+
+def test_infer_int8_without_a_runtime_that_runs_it_is_refused_not_run_in_float(tmp_path, onnx_cache, capsys):
+    """`infer --precision int8 --calibration DATA` without --runtime onnxruntime: the Python API refuses
+    runtime torch with precision int8; the command line dropped --precision and --calibration and ran fp32
+    eager torch without a word (found in review)."""
+    from panoptic_perception.data.synthetic import generate_scene
+
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), generate_scene(5_000_000, 320, 180).image)
+    status = main(["-q", "infer", "--input-size", "160x96", "--precision", "int8", "--calibration", "synthetic:2@320x180+0",
+                   str(frame), "--output", str(tmp_path / "out")])
+    assert status == 2, "precision int8 asked for, a float32 torch network run"
+    assert capsys.readouterr().err == ("panoptic-perception: error: --precision int8 runs in onnxruntime or tensorrt, not "
+                                       "torch: add --runtime onnxruntime\n")
