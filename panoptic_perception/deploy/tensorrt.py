@@ -18,7 +18,8 @@ networks only) builds from an fp16 copy of the ONNX graph with float32 inputs an
 flag (and FP16, for the layers INT8 does not serve) with :func:`entropy_calibrator`, an
 ``IInt8EntropyCalibrator2`` over the calibration frames
 (:class:`~panoptic_perception.deploy.quantize.CalibrationSet`, the same the ONNX Runtime model is calibrated
-on); its calibration cache (``<cache>/tensorrt/<onnx stem>-<frames digest>.calibration``,
+on); its calibration cache (``<cache>/tensorrt/<onnx stem>-<onnx SHA-256>-<frames digest>.calibration``: a network exported again under
+the same name, with other weights, is calibrated again,
 :func:`calibration_cache_path`) is written once and read by every later build, so a rebuild (another
 TensorRT version or GPU, a damaged engine) never calibrates again. The frames' digest is in the engine's
 key. TensorRT 11 (strongly typed networks only) has no calibrator: int8 raises RuntimeUnavailableError
@@ -81,7 +82,7 @@ def engine_key(onnx_path: str | Path, tensorrt_version: str, gpu: str, precision
 
 def calibration_cache_path(cache: str | Path, onnx_path: str | Path, calibration: CalibrationSet) -> Path:
     """Where the calibration cache of ``onnx_path`` on ``calibration`` lives (see the module docstring)."""
-    return Path(cache) / f"{Path(onnx_path).stem}-{calibration.digest[:32]}.calibration"
+    return Path(cache) / f"{Path(onnx_path).stem}-{sha256_of(onnx_path)[:16]}-{calibration.digest[:32]}.calibration"
 
 
 def entropy_calibrator(calibration: CalibrationSet, cache_path: Path, device: torch.device):

@@ -109,7 +109,10 @@ def test_an_int8_engine_key_holds_the_calibration_frames(onnx_file, tmp_path):
     assert engine_path(tmp_path, onnx_file, engine_key(onnx_file, "10.13.0", "gpu", "int8", calibration=first)) != \
         engine_path(tmp_path, onnx_file, engine_key(onnx_file, "10.13.0", "gpu", "int8", calibration=other))
     frames = CalibrationSet("synthetic:1", (160, 96), [], [], first)
-    assert calibration_cache_path(tmp_path, onnx_file, frames) == tmp_path / f"model-{first[:32]}.calibration"
+    from panoptic_perception.core.io import sha256_of
+
+    assert calibration_cache_path(tmp_path, onnx_file, frames) == \
+        tmp_path / f"model-{sha256_of(onnx_file)[:16]}-{first[:32]}.calibration"
 
 
 @needs_gpu

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from panoptic_perception import create_backend
-from panoptic_perception.deploy.tensorrt import (MAX_BATCH, batch_chunks, engine_key, engine_path, fp16_model, join_chunks,
+from panoptic_perception.deploy.tensorrt import (MAX_BATCH, batch_chunks, calibration_cache_path, engine_key, engine_path, fp16_model, join_chunks,
                                                  sort_topologically, store_engine)
 
 
@@ -72,3 +72,21 @@ def test_a_stored_engine_and_its_sidecar_are_readable_as_the_umask_says(tmp_path
     finally:
         os.umask(saved)
     assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(path.with_suffix(".json").stat().st_mode) == 0o644
+
+
+def test_the_tensorrt_calibration_cache_is_not_shared_by_two_networks_of_the_same_file_name(tmp_path):
+    """`--onnx model.onnx` exported again after retraining (same name, other weights), calibrated on the same
+    frames: the calibration cache was named by the file's stem and the frames only, so the new engine read
+    the old network's scales (found in review)."""
+    import numpy as np
+
+    from panoptic_perception.deploy.quantize import CalibrationSet
+
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    (tmp_path / "before" / "model.onnx").write_bytes(b"network trained once")
+    (tmp_path / "after" / "model.onnx").write_bytes(b"network trained again")
+    frames = CalibrationSet("frames/", (160, 96), [np.zeros((1, 3, 96, 160), np.float32)], ["a"], "ab" * 32)
+    cache = tmp_path / "cache"
+    assert calibration_cache_path(cache, tmp_path / "before" / "model.onnx", frames) != \
+        calibration_cache_path(cache, tmp_path / "after" / "model.onnx", frames)
