@@ -13,7 +13,7 @@ from panoptic_perception import create_backend
 from panoptic_perception.cli import main
 from panoptic_perception.data.synthetic import generate_scene
 from panoptic_perception.deploy.onnx_export import ExportError, read_metadata
-from panoptic_perception.deploy.quantize import calibration_frames, float_nodes
+from panoptic_perception.deploy.quantize import calibration_frames, float_nodes, quantize_onnx
 from panoptic_perception.errors import ConfigurationError
 
 SMALL = {"input_size": (160, 96)}  # the bundled TwinLiteNet, small: a quantization takes a few seconds
@@ -137,3 +137,33 @@ def test_official_twinlitenet_int8_agrees_with_fp32_on_the_reference_frames(refe
     assert len(images) == 14
     agreed = agreement(int8.process(images), fp32.process(images))
     assert agreed["drivable_mask"] >= 0.99 and agreed["lane_mask"] >= 0.99, agreed
+
+
+def test_every_calibration_method_offered_gives_scales_of_its_own(tmp_path, onnx_cache, capsys):
+    """`--method entropy` was MinMax: ONNX Runtime's Entropy calibrator, as quantize_static runs it, has 128
+    histogram bins for 128 quantized bins, one candidate threshold, the whole range (found in review). It is
+    no longer offered; each method that is gives scales of its own."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from panoptic_perception import create_backend
+    from panoptic_perception.deploy.quantize import CALIBRATION_METHODS
+
+    backend = create_backend("twinlitenet", runtime="onnxruntime", input_size=(160, 96))
+    frames = calibration_frames(backend, "synthetic:2@320x180+0")
+
+    def activation_scales(method: str) -> dict:
+        path = quantize_onnx(backend.run_network.path, tmp_path / f"{method}.onnx", frames, method)
+        return {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(str(path)).graph.initializer
+                if tensor.name.endswith("_scale") and numpy_helper.to_array(tensor).size == 1}
+
+    minmax = activation_scales("minmax")
+    for method in set(CALIBRATION_METHODS) - {"minmax"}:
+        scales = activation_scales(method)
+        same = sum(np.array_equal(minmax[name], scales.get(name)) for name in minmax)
+        assert same < len(minmax) / 2, f"{method} calibration gave MinMax's scale to {same} of {len(minmax)} activations"
+    with pytest.raises(SystemExit):
+        main(["quantize", "--backend", "twinlitenet", "--calibration", "synthetic:2", "--method", "entropy",
+              "--output", str(tmp_path / "model.int8.onnx")])
+    assert "invalid choice: 'entropy'" in capsys.readouterr().err
