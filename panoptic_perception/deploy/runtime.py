@@ -9,9 +9,10 @@ pre- and post-processing are the backend's own, in Python.
 Cache: ``$PANOPTIC_PERCEPTION_CACHE``, else ``$XDG_CACHE_HOME/panoptic_perception``, else
 ``~/.cache/panoptic_perception``; ONNX files under ``onnx/``, named by a SHA-256 of the network's digest
 (weights, config, fast path, input size, code), the opset, the dynamic batch and the torch version, so a
-changed network is exported anew and never confused with an old file; a cached file that fails
-:func:`~panoptic_perception.deploy.onnx_export.check_exported` (truncated, edited) is logged and exported
-again, while a given ``onnx_path`` that fails it is refused. A given file exported without a dynamic batch
+changed network is exported anew and never confused with an old file. Each cached file has a sidecar
+``.sha256`` written with it; a cached file whose bytes no longer match it (a weight edited, the metadata
+intact) or that fails :func:`~panoptic_perception.deploy.onnx_export.check_exported` (truncated) is logged
+and made again, never run, while a given ``onnx_path`` that fails it is refused. A given file exported without a dynamic batch
 runs one image at a time (a batch is refused naming ``--dynamic-batch``, see
 :mod:`panoptic_perception.deploy.onnx_export`). TensorRT engines: see
 :mod:`panoptic_perception.deploy.tensorrt`.
@@ -103,13 +104,27 @@ def exported_onnx(backend: Backend, onnx_path: str | None = None) -> tuple[Path,
     key = hashlib.sha256(f"{network_digest(backend)}:opset{OPSET}:dynamic:{torch.__version__}".encode()).hexdigest()
     path = cache_dir() / "onnx" / f"{backend.name}-{key[:32]}.onnx"
     if path.is_file():
-        try:
-            return path, check_exported(path, backend)
-        except ExportError as error:  # the cache's own file, damaged (truncated, edited): made again, never used
+        try:  # the cache's own file, damaged (truncated, edited): made again, never used
+            return path, check_exported(_intact(path), backend)
+        except ExportError as error:
             backend.log.warning("%s: the cached export is unusable (%s); exporting again", backend.name, error)
     backend.log.info("%s: exporting the network to %s (once per network)", backend.name, path)
     export_onnx(backend, path, dynamic_batch=True)
-    return path, check_exported(path, backend)
+    return _seal(path), check_exported(path, backend)
+
+
+def _seal(path: Path) -> Path:
+    """Record the SHA-256 of the cached file ``path`` in its sidecar ``.sha256``."""
+    path.with_suffix(".sha256").write_text(sha256_of(path) + "\n")
+    return path
+
+
+def _intact(path: Path) -> Path:
+    """``path``, a cached file, if its bytes are those :func:`_seal` recorded. Raises ExportError otherwise."""
+    sidecar = path.with_suffix(".sha256")
+    if not sidecar.is_file() or sidecar.read_text().strip() != sha256_of(path):
+        raise ExportError(f"{path.name} is not the file written to the cache (its SHA-256 differs from {sidecar.name}'s)")
+    return path
 
 
 def quantized_onnx(backend: Backend, source: Path, calibration: CalibrationSet) -> Path:
@@ -128,13 +143,13 @@ def quantized_onnx(backend: Backend, source: Path, calibration: CalibrationSet) 
     path = cache_dir() / "onnx" / f"{backend.name}-int8-{key[:32]}.onnx"
     if path.is_file():
         try:
-            if check_exported(path, backend).get("calibration") == calibration.digest:
+            if check_exported(_intact(path), backend).get("calibration") == calibration.digest:
                 return path
         except ExportError as error:
             backend.log.warning("%s: the cached INT8 model is unusable (%s); quantizing again", backend.name, error)
     backend.log.info("%s: quantizing the network to %s on %d frames of %s (once per network and frames)",
                      backend.name, path, len(calibration.batches), calibration.source)
-    return quantize_onnx(source, path, calibration)
+    return _seal(quantize_onnx(source, path, calibration))
 
 
 def attach_runtime(backend: Backend, runtime: str = "torch", onnx_path: str | None = None,

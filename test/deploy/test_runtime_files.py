@@ -117,3 +117,29 @@ def test_onnxruntime_takes_torchs_thread_count_when_its_session_is_made(batch_on
         assert OnnxRuntimeNetwork(path, torch.device("cpu"), outputs).session.get_session_options().intra_op_num_threads == 2
     finally:
         torch.set_num_threads(saved)
+
+
+def test_a_damaged_cached_int8_model_is_quantized_again_not_used(onnx_cache):
+    """Bytes of the cached INT8 model's largest weight overwritten (the file still parses, its metadata
+    intact): the next backend on the same frames ran it (found in review); now it is quantized again."""
+    import numpy as np
+    import onnx
+
+    from panoptic_perception import create_backend
+
+    options = dict(runtime="onnxruntime", precision="int8", calibration="synthetic:2@320x180+0", input_size=(160, 96))
+    images = [generate_scene(seed, 320, 180).image for seed in (5_000_100, 5_000_101)]
+    first = create_backend("twinlitenet", **options)
+    expected = first.process(images)
+    path = first.run_network.path
+    largest = max(onnx.load(str(path)).graph.initializer, key=lambda tensor: len(tensor.raw_data)).raw_data
+    data = bytearray(open(path, "rb").read())
+    start = data.find(largest)
+    assert start > 0 and len(largest) > 1000
+    data[start:start + len(largest)] = bytes(len(largest))  # the weight zeroed, the file the same length
+    open(path, "wb").write(data)
+
+    again = create_backend("twinlitenet", **options)
+    results = again.process(images)
+    agreement = np.mean([(a.drivable_mask == b.drivable_mask).mean() for a, b in zip(results, expected)])
+    assert agreement >= 0.999, f"the damaged cached INT8 model was run: drivable pixels {agreement:.3f} as before"
