@@ -50,7 +50,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from ..core.preprocess import prepare_batch
     from ..data.sources import open_dataset
     from ..data.synthetic import generate_scene
-    from ..deploy.quantize import calibration_frames, quantize_onnx
+    from ..deploy.quantize import calibration_frames, frame_digest, prepared_frame, quantize_onnx
     from ..evaluation.quantization import compare_accuracy, network_speed, operator_profiles
 
     torch.set_num_threads(args.threads)
@@ -60,7 +60,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     calibration = calibration_frames(fp32, args.calibration, args.frames, args.image_topic, progress=not args.quiet)
     evaluation = open_dataset(args.evaluate) if args.limit else []
     held_out = list(itertools.islice(evaluation, args.limit))
-    overlap = sorted({s.name for s in held_out} & set(calibration.names))
+    calibrated = calibration.frame_digests()  # by content: bags name their frames alike, a folder otherwise
+    overlap = [s.name for s in held_out if s.image is not None and frame_digest(prepared_frame(fp32, s.image)) in calibrated]
     if overlap:
         raise ConfigurationError(f"--evaluate shares {len(overlap)} frames with --calibration (e.g. {overlap[0]}): "
                                  "score on other frames than those calibrated on")

@@ -101,6 +101,24 @@ class CalibrationSet:
     names: list[str]
     digest: str
 
+    def frame_digests(self) -> set[str]:
+        """The SHA-256 of each prepared frame (:func:`frame_digest`): what a held-out frame must not be."""
+        return {frame_digest(batch) for batch in self.batches}
+
+
+def prepared_frame(backend: Backend, image: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 BGR as ``backend``'s network sees it: (1, 3, h, w) float32 RGB in [0, 1] at its
+    input size, through its own pre-processing."""
+    from ..core.preprocess import prepare_batch
+
+    batch, _ = prepare_batch([image], backend.input_size, backend.resize_mode, backend.pad_value)
+    return np.ascontiguousarray(batch.numpy(), dtype=np.float32)
+
+
+def frame_digest(prepared: np.ndarray) -> str:
+    """SHA-256 of a prepared frame's bytes: the same frame under any name (a folder's PNG, a bag's message)."""
+    return hashlib.sha256(prepared.tobytes()).hexdigest()
+
 
 def calibration_frames(backend: Backend, source: str, limit: int = DEFAULT_FRAMES, image_topic: str | None = None,
                        progress: bool = False) -> CalibrationSet:
@@ -113,7 +131,6 @@ def calibration_frames(backend: Backend, source: str, limit: int = DEFAULT_FRAME
     """
     from tqdm import tqdm
 
-    from ..core.preprocess import prepare_batch
     from ..data.sources import open_dataset
 
     if limit < 1:
@@ -126,8 +143,7 @@ def calibration_frames(backend: Backend, source: str, limit: int = DEFAULT_FRAME
         if sample.image is None:
             log.warning("calibration: skipping %s (%s)", sample.name, sample.error)
             continue
-        batch, _ = prepare_batch([sample.image], backend.input_size, backend.resize_mode, backend.pad_value)
-        array = np.ascontiguousarray(batch.numpy(), dtype=np.float32)
+        array = prepared_frame(backend, sample.image)
         digest.update(array.tobytes())
         batches.append(array)
         names.append(sample.name)
