@@ -140,6 +140,11 @@ def test_memory_is_judged_between_the_faults_that_release_and_reload_the_backend
             sample["rss_mb"] = 700.0 + leak_mb_per_h * t / 3600 - (100.0 if released else 0.0) + noise
         check = analyse(run)["checks"]["memory_slope_mb_per_h"]
         assert check["passed"] is passed, (name, check)
+    # The suite profile's faults come back to back, leaving ~20 s between them: judged over every sample (a CI
+    # run of the profile read no slope at all between faults, and failed).
+    packed = [FaultEvent("lifecycle", "", START + t, START + t + 8, survived=True) for t in range(60, 160, 10)]
+    check = analyse(recorded_run(tmp_path / "suite", events=packed))["checks"]["memory_slope_mb_per_h"]
+    assert check["passed"] and check["value"] == pytest.approx(0.0, abs=1e-6), check
 
 
 def test_the_minutes_count_frames_in_processed_and_dropped_per_camera_and_by_reason(tmp_path):
