@@ -781,6 +781,13 @@ class Harness:
                 faults.append((begin + span / rounds * i / len(FAULTS), spec.kind, r, per_round))
         return faults
 
+    def end_time(self) -> float:
+        """When the run ends: after its duration, and after a last window without faults that begins, like the
+        first, ``settle_s`` after the load returns (however long the faults took; a camera killed last is
+        discovered again and sends its first frames meanwhile)."""
+        last_fault = (self.events[-1].end or self.events[-1].start) if self.events else 0.0
+        return max(self.started + self.duration_s, last_fault + self.profile.settle_s + self.window_s)
+
     def run(self) -> dict:
         (self.output / "logs").mkdir(parents=True, exist_ok=True)
         self.env = process_environment(self.output / "logs")
@@ -802,8 +809,7 @@ class Harness:
                 if self.node_process.poll() is not None or self.hung:  # a dead or hung node: the verdict is known
                     break
                 self.inject(kind, round_index, cycles)
-            # A last window without faults, however long the faults took.
-            end = max(self.started + self.duration_s, (self.events[-1].end if self.events else 0) + self.window_s)
+            end = self.end_time()
             self.wait_for(lambda: time.time() >= end, end - time.time() + 60, "the end")
             self.ended = time.time()
         finally:

@@ -60,6 +60,19 @@ def test_every_fault_comes_in_every_round_and_the_lifecycle_cycles_add_up(tmp_pa
 
 
 @pytest.mark.usefixtures("ros_env")
+def test_the_last_latency_window_begins_a_settling_time_after_the_last_fault(tmp_path):
+    """A CI run of the suite profile failed latency growth (p99 212 -> 427 ms, p50 equal): its last window began
+    as the last fault (a camera killed and restarted) ended, while the first begins settle_s after the start."""
+    from panoptic_perception.ros.soak import FaultEvent
+
+    harness = Harness(PROFILES["suite"], 180.0, tmp_path)
+    harness.started = START
+    harness.events = [FaultEvent("camera_kill", "cam0", START + 160, START + 165, survived=True)]
+    assert harness.end_time() == START + 165 + harness.profile.settle_s + harness.window_s
+    harness.events = []
+    assert harness.end_time() == START + 180.0
+
+
 def test_the_suite_profile_passes_with_every_fault_survived(tmp_path):
     """Three minutes (two cameras, 640x360 at 15 Hz): the verdict, every fault injected and survived, and the
     counters that prove it (bad frames rejected, backend errors and publish faults counted, no stamp that was
