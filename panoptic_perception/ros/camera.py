@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 import rclpy
+from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -132,6 +133,8 @@ def publish(argv: Sequence[str] | None = None) -> int:
             publisher.publish(compressed_msg(image, header) if args.compressed else bgr_to_image(image, header))
             sent += 1
             if args.count and sent >= args.count:
+                if reliability == ReliabilityPolicy.RELIABLE:  # exiting at once could lose the last frames in flight
+                    publisher.wait_for_all_acked(Duration(seconds=10))
                 break
             next_time += period
             wait_until(node, next_time)

@@ -60,4 +60,7 @@ def test_slow_backend_keeps_latency_bounded_and_memory_flat(start_node, start_ca
     # Only the newest frame is processed: about one frame per backend period while the camera ran (its
     # real duration: on a busy machine the camera itself may take longer than SECONDS).
     assert processed <= (camera_end - first_result) / 1e6 / period * 1.5 + 5
-    assert rss_end - rss_start < 30, f"memory grew by {rss_end - rss_start:.0f} MB"
+    # A leak of the frames themselves (2.7 MB each at 1280x720, 300 sent) would add hundreds of MB; the allocator's floor
+    # moves by up to ~40 MB on its own (a fresh-clone CI run: 392 -> 432 MB; the 1-hour soak: +-40 MB a
+    # minute), so slow leaks are the soak's to find.
+    assert rss_end - rss_start < 80, f"memory grew by {rss_end - rss_start:.0f} MB"
