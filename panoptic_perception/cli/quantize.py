@@ -47,7 +47,6 @@ def add_parser(commands, common: argparse.ArgumentParser) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.preprocess import prepare_batch
     from ..data.sources import open_dataset
     from ..data.synthetic import generate_scene
     from ..deploy.quantize import calibration_frames, frame_digest, prepared_frame, quantize_onnx
@@ -74,8 +73,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.runs:
         report["speed"] = network_speed(fp32, int8, frame, runs=args.runs)
     if args.profile:
-        batch = prepare_batch([frame], fp32.input_size, fp32.resize_mode, fp32.pad_value)[0].numpy()
-        report["profile"] = operator_profiles({"fp32": fp32.run_network.path, "int8": int8.run_network.path}, batch,
+        report["profile"] = operator_profiles({"fp32": fp32.run_network.path, "int8": int8.run_network.path},
+                                              prepared_frame(fp32, frame),
                                               args.threads, max(args.runs, 1))
     if held_out:
         report["accuracy"] = {"source": args.evaluate, **compare_accuracy(fp32, int8, held_out, len(held_out),
