@@ -122,7 +122,9 @@ def _seal(path: Path) -> Path:
 def _intact(path: Path) -> Path:
     """``path``, a cached file, if its bytes are those :func:`_seal` recorded. Raises ExportError otherwise."""
     sidecar = path.with_suffix(".sha256")
-    if not sidecar.is_file() or sidecar.read_text().strip() != sha256_of(path):
+    if not sidecar.is_file():  # e.g. cached by a version before the sidecars
+        raise ExportError(f"{path.name} has no {sidecar.name}: it cannot be told from a damaged file")
+    if sidecar.read_text().strip() != sha256_of(path):
         raise ExportError(f"{path.name} is not the file written to the cache (its SHA-256 differs from {sidecar.name}'s)")
     return path
 

@@ -46,6 +46,11 @@ def test_a_damaged_cached_export_is_exported_again_and_a_damaged_given_file_refu
     assert again.describe()["onnx"] == str(path) and path.stat().st_size == size, "the same file, whole again"
     assert "the cached export is unusable" in caplog.text and "exporting again" in caplog.text
     assert again(generate_scene(0, 320, 180).image).drivable_mask is not None
+    path.with_suffix(".sha256").unlink()  # a file cached before the sidecars: said so, and exported again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="panoptic_perception"):
+        create_backend("twinlitenet", input_size=SIZE, runtime="onnxruntime")
+    assert f"{path.name} has no {path.stem}.sha256" in caplog.text and path.with_suffix(".sha256").is_file()
 
 
 @pytest.fixture
