@@ -31,6 +31,7 @@ import numpy as np
 
 from ..backends import create_backend
 from ..core.io import frame_size
+from ..core.memory import rss_mb
 from ..data.synthetic import generate_scene
 from ..evaluation.latency import measure_latency
 from .conversions import message_class
@@ -106,17 +107,6 @@ def process_environment(log_dir: Path) -> dict[str, str]:
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR",
                                             "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")})
     return env
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` in MiB (Linux ``/proc``); 0 once it has ended."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def stop_processes(processes) -> None:

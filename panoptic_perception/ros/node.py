@@ -58,6 +58,7 @@ from vision_msgs.msg import LabelInfo
 
 from ..backends import Backend
 from ..backends.base import parse_options, resolve_device
+from ..core.memory import memory_values
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
 from ..core.streaming import Batch, BatchPolicy, CameraFrames, FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..factory import create_backend
@@ -685,6 +686,7 @@ class PerceptionNode(LifecycleNode):
             "ground_per_batch_median_ms": f"{self._ground_ms.median():.2f}",
             **{name: str(value) for name, value in now.items()},
             **{f"faults_{kind}": str(count) for kind, count in sorted(self._faults.items())},
+            **memory_values(),
             **(self._ground_values(self.cameras[""]) if "" in self.cameras else {}),
         }
         statuses = [DiagnosticStatus(

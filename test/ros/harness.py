@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from panoptic_perception.core.memory import rss_mb
+
 
 REPO = Path(__file__).resolve().parents[2]
 FASTDDS_PROFILE = REPO / "config" / "fastdds_large_data.xml"
@@ -67,10 +69,10 @@ class Process:
         self._file.close()
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        value = rss_mb(self.pid)
+        if not value:
+            raise RuntimeError(f"no VmRSS for process {self.pid}")
+        return value
 
 
 def cli(*args: str) -> list[str]:
