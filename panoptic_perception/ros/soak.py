@@ -61,8 +61,9 @@ DENSE_BACKEND = "soak_dense"
 SHM = Path("/dev/shm")
 #: Node-level outputs (the fused ground outputs) are kept under this camera name.
 NODE_LEVEL = ""
-#: What can become of a received frame (the node's counters besides ``received``).
-OUTCOMES = tuple(name for name in FrameCounters().snapshot() if name != "received")
+#: The node's frame counters in /diagnostics; what can become of a received frame: those besides ``received``.
+FRAME_COUNTERS = tuple(FrameCounters().snapshot())
+OUTCOMES = tuple(name for name in FRAME_COUNTERS if name != "received")
 
 
 @dataclass(frozen=True)
@@ -941,7 +942,7 @@ def analyse(run: Harness) -> dict:
         counters = final.get(camera, (0, "", {}))[2]
         cameras[camera] = {
             "transport": "compressed" if camera in run.compressed else "raw", "frames_sent": sum(sent[camera].values()),
-            "node_counters": {k: int(v) for k, v in counters.items() if v.isdigit()},
+            "node_counters": node_counters(counters),
             "ground": counters.get("ground", ""),
             "outputs": topics, "stamps_never_sent": unknown, "stamps_twice": duplicates,
             "longest_unexcused_gap_s": max((longest_unexcused(a, b, spans) for a, b in zip(times, times[1:])), default=0.0),
@@ -988,7 +989,7 @@ def analyse(run: Harness) -> dict:
     logged = logged_problems(run.output / "logs" / "node.log")
     report = {
         "profile": dataclasses.asdict(profile), "started": start, "duration_s": end - start, "window_s": window,
-        "cameras": cameras, "ground": ground, "node_counters": {k: int(v) for k, v in node.items() if v.isdigit() and not k.startswith("memory_")},
+        "cameras": cameras, "ground": ground, "node_counters": node_counters(node),
         "faults": [dataclasses.asdict(e) | {"start_s": e.start - start, "end_s": e.end - start} for e in run.events],
         "faults_injected": _fault_totals(run.events), "minutes": minutes,
         "latency_first_window_ms": _percentiles(first), "latency_last_window_ms": _percentiles(last),
@@ -1003,6 +1004,12 @@ def analyse(run: Harness) -> dict:
     report["checks"] = verdict(report, profile)
     report["passed"] = all(check["passed"] for check in report["checks"].values())
     return report
+
+
+def node_counters(values: dict[str, str]) -> dict[str, int]:
+    """The frame counters (``FrameCounters``) and the fault counts (``faults_<kind>``) among the values of a
+    ``/diagnostics`` status; not its rates, times or memory."""
+    return {k: int(v) for k, v in values.items() if k in FRAME_COUNTERS or k.startswith("faults_")}
 
 
 def frames_accounted(values: dict[str, str]) -> bool:

@@ -280,6 +280,16 @@ def test_a_camera_that_never_reported_is_not_accounted(tmp_path):
     assert not analyse(run)["checks"]["frames_accounted"]["passed"]
 
 
+def test_node_counters_are_the_frame_counters_and_faults():
+    """The report's counters are the frames' counters and the faults by kind, not the status's other numbers
+    (memory, a camera's image width) even when they read as integers."""
+    from panoptic_perception.ros.soak import node_counters
+
+    status = {"received": "7", "processed": "5", "dropped_stale": "2", "faults_publish": "3", "memory_rss_mb": "700",
+              "memory_python_blocks": "1780000", "input_rate_hz": "30.00", "ground": "ok", "cameras": "1"}
+    assert node_counters(status) == {"received": 7, "processed": 5, "dropped_stale": 2, "faults_publish": 3}
+
+
 def test_fused_ground_outputs_may_repeat_only_the_previous_stamp_or_one_sent_again():
     """A batch of older frames republishes the fusion under the newest stamp (the previous message's): allowed;
     an older stamp again, or one no camera sent, is not, unless a camera sent it again (/clock jumped back)."""
