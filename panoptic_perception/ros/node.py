@@ -58,7 +58,7 @@ from vision_msgs.msg import LabelInfo
 
 from ..backends import Backend
 from ..backends.base import parse_options, resolve_device
-from ..core.memory import memory_values
+from ..core.memory import memory_values, release_freed_memory
 from ..core.messages import RejectedImage, check_image_msg, compressed_to_bgr, image_to_bgr
 from ..core.streaming import Batch, BatchPolicy, CameraFrames, FrameCounters, RateMeter, RollingSamples, WorkerThread
 from ..factory import create_backend
@@ -324,7 +324,7 @@ class PerceptionNode(LifecycleNode):
             self._between_batches(self._recreate_publishers)
         self._publish_label_info()
         del old
-        gc.collect()
+        self._between_batches(self._free_memory)  # after the batch that may still hold the old backend
 
     # -- publishers --------------------------------------------------------------------------------
     def _create_publishers(self) -> None:
@@ -494,9 +494,17 @@ class PerceptionNode(LifecycleNode):
     def _release_backend(self) -> None:
         with self._backend_lock:
             device, self.backend = (self.backend.device if self.backend else None), None
-        gc.collect()
+        self._free_memory()
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
+
+    @staticmethod
+    def _free_memory() -> None:
+        """Collect a released backend (reference cycles) and hand its pages back to the system: else they stay
+        resident, free in glibc's arenas (the 1-hour soak: RSS 568 -> 968 MB over its backend switches and
+        reloads, the heap in use flat)."""
+        gc.collect()
+        release_freed_memory()
 
     # -- frames ------------------------------------------------------------------------------------
     def _count(self, camera: CameraInput, outcome: str) -> None:

@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..core.memory import rss_mb
+from ..core.memory import rss_mb, rss_parts_mb
 from ..core.streaming import FrameCounters
 from .benchmark import process_environment, stop_processes
 from .topics import GROUND_TOPICS, MARKERS, OUTPUT_TOPICS
@@ -488,7 +488,9 @@ class Harness:
         names = [path.name for path in SHM.iterdir()] if SHM.is_dir() else []
         status = self.latest("", now - 1.5)  # the node's own memory, from its last second's /diagnostics
         values = status[2] if status else {}
-        self.samples.append({"time": now, "rss_mb": rss_mb(pid), "heap_mb": _float(values.get("memory_heap_in_use_mb")),
+        parts = rss_parts_mb(pid)
+        self.samples.append({"time": now, "rss_mb": rss_mb(pid), **{f"rss_{part}_mb": mb for part, mb in parts.items()},
+                             "heap_mb": _float(values.get("memory_heap_in_use_mb")),
                              "python_blocks": _float(values.get("memory_python_blocks")), "threads": threads, "fds": fds,
                              "shm_files": len(names), "shm_fastdds": sum(1 for name in names if name.startswith("fastrtps_"))})
         with self.lock:
@@ -966,7 +968,8 @@ def analyse(run: Harness) -> dict:
             "frames": frames_per_minute(run.diagnostics, run.cameras, a, b),
             "logged": {level: sum(1 for lv, t in logged_at if lv == level and a <= t < b) for level in ("error", "warn")},
             **{k: max((s.get(k, math.nan) for s in samples), default=math.nan)
-               for k in ("rss_mb", "heap_mb", "threads", "fds", "shm_files", "shm_fastdds")},
+               for k in ("rss_mb", "rss_anon_mb", "rss_file_mb", "rss_shmem_mb", "heap_mb", "threads", "fds", "shm_files",
+                         "shm_fastdds")},
             "faults": [e.kind for e in run.events if a <= e.start < b],
         })
     first = [ms for t, ms in latencies if start + profile.settle_s <= t < start + profile.settle_s + window]
@@ -1179,12 +1182,13 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
             lines.append(f"\nSIGKILL of {fault['camera']} at {fault['start_s']:.0f} s: of the {len(fault['detail']['shm_mapped'])} "
                          f"own Fast DDS /dev/shm files it had mapped, {len(fault['detail'].get('shm_left_after_run', []))} were left after "
                          "the run (every process ended): " + ", ".join(fault["detail"].get("shm_left_after_run", [])))
-    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB | heap in use MB | threads | fds | "
+    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB (anon / file / shmem) | heap in use MB | threads | fds | "
               "/dev/shm (Fast DDS), machine-wide | errors / warnings logged | faults |", "| --- " * 10 + "|"]
     for m in report["minutes"]:
         rates = " / ".join(f"{v:.1f}" for v in m["outputs_per_s"].values())
         lines.append(f"| {m['minute']} | {_number(m['latency_ms']['p50'])} / {_number(m['latency_ms']['p99'])} | {rates} | "
-                     f"{_number(m['rss_mb'])} | {_number(m['heap_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} "
+                     f"{_number(m['rss_mb'])} ({_number(m['rss_anon_mb'])} / {_number(m['rss_file_mb'])} / "
+                     f"{_number(m['rss_shmem_mb'])}) | {_number(m['heap_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} "
                      f"({_number(m['shm_fastdds'])}) | {m['logged']['error']} / {m['logged']['warn']} | {', '.join(m['faults'])} |")
     shown = ("received", "processed", *(name for name in OUTCOMES if name != "processed"))
     lines += ["", "Frames per minute by camera: " + ", ".join(shown), "", "| minute | camera | " + " | ".join(shown) + " |",
