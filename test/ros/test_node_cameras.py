@@ -48,14 +48,22 @@ def settled_cameras(probe, diagnostics, after_ns: int, expected: dict[str, int])
                 return cameras
         return None
 
-    probe.wait_for(lambda: settled() is not None, 120, f"per-camera counters to settle at {expected}")
+    try:
+        probe.wait_for(lambda: settled() is not None, 120, f"per-camera counters to settle at {expected}")
+    except AssertionError as timeout:
+        last = camera_statuses(diagnostics[-1][1]) if diagnostics else {}
+        raise AssertionError(f"{timeout}; the last per-camera values: {last}") from None
     return settled()
 
 
 def test_one_node_serves_three_cameras_and_a_silent_or_bad_one_never_stalls_the_others(start_node, probe, ros_env, tmp_path):
     from harness import Process, cli
 
-    parameters = {"cameras": f"[{','.join(CAMERAS)}]", "qos_reliability": "reliable", "max_frame_age_ms": 0.0}
+    # Reliable input with a history deeper than any camera's frames: every frame sent reaches the node even
+    # when its executor stalls under load (a depth-10 history at 30 Hz overflows after a 1/3 s stall, and
+    # DDS reports no loss for that), so the counters can be waited for at exactly what was sent.
+    parameters = {"cameras": f"[{','.join(CAMERAS)}]", "qos_reliability": "reliable", "max_frame_age_ms": 0.0,
+                  "qos_depth": 2 * max(count for _, _, count in CAMERAS.values())}
     for name in CAMERAS:
         parameters[f"cameras.{name}.image_topic"] = f"/{name}/image_raw"
     outputs = {name: probe.record(Image, f"{NODE}/{name}/drivable_area") for name in CAMERAS}
