@@ -12,8 +12,9 @@ memory stays flat (+-40 MB minute to minute in the 1-hour soak, which left a slo
 - ``python_blocks``: Python's small-object blocks in use (``sys.getallocatedblocks()``): a leak of Python
   objects (a list that only grows).
 
-Where the rest of RSS is: RSS split by kind of page (``/proc``'s ``RssAnon``: heap, free chunks, Python's arenas, stacks; ``RssFile``: the
-libraries' code and data; ``RssShmem``: shared memory mapped, Fast DDS's segments). ``release_freed_memory``
+Where the rest of RSS is: RSS split by kind of page (``/proc``'s ``RssAnon``: heap, free chunks, Python's
+arenas, stacks; ``RssFile``: the libraries' code and data; ``RssShmem``: shared memory mapped, Fast DDS's
+segments). ``release_freed_memory``
 hands the free chunks back (glibc ``malloc_trim``): the node calls it after it lets a backend go, the moment
 hundreds of MB are freed at once; the 1-hour soak without it saw RSS climb 568 -> 968 MB, in steps at the
 heap's peaks, while the heap in use stayed flat (+2.9 MB/h).
@@ -92,8 +93,8 @@ def rss_parts_mb(pid: int | str = "self") -> dict[str, float]:
 def memory_values() -> dict[str, str]:
     """Diagnostic strings: ``memory_rss_mb`` and its parts ``memory_rss_{anon,file,shmem}_mb``,
     ``memory_heap_in_use_mb`` ("n/a" without ``mallinfo2``) and ``memory_python_blocks``."""
-    heap = heap_in_use_mb()
-    return {"memory_rss_mb": f"{rss_mb():.1f}",
-            **{f"memory_rss_{part}_mb": f"{mb:.1f}" for part, mb in rss_parts_mb().items()},
+    heap, parts = heap_in_use_mb(), rss_parts_mb()
+    return {"memory_rss_mb": f"{sum(parts.values()):.1f}",  # VmRSS is the sum of the three: one read of /proc
+            **{f"memory_rss_{part}_mb": f"{mb:.1f}" for part, mb in parts.items()},
             "memory_heap_in_use_mb": "n/a" if heap is None else f"{heap:.1f}",
             "memory_python_blocks": str(sys.getallocatedblocks())}
