@@ -163,6 +163,29 @@ def test_memory_is_judged_between_the_faults_that_release_and_reload_the_backend
     assert check["passed"] and check["value"] == pytest.approx(0.0, abs=1e-6), check
 
 
+def test_the_heap_is_judged_once_it_has_regrown_after_each_rebuild_of_the_backend(tmp_path):
+    """The 4th 1-hour run: each lifecycle cycle freed ~48 MB of heap, which came back over ~3 minutes and then
+    stayed; with the cycles in the first 50 minutes and a quiet end, that sawtooth read +20.8 MB/h on a flat
+    plateau. Read once the heap has regrown (regrowth_s after each rebuild), the flat plateau passes and a
+    plateau that rises 20 MB/h still fails; a slow regrowth that outlasts regrowth_s is not hidden."""
+    from panoptic_perception.ros.soak import FaultEvent, analyse
+
+    cycles = [FaultEvent("lifecycle", "", START + t, START + t + 15, survived=True) for t in range(300, 3000, 450)]
+    for name, leak_mb_per_h, regrowth_s, passed in (("flat", 0.0, 180.0, True), ("leak", 20.0, 180.0, False),
+                                                    ("slow regrowth", 0.0, 420.0, False)):
+        run = recorded_run(tmp_path / name, duration=3600.0, events=cycles, profile="full")
+        for sample in run.samples:
+            t = sample["time"] - START
+            since = min((t - (c.end - START) for c in cycles if c.start - START <= t), default=math.inf)
+            regrown = 1.0 if since == math.inf else min(max(since, 0.0) / regrowth_s, 1.0)
+            sample["heap_mb"] = 240.0 + 48.0 * regrown + leak_mb_per_h * t / 3600 + (t * 7919 % 5 - 2)
+            sample["rss_mb"] = sample["heap_mb"] + 400.0
+        check = analyse(run)["checks"]["heap_slope_mb_per_h"]
+        assert check["passed"] is passed, (name, check)
+        if name != "slow regrowth":
+            assert check["value"] == pytest.approx(leak_mb_per_h, abs=1.0), (name, check)
+
+
 def test_a_leak_is_judged_on_the_heap_in_use_while_resident_memory_swings_with_the_allocator(tmp_path):
     """The second 1-hour run read 9.86 MB/h of RSS (standard error 22 MB/h) on a node whose resident memory moves in
     steps of tens of MB as glibc keeps and returns freed chunks. The heap in use (the node's /diagnostics,
