@@ -124,10 +124,12 @@ class Profile:
     settle_s: float = 30.0  # first seconds left out of the latency windows (discovery, first frames)
     # Memory judged between faults (each fault's span and starve_s after it left out), not during them.
     memory_between_faults: bool = True
-    # ... and this long after a fault that rebuilds the backend left out too: a configure frees 44-52 MB of heap,
-    # which comes back over ~3 minutes and then stays (the 4th 1-hour run's heap medians by minute since the last
-    # lifecycle cycle: 248, 264, 282, 286, then 285-290 MB up to 15 minutes). Read across that regrowth, the
-    # rounds (in the first 50 minutes) against the quiet end made a flat plateau read +20.8 MB/h.
+    # ... and this long after a fault that rebuilds the backend left out too. A lifecycle cycle gives back what
+    # the faults since the last one had grown (44-52 MB in the 4th 1-hour run; readers that come and go leave the
+    # publishers ~25-30 MB larger until a cycle makes them anew: README); the faults that follow it grow that
+    # again, over ~3 minutes, and then it stays (heap medians by minute since the last cycle: 248, 264, 282, 286,
+    # then 285-290 MB up to 15 minutes). Read across that regrowth, the rounds (in the first 50 minutes) against the quiet end
+    # made a flat plateau read +20.8 MB/h.
     regrowth_s: float = 240.0
 
 
