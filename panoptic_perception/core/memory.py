@@ -14,10 +14,10 @@ memory stays flat (+-40 MB minute to minute in the 1-hour soak, which left a slo
 
 Where the rest of RSS is: RSS split by kind of page (``/proc``'s ``RssAnon``: heap, free chunks, Python's
 arenas, stacks; ``RssFile``: the libraries' code and data; ``RssShmem``: shared memory mapped, Fast DDS's
-segments). ``release_freed_memory``
-hands the free chunks back (glibc ``malloc_trim``): the node calls it after it lets a backend go, the moment
-hundreds of MB are freed at once; the 1-hour soak without it saw RSS climb 568 -> 968 MB, in steps at the
-heap's peaks, while the heap in use stayed flat (+2.9 MB/h).
+segments). ``release_freed_memory`` hands the free chunks back (glibc ``malloc_trim``): the node calls it after
+it lets a backend go, the moment hundreds of MB are freed at once (the 1-hour soak without it saw RSS climb
+568 -> 968 MB, in steps at the heap's peaks, while the heap in use stayed flat: +2.9 MB/h), and every 10 s
+for what bursts free in between.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def heap_in_use_mb() -> float | None:
 
 def release_freed_memory() -> bool:
     """Give the free chunks of every arena back to the system (glibc ``malloc_trim(0)``); takes milliseconds
-    (22 ms for 290 MB here): call it after freeing much at once, not per frame. Returns whether any memory went back
+    (22 ms for 290 MB here, 0.2 ms with little free): call it after freeing much at once or every few seconds,
+    not per frame. Returns whether any memory went back
     (False also without glibc)."""
     return bool(_MALLOC_TRIM(0)) if _MALLOC_TRIM is not None else False
 

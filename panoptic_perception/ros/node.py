@@ -140,6 +140,12 @@ class CameraInput:
 
 
 class PerceptionNode(LifecycleNode):
+    #: How often the node hands freed heap pages back to the system (glibc ``malloc_trim``, 0.2 ms when little
+    #: is free, ~20 ms for 200 MB): between backend reloads, the chunks freed by a burst (subscribers that come
+    #: and go, a batch of dense frames) stayed resident, and the fifth 1-hour soak read that as resident memory
+    #: growing 22 MB/h more than the heap in use.
+    memory_release_period_s: float = 10.0
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.settings: dict[str, Any] = {}
@@ -189,6 +195,7 @@ class PerceptionNode(LifecycleNode):
 
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(self.memory_release_period_s, release_freed_memory)
 
     def _declare_cameras(self) -> dict[str, CameraInput]:
         """The cameras of the ``cameras`` parameter, each from its ``cameras.<name>.*`` parameters; the one
