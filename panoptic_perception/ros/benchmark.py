@@ -109,6 +109,26 @@ def process_environment(log_dir: Path) -> dict[str, str]:
     return env
 
 
+#: The launcher of :func:`with_parent`: sets the parent-death signal (Linux ``prctl(PR_SET_PDEATHSIG)``, kept
+#: across exec) and execs the command, unless the parent has already gone.
+_PARENT_DEATH_LAUNCHER = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+except (OSError, AttributeError):  # not Linux: the command runs without it
+    pass
+if os.getppid() == int(sys.argv[1]):
+    os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_parent(args: list[str]) -> list[str]:
+    """``args`` (the program first) as a command that gets SIGTERM when the process that starts it ends,
+    even by SIGKILL: a harness killed (a test's timeout, an OOM kill) leaves no node or camera running. Start it
+    from the main thread: the signal follows the thread that started the child."""
+    return [sys.executable, "-c", _PARENT_DEATH_LAUNCHER, str(os.getpid()), *args]
+
+
 def stop_processes(processes) -> None:
     """Ends each process with SIGINT (as Ctrl-C would), then kills those still running after 15 s."""
     for process in processes:
@@ -150,7 +170,7 @@ def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: 
     from ..msg import DrivingPerception
 
     cli = [sys.executable, "-m", "panoptic_perception.cli"]
-    processes = [subprocess.Popen(args, env=env, stdout=open(log_dir / f"node_{i}.log", "w"), stderr=subprocess.STDOUT)
+    processes = [subprocess.Popen(with_parent(args), env=env, stdout=open(log_dir / f"node_{i}.log", "w"), stderr=subprocess.STDOUT)
                  for i, args in enumerate(nodes)]
     node_pids = [p.pid for p in processes]
     rclpy.init()
@@ -177,10 +197,10 @@ def record(nodes: list[list[str]], result_topics: dict[str, str], image_topics: 
                 raise RuntimeError(f"the nodes did not start; see {log_dir}")
             rclpy.spin_once(probe, timeout_sec=0.1)
         count = int(rate * seconds)
-        cameras = [subprocess.Popen(
+        cameras = [subprocess.Popen(with_parent(
             [*cli, "camera", "--topic", topic, "--frame-id", camera, "--rate", str(rate), "--count", str(count),
              "--size", f"{size[0]}x{size[1]}", "--distinct", str(distinct), "--wait-for-subscriber", "60",
-             *(["--camera-info"] if ground_topics else [])],
+             *(["--camera-info"] if ground_topics else [])]),
             env=env, stdout=open(log_dir / f"camera_{camera}.log", "w"), stderr=subprocess.STDOUT,
         ) for camera, topic in image_topics.items()]
         processes += cameras

@@ -833,7 +833,11 @@ def main(args: list[str] | None = None) -> int:
             node.get_logger().info(summary)
         else:  # after Ctrl-C the context is gone and /rosout with it
             print(f"[{NODE_NAME}] {summary}", file=sys.stderr)
-        node.close()
+        try:
+            node.close()  # waits for the batch in flight (up to 30 s: a reload may be exporting a model)
+        except KeyboardInterrupt:  # a second Ctrl-C: leave now (the worker is a daemon thread), no traceback
+            print(f"[{NODE_NAME}] interrupted again: not waiting for the batch in flight", file=sys.stderr)
+            return 130
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

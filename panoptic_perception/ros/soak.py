@@ -54,7 +54,8 @@ import numpy as np
 
 from ..core.memory import rss_parts_mb
 from ..core.streaming import FrameCounters
-from .benchmark import process_environment, stop_processes
+from ..core.io import frame_size
+from .benchmark import process_environment, stop_processes, with_parent
 from .topics import GROUND_TOPICS, MARKERS, OUTPUT_TOPICS
 
 NODE = "/panoptic_perception"
@@ -153,6 +154,17 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"a duration is a number with s, m or h, got {text!r}")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def positive(parse: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``parse``'s value, refused unless a finite number above 0."""
+    def parse_positive(text: str) -> float:
+        value = parse(text)
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+        return value
+    parse_positive.__name__ = parse.__name__  # argparse names the type in its errors
+    return parse_positive
 
 
 # -- the node process ------------------------------------------------------------------------------
@@ -288,6 +300,8 @@ class Harness:
         self.cameras = [f"cam{i}" for i in range(profile.cameras)]
         # The last camera compressed (corrupt JPEGs), where there are two or more.
         self.compressed = {self.cameras[-1]} if profile.cameras > 1 else set()
+        self.node_args = self._node_args()  # first: a size no scene can have is refused (ValueError) before anything starts
+        self.interrupted = False
         self.lock = threading.Lock()
         # (camera, topic) -> (arrival ns, stamp ns); the ground outputs under (NODE_LEVEL, "ground/...")
         self.outputs: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -331,7 +345,7 @@ class Harness:
                 "--seed", str(self.cameras.index(camera)), "--stamps", str(stamps),
                 *(["--compressed"] if camera in self.compressed else []), *(["--camera-info"] if camera_info else []),
                 *(["--ros-args", "-p", "use_sim_time:=true"] if sim_time else [])]
-        process = subprocess.Popen(args, env=self.env, stdout=open(self.output / "logs" / f"{camera}_{run}.log", "w"),
+        process = subprocess.Popen(with_parent(args), env=self.env, stdout=open(self.output / "logs" / f"{camera}_{run}.log", "w"),
                                    stderr=subprocess.STDOUT)
         self.camera_runs[camera].append((process, stamps))
 
@@ -356,12 +370,14 @@ class Harness:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
 
         from .conversions import message_class
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: Ctrl-C raises KeyboardInterrupt, which ends the run (see run).
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.ros = rclpy.create_node("soak", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.ros)
@@ -438,9 +454,8 @@ class Harness:
         client = self.ros.create_client(srv_type, name)
         self.calls_in_flight += 1
         try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                self.problems.append(f"service {name} not available (hang)")
-                return None
+            if not self.wait_for(client.service_is_ready, timeout, f"service {name} (hang)"):
+                return None  # a dead node: its own check says so
             future = client.call_async(request)
             return future.result() if self.wait_for(future.done, timeout, f"a reply from {name} (hang)") else None
         finally:
@@ -812,7 +827,7 @@ class Harness:
         self.env = process_environment(self.output / "logs")
         self.env["PYTHONUNBUFFERED"] = "1"
         self._start_ros()
-        self.node_process = subprocess.Popen(self._node_args(), env=self.env, stdout=open(self.output / "logs" / "node.log", "w"),
+        self.node_process = subprocess.Popen(with_parent(self.node_args), env=self.env, stdout=open(self.output / "logs" / "node.log", "w"),
                                              stderr=subprocess.STDOUT)
         try:
             self.started = time.time()
@@ -823,6 +838,9 @@ class Harness:
                 self.start_camera(camera)
             self.wait_for_outputs(self.cameras, 1, 300)
             self.started = time.time()
+            width, height = self.profile.size
+            self.log(f"soak: load running: {len(self.cameras)} cameras, {width}x{height} at {self.profile.rate:g} Hz, "
+                     f"for {self.duration_s:.0f} s")
             for at, kind, round_index, cycles in self.schedule():
                 self.wait_for(lambda: time.time() - self.started >= at, at + 60, "the next fault's time")
                 if self.node_process.poll() is not None or self.hung:  # a dead or hung node: the verdict is known
@@ -831,15 +849,20 @@ class Harness:
             end = self.end_time()
             self.wait_for(lambda: time.time() >= end, end - time.time() + 60, "the end")
             self.ended = time.time()
+        except KeyboardInterrupt:  # Ctrl-C: stop at once and report what ran, marked interrupted
+            self.interrupted, self.ended = True, time.time()
+            self.node_exit = self.node_process.poll()  # a death before the interrupt, not the exit it caused
+            self.log("soak: interrupted; stopping the cameras and the node")
         finally:
             cameras = [process for runs in self.camera_runs.values() for process, _ in runs]
             stop_processes(cameras)
             if not hasattr(self, "ended"):
                 self.ended = time.time()
             # The last outputs, and a final status in which every frame has an outcome.
-            if self.node_process.poll() is None:
+            if self.node_process.poll() is None and not self.interrupted:
                 self.wait_for(self._settled, 60, "every received frame to have an outcome")
-            self.node_exit = self.node_process.poll()
+            if not self.interrupted:
+                self.node_exit = self.node_process.poll()
             stop_processes([self.node_process])
             self.executor.shutdown()
             self.ros.destroy_node()
@@ -1013,7 +1036,7 @@ def analyse(run: Harness) -> dict:
         "python_blocks_slope_per_h": _per_hour(fits["python_blocks"][1]),
         "memory_fit": _fit_line(*fits["rss_mb"], start), "heap_fit": _fit_line(*fits["heap_mb"], start),
         "detections_per_frame": _spread(run.detection_counts),
-        "logged": logged, "problems": run.problems, "node_exit": run.node_exit,
+        "logged": logged, "problems": run.problems, "node_exit": run.node_exit, "interrupted": run.interrupted,
         "samples": run.samples,
     }
     report["checks"] = verdict(report, profile)
@@ -1106,6 +1129,8 @@ def verdict(report: dict, profile: Profile) -> dict[str, dict]:
     growth = last / first - 1 if first and not math.isnan(first) and not math.isnan(last) else math.nan
     cameras = report["cameras"].values()
     checks = {
+        "completed": {"passed": not report.get("interrupted"), "value": "interrupted" if report.get("interrupted") else "ran",
+                      "limit": "the whole duration, not interrupted (Ctrl-C)"},
         "node_alive": {"passed": report["node_exit"] is None and not report["logged"]["traceback"],
                        "value": report["node_exit"], "limit": "running until stopped, no traceback"},
         "no_hang": {"passed": not report["problems"], "value": report["problems"], "limit": "none"},
@@ -1163,7 +1188,8 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
     """The report as markdown: verdict, per camera, faults, the series per minute."""
     profile = report["profile"]
     width, height = profile["size"]
-    lines = [f"# Soak: {'PASSED' if report['passed'] else 'FAILED'}", "",
+    verdict_word = "INTERRUPTED" if report.get("interrupted") else "PASSED" if report["passed"] else "FAILED"
+    lines = [f"# Soak: {verdict_word}", "",
              f"Profile {profile['name']}: {profile['cameras']} cameras at {profile['rate']:g} Hz, {width}x{height}, "
              f"{report['duration_s'] / 60:.1f} min; latency windows {report['window_s'] / 60:.1f} min; detections "
              f"per frame {report['detections_per_frame']}.", "",
@@ -1264,23 +1290,25 @@ def _plots(report: dict, output: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="panoptic-perception soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    parser.add_argument("--duration", type=parse_duration, help="run time (e.g. 1h, 5m, 180s; default: the profile's)")
-    parser.add_argument("--cameras", type=int, help="cameras (default: the profile's)")
-    parser.add_argument("--size", help="camera frame WxH (default: the profile's)")
-    parser.add_argument("--rate", type=float, help="camera frames per second (default: the profile's)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full",
+                        help="full (default): 1 h, 4 cameras at 1280x720, 30 Hz; suite: 3 min, 2 cameras at 640x360, 15 Hz")
+    parser.add_argument("--duration", type=positive(parse_duration), help="run time (e.g. 1h, 5m, 180s; default: the profile's)")
+    parser.add_argument("--cameras", type=positive(int), help="cameras (default: the profile's)")
+    parser.add_argument("--size", type=frame_size, help="camera frame WxH (default: the profile's)")
+    parser.add_argument("--rate", type=positive(float), help="camera frames per second (default: the profile's)")
     parser.add_argument("--output", required=True, help="report folder (report.json, report.md, soak.png, logs/)")
     args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    changes = {k: v for k, v in (("cameras", args.cameras), ("rate", args.rate)) if v}
-    if args.size:
-        changes["size"] = tuple(int(v) for v in args.size.lower().split("x"))
-    profile = dataclasses.replace(profile, **changes)
+    changes = {k: v for k, v in (("cameras", args.cameras), ("rate", args.rate), ("size", args.size)) if v is not None}
+    profile = dataclasses.replace(PROFILES[args.profile], **changes)
     output = Path(args.output)
-    report = Harness(profile, args.duration or profile.duration_s, output).run()
+    try:
+        harness = Harness(profile, args.duration or profile.duration_s, output)
+    except ValueError as error:  # e.g. a frame size no synthetic scene can have
+        parser.error(str(error))
+    report = harness.run()
     write_report(report, output)
     print(markdown(report))
-    return 0 if report["passed"] else 1
+    return 130 if report["interrupted"] else 0 if report["passed"] else 1
 
 
 if __name__ == "__main__":  # the node process of a soak run (see node_main)

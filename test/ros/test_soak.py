@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +98,64 @@ def test_the_suite_profile_passes_with_every_fault_survived(tmp_path):
     assert (output / "report.md").read_text().startswith("# Soak: PASSED") and (output / "soak.png").stat().st_size > 0
 
 
+def _soak_under_load(output: Path) -> subprocess.Popen:
+    """A suite-profile soak in a session of its own (as a terminal's job), once its node and cameras run."""
+    log = output.with_suffix(".log")
+    process = subprocess.Popen([sys.executable, "-m", "panoptic_perception.cli", "soak", "--profile", "suite",
+                                "--output", str(output)], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while "load running" not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return process
+
+
+def _group_ends(group: int, timeout: float) -> bool:
+    """Whether every process of the process group ``group`` has ended within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_stops_the_run_at_once_and_reports_it_interrupted_not_failed_by_the_node(tmp_path):
+    """Ctrl-C in a terminal reaches the whole job: the harness stops its cameras and node, writes its report
+    marked interrupted (the node's exit is not a death, nothing a hang) and exits 130; no process is left."""
+    process = _soak_under_load(tmp_path / "soak")
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(90) == 130, (tmp_path / "soak.log").read_text()[-3000:]
+    report = json.loads((tmp_path / "soak" / "report.json").read_text())
+    assert report["interrupted"] and not report["passed"] and not report["checks"]["completed"]["passed"]
+    assert report["checks"]["node_alive"]["passed"] and report["checks"]["no_hang"]["passed"], report["checks"]
+    assert (tmp_path / "soak" / "report.md").read_text().startswith("# Soak: INTERRUPTED")
+    assert _group_ends(process.pid, 30)
+
+
+def test_a_killed_harness_leaves_no_node_or_camera_running(tmp_path):
+    """SIGKILL of the harness alone (a test's timeout, the OOM killer): its node and cameras end too."""
+    process = _soak_under_load(tmp_path / "soak")
+    process.kill()
+    process.wait(10)
+    assert _group_ends(process.pid, 60), subprocess.run(["ps", "-o", "pid,args", "-g", str(process.pid)],
+                                                        capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("arguments", [["--duration", "0"], ["--cameras", "0"], ["--rate", "nan"], ["--rate", "-3"],
+                                       ["--size", "garbage"], ["--size", "640x360x3"], ["--size", "8x8"]])
+def test_bad_arguments_are_refused_in_one_line_before_anything_starts(arguments, tmp_path, capsys):
+    from panoptic_perception.ros.soak import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*arguments, "--output", str(tmp_path / "soak")])
+    assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "soak").exists()
+
+
 # -- the verdict on a finished run, without processes (analyse on a recorded run) ---------------------
 START = 1_000_000.0
 
@@ -108,7 +170,7 @@ def recorded_run(tmp_path, duration=180.0, silent=None, events=(), profile="suit
     (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
     run = SimpleNamespace(profile=PROFILES[profile], started=START, ended=START + duration, window_s=duration / 6,
                           cameras=["cam0", "cam1"], compressed={"cam1"}, output=tmp_path, problems=[], node_exit=None,
-                          detection_counts=[300], events=list(events), outputs={}, camera_runs={})
+                          detection_counts=[300], events=list(events), outputs={}, camera_runs={}, interrupted=False)
     statuses = {"": (0, "ok", {"received": "0", **{name: "0" for name in OUTCOMES}})}
     for camera in run.cameras:
         times = [START + i * 0.5 for i in range(int(duration * 2))]
