@@ -59,8 +59,7 @@ def heap_in_use_mb() -> float | None:
 def release_freed_memory() -> bool:
     """Give the free chunks of every arena back to the system (glibc ``malloc_trim(0)``); takes milliseconds
     (22 ms for 290 MB here, 0.2 ms with little free): call it after freeing much at once or every few seconds,
-    not per frame. Returns whether any memory went back
-    (False also without glibc)."""
+    not per frame. Returns whether any memory went back (False also without glibc)."""
     return bool(_MALLOC_TRIM(0)) if _MALLOC_TRIM is not None else False
 
 

@@ -52,9 +52,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..core.io import frame_size
 from ..core.memory import rss_parts_mb
 from ..core.streaming import FrameCounters
-from ..core.io import frame_size
 from .benchmark import process_environment, stop_processes, with_parent
 from .topics import GROUND_TOPICS, MARKERS, OUTPUT_TOPICS
 
@@ -129,8 +129,8 @@ class Profile:
     # the faults since the last one had grown (44-52 MB in the 4th 1-hour run; readers that come and go leave the
     # publishers ~25-30 MB larger until a cycle makes them anew: README); the faults that follow it grow that
     # again, over ~3 minutes, and then it stays (heap medians by minute since the last cycle: 248, 264, 282, 286,
-    # then 285-290 MB up to 15 minutes). Read across that regrowth, the rounds (in the first 50 minutes) against the quiet end
-    # made a flat plateau read +20.8 MB/h.
+    # then 285-290 MB up to 15 minutes). Read across that regrowth, the rounds (in the first 50 minutes) against
+    # the quiet end made a flat plateau read +20.8 MB/h.
     regrowth_s: float = 240.0
 
 
