@@ -315,6 +315,7 @@ class Harness:
         self.last_call_end = 0.0
         self.camera_runs: dict[str, list[tuple[Any, Path]]] = {camera: [] for camera in self.cameras}
         self.node_process: subprocess.Popen | None = None
+        self.node_shutdown: dict[str, float | int | None] = {}  # its exit status and seconds from SIGINT to exit
         self.started = 0.0
         self.window_s = duration_s / 6  # an hour's 10 minutes
 
@@ -863,7 +864,9 @@ class Harness:
                 self.wait_for(self._settled, 60, "every received frame to have an outcome")
             if not self.interrupted:
                 self.node_exit = self.node_process.poll()
-            stop_processes([self.node_process])
+            asked = time.time()
+            stop_processes([self.node_process])  # SIGINT, as Ctrl-C; killed after 15 s
+            self.node_shutdown = {"exit": self.node_process.returncode, "seconds": time.time() - asked}
             self.executor.shutdown()
             self.ros.destroy_node()
             self.context.try_shutdown()
@@ -1036,7 +1039,8 @@ def analyse(run: Harness) -> dict:
         "python_blocks_slope_per_h": _per_hour(fits["python_blocks"][1]),
         "memory_fit": _fit_line(*fits["rss_mb"], start), "heap_fit": _fit_line(*fits["heap_mb"], start),
         "detections_per_frame": _spread(run.detection_counts),
-        "logged": logged, "problems": run.problems, "node_exit": run.node_exit, "interrupted": run.interrupted,
+        "logged": logged, "problems": run.problems, "node_exit": run.node_exit, "node_shutdown": run.node_shutdown,
+        "interrupted": run.interrupted,
         "samples": run.samples,
     }
     report["checks"] = verdict(report, profile)
@@ -1133,6 +1137,11 @@ def verdict(report: dict, profile: Profile) -> dict[str, dict]:
                       "limit": "the whole duration, not interrupted (Ctrl-C)"},
         "node_alive": {"passed": report["node_exit"] is None and not report["logged"]["traceback"],
                        "value": report["node_exit"], "limit": "running until stopped, no traceback"},
+        # Not judged after Ctrl-C: a terminal's Ctrl-C reaches the node too, and the harness's own SIGINT may then
+        # be its second, which ends it at once (exit 130) rather than after the batch in flight.
+        "node_shutdown": {"passed": bool(report.get("interrupted")) or report["node_shutdown"].get("exit") == 0,
+                          "value": f"exit {report['node_shutdown'].get('exit')} after {report['node_shutdown'].get('seconds', math.nan):.1f} s",
+                          "limit": "exit 0 after SIGINT (as Ctrl-C), within 15 s (then it is killed); not judged when interrupted"},
         "no_hang": {"passed": not report["problems"], "value": report["problems"], "limit": "none"},
         "faults_survived": {"passed": all(f["survived"] for f in report["faults"]) and bool(report["faults"]),
                             "value": report["faults_injected"], "limit": "every fault survived"},
@@ -1184,12 +1193,19 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+def headline(report: dict) -> str:
+    """The verdict in a few words: PASSED, INTERRUPTED, or FAILED and the checks that failed."""
+    if report.get("interrupted"):
+        return "INTERRUPTED"
+    failed = [name for name, check in report["checks"].items() if not check["passed"]]
+    return f"FAILED ({', '.join(failed)})" if failed else "PASSED"
+
+
 def markdown(report: dict, plots: Sequence[str] = ()) -> str:
     """The report as markdown: verdict, per camera, faults, the series per minute."""
     profile = report["profile"]
     width, height = profile["size"]
-    verdict_word = "INTERRUPTED" if report.get("interrupted") else "PASSED" if report["passed"] else "FAILED"
-    lines = [f"# Soak: {verdict_word}", "",
+    lines = [f"# Soak: {headline(report)}", "",
              f"Profile {profile['name']}: {profile['cameras']} cameras at {profile['rate']:g} Hz, {width}x{height}, "
              f"{report['duration_s'] / 60:.1f} min; latency windows {report['window_s'] / 60:.1f} min; detections "
              f"per frame {report['detections_per_frame']}.", "",
@@ -1241,7 +1257,7 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
 
 
 def _plots(report: dict, output: Path) -> list[str]:
-    """``soak.png``: latency, results per second, resident memory (each sample, and the median line whose slope
+    """``soak.png``, titled with the verdict (:func:`headline`): latency, results per second, resident memory (each sample, and the median line whose slope
     is judged, after warm-up, between faults), threads, files and /dev/shm, over minutes; each fault a vertical line coloured by
     kind (legend below)."""
     import matplotlib
@@ -1256,6 +1272,7 @@ def _plots(report: dict, output: Path) -> list[str]:
     figure, axes = plt.subplots(4, 1, figsize=(9, 12), sharex=True)
     axes[0].plot(x, [m["latency_ms"]["p50"] for m in minutes], label="p50")
     axes[0].plot(x, [m["latency_ms"]["p99"] for m in minutes], label="p99")
+    figure.suptitle(f"Soak: {headline(report)}", fontweight="bold")
     axes[0].set(ylabel="latency ms", title="Output latency, results per second, node memory and resources")
     for camera in minutes[0]["outputs_per_s"]:
         axes[1].plot(x, [m["outputs_per_s"][camera] for m in minutes], label=camera)

@@ -170,6 +170,7 @@ def recorded_run(tmp_path, duration=180.0, silent=None, events=(), profile="suit
     (tmp_path / "logs").mkdir(parents=True, exist_ok=True)
     run = SimpleNamespace(profile=PROFILES[profile], started=START, ended=START + duration, window_s=duration / 6,
                           cameras=["cam0", "cam1"], compressed={"cam1"}, output=tmp_path, problems=[], node_exit=None,
+                          node_shutdown={"exit": 0, "seconds": 1.2},
                           detection_counts=[300], events=list(events), outputs={}, camera_runs={}, interrupted=False)
     statuses = {"": (0, "ok", {"received": "0", **{name: "0" for name in OUTCOMES}})}
     for camera in run.cameras:
@@ -363,6 +364,22 @@ def test_a_camera_that_never_reported_is_not_accounted(tmp_path):
     run = recorded_run(tmp_path)
     del run.diagnostics[-1][1]["cam1"]
     assert not analyse(run)["checks"]["frames_accounted"]["passed"]
+
+
+def test_a_node_that_must_be_killed_at_the_end_fails_and_the_verdict_names_the_check(tmp_path):
+    """The node's own shutdown is judged: SIGINT (as Ctrl-C) must end it with exit 0; one killed after 15 s, or
+    one that exits with an error, fails the run, and the report's and the plot's headline name the check."""
+    from panoptic_perception.ros.soak import FaultEvent, analyse, headline, markdown
+
+    lifecycle = [FaultEvent("lifecycle", "", START + 80, START + 85, survived=True)]
+    report = analyse(recorded_run(tmp_path / "clean", events=lifecycle))
+    assert report["passed"] and headline(report) == "PASSED" and report["checks"]["node_shutdown"]["value"] == "exit 0 after 1.2 s"
+    for exit_, seconds in ((-9, 15.0), (1, 0.4)):
+        run = recorded_run(tmp_path / str(exit_), events=lifecycle)
+        run.node_shutdown = {"exit": exit_, "seconds": seconds}
+        report = analyse(run)
+        assert not report["passed"] and headline(report) == "FAILED (node_shutdown)"
+        assert markdown(report).startswith("# Soak: FAILED (node_shutdown)")
 
 
 def test_node_counters_are_the_frame_counters_and_faults():
