@@ -500,7 +500,8 @@ class Harness:
 
     # -- sampling ----------------------------------------------------------------------------------
     def sample(self) -> None:
-        """Once a second: the node's memory, threads, open files, /dev/shm; a hang when diagnostics stop."""
+        """Once a second: the node's memory, threads, open files, CPU time, its network's time per batch (the
+        same work all run: the machine's speed), /dev/shm; a hang when diagnostics stop."""
         now = time.time()
         if self.samples and now - self.samples[-1]["time"] < 1.0:
             return
@@ -509,8 +510,11 @@ class Harness:
             threads = int(next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                                if line.startswith("Threads:")))
             fds = len(os.listdir(f"/proc/{pid}/fd"))
+            ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+            cpu_s = sum(map(int, ticks)) / os.sysconf("SC_CLK_TCK")
         except (OSError, StopIteration):
             threads = fds = 0
+            cpu_s = math.nan
         names = [path.name for path in SHM.iterdir()] if SHM.is_dir() else []
         status = self.latest("", now - 1.5)  # the node's own memory, from its last second's /diagnostics
         values = status[2] if status else {}
@@ -518,6 +522,7 @@ class Harness:
         self.samples.append({"time": now, "rss_mb": sum(parts.values()), **{f"rss_{part}_mb": mb for part, mb in parts.items()},
                              "heap_mb": _float(values.get("memory_heap_in_use_mb")),
                              "python_blocks": _float(values.get("memory_python_blocks")), "threads": threads, "fds": fds,
+                             "cpu_s": cpu_s, "inference_ms": _float(values.get("inference_median_ms")),
                              "shm_files": len(names), "shm_fastdds": sum(1 for name in names if name.startswith("fastrtps_"))})
         with self.lock:
             last = max(self.diagnostics[-1][0] if self.diagnostics else self.started, self.last_call_end)
@@ -878,6 +883,12 @@ class Harness:
 
 
 # -- analysis --------------------------------------------------------------------------------------
+def _rate(series: list[tuple[float, float]]) -> float:
+    """Growth per second of a counter sampled as (time, value), from its first to its last sample (NaN: too few)."""
+    series = [(t, v) for t, v in series if not math.isnan(v)]
+    return (series[-1][1] - series[0][1]) / (series[-1][0] - series[0][0]) if len(series) > 1 and series[-1][0] > series[0][0] else math.nan
+
+
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
     if not len(values):
         return {"p50": math.nan, "p99": math.nan, "count": 0}
@@ -1007,6 +1018,8 @@ def analyse(run: Harness) -> dict:
                for k in ("rss_mb", "rss_anon_mb", "rss_file_mb", "rss_shmem_mb", "heap_mb", "threads", "fds", "shm_files",
                          "shm_fastdds")},
             "faults": [e.kind for e in run.events if a <= e.start < b],
+            "node_cpu_cores": _rate([(s["time"], s.get("cpu_s", math.nan)) for s in samples]),
+            "inference_ms": _percentiles([ms for s in samples if not math.isnan(ms := s.get("inference_ms", math.nan))])["p50"],
         })
     first = [ms for t, ms in latencies if start + profile.settle_s <= t < start + profile.settle_s + window]
     last = [ms for t, ms in latencies if t >= end - window]
@@ -1236,11 +1249,12 @@ def markdown(report: dict, plots: Sequence[str] = ()) -> str:
             lines.append(f"\nSIGKILL of {fault['camera']} at {fault['start_s']:.0f} s: of the {len(fault['detail']['shm_mapped'])} "
                          f"own Fast DDS /dev/shm files it had mapped, {len(fault['detail'].get('shm_left_after_run', []))} were left after "
                          "the run (every process ended): " + ", ".join(fault["detail"].get("shm_left_after_run", [])))
-    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | RSS MB (anon / file / shmem) | heap in use MB | threads | fds | "
-              "/dev/shm (Fast DDS), machine-wide | errors / warnings logged | faults |", "| --- " * 10 + "|"]
+    lines += ["", "| minute | latency p50 / p99 ms | results/s per camera | network ms per batch / node CPU cores | RSS MB (anon / file / shmem) | heap in use MB | threads | fds | "
+              "/dev/shm (Fast DDS), machine-wide | errors / warnings logged | faults |", "| --- " * 11 + "|"]
     for m in report["minutes"]:
         rates = " / ".join(f"{v:.1f}" for v in m["outputs_per_s"].values())
         lines.append(f"| {m['minute']} | {_number(m['latency_ms']['p50'])} / {_number(m['latency_ms']['p99'])} | {rates} | "
+                     f"{_number(m.get('inference_ms', math.nan))} / {_number(m.get('node_cpu_cores', math.nan))} | "
                      f"{_number(m['rss_mb'])} ({_number(m['rss_anon_mb'])} / {_number(m['rss_file_mb'])} / "
                      f"{_number(m['rss_shmem_mb'])}) | {_number(m['heap_mb'])} | {_number(m['threads'])} | {_number(m['fds'])} | {_number(m['shm_files'])} "
                      f"({_number(m['shm_fastdds'])}) | {m['logged']['error']} / {m['logged']['warn']} | {', '.join(m['faults'])} |")
@@ -1272,6 +1286,7 @@ def _plots(report: dict, output: Path) -> list[str]:
     figure, axes = plt.subplots(4, 1, figsize=(9, 12), sharex=True)
     axes[0].plot(x, [m["latency_ms"]["p50"] for m in minutes], label="p50")
     axes[0].plot(x, [m["latency_ms"]["p99"] for m in minutes], label="p99")
+    axes[0].plot(x, [m.get("inference_ms", math.nan) for m in minutes], label="network per batch (median): the machine's speed")
     figure.suptitle(f"Soak: {headline(report)}", fontweight="bold")
     axes[0].set(ylabel="latency ms", title="Output latency, results per second, node memory and resources")
     for camera in minutes[0]["outputs_per_s"]:

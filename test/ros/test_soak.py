@@ -382,6 +382,22 @@ def test_a_node_that_must_be_killed_at_the_end_fails_and_the_verdict_names_the_c
         assert markdown(report).startswith("# Soak: FAILED (node_shutdown)")
 
 
+def test_each_minute_shows_the_nodes_cpu_and_its_networks_time_per_batch(tmp_path):
+    """The same network runs on the same input all run long: its time per batch tells a slower machine (a shared
+    host) from a slower node; the node's CPU time per second, a busier one."""
+    from panoptic_perception.ros.soak import analyse, markdown
+
+    run = recorded_run(tmp_path)
+    for sample in run.samples:
+        t = sample["time"] - START
+        sample.update(cpu_s=0.5 * t if t < 60 else 30 + 1.5 * (t - 60), inference_ms=60.0 if t < 60 else 90.0)
+    report = analyse(run)
+    first, second = report["minutes"][:2]
+    assert first["node_cpu_cores"] == pytest.approx(0.5) and second["node_cpu_cores"] == pytest.approx(1.5)
+    assert (first["inference_ms"], second["inference_ms"]) == (60.0, 90.0)
+    assert "| 90 / 1.5 |" in markdown(report)
+
+
 def test_node_counters_are_the_frame_counters_and_faults():
     """The report's counters are the frames' counters and the faults by kind, not the status's other numbers
     (memory, a camera's image width) even when they read as integers."""
