@@ -333,6 +333,7 @@ class GroundProjection:
             scale = height / rays[:, 2]
         hits = np.isfinite(scale) & (scale > 0)
         points = self.mount.translation + rays * np.where(hits, scale, 0.0)[:, None]
+        points[hits, 2] = self.grid.ground_height  # on the plane exactly, not within a rounding (2e-16)
         return points, hits
 
 

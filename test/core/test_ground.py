@@ -58,6 +58,17 @@ def test_pixels_and_ground_points_round_trip_with_every_distortion_model(model):
     np.testing.assert_allclose(back, ground, atol=1e-6 * 40)
 
 
+def test_ground_points_lie_on_the_ground_plane_exactly():
+    """A ray's meeting with the plane computed in floating point lands up to 2e-16 m off it (8 of these 200
+    pixels did); objects published on the ground plane carry its height exactly (z == 0.0 here)."""
+    calibration = CameraCalibration.checked(1280, 720, K_720P)
+    mount = Mount.from_xyz_rpy(1.5, 0.2, 1.4, roll=0.01, pitch=0.05, yaw=-0.03)
+    projection = GroundProjection(calibration, mount, GroundGrid(resolution=1.0), max_range=60)
+    rng = np.random.default_rng(0)
+    points, hits = projection.ground_points(np.stack([rng.uniform(0, 1279, 200), rng.uniform(400, 719, 200)], 1))
+    assert hits.all() and (points[:, 2] == 0.0).all()
+
+
 def test_binning_and_roi_map_published_pixels_to_the_sensor():
     full = CameraCalibration.checked(1280, 720, K_720P)
     cropped = CameraCalibration.checked(1280, 720, K_720P, binning_x=2, binning_y=2, roi=(320, 180, 640, 360))
